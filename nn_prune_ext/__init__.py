@@ -1,0 +1,38 @@
+"""nn_prune_ext: structured pruning of Hugging Face transformers while fine-tuning."""
+
+from .args import SparseArgs
+from .layouts import (
+    ArchitectureLayout,
+    UnsupportedArchitectureError,
+    get_layout,
+    register_layout,
+    supported_model_types,
+)
+from .optim import ScoreOptimizer
+from .patch import bake_model, densities, is_patched, iter_mask_scores, patch_model, set_thresholds
+from .schedule import SparsitySchedule
+from .scores import MaskedLinear, MaskScores
+from .trainer import SparseTrainer, SparsityController
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SparseArgs",
+    "SparseTrainer",
+    "SparsityController",
+    "SparsitySchedule",
+    "ScoreOptimizer",
+    "ArchitectureLayout",
+    "UnsupportedArchitectureError",
+    "register_layout",
+    "get_layout",
+    "supported_model_types",
+    "patch_model",
+    "bake_model",
+    "is_patched",
+    "densities",
+    "set_thresholds",
+    "iter_mask_scores",
+    "MaskedLinear",
+    "MaskScores",
+]

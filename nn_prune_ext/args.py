@@ -1,0 +1,230 @@
+"""`SparseArgs`: every knob of pruning while fine-tuning, as command-line-ready dataclass fields.
+
+Field names follow nn_pruning's `SparseTrainingArguments` wherever the meaning is the same, so
+an nn_pruning command line mostly carries over; docs/migration.md lists the differences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .scores.methods import PruningMethod, get_pruning_method
+
+__all__ = ["SparseArgs", "ATTENTION_GRANULARITIES", "DENSE_GRANULARITIES", "REGULARIZATIONS"]
+
+ATTENTION_GRANULARITIES = ("block", "row", "col", "head")
+DENSE_GRANULARITIES = ("block", "row", "col", "unit")
+REGULARIZATIONS = ("disabled", "l1", "l0")
+# nn_pruning spelled "FFN rows shared with the down projection's columns" as a method suffix.
+_NN_PRUNING_DENSE_SUFFIXES = {"1d_alt": "unit"}
+
+
+@dataclass
+class SparseArgs:
+    """Arguments of movement pruning while fine-tuning.
+
+    Thresholds follow a cubic schedule from `initial_threshold` to `final_threshold`, held at
+    the initial value for `initial_warmup` and at the final one for the last `final_warmup`
+    optimizer steps. Their meaning depends on the method: the kept fraction for `topK` and
+    `magnitude`, a bound on `sigmoid(score)` for `sigmoied_threshold`, a bound on the raw score
+    for `threshold`; `l0` ignores them and is driven by the L0 penalty.
+    """
+
+    mask_scores_learning_rate: float = field(
+        default=1e-2, metadata={"help": "Learning rate of the mask scores (their own optimizer group, no weight decay)."}
+    )
+    dense_pruning_method: str = field(
+        default="topK",
+        metadata={
+            "help": "Pruning method of the FFN linears: topK, threshold, sigmoied_threshold, magnitude or l0. "
+            "nn_pruning's 'sigmoied_threshold:1d_alt' is accepted and sets dense_granularity='unit'."
+        },
+    )
+    attention_pruning_method: str = field(
+        default="topK",
+        metadata={"help": "Pruning method of the attention linears: topK, threshold, sigmoied_threshold, magnitude or l0."},
+    )
+    attention_granularity: str = field(
+        default="block",
+        metadata={
+            "help": "What one attention score covers: 'block' (attention_block_rows x attention_block_cols of q/k/v, "
+            "transposed for the output projection), 'row', 'col', or 'head' (a whole head of q/k/v/o)."
+        },
+    )
+    dense_granularity: str = field(
+        default="block",
+        metadata={
+            "help": "What one FFN score covers: 'block' (dense_block_rows x dense_block_cols of the up projection, "
+            "transposed for the down projection), 'row', 'col', or 'unit' (an FFN unit: a row of up/gate and the "
+            "matching column of down, sharing one score)."
+        },
+    )
+    attention_output_with_dense: bool = field(
+        default=False,
+        metadata={"help": "Prune the attention output projection with the dense method and block size."},
+    )
+    shared_qkv_scores: bool = field(
+        default=False,
+        metadata={"help": "One score grid shared by q, k and v (block/row/col granularity, same shapes only)."},
+    )
+    bias_mask: bool = field(
+        default=True,
+        metadata={"help": "Also mask the bias of linears whose mask covers whole rows, so pruned rows output 0."},
+    )
+    dense_block_rows: int = field(default=1, metadata={"help": "Block rows of the FFN up projection."})
+    dense_block_cols: int = field(default=1, metadata={"help": "Block columns of the FFN up projection."})
+    attention_block_rows: int = field(default=1, metadata={"help": "Block rows of the q/k/v projections."})
+    attention_block_cols: int = field(default=1, metadata={"help": "Block columns of the q/k/v projections."})
+    initial_threshold: float = field(default=1.0, metadata={"help": "Threshold at the start of the schedule."})
+    final_threshold: float = field(default=0.5, metadata={"help": "Threshold at the end of the schedule."})
+    initial_warmup: float = field(
+        default=0.1,
+        metadata={
+            "help": "Optimizer steps held at initial_threshold before the cubic schedule starts: a whole number >= 1 "
+            "is a step count, a value in [0, 1) a fraction of all training steps. Independent of warmup_steps."
+        },
+    )
+    final_warmup: float = field(
+        default=0.2,
+        metadata={"help": "Last optimizer steps held at final_threshold, as steps (>= 1) or a fraction (< 1)."},
+    )
+    regularization: str = field(
+        default="disabled",
+        metadata={"help": "Penalty on the scores: 'disabled', 'l1' (of sigmoid(scores) for sigmoied_threshold) or 'l0'."},
+    )
+    regularization_final_lambda: float = field(
+        default=0.0,
+        metadata={"help": "Penalty weight at the end of the schedule; it rises with the threshold's cubic progress."},
+    )
+    attention_lambda: float = field(default=1.0, metadata={"help": "Multiplier of the attention scores' penalty."})
+    dense_lambda: float = field(default=1.0, metadata={"help": "Multiplier of the FFN scores' penalty."})
+    eval_with_current_patch_params: bool = field(
+        default=False,
+        metadata={"help": "Evaluate with the current threshold instead of final_threshold."},
+    )
+    distil_teacher_name_or_path: str | None = field(
+        default=None, metadata={"help": "Teacher model (path or Hub id) for distillation; none by default."}
+    )
+    distil_alpha_ce: float = field(default=0.5, metadata={"help": "Weight of the task loss under distillation."})
+    distil_alpha_teacher: float = field(default=0.5, metadata={"help": "Weight of the distillation loss."})
+    distil_temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of the distillation loss."})
+
+    def __post_init__(self):
+        method, _, suffix = self.dense_pruning_method.partition(":")
+        if suffix:
+            if suffix not in _NN_PRUNING_DENSE_SUFFIXES:
+                raise ValueError(
+                    f"Unknown suffix {suffix!r} in dense_pruning_method={self.dense_pruning_method!r}; nn_pruning's "
+                    f"'1d_alt' is the one supported. Prefer dense_granularity='unit'."
+                )
+            self.dense_pruning_method = method
+            self.dense_granularity = _NN_PRUNING_DENSE_SUFFIXES[suffix]
+        self.validate()
+
+    # ----- derived views ---------------------------------------------------------------
+    @property
+    def attention_method(self) -> PruningMethod:
+        return get_pruning_method(self.attention_pruning_method)
+
+    @property
+    def dense_method(self) -> PruningMethod:
+        return get_pruning_method(self.dense_pruning_method)
+
+    def methods_in_use(self) -> dict[str, PruningMethod]:
+        return {"attention_pruning_method": self.attention_method, "dense_pruning_method": self.dense_method}
+
+    # ----- validation ------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check the arguments together; raises `ValueError` naming the fix."""
+        methods = self.methods_in_use()  # raises on unknown method names
+        _check_choice("attention_granularity", self.attention_granularity, ATTENTION_GRANULARITIES)
+        _check_choice("dense_granularity", self.dense_granularity, DENSE_GRANULARITIES)
+        _check_choice("regularization", self.regularization, REGULARIZATIONS)
+        for name in ("dense_block_rows", "dense_block_cols", "attention_block_rows", "attention_block_cols"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for arg_name, method in methods.items():
+            for threshold_name in ("initial_threshold", "final_threshold"):
+                method.check_threshold(getattr(self, threshold_name), f"{threshold_name} (with {arg_name}={method.name})")
+            if self.regularization not in method.regularizations:
+                raise ValueError(
+                    f"regularization={self.regularization!r} does not apply to {arg_name}={method.name!r}; "
+                    f"use one of {method.regularizations}."
+                )
+        if self.attention_output_with_dense and self.dense_granularity == "unit":
+            raise ValueError(
+                "attention_output_with_dense=True prunes the attention output like an FFN matrix, which has no FFN "
+                "units: set dense_granularity to 'block', 'row' or 'col', or attention_output_with_dense=False."
+            )
+        for name in ("initial_warmup", "final_warmup"):
+            value = getattr(self, name)
+            if value < 0 or (value >= 1 and not float(value).is_integer()):
+                raise ValueError(
+                    f"{name}={value} is neither a fraction of training in [0, 1) nor a whole number of steps >= 1."
+                )
+        for name in ("regularization_final_lambda", "attention_lambda", "dense_lambda", "mask_scores_learning_rate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.distil_alpha_ce < 0 or self.distil_alpha_teacher < 0 or self.distil_alpha_ce + self.distil_alpha_teacher == 0:
+            raise ValueError("distil_alpha_ce and distil_alpha_teacher must be >= 0 and not both 0.")
+        if not self.distil_temperature > 0:
+            raise ValueError(f"distil_temperature must be > 0, got {self.distil_temperature}.")
+
+    def warmup_steps(self, total_steps: int) -> tuple[int, int]:
+        """Resolve `initial_warmup` and `final_warmup` to step counts for a run of `total_steps`."""
+        return _to_steps(self.initial_warmup, total_steps), _to_steps(self.final_warmup, total_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    # ----- presets ---------------------------------------------------------------------
+    @classmethod
+    def hybrid(cls, regularization_final_lambda: float = 10.0, **overrides: Any) -> "SparseArgs":
+        """nn_pruning's hybrid setup: 32x32 attention blocks, FFN units, sigmoied threshold, L1.
+
+        Args:
+            regularization_final_lambda: Final weight of the L1 penalty; larger prunes more.
+            **overrides: Any other `SparseArgs` field.
+        """
+        settings = dict(
+            attention_pruning_method="sigmoied_threshold",
+            dense_pruning_method="sigmoied_threshold",
+            attention_granularity="block",
+            attention_block_rows=32,
+            attention_block_cols=32,
+            dense_granularity="unit",
+            attention_output_with_dense=False,
+            initial_threshold=0.0,
+            final_threshold=0.1,
+            regularization="l1",
+            regularization_final_lambda=regularization_final_lambda,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def struct(cls, regularization_final_lambda: float = 10.0, **overrides: Any) -> "SparseArgs":
+        """Fully structured pruning: whole attention heads and FFN units, sigmoied threshold, L1.
+
+        Args:
+            regularization_final_lambda: Final weight of the L1 penalty; larger prunes more.
+            **overrides: Any other `SparseArgs` field.
+        """
+        settings = dict(attention_granularity="head")
+        settings.update(overrides)
+        return cls.hybrid(regularization_final_lambda, **settings)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}.")
+
+
+def _to_steps(value: float, total_steps: int) -> int:
+    if value < 1:
+        return int(math.floor(value * total_steps))
+    return int(value)

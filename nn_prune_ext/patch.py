@@ -1,0 +1,285 @@
+"""Patch a model for pruning (scored, masked linears), inspect it, and bake it back.
+
+`patch_model` replaces the attention and FFN linears named by the model's layout with
+`MaskedLinear`s that keep the same parameters, and attaches one `MaskScores` per group of
+linears sharing a mask. `bake_model` multiplies the masks into the weights and restores plain
+`nn.Linear`s, so the model saves as an ordinary checkpoint with zeros where it was pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .args import SparseArgs
+from .layouts import ArchitectureLayout, LayerModules, get_layout
+from .scores.masked_linear import MaskedLinear, MaskScores
+from .scores.methods import PruningMethod
+
+__all__ = [
+    "patch_model",
+    "bake_model",
+    "is_patched",
+    "iter_mask_scores",
+    "iter_masked_linears",
+    "set_thresholds",
+    "densities",
+]
+
+_SCORES_ATTR = "_nn_prune_ext_scores"
+_HOOKS_ATTR = "_nn_prune_ext_hooks"
+
+
+@dataclass
+class _Member:
+    name: str  # "query", "ffn_up", ... (a key of LayerModules.attention_linears / ffn_linears)
+    grid: tuple[int, int]
+
+
+@dataclass
+class _Group:
+    kind: str  # "attention" or "dense"
+    method: PruningMethod
+    shape: tuple[int, ...]
+    members: list[_Member]
+
+
+def _block_grid(linear: nn.Linear, rows: int, cols: int, where: str) -> tuple[int, int]:
+    out_features, in_features = linear.weight.shape
+    if out_features % rows or in_features % cols:
+        raise ValueError(
+            f"Block size {rows}x{cols} does not divide the {where} weight of shape ({out_features}, {in_features}). "
+            "Choose block rows/cols that divide both dimensions (attention_block_rows/cols or dense_block_rows/cols)."
+        )
+    return out_features // rows, in_features // cols
+
+
+def _literal_grid(linear: nn.Linear, granularity: str, block: tuple[int, int], where: str) -> tuple[int, int]:
+    """Grid of one matrix pruned on its own: blocks, whole rows or whole columns."""
+    if granularity == "row":
+        return linear.out_features, 1
+    if granularity == "col":
+        return 1, linear.in_features
+    return _block_grid(linear, block[0], block[1], where)
+
+
+def _separate_groups(
+    names: list[str], kind: str, method: PruningMethod, grids: dict[str, tuple[int, int]]
+) -> list[_Group]:
+    return [_Group(kind, method, grids[name], [_Member(name, grids[name])]) for name in names]
+
+
+def _attention_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
+    linears = layer.attention_linears
+    method = args.attention_method
+    where = f"layer {layer.index} {{}}"
+    if args.attention_output_with_dense:
+        block = (args.dense_block_rows, args.dense_block_cols)
+        output_grid = _literal_grid(layer.output, args.dense_granularity, block, where.format("output"))
+        groups = [_Group("dense", args.dense_method, output_grid, [_Member("output", output_grid)])]
+        qkv = ["query", "key", "value"]
+    else:
+        groups, qkv = [], ["query", "key", "value", "output"]
+
+    if args.attention_granularity == "head":
+        heads, kv_heads = layer.num_heads, layer.num_kv_heads
+        with_output = "output" in qkv
+        q_members = [_Member("query", (heads, 1))] + ([_Member("output", (1, heads))] if with_output else [])
+        kv_members = [_Member("key", (kv_heads, 1)), _Member("value", (kv_heads, 1))]
+        if kv_heads == heads:  # plain multi-head attention: one score per head for q, k, v and o
+            return groups + [_Group("attention", method, (heads,), q_members + kv_members)]
+        return groups + [
+            _Group("attention", method, (heads,), q_members),
+            _Group("attention", method, (kv_heads,), kv_members),
+        ]
+
+    block = (args.attention_block_rows, args.attention_block_cols)
+    grids = {
+        name: _literal_grid(linears[name], args.attention_granularity, block, where.format(name))
+        for name in ("query", "key", "value")
+    }
+    if "output" in qkv:
+        # The output projection consumes the heads on its columns: its block is the transposed one.
+        grids["output"] = _literal_grid(
+            layer.output, {"row": "col", "col": "row"}.get(args.attention_granularity, "block"),
+            block[::-1], where.format("output"),
+        )
+    if args.shared_qkv_scores:
+        if len({grids["query"], grids["key"], grids["value"]}) != 1:
+            raise ValueError(
+                f"shared_qkv_scores needs q, k and v grids of one shape; layer {layer.index} has "
+                f"{grids['query']}, {grids['key']}, {grids['value']} (grouped-query attention?). "
+                "Set shared_qkv_scores=False or use attention_granularity='head'."
+            )
+        shared = _Group("attention", method, grids["query"], [_Member(n, grids[n]) for n in ("query", "key", "value")])
+        return groups + [shared] + _separate_groups(qkv[3:], "attention", method, grids)
+    return groups + _separate_groups(qkv, "attention", method, grids)
+
+
+def _dense_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
+    linears = layer.ffn_linears
+    method = args.dense_method
+    inputs = [name for name in linears if name != "ffn_down"]
+    if args.dense_granularity == "unit":
+        units = layer.ffn_up.out_features
+        members = [_Member(name, (units, 1)) for name in inputs] + [_Member("ffn_down", (1, units))]
+        return [_Group("dense", method, (units,), members)]
+    block = (args.dense_block_rows, args.dense_block_cols)
+    where = f"layer {layer.index} {{}}"
+    grids = {name: _literal_grid(linears[name], args.dense_granularity, block, where.format(name)) for name in inputs}
+    grids["ffn_down"] = _literal_grid(
+        layer.ffn_down, args.dense_granularity, block[::-1] if args.dense_granularity == "block" else block,
+        where.format("ffn_down"),
+    )
+    return _separate_groups(list(linears), "dense", method, grids)
+
+
+def _layer_paths(layout: ArchitectureLayout) -> dict[str, str | None]:
+    return {
+        "query": layout.query, "key": layout.key, "value": layout.value, "output": layout.output,
+        "ffn_up": layout.ffn_up, "ffn_gate": layout.ffn_gate, "ffn_down": layout.ffn_down,
+    }
+
+
+def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, attr = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, attr, new)
+
+
+def _begin_forward(module: nn.Module, args) -> None:
+    for scores in getattr(module, _SCORES_ATTR):
+        scores.begin_forward()
+
+
+def _end_forward(module: nn.Module, args, output) -> None:
+    for scores in getattr(module, _SCORES_ATTR):
+        scores.end_forward()
+
+
+def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureLayout | None = None) -> nn.Module:
+    """Attach learnable scores and masks to the attention and FFN linears of `model`, in place.
+
+    Args:
+        model: A model whose `config.model_type` has a registered layout (or pass `layout`).
+        sparse_args: Methods, granularities and initial thresholds.
+        layout: Override the registered layout.
+
+    Returns:
+        The same model, patched.
+
+    Raises:
+        UnsupportedArchitectureError: No layout for the model's type.
+        ValueError: The model is patched already, or a block size does not divide a matrix.
+    """
+    if is_patched(model):
+        raise ValueError("The model is already patched; bake_model() it first to patch it again.")
+    sparse_args.validate()
+    layout = layout or get_layout(model)
+    paths = _layer_paths(layout)
+    layer_list = layout.layer_list(model)
+    all_scores: list[MaskScores] = []
+    for layer in list(layout.iter_layers(model)):  # resolve everything before replacing anything
+        linears = {**layer.attention_linears, **layer.ffn_linears}
+        for group in _attention_groups(layer, sparse_args) + _dense_groups(layer, sparse_args):
+            weight = linears[group.members[0].name].weight
+            scores = MaskScores(group.method, group.shape, group.kind, sparse_args.initial_threshold)
+            scores.to(device=weight.device)
+            for position, member in enumerate(group.members):
+                masked = MaskedLinear.from_linear(
+                    linears[member.name], scores, member.grid, owner=position == 0, mask_bias=sparse_args.bias_mask
+                )
+                _replace(layer_list[layer.index], paths[member.name], masked)
+            all_scores.append(scores)
+
+    base = getattr(model, "base_model", model)
+    setattr(base, _SCORES_ATTR, all_scores)
+    hooks = [
+        base.register_forward_pre_hook(_begin_forward),
+        base.register_forward_hook(_end_forward, always_call=True),
+    ]
+    setattr(base, _HOOKS_ATTR, hooks)
+    return model
+
+
+def is_patched(model: nn.Module) -> bool:
+    """Whether `model` holds masked linears from `patch_model`."""
+    return any(isinstance(module, MaskedLinear) for module in model.modules())
+
+
+def iter_mask_scores(model: nn.Module) -> Iterator[MaskScores]:
+    """Every score group of a patched model, in module order."""
+    return (module for module in model.modules() if isinstance(module, MaskScores))
+
+
+def iter_masked_linears(model: nn.Module) -> Iterator[tuple[str, MaskedLinear]]:
+    """`(qualified name, module)` for every masked linear of a patched model."""
+    return ((name, module) for name, module in model.named_modules() if isinstance(module, MaskedLinear))
+
+
+def set_thresholds(model: nn.Module, attention: float, dense: float) -> None:
+    """Set the threshold of every attention and every dense score group."""
+    for scores in iter_mask_scores(model):
+        scores.threshold = float(attention if scores.kind == "attention" else dense)
+
+
+@torch.no_grad()
+def densities(model: nn.Module) -> dict[str, float]:
+    """Fraction of weights kept by the eval-mode masks, per kind and overall.
+
+    Returns:
+        `{"attention": ..., "dense": ..., "total": ...}` weighted by the number of weights, over
+        the masked linears only (embeddings and heads are not pruned).
+    """
+    kept = {"attention": 0.0, "dense": 0.0}
+    numel = {"attention": 0, "dense": 0}
+    masks: dict[int, torch.Tensor] = {}
+    for _, linear in iter_masked_linears(model):
+        source = linear.source
+        if id(source) not in masks:
+            masks[id(source)] = source.method.mask(source.importance(), source.threshold, training=False)
+        grid = masks[id(source)].reshape(linear.grid_shape)
+        kept[source.kind] += float(grid.float().mean()) * linear.weight.numel()
+        numel[source.kind] += linear.weight.numel()
+    result = {kind: kept[kind] / numel[kind] if numel[kind] else 1.0 for kind in kept}
+    total = sum(numel.values())
+    result["total"] = sum(kept.values()) / total if total else 1.0
+    return result
+
+
+@torch.no_grad()
+def bake_model(model: nn.Module) -> nn.Module:
+    """Multiply the eval-mode masks into the weights and restore plain `nn.Linear`s, in place.
+
+    The result has the original module classes and shapes, zeros where pruned, and gives the
+    same outputs as the patched model in eval mode.
+
+    Returns:
+        The same model, unpatched.
+    """
+    was_training = model.training
+    model.eval()
+    masked_linears = list(iter_masked_linears(model))
+    # All masks first: magnitude masks read the weights that baking overwrites.
+    grids = [masked.grid().detach() for _, masked in masked_linears]
+    for (name, masked), grid in zip(masked_linears, grids):
+        weight, bias = masked.masked_parameters(grid)
+        masked.weight.data.copy_(weight)
+        if bias is not None:
+            masked.bias.data.copy_(bias)
+        linear = nn.Linear.__new__(nn.Linear)
+        nn.Module.__init__(linear)
+        linear.in_features, linear.out_features = masked.in_features, masked.out_features
+        linear.weight, linear.bias = masked.weight, masked.bias
+        _replace(model, name, linear)
+    base = getattr(model, "base_model", model)
+    for hook in getattr(base, _HOOKS_ATTR, []):
+        hook.remove()
+    for attr in (_SCORES_ATTR, _HOOKS_ATTR):
+        if hasattr(base, attr):
+            delattr(base, attr)
+    model.train(was_training)
+    return model

@@ -1,0 +1,216 @@
+"""`MaskedLinear`: an `nn.Linear` whose weight is multiplied by a block mask on the fly.
+
+The mask comes from a `MaskScores` module, possibly shared with other linears (the rows of an
+FFN up projection and the matching columns of the down projection share one score vector).
+The multiplication runs in a custom autograd function that saves exactly what `nn.Linear`
+saves (the input) plus the small mask grid, and recomputes the masked weight in backward: the
+masked weight never stays alive between forward and backward, so peak memory matches a
+plain `Linear`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .methods import PruningMethod
+
+__all__ = ["MaskScores", "MaskedLinear", "masked_linear", "apply_grid_mask"]
+
+
+def apply_grid_mask(tensor: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Multiply a `(out, in)` matrix by a `(R, C)` grid mask broadcast over equal blocks."""
+    rows, cols = grid.shape
+    out_features, in_features = tensor.shape
+    blocks = tensor.view(rows, out_features // rows, cols, in_features // cols)
+    return (blocks * grid.to(tensor.dtype)[:, None, :, None]).view(out_features, in_features)
+
+
+def _block_sum(tensor: torch.Tensor, grid_shape: tuple[int, int]) -> torch.Tensor:
+    rows, cols = grid_shape
+    out_features, in_features = tensor.shape
+    return tensor.view(rows, out_features // rows, cols, in_features // cols).sum(dim=(1, 3))
+
+
+def _row_mask(grid: torch.Tensor, out_features: int) -> torch.Tensor:
+    """Expand an `(R, 1)` grid into a per-output-row mask of length `out_features`."""
+    return grid.reshape(-1).repeat_interleave(out_features // grid.shape[0])
+
+
+class _MaskedLinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, grid, mask_bias: bool):
+        masked_bias = bias
+        if bias is not None and mask_bias:
+            masked_bias = bias * _row_mask(grid, weight.shape[0]).to(bias.dtype)
+        output = F.linear(x, apply_grid_mask(weight, grid), masked_bias)
+        ctx.save_for_backward(x, weight, bias, grid)
+        ctx.mask_bias = mask_bias and bias is not None
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight, bias, grid = ctx.saved_tensors
+        need_x, need_w, need_b, need_grid, _ = ctx.needs_input_grad
+        # Under autocast the output (and so its gradient) is in the autocast dtype: compute there.
+        dtype = grad_output.dtype
+        out_features, in_features = weight.shape
+        grad_x = grad_w = grad_b = grad_grid = None
+        if need_x:
+            grad_x = (grad_output @ apply_grid_mask(weight, grid).to(dtype)).to(x.dtype)
+        grad_2d = grad_output.reshape(-1, out_features)
+        if need_w or need_grid:
+            full_grad_w = grad_2d.t() @ x.reshape(-1, in_features).to(dtype)
+            if need_w:
+                grad_w = apply_grid_mask(full_grad_w, grid).to(weight.dtype)
+            if need_grid:
+                grad_grid = _block_sum(full_grad_w * weight.to(dtype), tuple(grid.shape))
+        if need_b or (need_grid and ctx.mask_bias):
+            full_grad_b = grad_2d.sum(dim=0)
+            if need_b:
+                grad_b = full_grad_b
+                if ctx.mask_bias:
+                    grad_b = grad_b * _row_mask(grid, out_features).to(dtype)
+                grad_b = grad_b.to(bias.dtype)
+            if need_grid and ctx.mask_bias:
+                grad_grid = grad_grid + _block_sum((full_grad_b * bias.to(dtype))[:, None], tuple(grid.shape))
+        if grad_grid is not None:
+            grad_grid = grad_grid.to(grid.dtype)
+        return grad_x, grad_w, grad_b, grad_grid, None
+
+
+def masked_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, grid: torch.Tensor, mask_bias: bool = False
+) -> torch.Tensor:
+    """`F.linear(x, weight * mask, bias * row_mask)` with a memory footprint equal to `F.linear`.
+
+    Args:
+        x: Input of shape `(..., in_features)`.
+        weight: Weight of shape `(out_features, in_features)`.
+        bias: Bias of shape `(out_features,)` or `None`.
+        grid: Mask grid of shape `(R, C)` where `R` divides `out_features` and `C` divides
+            `in_features`; each entry covers one block of the weight.
+        mask_bias: Also mask the bias; only meaningful for row grids (`C == 1`).
+
+    Returns:
+        The output of shape `(..., out_features)`.
+    """
+    return _MaskedLinearFunction.apply(x, weight, bias, grid, mask_bias)
+
+
+class MaskScores(nn.Module):
+    """The scores of one group of linears that share a mask, and the mask they produce.
+
+    Args:
+        method: The pruning method turning scores into a mask.
+        shape: Shape of the score tensor (a grid, or a vector shared in several orientations).
+        kind: `"attention"` or `"dense"`; selects the threshold and regularization multiplier.
+        threshold: Initial threshold.
+    """
+
+    def __init__(self, method: PruningMethod, shape: tuple[int, ...], kind: str, threshold: float):
+        super().__init__()
+        self.method = method
+        self.kind = kind
+        self.threshold = float(threshold)
+        self.shape = tuple(shape)
+        if method.learnable:
+            self.scores = nn.Parameter(method.init_scores(self.shape))
+        else:
+            self.scores = None
+        # The linears reading this mask, and their grid shapes. A plain list, so the linears are
+        # not registered twice as submodules.
+        self.members: list[tuple[MaskedLinear, tuple[int, int]]] = []
+        self._cached: torch.Tensor | None = None
+
+    def importance(self) -> torch.Tensor:
+        """What the method ranks: the learnt scores, or block-summed weight magnitudes."""
+        if self.scores is not None:
+            return self.scores
+        total = None
+        for linear, grid_shape in self.members:
+            magnitude = _block_sum(linear.weight.detach().abs().float(), grid_shape).reshape(self.shape)
+            total = magnitude if total is None else total + magnitude
+        return total
+
+    def compute(self) -> torch.Tensor:
+        """Compute a fresh mask from the current scores and threshold."""
+        return self.method.mask(self.importance(), self.threshold, self.training)
+
+    def begin_forward(self) -> None:
+        """Compute the mask once for a whole model forward pass, shared by all members.
+
+        Sharing one tensor keeps the members consistent (one hard-concrete sample for the up
+        rows and down columns of an FFN) and computes each mask once instead of per member.
+        """
+        self._cached = self.compute()
+
+    def end_forward(self) -> None:
+        self._cached = None
+
+    def current(self) -> torch.Tensor:
+        """The mask of the current forward pass; a fresh one when called outside a model forward."""
+        return self._cached if self._cached is not None else self.compute()
+
+    def extra_repr(self) -> str:
+        return f"method={self.method.name}, shape={self.shape}, kind={self.kind}, threshold={self.threshold:.4g}"
+
+
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is masked by a (possibly shared) `MaskScores`.
+
+    It keeps the `weight` and `bias` parameters of the linear it replaces (same objects, same
+    state-dict names); the owner of a score group also registers it as `mask_scores`.
+    """
+
+    @classmethod
+    def from_linear(
+        cls, linear: nn.Linear, source: MaskScores, grid_shape: tuple[int, int], owner: bool, mask_bias: bool
+    ) -> "MaskedLinear":
+        """Wrap `linear` without copying its parameters.
+
+        Args:
+            linear: The linear to replace.
+            source: The score group producing this linear's mask.
+            grid_shape: `(R, C)` such that the weight splits into `R x C` equal blocks.
+            owner: Register `source` as a submodule of this linear (exactly one member does).
+            mask_bias: Mask the bias with the rows of the grid (only for row grids).
+        """
+        module = cls.__new__(cls)
+        nn.Module.__init__(module)
+        module.in_features = linear.in_features
+        module.out_features = linear.out_features
+        module.weight = linear.weight
+        module.bias = linear.bias
+        module.grid_shape = tuple(grid_shape)
+        module.mask_bias = bool(mask_bias and grid_shape[1] == 1 and linear.bias is not None)
+        module._source = [source]
+        if owner:
+            module.mask_scores = source
+        source.members.append((module, module.grid_shape))
+        return module
+
+    @property
+    def source(self) -> MaskScores:
+        return self._source[0]
+
+    def grid(self) -> torch.Tensor:
+        """This linear's mask grid of shape `grid_shape`, for the current forward pass."""
+        return self.source.current().reshape(self.grid_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return masked_linear(x, self.weight, self.bias, self.grid(), self.mask_bias)
+
+    @torch.no_grad()
+    def masked_parameters(self, grid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias with `grid` (by default the current mask) multiplied in."""
+        grid = self.grid().detach() if grid is None else grid
+        weight = apply_grid_mask(self.weight, grid)
+        bias = self.bias
+        if bias is not None and self.mask_bias:
+            bias = bias * _row_mask(grid, self.out_features).to(bias.dtype)
+        return weight, bias
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, grid={self.grid_shape}, mask_bias={self.mask_bias}"

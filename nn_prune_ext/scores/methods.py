@@ -1,0 +1,186 @@
+"""Pruning methods: how a grid of scores (or of weight magnitudes) becomes a mask.
+
+Every method maps a score tensor to a mask of the same shape, with straight-through
+gradients to the scores where the method learns them. None of them reads a value back to the
+host inside `forward`: thresholds and kept counts are Python numbers computed from the
+schedule, so a training step never waits on the device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "PruningMethod",
+    "TopK",
+    "Threshold",
+    "SigmoidThreshold",
+    "Magnitude",
+    "HardConcrete",
+    "PRUNING_METHODS",
+    "get_pruning_method",
+]
+
+
+def _straight_through(hard: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Return `hard` in the forward pass and pass the gradient unchanged to `scores`."""
+    return hard.detach() + (scores - scores.detach())
+
+
+def _keep_count(fraction: float, numel: int) -> int:
+    # The small epsilon keeps floor(0.29 * 100) at 29 despite floating-point error.
+    return min(numel, max(0, math.floor(fraction * numel + 1e-6)))
+
+
+def _top_fraction(scores: torch.Tensor, fraction: float) -> torch.Tensor:
+    """A 0/1 tensor shaped like `scores` with ones at its `fraction` largest entries."""
+    flat = scores.detach().flatten()
+    hard = torch.zeros_like(flat)
+    kept = _keep_count(fraction, flat.numel())
+    if kept > 0:
+        hard.scatter_(0, torch.topk(flat, kept, sorted=False).indices, 1.0)
+    return hard.view_as(scores)
+
+
+class PruningMethod:
+    """Base class of pruning methods.
+
+    Attributes:
+        name: The name used in `SparseArgs` (`attention_pruning_method`, `dense_pruning_method`).
+        learnable: Whether the method has learnable scores (all but `magnitude`).
+        threshold_range: Closed bounds allowed for the thresholds, `None` for unbounded.
+        regularizations: Values of `SparseArgs.regularization` that make sense for it.
+    """
+
+    name: str = ""
+    learnable: bool = True
+    threshold_range: tuple[float, float] | None = None
+    regularizations: tuple[str, ...] = ("disabled", "l1")
+    threshold_help: str = ""
+
+    def init_scores(self, shape: tuple[int, ...], device=None, dtype=torch.float32) -> torch.Tensor:
+        """Initial scores: zeros, so every structure starts equally likely to be kept."""
+        return torch.zeros(shape, device=device, dtype=dtype)
+
+    def mask(self, scores: torch.Tensor, threshold: float, training: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def penalty(self, scores: torch.Tensor) -> torch.Tensor:
+        """The mean regularization penalty of `scores` (L1 by default)."""
+        return scores.abs().mean()
+
+    def check_threshold(self, value: float, name: str) -> None:
+        if self.threshold_range is None:
+            return
+        low, high = self.threshold_range
+        if not (low <= value <= high):
+            raise ValueError(
+                f"{name}={value} is out of range for pruning method {self.name!r}: it must lie in [{low}, {high}]. "
+                f"{self.threshold_help}"
+            )
+
+
+class TopK(PruningMethod):
+    """Keep the `threshold` fraction of structures with the highest scores (movement pruning)."""
+
+    name = "topK"
+    threshold_range = (0.0, 1.0)
+    threshold_help = "For topK the threshold is the fraction of structures kept (1.0 keeps everything)."
+
+    def mask(self, scores, threshold, training):
+        return _straight_through(_top_fraction(scores, threshold), scores)
+
+
+class Threshold(PruningMethod):
+    """Keep structures whose score exceeds `threshold` (hard movement pruning)."""
+
+    name = "threshold"
+    threshold_help = "For threshold the threshold is compared with the raw scores, which start at 0."
+
+    def mask(self, scores, threshold, training):
+        return _straight_through((scores > threshold).to(scores.dtype), scores)
+
+
+class SigmoidThreshold(PruningMethod):
+    """Keep structures with `sigmoid(score) > threshold` (soft movement pruning, nn_pruning's hybrid)."""
+
+    name = "sigmoied_threshold"
+    threshold_range = (0.0, 1.0)
+    threshold_help = "For sigmoied_threshold the threshold is compared with sigmoid(scores), which starts at 0.5."
+
+    def mask(self, scores, threshold, training):
+        return _straight_through((torch.sigmoid(scores) > threshold).to(scores.dtype), scores)
+
+    def penalty(self, scores):
+        return torch.sigmoid(scores).mean()
+
+
+class Magnitude(PruningMethod):
+    """Keep the `threshold` fraction of structures with the largest weight magnitude; nothing is learnt."""
+
+    name = "magnitude"
+    learnable = False
+    threshold_range = (0.0, 1.0)
+    regularizations = ("disabled",)
+    threshold_help = "For magnitude the threshold is the fraction of structures kept (1.0 keeps everything)."
+
+    def mask(self, scores, threshold, training):
+        return _top_fraction(scores, threshold)
+
+    def penalty(self, scores):
+        raise RuntimeError("magnitude pruning has no scores to regularize")
+
+
+class HardConcrete(PruningMethod):
+    """L0 regularization through hard-concrete gates (Louizos et al. 2018).
+
+    The scores are the gates' `log_alpha`. In training a stochastic gate in [0, 1] is sampled;
+    in eval the gate is binary: kept where the expected gate exceeds 0.5. Sparsity is driven by
+    the L0 penalty (`regularization="l0"`), not by the threshold, which this method ignores.
+    """
+
+    name = "l0"
+    regularizations = ("disabled", "l0")
+    beta = 2.0 / 3.0
+    gamma = -0.1
+    zeta = 1.1
+    initial_log_alpha = 3.0  # gates start open: P(gate > 0) is about 0.99
+
+    def init_scores(self, shape, device=None, dtype=torch.float32):
+        return torch.full(shape, self.initial_log_alpha, device=device, dtype=dtype)
+
+    def mask(self, scores, threshold, training):
+        if training:
+            noise = torch.rand_like(scores).clamp_(1e-6, 1.0 - 1e-6)
+            gate = torch.sigmoid((torch.log(noise) - torch.log1p(-noise) + scores) / self.beta)
+        else:
+            gate = torch.sigmoid(scores)
+        gate = (gate * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+        if training:
+            return gate
+        return (gate > 0.5).to(scores.dtype)
+
+    def penalty(self, scores):
+        # Expected fraction of open gates.
+        return torch.sigmoid(scores - self.beta * math.log(-self.gamma / self.zeta)).mean()
+
+
+PRUNING_METHODS: dict[str, PruningMethod] = {
+    method.name: method for method in (TopK(), Threshold(), SigmoidThreshold(), Magnitude(), HardConcrete())
+}
+
+
+def get_pruning_method(name: str) -> PruningMethod:
+    """Return the pruning method called `name`.
+
+    Raises:
+        ValueError: For an unknown name; the message lists the known ones.
+    """
+    try:
+        return PRUNING_METHODS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown pruning method {name!r}. Choose one of: {', '.join(PRUNING_METHODS)}."
+        ) from None

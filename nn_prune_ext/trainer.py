@@ -1,0 +1,231 @@
+"""`SparseTrainer`: `transformers.Trainer` that prunes while it fine-tunes.
+
+Replace `Trainer` with `SparseTrainer` and add `sparse_args`; nothing else changes. The
+trainer patches the model (unless it is patched already), wraps the optimizer in a
+`ScoreOptimizer`, moves the threshold along its schedule once per optimizer step, evaluates
+with the final threshold, optionally distils from a teacher, and logs density, threshold,
+penalty and distillation losses through the Trainer's own logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .args import SparseArgs
+from .distill import distillation_loss
+from .optim import ScoreOptimizer
+from .patch import densities, is_patched, iter_mask_scores, patch_model, set_thresholds
+from .schedule import SparsitySchedule
+
+__all__ = ["SparseTrainer", "SparsityController", "SPARSE_STATE_NAME"]
+
+SPARSE_STATE_NAME = "sparse_state.json"
+
+
+class SparsityController:
+    """Moves a patched model's thresholds along the schedule of `sparse_args`.
+
+    Args:
+        sparse_args: The pruning arguments.
+    """
+
+    def __init__(self, sparse_args: SparseArgs):
+        self.sparse_args = sparse_args
+        self.schedule: SparsitySchedule | None = None
+        self.step = 0
+
+    def start(self, model: nn.Module, total_steps: int, step: int) -> None:
+        """Build the schedule for a run of `total_steps` and apply step `step` (non-zero on resume)."""
+        self.schedule = SparsitySchedule.from_args(self.sparse_args, total_steps)
+        self.set_step(model, step)
+
+    def threshold(self, step: int | None = None) -> float:
+        if self.schedule is None:
+            return self.sparse_args.initial_threshold
+        return self.schedule.threshold(self.step if step is None else step)
+
+    def set_step(self, model: nn.Module, step: int) -> None:
+        self.step = step
+        threshold = self.threshold()
+        set_thresholds(model, attention=threshold, dense=threshold)
+
+    def regularization_lambda(self) -> float:
+        if self.schedule is None or self.sparse_args.regularization == "disabled":
+            return 0.0
+        return self.schedule.regularization_lambda(self.step)
+
+    @contextlib.contextmanager
+    def evaluation(self, model: nn.Module) -> Iterator[None]:
+        """Evaluate with the final threshold, unless `eval_with_current_patch_params`."""
+        if self.sparse_args.eval_with_current_patch_params:
+            yield
+            return
+        final = self.sparse_args.final_threshold
+        set_thresholds(model, attention=final, dense=final)
+        try:
+            yield
+        finally:
+            current = self.threshold()
+            set_thresholds(model, attention=current, dense=current)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint records of the pruning state (the schedule itself is a function of the step)."""
+        return {
+            "sparse_args": self.sparse_args.to_dict(),
+            "step": self.step,
+            "threshold": self.threshold(),
+            "regularization_lambda": self.regularization_lambda(),
+            "total_steps": self.schedule.total_steps if self.schedule else None,
+        }
+
+
+class _SparsityCallback(TrainerCallback):
+    def __init__(self, trainer: "SparseTrainer"):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.controller.start(self.trainer.model, state.max_steps, state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # global_step now names the optimizer step whose forward passes come next.
+        self.trainer.controller.set_step(self.trainer.model, state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if os.path.isdir(folder):
+            _write_json_atomically(os.path.join(folder, SPARSE_STATE_NAME), self.trainer.controller.state())
+
+
+def _write_json_atomically(path: str, payload: dict) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+class SparseTrainer(Trainer):
+    """A `transformers.Trainer` that prunes the model while fine-tuning it.
+
+    Args:
+        model: As for `Trainer`; patched in place unless already patched.
+        args: The `TrainingArguments`.
+        *trainer_args: The other positional arguments of `Trainer`.
+        sparse_args: The pruning arguments (`SparseArgs()` defaults when omitted).
+        teacher_model: A teacher for distillation; otherwise `sparse_args.distil_teacher_name_or_path`
+            is loaded with the student's class, if set.
+        **trainer_kwargs: The other keyword arguments of `Trainer` (`model_init` included).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        args=None,
+        *trainer_args,
+        sparse_args: SparseArgs | None = None,
+        teacher_model: nn.Module | None = None,
+        **trainer_kwargs,
+    ):
+        self.sparse_args = sparse_args if sparse_args is not None else SparseArgs()
+        self.sparse_args.validate()
+        self.controller = SparsityController(self.sparse_args)
+        self.teacher = teacher_model
+        self._distil_sums: dict[str, torch.Tensor] = {}
+        self._score_optimizer: ScoreOptimizer | None = None
+        if model is not None:
+            self._prepare_student(model)
+        super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        self.add_callback(_SparsityCallback(self))
+        if self.teacher is not None:
+            self._place_teacher()
+
+    # ----- model set-up ----------------------------------------------------------------
+    def _prepare_student(self, model: nn.Module) -> None:
+        if not is_patched(model):
+            patch_model(model, self.sparse_args)
+        if self.teacher is None and self.sparse_args.distil_teacher_name_or_path:
+            self.teacher = type(model).from_pretrained(self.sparse_args.distil_teacher_name_or_path)
+
+    def _place_teacher(self) -> None:
+        self.teacher.to(self.args.device).eval()
+        self.teacher.requires_grad_(False)
+
+    def call_model_init(self, trial=None) -> nn.Module:
+        model = super().call_model_init(trial)
+        self._prepare_student(model)
+        if self.teacher is not None and hasattr(self, "args"):
+            self._place_teacher()
+        return model
+
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        super().create_optimizer(model)
+        if not isinstance(self.optimizer, ScoreOptimizer):
+            self.optimizer = ScoreOptimizer(
+                self.optimizer,
+                list(iter_mask_scores(self.model if model is None else model)),
+                learning_rate=self.sparse_args.mask_scores_learning_rate,
+                regularization_lambda=self.controller.regularization_lambda,
+                kind_multipliers={"attention": self.sparse_args.attention_lambda, "dense": self.sparse_args.dense_lambda},
+            )
+        self._score_optimizer = self.optimizer
+        return self.optimizer
+
+    # ----- loss ------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.teacher is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        teacher_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+        task_loss, outputs = super().compute_loss(
+            model, dict(inputs), return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        with torch.no_grad():
+            teacher_outputs = self.teacher(**teacher_inputs)
+        distil = distillation_loss(
+            outputs, teacher_outputs, self.sparse_args.distil_temperature, inputs.get("attention_mask")
+        )
+        if self._task_loss_scaled_for_ga(num_items_in_batch):
+            # The task loss is already divided over the accumulated batch; bring the per-batch mean in line.
+            distil = distil / self.current_gradient_accumulation_steps
+        loss = self.sparse_args.distil_alpha_ce * task_loss + self.sparse_args.distil_alpha_teacher * distil
+        for name, value in (("distil_loss", distil), ("task_loss", task_loss)):
+            self._distil_sums[name] = self._distil_sums.get(name, 0.0) + value.detach()
+        self._distil_sums["count"] = self._distil_sums.get("count", 0) + 1
+        return (loss, outputs) if return_outputs else loss
+
+    def _task_loss_scaled_for_ga(self, num_items_in_batch) -> bool:
+        # Mirrors Trainer.training_step: is the loss from compute_loss already divided for gradient accumulation?
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+
+    # ----- evaluation and logging ----------------------------------------------------
+    def evaluation_loop(self, *args, **kwargs):
+        with self.controller.evaluation(self.model):
+            return super().evaluation_loop(*args, **kwargs)
+
+    def sparsity_metrics(self) -> dict[str, float]:
+        """Density per kind, threshold, penalty weight and last penalty, for the logs."""
+        metrics = {f"density_{kind}": value for kind, value in densities(self.model).items()}
+        metrics["threshold"] = self.controller.threshold()
+        metrics["regularization_lambda"] = self.controller.regularization_lambda()
+        if self._score_optimizer is not None and self._score_optimizer.last_penalty is not None:
+            metrics["regularization_penalty"] = float(self._score_optimizer.last_penalty)
+        return metrics
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if is_patched(self.model):
+            logs.update(self.sparsity_metrics())
+        count = self._distil_sums.pop("count", 0)
+        if count:
+            for name in ("distil_loss", "task_loss"):
+                logs[name] = float(self._distil_sums.pop(name)) / count
+        super().log(logs, start_time)

