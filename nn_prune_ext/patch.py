@@ -187,12 +187,12 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
         for group in _attention_groups(layer, sparse_args) + _dense_groups(layer, sparse_args):
             weight = linears[group.members[0].name].weight
             scores = MaskScores(group.method, group.shape, group.kind, sparse_args.initial_threshold)
-            scores.to(device=weight.device)
+            scores.to(device=weight.device).train(model.training)
             for position, member in enumerate(group.members):
                 masked = MaskedLinear.from_linear(
                     linears[member.name], scores, member.grid, owner=position == 0, mask_bias=sparse_args.bias_mask
                 )
-                _replace(layer_list[layer.index], paths[member.name], masked)
+                _replace(layer_list[layer.index], paths[member.name], masked.train(model.training))
             all_scores.append(scores)
 
     base = getattr(model, "base_model", model)

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny models of every registered architecture, built from configs (no Hub)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from nn_prune_ext import supported_model_types
+
+HIDDEN, HEADS, KV_HEADS, INTERMEDIATE, LAYERS, VOCAB = 64, 4, 2, 128, 2, 128
+GQA_TYPES = {"llama", "mistral", "qwen2"}
+
+
+def tiny_config(model_type: str, **overrides):
+    """A 2-layer, 64-wide config of `model_type` (4 heads of 16; 2 KV heads where GQA applies)."""
+    if model_type == "distilbert":
+        settings = dict(dim=HIDDEN, n_heads=HEADS, hidden_dim=INTERMEDIATE, n_layers=LAYERS)
+    else:
+        settings = dict(
+            hidden_size=HIDDEN, num_attention_heads=HEADS, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS
+        )
+    if model_type in GQA_TYPES:
+        settings.update(num_key_value_heads=KV_HEADS, pad_token_id=0)
+    if model_type == "electra":
+        settings.update(embedding_size=HIDDEN)
+    settings.update(vocab_size=VOCAB, max_position_embeddings=64, num_labels=3)
+    settings.update(overrides)
+    return AutoConfig.for_model(model_type, **settings)
+
+
+def tiny_model(model_type: str, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(tiny_config(model_type, **overrides)).eval()
+
+
+def tiny_batch(batch: int = 4, seq: int = 12, seed: int = 1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, VOCAB, (batch, seq), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, -3:] = 0  # some padding, so masking paths are exercised
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+@pytest.fixture(params=supported_model_types())
+def model_type(request) -> str:
+    return request.param

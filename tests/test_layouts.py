@@ -1,0 +1,110 @@
+import pytest
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig, PreTrainedModel
+
+from nn_prune_ext import (
+    ArchitectureLayout,
+    SparseArgs,
+    UnsupportedArchitectureError,
+    get_layout,
+    patch_model,
+    register_layout,
+    supported_model_types,
+)
+from nn_prune_ext.layouts import _REGISTRY
+
+from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, tiny_model
+
+
+def test_required_architectures_are_registered():
+    required = {"bert", "roberta", "xlm-roberta", "electra", "distilbert", "llama", "mistral", "qwen2"}
+    assert required <= set(supported_model_types())
+
+
+def test_layout_resolves_every_layer(model_type):
+    model = tiny_model(model_type)
+    layers = list(get_layout(model).iter_layers(model))
+    assert len(layers) == LAYERS
+    kv_heads = KV_HEADS if model_type in GQA_TYPES else HEADS
+    for layer in layers:
+        assert (layer.num_heads, layer.num_kv_heads, layer.head_dim) == (HEADS, kv_heads, HIDDEN // HEADS)
+        assert layer.query.weight.shape == (HIDDEN, HIDDEN)
+        assert layer.key.weight.shape == (kv_heads * HIDDEN // HEADS, HIDDEN)
+        assert layer.output.weight.shape == (HIDDEN, HIDDEN)
+        assert layer.ffn_up.weight.shape == (INTERMEDIATE, HIDDEN)
+        assert layer.ffn_down.weight.shape == (HIDDEN, INTERMEDIATE)
+        assert (layer.ffn_gate is not None) == (model_type in GQA_TYPES)
+
+
+def test_layout_works_on_the_bare_base_model(model_type):
+    base = tiny_model(model_type).base_model
+    assert len(list(get_layout(base).iter_layers(base))) == LAYERS
+
+
+def test_unsupported_model_names_the_supported_types_and_the_fix():
+    model = AutoModelForSequenceClassification.from_config(
+        AutoConfig.for_model("gpt2", n_embd=32, n_head=2, n_layer=1, vocab_size=50)
+    )
+    with pytest.raises(UnsupportedArchitectureError) as error:
+        patch_model(model, SparseArgs())
+    message = str(error.value)
+    assert "'gpt2'" in message and "register_layout" in message
+    for model_type in ("bert", "llama", "distilbert"):
+        assert model_type in message
+
+
+def test_registering_twice_needs_overwrite():
+    with pytest.raises(ValueError, match="overwrite=True"):
+        register_layout(get_layout("bert"))
+
+
+class ToyConfig(PretrainedConfig):
+    model_type = "toy-pruning-test"
+
+    def __init__(self, hidden_size=32, num_attention_heads=2, intermediate_size=48, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_size, self.num_attention_heads, self.intermediate_size = hidden_size, num_attention_heads, intermediate_size
+
+
+class ToyBlock(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        width = config.hidden_size
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+        self.fc_in, self.fc_out = nn.Linear(width, config.intermediate_size), nn.Linear(config.intermediate_size, width)
+
+    def forward(self, x):
+        attention = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2), -1) @ self.v(x)
+        x = x + self.o(attention)
+        return x + self.fc_out(torch.relu(self.fc_in(x)))
+
+
+class ToyModel(PreTrainedModel):
+    config_class = ToyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.blocks = nn.ModuleList([ToyBlock(config) for _ in range(2)])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_a_new_architecture_is_one_register_call():
+    layout = ArchitectureLayout(
+        model_types=("toy-pruning-test",), layers="blocks", query="q", key="k", value="v", output="o",
+        ffn_up="fc_in", ffn_down="fc_out",
+    )
+    register_layout(layout)
+    try:
+        model = ToyModel(ToyConfig())
+        x = torch.randn(2, 5, 32)
+        reference = model(x)
+        patch_model(model, SparseArgs.struct())
+        torch.testing.assert_close(model(x), reference)
+        assert type(model.blocks[0].fc_out).__name__ == "MaskedLinear"
+    finally:
+        del _REGISTRY["toy-pruning-test"]

@@ -1,0 +1,82 @@
+import pytest
+import torch
+from torch import nn
+
+from nn_prune_ext.scores.masked_linear import apply_grid_mask, masked_linear
+
+
+def _reference(x, weight, bias, grid, mask_bias):
+    rows, cols = grid.shape
+    full = grid.repeat_interleave(weight.shape[0] // rows, 0).repeat_interleave(weight.shape[1] // cols, 1)
+    b = bias
+    if bias is not None and mask_bias:
+        b = bias * full[:, 0]
+    return torch.nn.functional.linear(x, weight * full, b)
+
+
+GRIDS = [(4, 2), (12, 1), (1, 8), (3, 4)]
+
+
+@pytest.mark.parametrize("grid_shape", GRIDS)
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("mask_bias", [True, False])
+def test_forward_and_gradients_match_the_dense_reference(grid_shape, with_bias, mask_bias):
+    torch.manual_seed(0)
+    mask_bias = mask_bias and grid_shape[1] == 1
+    x = torch.randn(3, 5, 16, dtype=torch.float64)
+    weight = torch.randn(12, 16, dtype=torch.float64)
+    bias = torch.randn(12, dtype=torch.float64) if with_bias else None
+    # A fractional grid (as hard-concrete gates are) checks the gradient of the mask itself.
+    grid = torch.rand(grid_shape, dtype=torch.float64)
+    grid[0, 0] = 0.0
+
+    leaves = [t.clone().requires_grad_() for t in (x, weight, grid)] + ([bias.clone().requires_grad_()] if with_bias else [])
+    out = masked_linear(leaves[0], leaves[1], leaves[3] if with_bias else None, leaves[2], mask_bias)
+    ref_leaves = [t.clone().requires_grad_() for t in (x, weight, grid)] + ([bias.clone().requires_grad_()] if with_bias else [])
+    ref = _reference(ref_leaves[0], ref_leaves[1], ref_leaves[3] if with_bias else None, ref_leaves[2], mask_bias)
+    torch.testing.assert_close(out, ref)
+    upstream = torch.randn_like(out)
+    out.backward(upstream)
+    ref.backward(upstream)
+    for mine, theirs in zip(leaves, ref_leaves):
+        torch.testing.assert_close(mine.grad, theirs.grad)
+
+
+def test_gradcheck():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    grid = torch.rand(2, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: masked_linear(*a, True), (x, weight, bias, grid))
+
+
+def test_bfloat16_autocast_matches_autocast_reference():
+    torch.manual_seed(0)
+    linear = nn.Linear(32, 16)
+    grid = (torch.rand(4, 2) > 0.4).float()
+    x = torch.randn(8, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = masked_linear(x, linear.weight, linear.bias, grid)
+        ref = torch.nn.functional.linear(x, apply_grid_mask(linear.weight, grid), linear.bias)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, ref)
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and linear.weight.grad.dtype == torch.float32
+
+
+def test_saves_no_weight_sized_tensor_beyond_the_input():
+    x = torch.randn(64, 256, requires_grad=True)
+    weight = torch.randn(512, 256, requires_grad=True)
+    grid = torch.ones(16, 8, requires_grad=True)
+    saved: list[torch.Tensor] = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        masked_linear(x, weight, None, grid)
+    # Only the input, the weight parameter itself and the small grid: no masked weight copy.
+    assert {t.data_ptr() for t in saved if t.numel() == weight.numel()} == {weight.data_ptr()}
+    assert sum(t.numel() for t in saved if t.data_ptr() not in (x.data_ptr(), weight.data_ptr())) <= grid.numel()

@@ -1,0 +1,64 @@
+import math
+
+import pytest
+import torch
+
+from nn_prune_ext.scores.methods import PRUNING_METHODS, get_pruning_method
+
+
+@pytest.mark.parametrize("numel", [7, 64, 100, 1000])
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.29, 0.5, 0.7, 1.0])
+def test_topk_keeps_exactly_its_fraction(numel, fraction):
+    scores = torch.randn(numel, generator=torch.Generator().manual_seed(numel))
+    mask = get_pruning_method("topK").mask(scores, fraction, training=True)
+    kept = int(mask.sum())
+    assert kept == math.floor(fraction * numel + 1e-6)
+    if 0 < kept < numel:  # the kept entries are the largest scores
+        assert scores[mask.bool()].min() > scores[~mask.bool()].max()
+
+
+def test_topk_gradient_is_straight_through():
+    scores = torch.randn(4, 8, requires_grad=True)
+    upstream = torch.randn(4, 8)
+    (get_pruning_method("topK").mask(scores, 0.5, training=True) * upstream).sum().backward()
+    torch.testing.assert_close(scores.grad, upstream)
+
+
+def test_sigmoied_threshold_and_threshold():
+    scores = torch.tensor([-2.0, -0.1, 0.0, 0.3, 3.0], requires_grad=True)
+    sigmoid_mask = get_pruning_method("sigmoied_threshold").mask(scores, 0.5, training=True)
+    assert sigmoid_mask.tolist() == [0, 0, 0, 1, 1]
+    assert get_pruning_method("threshold").mask(scores, 0.1, training=True).tolist() == [0, 0, 0, 1, 1]
+    sigmoid_mask.sum().backward()
+    assert scores.grad.tolist() == [1.0] * 5
+    assert get_pruning_method("sigmoied_threshold").penalty(torch.zeros(3)).item() == pytest.approx(0.5)
+
+
+def test_magnitude_has_no_scores_and_no_gradient():
+    method = get_pruning_method("magnitude")
+    assert not method.learnable
+    mask = method.mask(torch.tensor([3.0, 1.0, 2.0, 0.5]), 0.5, training=True)
+    assert mask.tolist() == [1, 0, 1, 0] and not mask.requires_grad
+
+
+def test_l0_is_stochastic_in_training_and_binary_in_eval():
+    method = get_pruning_method("l0")
+    log_alpha = torch.tensor([-6.0, 0.5, 6.0] * 100, requires_grad=True)
+    torch.manual_seed(0)
+    train_mask = method.mask(log_alpha, 0.0, training=True)
+    assert 0 <= train_mask.min() and train_mask.max() <= 1
+    assert ((train_mask > 0) & (train_mask < 1)).any()  # some gates are fractional
+    train_mask.sum().backward()
+    assert log_alpha.grad.abs().sum() > 0
+    eval_mask = method.mask(log_alpha.detach(), 0.0, training=False)
+    assert set(eval_mask.unique().tolist()) <= {0.0, 1.0}
+    assert eval_mask[0] == 0 and eval_mask[2] == 1
+    # Expected L0 decreases with log_alpha.
+    assert method.penalty(torch.tensor([-3.0])) < method.penalty(torch.tensor([3.0]))
+
+
+def test_unknown_method_lists_the_known_ones():
+    with pytest.raises(ValueError) as error:
+        get_pruning_method("random")
+    for name in PRUNING_METHODS:
+        assert name in str(error.value)

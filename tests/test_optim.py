@@ -1,0 +1,97 @@
+import copy
+
+import pytest
+import torch
+
+from nn_prune_ext import ScoreOptimizer, SparseArgs, iter_mask_scores, patch_model
+from nn_prune_ext.optim import SCORES_GROUP_NAME
+
+from conftest import tiny_batch, tiny_model
+
+
+def _patched(seed=0):
+    model = tiny_model("bert", seed=seed)
+    patch_model(model, SparseArgs.hybrid(attention_block_rows=16, attention_block_cols=16))
+    return model.train()
+
+
+def _wrapped(model, lam=2.0):
+    inner = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    return ScoreOptimizer(inner, list(iter_mask_scores(model)), learning_rate=0.05,
+                          regularization_lambda=lambda: lam, kind_multipliers={"attention": 1.0, "dense": 3.0})
+
+
+def test_scores_get_their_own_group_without_weight_decay():
+    model = _patched()
+    optimizer = _wrapped(model)
+    score_ids = {id(s.scores) for s in iter_mask_scores(model)}
+    groups = optimizer.param_groups
+    assert [g.get("name") for g in groups].count(SCORES_GROUP_NAME) == 1
+    (scores_group,) = [g for g in groups if g.get("name") == SCORES_GROUP_NAME]
+    assert {id(p) for p in scores_group["params"]} == score_ids
+    assert scores_group["lr"] == 0.05 and scores_group["weight_decay"] == 0.0
+    for group in groups:
+        if group is not scores_group:
+            assert not score_ids & {id(p) for p in group["params"]}
+    assert isinstance(optimizer, torch.optim.Optimizer)  # LR schedulers accept it
+
+
+def test_penalty_gradient_is_added_once_per_step():
+    model = _patched()
+    optimizer = _wrapped(model, lam=2.0)
+    groups = [s for s in iter_mask_scores(model)]
+    with torch.no_grad():
+        for scores in groups:
+            scores.scores.normal_()
+    optimizer.apply_penalty()
+    # d/ds of lam * mean_g(mult_g * mean(sigmoid(s_g))) = lam * mult_g * sigmoid'(s) / (n_g * G)
+    for scores in groups:
+        multiplier = 3.0 if scores.kind == "dense" else 1.0
+        sig = torch.sigmoid(scores.scores.detach())
+        expected = 2.0 * multiplier * sig * (1 - sig) / scores.scores.numel() / len(groups)
+        torch.testing.assert_close(scores.scores.grad, expected)
+    assert optimizer.last_penalty is not None
+
+
+def test_zero_lambda_leaves_gradients_alone():
+    model = _patched()
+    optimizer = _wrapped(model, lam=0.0)
+    optimizer.apply_penalty()
+    assert all(s.scores.grad is None for s in iter_mask_scores(model))
+
+
+def test_state_dict_roundtrip_continues_identically():
+    def run(model, optimizer, steps):
+        for _ in range(steps):
+            model(**tiny_batch()).logits.square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    model_a = _patched()
+    optimizer_a = _wrapped(model_a)
+    scheduler_a = torch.optim.lr_scheduler.LambdaLR(optimizer_a, lambda step: 1.0 / (1 + step))
+    run(model_a, optimizer_a, 2)
+    scheduler_a.step()
+    saved_model = {k: v.clone() for k, v in model_a.state_dict().items()}
+    # A deep copy, as from a checkpoint file: load_state_dict would otherwise share the moment tensors.
+    saved_optimizer = copy.deepcopy(optimizer_a.state_dict())
+
+    model_b = _patched(seed=5)
+    model_b.load_state_dict(saved_model)
+    optimizer_b = _wrapped(model_b)
+    optimizer_b.load_state_dict(saved_optimizer)
+    torch.manual_seed(7)  # same dropout draws in both continuations
+    run(model_a, optimizer_a, 2)
+    torch.manual_seed(7)
+    run(model_b, optimizer_b, 2)
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_wrapping_after_steps_is_rejected():
+    model = _patched()
+    inner = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(**tiny_batch()).logits.sum().backward()
+    inner.step()
+    with pytest.raises(ValueError, match="before its first step"):
+        ScoreOptimizer(inner, list(iter_mask_scores(model)), learning_rate=0.01)

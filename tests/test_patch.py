@@ -1,0 +1,170 @@
+import pytest
+import torch
+from torch import nn
+
+from nn_prune_ext import (
+    MaskedLinear,
+    SparseArgs,
+    bake_model,
+    densities,
+    get_layout,
+    is_patched,
+    iter_mask_scores,
+    patch_model,
+    set_thresholds,
+)
+
+from conftest import GQA_TYPES, HEADS, INTERMEDIATE, KV_HEADS, LAYERS, tiny_batch, tiny_model
+
+# Block sizes that divide the tiny models' matrices (16 = one head).
+SETUPS = {
+    "hybrid": lambda: SparseArgs.hybrid(attention_block_rows=16, attention_block_cols=16),
+    "struct": lambda: SparseArgs.struct(),
+    "topk_blocks": lambda: SparseArgs(attention_block_rows=8, attention_block_cols=16, dense_block_rows=4,
+                                      dense_block_cols=8, initial_threshold=1.0, final_threshold=0.3),
+    "rows_cols": lambda: SparseArgs(attention_granularity="row", dense_granularity="col", final_threshold=0.4),
+    "magnitude_units": lambda: SparseArgs(attention_pruning_method="magnitude", dense_pruning_method="magnitude",
+                                          attention_granularity="head", dense_granularity="unit", final_threshold=0.5),
+    "l0": lambda: SparseArgs(attention_pruning_method="l0", dense_pruning_method="l0", regularization="l0",
+                             attention_block_rows=16, attention_block_cols=16, dense_granularity="unit"),
+    "shared_qkv_output_dense": lambda: SparseArgs(shared_qkv_scores=True, attention_block_rows=16,
+                                                  attention_block_cols=16, attention_output_with_dense=True,
+                                                  dense_block_rows=8, dense_block_cols=8, final_threshold=0.5),
+}
+
+
+def _prune_somewhat(model, sparse_args):
+    """Give the scores distinct values and move the thresholds so that a real part is pruned."""
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for scores in iter_mask_scores(model):
+            if scores.scores is not None:
+                scores.scores.copy_(torch.randn(scores.scores.shape, generator=generator) * 2)
+    threshold = {"sigmoied_threshold": 0.5, "l0": 0.0}.get(sparse_args.attention_pruning_method, 0.5)
+    set_thresholds(model, attention=threshold, dense=threshold)
+
+
+@pytest.mark.parametrize("setup", list(SETUPS))
+def test_patch_train_step_bake_roundtrip(model_type, setup):
+    if setup == "shared_qkv_output_dense" and model_type in GQA_TYPES:
+        pytest.skip("q/k/v score sharing needs equal shapes; GQA raises (tested below)")
+    sparse_args = SETUPS[setup]()
+    model = tiny_model(model_type)
+    batch = tiny_batch()
+    reference = model(**batch).logits
+    names_before = set(model.state_dict())
+
+    patch_model(model, sparse_args)
+    assert is_patched(model)
+    # Everything is kept at the start (thresholds keep all, l0 gates start open): dense outputs.
+    torch.testing.assert_close(model(**batch).logits, reference, atol=1e-5, rtol=0)
+    assert densities(model)["total"] == 1.0
+
+    # One training step reaches every learnable score group.
+    model.train()
+    _prune_somewhat(model, sparse_args)
+    model(**batch).logits.square().sum().backward()
+    for scores in iter_mask_scores(model):
+        if scores.scores is not None:
+            assert scores.scores.grad is not None and scores.scores.grad.abs().sum() > 0, scores
+
+    model.eval()
+    patched_logits = model(**batch).logits
+    density = densities(model)
+    assert 0.0 < density["total"] < 1.0
+
+    bake_model(model)
+    assert not is_patched(model)
+    assert set(model.state_dict()) == names_before
+    assert all(type(module) is not MaskedLinear for module in model.modules())
+    baked_logits = model(**batch).logits
+    assert (baked_logits - patched_logits).abs().max() <= 1e-5
+    # The baked zeros are exactly the pruned fraction.
+    layout = get_layout(model)
+    kept = total = 0
+    for layer in layout.iter_layers(model):
+        for linear in list(layer.attention_linears.values()) + list(layer.ffn_linears.values()):
+            kept += int((linear.weight != 0).sum())
+            total += linear.weight.numel()
+    assert kept / total == pytest.approx(density["total"], abs=1e-9)
+
+
+def test_head_granularity_shares_scores_per_head_and_kv_group(model_type):
+    model = tiny_model(model_type)
+    patch_model(model, SparseArgs.struct())
+    groups = list(iter_mask_scores(model))
+    gqa = model_type in GQA_TYPES
+    per_layer_attention = [g for g in groups if g.kind == "attention"]
+    assert len(per_layer_attention) == LAYERS * (2 if gqa else 1)
+    layer = next(get_layout(model).iter_layers(model))
+    assert layer.query.source is layer.output.source and layer.query.source.shape == (HEADS,)
+    assert layer.key.source is layer.value.source
+    assert layer.key.source.shape == ((KV_HEADS,) if gqa else (HEADS,))
+    assert (layer.query.grid_shape, layer.output.grid_shape) == ((HEADS, 1), (1, HEADS))
+    # FFN units: one vector shared by up (and gate) rows and down columns.
+    units = layer.ffn_up.source
+    assert units.shape == (INTERMEDIATE,) and layer.ffn_down.source is units
+    assert len(units.members) == (3 if gqa else 2)
+    # Only the owner registers the scores: no parameter is counted twice.
+    names = [name for name, _ in model.named_parameters() if name.endswith("scores")]
+    assert len(names) == len(groups)
+
+
+def test_pruned_head_zeroes_the_whole_head_and_its_bias(model_type):
+    model = tiny_model(model_type)
+    patch_model(model, SparseArgs.struct())
+    layer = next(get_layout(model).iter_layers(model))
+    with torch.no_grad():
+        layer.query.source.scores[1] = -10.0  # prune head 1 (sigmoid << threshold)
+    set_thresholds(model, attention=0.1, dense=0.1)
+    bake_model(model)
+    head = slice(16, 32)
+    assert layer.query.weight[head].abs().sum() == 0 and layer.output.weight[:, head].abs().sum() == 0
+    if layer.query.bias is not None:
+        assert layer.query.bias[head].abs().sum() == 0
+    assert layer.query.weight[:16].abs().sum() > 0
+
+
+def test_block_size_that_does_not_divide_is_rejected():
+    with pytest.raises(ValueError, match=r"Block size 24x16 does not divide the layer 0 query weight of shape \(64, 64\)"):
+        patch_model(tiny_model("bert"), SparseArgs(attention_block_rows=24, attention_block_cols=16))
+
+
+def test_shared_qkv_scores_with_gqa_is_rejected():
+    with pytest.raises(ValueError, match="shared_qkv_scores"):
+        patch_model(tiny_model("llama"), SparseArgs(shared_qkv_scores=True))
+
+
+def test_patching_twice_is_rejected():
+    model = patch_model(tiny_model("bert"), SparseArgs())
+    with pytest.raises(ValueError, match="already patched"):
+        patch_model(model, SparseArgs())
+
+
+def test_masks_are_computed_once_per_forward_and_shared():
+    model = tiny_model("llama")
+    patch_model(model, SparseArgs(dense_pruning_method="l0", attention_pruning_method="l0", regularization="l0",
+                                  dense_granularity="unit"))
+    layer = next(get_layout(model).iter_layers(model))
+    seen = {}
+    hooks = [
+        getattr(layer, name).register_forward_pre_hook(lambda m, a, name=name: seen.__setitem__(name, m.grid().reshape(-1)))
+        for name in ("ffn_gate", "ffn_up", "ffn_down")
+    ]
+    model.train()
+    model(**tiny_batch())
+    for hook in hooks:
+        hook.remove()
+    # One hard-concrete sample serves the gate and up rows and the down columns.
+    assert torch.equal(seen["ffn_gate"], seen["ffn_up"]) and torch.equal(seen["ffn_up"], seen["ffn_down"])
+    assert all(scores._cached is None for scores in iter_mask_scores(model))  # released after the forward
+
+
+def test_patched_parameters_are_the_original_objects():
+    model = tiny_model("bert")
+    weights = {name: param for name, param in model.named_parameters()}
+    patch_model(model, SparseArgs())
+    for name, param in model.named_parameters():
+        if name in weights:
+            assert param is weights[name]
+    assert isinstance(model.bert.encoder.layer[0].attention.self.query, nn.Linear)

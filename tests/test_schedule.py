@@ -1,0 +1,29 @@
+import pytest
+
+from nn_prune_ext import SparseArgs, SparsitySchedule
+
+
+def test_cubic_schedule_with_warmups():
+    schedule = SparsitySchedule(initial_threshold=1.0, final_threshold=0.1, total_steps=100,
+                                initial_warmup_steps=10, final_warmup_steps=20, final_lambda=4.0)
+    assert schedule.threshold(0) == schedule.threshold(10) == 1.0
+    assert schedule.threshold(80) == schedule.threshold(100) == pytest.approx(0.1)
+    # Halfway through the ramp: progress = 1 - 0.5**3.
+    assert schedule.progress(45) == pytest.approx(0.875)
+    assert schedule.threshold(45) == pytest.approx(1.0 - 0.9 * 0.875)
+    assert schedule.regularization_lambda(45) == pytest.approx(4.0 * 0.875)
+    assert schedule.regularization_lambda(0) == 0.0 and schedule.regularization_lambda(100) == 4.0
+    values = [schedule.threshold(step) for step in range(101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # monotone
+
+
+def test_warmups_in_steps_or_fractions_do_not_depend_on_lr_warmup():
+    as_fraction = SparsitySchedule.from_args(SparseArgs(initial_warmup=0.1, final_warmup=0.25), total_steps=200)
+    assert (as_fraction.initial_warmup_steps, as_fraction.final_warmup_steps) == (20, 50)
+    as_steps = SparsitySchedule.from_args(SparseArgs(initial_warmup=3, final_warmup=7), total_steps=200)
+    assert (as_steps.initial_warmup_steps, as_steps.final_warmup_steps) == (3, 7)
+
+
+def test_warmups_longer_than_training_are_rejected():
+    with pytest.raises(ValueError, match="leave no step"):
+        SparsitySchedule.from_args(SparseArgs(initial_warmup=50, final_warmup=50), total_steps=100)

@@ -1,0 +1,228 @@
+import json
+import os
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments
+from transformers.utils import logging as hf_logging
+
+from nn_prune_ext import (
+    ScoreOptimizer,
+    SparseArgs,
+    SparseTrainer,
+    SparsitySchedule,
+    UnsupportedArchitectureError,
+    bake_model,
+    densities,
+    is_patched,
+    iter_mask_scores,
+    set_thresholds,
+)
+from nn_prune_ext.trainer import SPARSE_STATE_NAME
+
+from conftest import VOCAB, tiny_model
+
+hf_logging.set_verbosity_error()
+
+
+def tiny_dataset(size: int = 64, seq: int = 12, seed: int = 0) -> Dataset:
+    """A learnable toy task: the label is the first token modulo 3."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (size, seq), generator=generator)
+    return Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": [[1] * seq] * size, "labels": (ids[:, 0] % 3).tolist()}
+    )
+
+
+def training_args(output_dir, **overrides) -> TrainingArguments:
+    settings = dict(
+        max_steps=24, per_device_train_batch_size=8, learning_rate=1e-3, logging_steps=1, report_to=[],
+        save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
+    )
+    settings.update(overrides)
+    return TrainingArguments(str(output_dir), **settings)
+
+
+def eval_masks(model) -> list[torch.Tensor]:
+    return [s.method.mask(s.importance(), s.threshold, training=False) for s in iter_mask_scores(model)]
+
+
+def test_density_follows_the_schedule(model_type, tmp_path):
+    # topK keeps exactly floor(threshold * n) of each matrix's blocks, so the density is the
+    # scheduled threshold up to one block per matrix.
+    sparse_args = SparseArgs(attention_block_rows=4, attention_block_cols=4, dense_block_rows=4, dense_block_cols=4,
+                             initial_threshold=1.0, final_threshold=0.2, initial_warmup=3, final_warmup=5)
+    trainer = SparseTrainer(model=tiny_model(model_type), args=training_args(tmp_path), train_dataset=tiny_dataset(),
+                            sparse_args=sparse_args)
+    trainer.train()
+    schedule = SparsitySchedule.from_args(sparse_args, 24)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 24
+    for entry in logs:
+        expected = schedule.threshold(entry["step"])
+        assert entry["threshold"] == pytest.approx(expected)
+        assert entry["density_total"] == pytest.approx(expected, abs=1 / 16)
+        assert entry["density_total"] <= expected + 1e-9
+    assert logs[0]["density_total"] == 1.0 and logs[-1]["threshold"] == pytest.approx(0.2)
+    # Scores moved, and the trainer's optimizer is accelerate's wrapper around ours.
+    assert all(s.scores.abs().sum() > 0 for s in iter_mask_scores(trainer.model))
+    assert isinstance(trainer.optimizer.optimizer, ScoreOptimizer)
+
+
+def test_gradient_accumulation_steps_the_schedule_per_optimizer_step(tmp_path):
+    sparse_args = SparseArgs(initial_threshold=1.0, final_threshold=0.5, initial_warmup=0, final_warmup=0)
+    args = training_args(tmp_path, max_steps=6, per_device_train_batch_size=4, gradient_accumulation_steps=3)
+    trainer = SparseTrainer(model=tiny_model("bert"), args=args, train_dataset=tiny_dataset(), sparse_args=sparse_args)
+    trainer.train()
+    schedule = SparsitySchedule.from_args(sparse_args, 6)
+    logged = [(entry["step"], entry["threshold"]) for entry in trainer.state.log_history if "loss" in entry]
+    assert [step for step, _ in logged] == list(range(1, 7))
+    assert [t for _, t in logged] == pytest.approx([schedule.threshold(step) for step in range(1, 7)])
+
+
+def finetune(trainer_class, output_dir, **extra):
+    """A plain fine-tuning script written for `transformers.Trainer`."""
+    model = tiny_model("roberta")
+    trainer = trainer_class(
+        model=model,
+        args=training_args(output_dir, max_steps=8, eval_strategy="steps", eval_steps=4),
+        train_dataset=tiny_dataset(),
+        eval_dataset=tiny_dataset(16, seed=1),
+        compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
+        **extra,
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    trainer.save_model(str(output_dir / "final"))
+    return trainer, metrics
+
+
+def test_plain_trainer_script_runs_unchanged(tmp_path):
+    _, dense_metrics = finetune(Trainer, tmp_path / "dense")
+    trainer, sparse_metrics = finetune(
+        SparseTrainer, tmp_path / "sparse",
+        sparse_args=SparseArgs.hybrid(1.0, attention_block_rows=16, attention_block_cols=16, final_threshold=0.5,
+                                      initial_warmup=1, final_warmup=2),
+    )
+    assert set(dense_metrics) <= set(sparse_metrics)
+    assert sparse_metrics["density_total"] < 1.0
+    assert os.path.exists(tmp_path / "sparse" / "final" / "model.safetensors")
+    assert any("regularization_penalty" in entry for entry in trainer.state.log_history)
+
+
+def test_evaluation_uses_the_final_threshold(tmp_path):
+    sparse_args = SparseArgs(initial_threshold=1.0, final_threshold=0.3)
+    model = tiny_model("bert")
+    trainer = SparseTrainer(model=model, args=training_args(tmp_path), eval_dataset=tiny_dataset(16),
+                            sparse_args=sparse_args)
+    with torch.no_grad():  # distinct scores, so the final threshold prunes a definite set
+        for scores in iter_mask_scores(model):
+            scores.scores.normal_()
+    eval_loss = trainer.evaluate()["eval_loss"]
+    assert densities(model)["total"] == 1.0  # back to the current (initial) threshold afterwards
+
+    set_thresholds(model, attention=0.3, dense=0.3)
+    batch = tiny_dataset(16).with_format("torch")[:]
+    with torch.no_grad():
+        expected = model(**batch).loss.item()
+    assert eval_loss == pytest.approx(expected, rel=1e-5)
+
+    set_thresholds(model, attention=1.0, dense=1.0)
+    with torch.no_grad():
+        unpruned = model(**batch).loss.item()
+    current = SparseTrainer(model=model, args=training_args(tmp_path), eval_dataset=tiny_dataset(16),
+                            sparse_args=SparseArgs(initial_threshold=1.0, final_threshold=0.3,
+                                                   eval_with_current_patch_params=True))
+    assert current.evaluate()["eval_loss"] == pytest.approx(unpruned, rel=1e-5)
+    assert unpruned != pytest.approx(expected, rel=1e-3)
+
+
+def test_distillation_from_a_teacher(tmp_path):
+    teacher = tiny_model("bert", seed=1)
+    sparse_args = SparseArgs(final_threshold=0.5, distil_alpha_ce=0.5, distil_alpha_teacher=0.5,
+                             distil_temperature=2.0, initial_warmup=1, final_warmup=1)
+    trainer = SparseTrainer(model=tiny_model("bert"), args=training_args(tmp_path, max_steps=6),
+                            train_dataset=tiny_dataset(), sparse_args=sparse_args, teacher_model=teacher)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert all(entry["distil_loss"] > 0 and entry["task_loss"] > 0 for entry in logs)
+    # loss = 0.5 * task + 0.5 * distil, for the single micro-batch of each step.
+    for entry in logs:
+        assert entry["loss"] == pytest.approx(0.5 * entry["task_loss"] + 0.5 * entry["distil_loss"], rel=1e-3)
+    assert not any(p.requires_grad for p in trainer.teacher.parameters())
+
+
+def test_distilling_from_itself_costs_nothing_at_the_start(tmp_path):
+    student = tiny_model("distilbert")
+    teacher = tiny_model("distilbert")
+    sparse_args = SparseArgs(distil_alpha_ce=1.0, distil_alpha_teacher=1.0, initial_warmup=0.5)
+    trainer = SparseTrainer(model=student, args=training_args(tmp_path, max_steps=2, learning_rate=0.0,
+                                                                warmup_steps=0),
+                            train_dataset=tiny_dataset(), sparse_args=sparse_args, teacher_model=teacher)
+    student.config.hidden_dropout_prob = 0
+    for module in student.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    trainer.train()
+    first = next(entry for entry in trainer.state.log_history if "distil_loss" in entry)
+    assert first["distil_loss"] == pytest.approx(0.0, abs=1e-6)
+
+
+def _resume_setup(output_dir, max_steps=12):
+    sparse_args = SparseArgs.hybrid(2.0, attention_block_rows=16, attention_block_cols=16, final_threshold=0.5,
+                                    initial_warmup=2, final_warmup=2)
+    args = training_args(output_dir, max_steps=max_steps, save_strategy="steps", save_steps=6,
+                         learning_rate=5e-3)
+    return SparseTrainer(model=tiny_model("llama"), args=args, train_dataset=tiny_dataset(), sparse_args=sparse_args)
+
+
+def test_resume_ends_with_the_masks_of_an_uninterrupted_run(tmp_path):
+    uninterrupted = _resume_setup(tmp_path / "a")
+    uninterrupted.train()
+    reference = eval_masks(uninterrupted.model)
+    assert 0 < densities(uninterrupted.model)["total"] < 1
+
+    checkpoint = tmp_path / "a" / "checkpoint-6"
+    state = json.loads((checkpoint / SPARSE_STATE_NAME).read_text())
+    assert state["step"] == 6 and state["sparse_args"]["regularization"] == "l1"
+
+    resumed = _resume_setup(tmp_path / "b")
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 12
+    for mine, theirs in zip(eval_masks(resumed.model), reference):
+        assert torch.equal(mine, theirs)
+    for mine, theirs in zip(iter_mask_scores(resumed.model), iter_mask_scores(uninterrupted.model)):
+        torch.testing.assert_close(mine.scores, theirs.scores)
+
+
+def test_model_init_is_patched(tmp_path):
+    trainer = SparseTrainer(model_init=lambda: tiny_model("qwen2"), args=training_args(tmp_path, max_steps=3),
+                            train_dataset=tiny_dataset(), sparse_args=SparseArgs(initial_warmup=0, final_warmup=0))
+    trainer.train()
+    assert is_patched(trainer.model)
+    assert any(entry.get("density_total", 1.0) < 1.0 for entry in trainer.state.log_history)
+
+
+def test_bake_after_training_keeps_eval_outputs(tmp_path):
+    trainer = SparseTrainer(model=tiny_model("mistral"), args=training_args(tmp_path, max_steps=10),
+                            train_dataset=tiny_dataset(), sparse_args=SparseArgs.struct(
+                                5.0, final_threshold=0.5, initial_warmup=1, final_warmup=2))
+    trainer.train()
+    model = trainer.model.eval()
+    batch = tiny_dataset(8, seed=3).with_format("torch")[:]
+    with torch.no_grad():
+        patched = model(**batch).logits
+        bake_model(model)
+        baked = model(**batch).logits
+    assert (patched - baked).abs().max() <= 1e-5
+
+
+def test_unsupported_model_is_rejected_by_the_trainer(tmp_path):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_config(
+        AutoConfig.for_model("gpt2", n_embd=32, n_head=2, n_layer=1, vocab_size=50)
+    )
+    with pytest.raises(UnsupportedArchitectureError, match="register_layout"):
+        SparseTrainer(model=model, args=training_args(tmp_path), sparse_args=SparseArgs())
