@@ -112,30 +112,30 @@ def test_plain_trainer_script_runs_unchanged(tmp_path):
 
 
 def test_evaluation_uses_the_final_threshold(tmp_path):
-    sparse_args = SparseArgs(initial_threshold=1.0, final_threshold=0.3)
     model = tiny_model("bert")
-    trainer = SparseTrainer(model=model, args=training_args(tmp_path), eval_dataset=tiny_dataset(16),
-                            sparse_args=sparse_args)
+    data = tiny_dataset(16)
+    trainer = SparseTrainer(model=model, args=training_args(tmp_path), eval_dataset=data,
+                            sparse_args=SparseArgs(initial_threshold=1.0, final_threshold=0.3))
     with torch.no_grad():  # distinct scores, so the final threshold prunes a definite set
         for scores in iter_mask_scores(model):
             scores.scores.normal_()
-    eval_loss = trainer.evaluate()["eval_loss"]
+    predicted = torch.from_numpy(trainer.predict(data).predictions)
+    assert "density_total" in trainer.evaluate()
     assert densities(model)["total"] == 1.0  # back to the current (initial) threshold afterwards
 
-    set_thresholds(model, attention=0.3, dense=0.3)
-    batch = tiny_dataset(16).with_format("torch")[:]
+    batch = data.with_format("torch")[:]
     with torch.no_grad():
-        expected = model(**batch).loss.item()
-    assert eval_loss == pytest.approx(expected, rel=1e-5)
+        unpruned = model(**batch).logits
+        set_thresholds(model, attention=0.3, dense=0.3)
+        final = model(**batch).logits
+        set_thresholds(model, attention=1.0, dense=1.0)
+    torch.testing.assert_close(predicted, final)
+    assert (final - unpruned).abs().max() > 1e-3
 
-    set_thresholds(model, attention=1.0, dense=1.0)
-    with torch.no_grad():
-        unpruned = model(**batch).loss.item()
-    current = SparseTrainer(model=model, args=training_args(tmp_path), eval_dataset=tiny_dataset(16),
+    current = SparseTrainer(model=model, args=training_args(tmp_path), eval_dataset=data,
                             sparse_args=SparseArgs(initial_threshold=1.0, final_threshold=0.3,
                                                    eval_with_current_patch_params=True))
-    assert current.evaluate()["eval_loss"] == pytest.approx(unpruned, rel=1e-5)
-    assert unpruned != pytest.approx(expected, rel=1e-3)
+    torch.testing.assert_close(torch.from_numpy(current.predict(data).predictions), unpruned)
 
 
 def test_distillation_from_a_teacher(tmp_path):
