@@ -155,11 +155,6 @@ def _begin_forward(module: nn.Module, args) -> None:
         scores.begin_forward()
 
 
-def _end_forward(module: nn.Module, args, output) -> None:
-    for scores in getattr(module, _SCORES_ATTR):
-        scores.end_forward()
-
-
 def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureLayout | None = None) -> nn.Module:
     """Attach learnable scores and masks to the attention and FFN linears of `model`, in place.
 
@@ -197,10 +192,7 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
 
     base = getattr(model, "base_model", model)
     setattr(base, _SCORES_ATTR, all_scores)
-    hooks = [
-        base.register_forward_pre_hook(_begin_forward),
-        base.register_forward_hook(_end_forward, always_call=True),
-    ]
+    hooks = [base.register_forward_pre_hook(_begin_forward)]
     setattr(base, _HOOKS_ATTR, hooks)
     return model
 

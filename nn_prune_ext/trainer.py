@@ -101,7 +101,9 @@ class _SparsityCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        # Hyperparameter-search trials save under a run folder of their own.
+        run_dir = self.trainer._get_output_dir(trial=getattr(self.trainer, "_trial", None))
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         if os.path.isdir(folder):
             _write_json_atomically(os.path.join(folder, SPARSE_STATE_NAME), self.trainer.controller.state())
 
@@ -169,6 +171,13 @@ class SparseTrainer(Trainer):
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         super().create_optimizer(model)
         if not isinstance(self.optimizer, ScoreOptimizer):
+            if self.lr_scheduler is not None:
+                raise ValueError(
+                    "SparseTrainer adds a parameter group for the mask scores to your optimizer, after which the "
+                    "scheduler you passed no longer matches it. Pass optimizers=(optimizer, None) and let the "
+                    "Trainer build the scheduler, or wrap the optimizer yourself in nn_prune_ext.ScoreOptimizer "
+                    "before building the scheduler."
+                )
             self.optimizer = ScoreOptimizer(
                 self.optimizer,
                 list(iter_mask_scores(self.model if model is None else model)),
@@ -192,12 +201,15 @@ class SparseTrainer(Trainer):
         distil = distillation_loss(
             outputs, teacher_outputs, self.sparse_args.distil_temperature, inputs.get("attention_mask")
         )
+        distil_term = distil
+        logged_task_loss = task_loss.detach()
         if self._task_loss_scaled_for_ga(num_items_in_batch):
             # The task loss is already divided over the accumulated batch; bring the per-batch mean in line.
-            distil = distil / self.current_gradient_accumulation_steps
-        loss = self.sparse_args.distil_alpha_ce * task_loss + self.sparse_args.distil_alpha_teacher * distil
-        for name, value in (("distil_loss", distil), ("task_loss", task_loss)):
-            self._distil_sums[name] = self._distil_sums.get(name, 0.0) + value.detach()
+            distil_term = distil / self.current_gradient_accumulation_steps
+            logged_task_loss = logged_task_loss * self.current_gradient_accumulation_steps
+        loss = self.sparse_args.distil_alpha_ce * task_loss + self.sparse_args.distil_alpha_teacher * distil_term
+        for name, value in (("distil_loss", distil.detach()), ("task_loss", logged_task_loss)):
+            self._distil_sums[name] = self._distil_sums.get(name, 0.0) + value
         self._distil_sums["count"] = self._distil_sums.get("count", 0) + 1
         return (loss, outputs) if return_outputs else loss
 
@@ -212,8 +224,13 @@ class SparseTrainer(Trainer):
         with self.controller.evaluation(self.model):
             return super().evaluation_loop(*args, **kwargs)
 
+    def evaluation_density(self) -> dict[str, float]:
+        """Density per kind under the thresholds that evaluation uses."""
+        with self.controller.evaluation(self.model):
+            return {f"density_{kind}": value for kind, value in densities(self.model).items()}
+
     def sparsity_metrics(self) -> dict[str, float]:
-        """Density per kind, threshold, penalty weight and last penalty, for the logs."""
+        """Density per kind, threshold, penalty weight and last penalty, for the training logs."""
         metrics = {f"density_{kind}": value for kind, value in densities(self.model).items()}
         metrics["threshold"] = self.controller.threshold()
         metrics["regularization_lambda"] = self.controller.regularization_lambda()
@@ -223,7 +240,12 @@ class SparseTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if is_patched(self.model):
-            logs.update(self.sparsity_metrics())
+            prefix = next((key.split("_", 1)[0] for key in logs if key.startswith(("eval_", "test_"))), None)
+            if prefix is None:
+                logs.update(self.sparsity_metrics())
+            else:
+                # Evaluation metrics: the density the evaluation ran with, under the metric prefix.
+                logs.update({f"{prefix}_{key}": value for key, value in self.evaluation_density().items()})
         count = self._distil_sums.pop("count", 0)
         if count:
             for name in ("distil_loss", "task_loss"):

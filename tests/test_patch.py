@@ -157,7 +157,37 @@ def test_masks_are_computed_once_per_forward_and_shared():
         hook.remove()
     # One hard-concrete sample serves the gate and up rows and the down columns.
     assert torch.equal(seen["ffn_gate"], seen["ffn_up"]) and torch.equal(seen["ffn_up"], seen["ffn_down"])
-    assert all(scores._cached is None for scores in iter_mask_scores(model))  # released after the forward
+    # Outside a model forward, a change of threshold or scores is seen at once (no stale cache).
+    units = layer.ffn_up.source
+    model.eval()
+    model(**tiny_batch())
+    assert units.current() is units._cached
+    units.threshold = 0.3
+    assert units.current() is not units._cached
+    units.threshold = 0.0
+    with torch.no_grad():
+        units.scores.fill_(-10.0)
+    assert units.current().sum() == 0
+
+
+@pytest.mark.parametrize("model_type", ["bert", "llama"])
+def test_gradient_checkpointing_gives_the_same_gradients(model_type):
+    def gradients(checkpointing: bool):
+        model = tiny_model(model_type, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        patch_model(model, SparseArgs.hybrid(attention_block_rows=16, attention_block_cols=16))
+        _prune_somewhat(model, model_sparse_args)
+        if checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            assert model.is_gradient_checkpointing
+        model.train()
+        model(**tiny_batch()).logits.square().sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    model_sparse_args = SparseArgs.hybrid()
+    plain, checkpointed = gradients(False), gradients(True)
+    assert set(plain) == set(checkpointed) and any(name.endswith("scores") for name in plain)
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
 
 
 def test_patched_parameters_are_the_original_objects():

@@ -106,7 +106,7 @@ def test_plain_trainer_script_runs_unchanged(tmp_path):
                                       initial_warmup=1, final_warmup=2),
     )
     assert set(dense_metrics) <= set(sparse_metrics)
-    assert sparse_metrics["density_total"] < 1.0
+    assert sparse_metrics["eval_density_total"] < 1.0
     assert os.path.exists(tmp_path / "sparse" / "final" / "model.safetensors")
     assert any("regularization_penalty" in entry for entry in trainer.state.log_history)
 
@@ -120,7 +120,8 @@ def test_evaluation_uses_the_final_threshold(tmp_path):
         for scores in iter_mask_scores(model):
             scores.scores.normal_()
     predicted = torch.from_numpy(trainer.predict(data).predictions)
-    assert "density_total" in trainer.evaluate()
+    metrics = trainer.evaluate()
+    assert metrics["eval_density_total"] == pytest.approx(0.3, abs=1 / 16) and "density_total" not in metrics
     assert densities(model)["total"] == 1.0  # back to the current (initial) threshold afterwards
 
     batch = data.with_format("torch")[:]
@@ -226,3 +227,30 @@ def test_unsupported_model_is_rejected_by_the_trainer(tmp_path):
     )
     with pytest.raises(UnsupportedArchitectureError, match="register_layout"):
         SparseTrainer(model=model, args=training_args(tmp_path), sparse_args=SparseArgs())
+
+
+def test_own_optimizer_is_wrapped_and_a_prebuilt_scheduler_is_refused(tmp_path):
+    model = tiny_model("bert")
+    patched = SparseTrainer(model=model, args=training_args(tmp_path, max_steps=2), train_dataset=tiny_dataset(),
+                            sparse_args=SparseArgs(), optimizers=(torch.optim.SGD(model.parameters(), lr=0.1), None))
+    patched.train()
+    assert isinstance(patched.optimizer.optimizer, ScoreOptimizer)
+    assert isinstance(patched.optimizer.optimizer.optimizer, torch.optim.SGD)
+
+    model = tiny_model("bert")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    trainer = SparseTrainer(model=model, args=training_args(tmp_path, max_steps=2), train_dataset=tiny_dataset(),
+                            sparse_args=SparseArgs(), optimizers=(optimizer, scheduler))
+    with pytest.raises(ValueError, match=r"optimizers=\(optimizer, None\)"):
+        trainer.train()
+
+
+def test_distillation_logs_unscaled_losses_under_gradient_accumulation(tmp_path):
+    sparse_args = SparseArgs(distil_alpha_ce=0.5, distil_alpha_teacher=0.5, initial_warmup=1, final_warmup=1)
+    trainer = SparseTrainer(model=tiny_model("llama"), args=training_args(tmp_path, max_steps=3,
+                                                                          gradient_accumulation_steps=2),
+                            train_dataset=tiny_dataset(), sparse_args=sparse_args, teacher_model=tiny_model("llama", 1))
+    trainer.train()
+    for entry in (e for e in trainer.state.log_history if "loss" in e):
+        assert entry["loss"] == pytest.approx(0.5 * entry["task_loss"] + 0.5 * entry["distil_loss"], rel=0.05)

@@ -123,6 +123,7 @@ class MaskScores(nn.Module):
         # not registered twice as submodules.
         self.members: list[tuple[MaskedLinear, tuple[int, int]]] = []
         self._cached: torch.Tensor | None = None
+        self._cached_key: tuple | None = None
 
     def importance(self) -> torch.Tensor:
         """What the method ranks: the learnt scores, or block-summed weight magnitudes."""
@@ -138,20 +139,29 @@ class MaskScores(nn.Module):
         """Compute a fresh mask from the current scores and threshold."""
         return self.method.mask(self.importance(), self.threshold, self.training)
 
+    def _cache_key(self) -> tuple:
+        # In-place updates (optimizer steps, loading) bump a tensor's version counter.
+        if self.scores is not None:
+            versions = (self.scores._version,)
+        else:
+            versions = tuple(linear.weight._version for linear, _ in self.members)
+        return (self.threshold, self.training, torch.is_grad_enabled(), versions)
+
     def begin_forward(self) -> None:
         """Compute the mask once for a whole model forward pass, shared by all members.
 
         Sharing one tensor keeps the members consistent (one hard-concrete sample for the up
-        rows and down columns of an FFN) and computes each mask once instead of per member.
+        rows and down columns of an FFN), computes each mask once instead of per member, and
+        lets gradient checkpointing recompute a layer with the very mask of its forward pass.
         """
         self._cached = self.compute()
-
-    def end_forward(self) -> None:
-        self._cached = None
+        self._cached_key = self._cache_key()
 
     def current(self) -> torch.Tensor:
-        """The mask of the current forward pass; a fresh one when called outside a model forward."""
-        return self._cached if self._cached is not None else self.compute()
+        """The mask of the last model forward pass, or a fresh one if scores or threshold changed since."""
+        if self._cached is None or self._cached_key != self._cache_key():
+            return self.compute()
+        return self._cached
 
     def extra_repr(self) -> str:
         return f"method={self.method.name}, shape={self.shape}, kind={self.kind}, threshold={self.threshold:.4g}"

@@ -137,7 +137,8 @@ class HardConcrete(PruningMethod):
     """L0 regularization through hard-concrete gates (Louizos et al. 2018).
 
     The scores are the gates' `log_alpha`. In training a stochastic gate in [0, 1] is sampled;
-    in eval the gate is binary: kept where the expected gate exceeds 0.5. Sparsity is driven by
+    in eval the gate is binary: kept where the noise-free gate exceeds 0.5, that is where
+    `log_alpha > 0`. Sparsity is driven by
     the L0 penalty (`regularization="l0"`), not by the threshold, which this method ignores.
     """
 
