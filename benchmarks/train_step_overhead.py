@@ -16,10 +16,11 @@ accumulation: `training_step` (forward, loss, backward through the accelerator),
 clipping, the step of the trainer's own accelerate-wrapped optimizer (for `SparseTrainer` a
 `ScoreOptimizer` that adds the L1 penalty), the lr-scheduler step, `zero_grad`, and the
 callbacks, so the `SparseTrainer`'s threshold schedule moves every step and the masks are
-recomputed in every forward. The median step time of each is reported. A second comparison
-does the same for a plain PyTorch loop (forward, `loss.backward()`, AdamW step) of the
+recomputed in every forward. The median step time of each is reported, with two cross-checks
+for a busy machine: the median of the per-round ratios and the ratio of CPU times. A second comparison
+does the same for a plain PyTorch loop (forward, `loss.backward()`, fused AdamW step) of the
 unpatched model against the patched one (`patch_model` + `ScoreOptimizer` + the schedule):
-the overhead of the library without the Trainer around it.
+the overhead of the library without the Trainer around it (its peak memory with `--loop-memory`).
 
 Peak memory. With CUDA: `torch.cuda.max_memory_allocated` during the steps, minus what was
 allocated before the model was built. On CPU there is no allocator statistic, so each
@@ -29,8 +30,10 @@ weights, gradients, optimizer state, activations and the trainer's own objects, 
 analogue of `max_memory_allocated`. The peak is reset (`/proc/self/clear_refs`) once the
 model and trainer are built so that transient allocations of model construction do not count;
 where that file is not writable, `ru_maxrss` (peak over the whole process) is used instead,
-which the output says. RSS depends on the allocator's reuse of freed memory, so expect a
-few MB of noise at most; the two variants are measured the same way.
+which the output says. The subprocess runs with `MALLOC_MMAP_THRESHOLD_=65536`, so glibc maps
+every allocation of 64 KiB or more on its own and unmaps it when freed: the RSS then follows
+the live tensor bytes rather than what the heap keeps cached, and repeated runs agree to
+within about 0.5 MB (without it they scatter by +-10 MB, more than the 5% being measured).
 """
 
 from __future__ import annotations
@@ -63,9 +66,8 @@ MODEL_SHAPES = {
     "small": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
     "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
 }
-# A BERT-base step is about 15 s on 2 CPU cores: fewer steps keep the default run to a few minutes.
-DEFAULT_STEPS = {"small": (3, 10), "base": (1, 2)}  # (warmup, timed)
-VARIANTS = ("trainer", "sparse_trainer", "loop", "loop_patched")
+# A BERT-base step takes 5-15 s on 2 busy CPU cores: fewer of them keep the default run to a few minutes.
+DEFAULT_STEPS = {"small": (3, 10), "base": (1, 3)}  # (warmup, timed)
 LABELS = {
     "trainer": "Trainer",
     "sparse_trainer": "SparseTrainer hybrid",
@@ -73,8 +75,18 @@ LABELS = {
     "loop_patched": "torch loop, patched",
 }
 RESULT_PREFIX = "MEMORY_RESULT "
+MEMORY_METHODS = {
+    "cuda": "torch.cuda.max_memory_allocated during the steps minus the memory allocated before the model was built",
+    "vmhwm": "peak RSS during the steps (VmHWM, reset once model and trainer are built) minus the RSS before the model "
+    "was built: weights, grads, optimizer state, activations, trainer objects; run with MALLOC_MMAP_THRESHOLD_=65536 "
+    "so that RSS follows live tensors rather than glibc's heap cache",
+    "ru_maxrss": "peak RSS of the whole process (ru_maxrss: /proc/self/clear_refs is not writable, so model "
+    "construction counts too) minus the RSS before the model was built; run with MALLOC_MMAP_THRESHOLD_=65536",
+}
 
 Step = Callable[[], None]
+# Trainers need an output_dir though nothing is saved; removed when the interpreter exits.
+_OUTPUT_DIR = tempfile.TemporaryDirectory(prefix="train_step_overhead-")
 
 
 # ----- models, batch and pruning arguments ---------------------------------------------
@@ -118,6 +130,7 @@ def hybrid_args() -> SparseArgs:
 
 
 def device() -> torch.device:
+    """Where the plain loops run: the GPU if there is one, as the Trainer would choose."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -131,7 +144,7 @@ def synchronize() -> None:
 def make_trainer(model: BertForSequenceClassification, batch_size: int, sparse: bool) -> Trainer:
     """A `Trainer` (or `SparseTrainer` with the hybrid preset) that never logs, saves or evaluates."""
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="train_step_overhead-"),
+        output_dir=_OUTPUT_DIR.name,
         per_device_train_batch_size=batch_size,
         learning_rate=LEARNING_RATE,
         logging_strategy="no",
@@ -209,20 +222,22 @@ def loop_stepper(
     """
     model.to(device())
     inputs = {key: value.to(device()) for key, value in batch.items()}
-    controller = None
+    sparse_args = hybrid_args()
+    controller = SparsityController(sparse_args) if patched else None
     if patched:
-        sparse_args = hybrid_args()
         patch_model(model, sparse_args)
-        controller = SparsityController(sparse_args)
-    # weight_decay=0 like the Trainer's default, so both loops run the same AdamW arithmetic.
-    optimizer: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
+    # The Trainer's defaults (optim="adamw_torch_fused", weight_decay=0): the single-tensor AdamW that
+    # torch picks on CPU otherwise costs a third of a small-model step and would dilute the ratio.
+    optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LEARNING_RATE, weight_decay=0.0, fused=True
+    )
     if controller is not None:
         optimizer = ScoreOptimizer(
             optimizer,
             list(iter_mask_scores(model)),
-            learning_rate=controller.sparse_args.mask_scores_learning_rate,
+            learning_rate=sparse_args.mask_scores_learning_rate,
             regularization_lambda=controller.regularization_lambda,
-            kind_multipliers={"attention": controller.sparse_args.attention_lambda, "dense": controller.sparse_args.dense_lambda},
+            kind_multipliers={"attention": sparse_args.attention_lambda, "dense": sparse_args.dense_lambda},
         )
         controller.start(model, total_steps, 0)
     count = 0
@@ -240,7 +255,11 @@ def loop_stepper(
 
 
 def build_variant(
-    variant: str, model: BertForSequenceClassification, batch: dict[str, torch.Tensor], batch_size: int, total_steps: int
+    variant: str,
+    model: BertForSequenceClassification,
+    batch: dict[str, torch.Tensor],
+    batch_size: int,
+    total_steps: int,
 ) -> tuple[Step, Callable[[], str]]:
     """Build one variant's step function around `model`.
 
@@ -268,7 +287,15 @@ def describe_sparsity(model: torch.nn.Module, controller: SparsityController | N
 
 
 # ----- timing -----------------------------------------------------------------------------
-def time_alternately(steps: dict[str, Step], warmup: int, timed: int) -> dict[str, list[float]]:
+@dataclass
+class Timings:
+    """Per-step times in seconds by variant: wall clock, and CPU time of this process (all threads)."""
+
+    wall: dict[str, list[float]]
+    cpu: dict[str, list[float]]
+
+
+def time_alternately(steps: dict[str, Step], warmup: int, timed: int) -> Timings:
     """Run the steps in turn (A, B, A, B, ...) and time each one.
 
     Args:
@@ -277,23 +304,25 @@ def time_alternately(steps: dict[str, Step], warmup: int, timed: int) -> dict[st
         timed: Timed rounds.
 
     Returns:
-        The step times in seconds, by variant name.
+        The wall-clock and CPU times of the timed steps.
     """
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    timings = Timings({name: [] for name in steps}, {name: [] for name in steps})
     for round_index in range(warmup + timed):
         for name, step in steps.items():
             synchronize()
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             step()
             synchronize()
             if round_index >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
+                timings.wall[name].append(time.perf_counter() - wall)
+                # CPU time is less sensitive than wall time to other processes sharing the cores.
+                timings.cpu[name].append(time.process_time() - cpu)
+    return timings
 
 
 def time_pair(
     name: str, variants: tuple[str, str], batch: dict[str, torch.Tensor], batch_size: int, warmup: int, timed: int
-) -> tuple[dict[str, list[float]], str]:
+) -> tuple[Timings, str]:
     """Build two variants on identical weights in this process and time them alternately.
 
     Returns:
@@ -301,12 +330,14 @@ def time_pair(
     """
     reference = build_model(name)
     models = {variants[0]: reference, variants[1]: build_model(name, reference=reference)}
-    built = {variant: build_variant(variant, models[variant], batch, batch_size, warmup + timed) for variant in variants}
-    times = time_alternately({variant: step for variant, (step, _) in built.items()}, warmup, timed)
+    built = {
+        variant: build_variant(variant, models[variant], batch, batch_size, warmup + timed) for variant in variants
+    }
+    timings = time_alternately({variant: step for variant, (step, _) in built.items()}, warmup, timed)
     sparsity = built[variants[1]][1]()
     del built, models, reference
     gc.collect()
-    return times, sparsity
+    return timings, sparsity
 
 
 # ----- peak memory (one fresh process per variant) -----------------------------------------
@@ -333,7 +364,7 @@ def measure_memory_here(name: str, variant: str, batch_size: int, seq_len: int, 
 
     Returns:
         `{"peak_mb": ..., "method": ...}`: the peak during the steps minus the memory in use
-        before the model was built.
+        before the model was built, and a key of `MEMORY_METHODS`.
     """
     batch = make_batch(name, batch_size, seq_len)
     cuda = torch.cuda.is_available()
@@ -343,15 +374,15 @@ def measure_memory_here(name: str, variant: str, batch_size: int, seq_len: int, 
     gc.collect()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-        method = "cuda.max_memory_allocated"
+        method = "cuda"
     else:
-        method = "VmHWM (reset after build)" if _reset_peak_rss() else "ru_maxrss (whole process)"
+        method = "vmhwm" if _reset_peak_rss() else "ru_maxrss"
     for _ in range(steps):
         step()
     synchronize()
     if cuda:
         peak = torch.cuda.max_memory_allocated()
-    elif method.startswith("VmHWM"):
+    elif method == "vmhwm":
         peak = _rss_kib("VmHWM") * 1024
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
@@ -368,7 +399,11 @@ def measure_memory(name: str, variant: str, options: argparse.Namespace) -> dict
         "--threads", str(options.threads),
         "--memory-steps", str(options.memory_steps),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    # glibc: serve every allocation >= 64 KiB by mmap, so a freed tensor leaves the RSS at once and
+    # the RSS follows live tensor bytes (as CUDA's statistic does) instead of the heap's caching,
+    # which otherwise adds +-10 MB of run-to-run noise. Other C libraries ignore the variable.
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
     for line in completed.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])
@@ -378,6 +413,8 @@ def measure_memory(name: str, variant: str, options: argparse.Namespace) -> dict
 # ----- report -----------------------------------------------------------------------------
 @dataclass
 class Row:
+    """One line of the table; the ratios are set on the pruned variant's line only."""
+
     model: str
     variant: str
     median_ms: float
@@ -387,6 +424,7 @@ class Row:
 
 
 def verdict(ratio: float | None) -> str:
+    """PASS within the project's goal, OVER beyond it (reported, never an error)."""
     if ratio is None:
         return ""
     return "PASS" if ratio <= GOAL else "OVER"
@@ -400,8 +438,8 @@ def format_table(rows: list[Row]) -> str:
         peak = f"{row.peak_mb:.1f}" if row.peak_mb is not None else "-"
         memory_ratio = f"{row.memory_ratio:.3f}" if row.memory_ratio is not None else ""
         lines.append(
-            f"{row.model:<6} {LABELS[row.variant]:<21} {row.median_ms:>10.1f} {time_ratio:>7} {verdict(row.time_ratio):<4} "
-            f"{peak:>9} {memory_ratio:>7} {verdict(row.memory_ratio):<4}"
+            f"{row.model:<6} {LABELS[row.variant]:<21} {row.median_ms:>10.1f} {time_ratio:>7} "
+            f"{verdict(row.time_ratio):<4} {peak:>9} {memory_ratio:>7} {verdict(row.memory_ratio):<4}"
         )
     return "\n".join(lines)
 
@@ -420,19 +458,36 @@ def pair_rows(
     ]
 
 
+def timing_note(timings: Timings, variants: tuple[str, str]) -> str:
+    """Two cross-checks of the time ratio on a busy machine.
+
+    The per-round ratios compare two steps that ran back to back under about the same load;
+    the CPU-time ratio leaves out the time the process waited for a core.
+    """
+    base, pruned = variants
+    ratios = [b / a for a, b in zip(timings.wall[base], timings.wall[pruned])]
+    cpu_ratio = statistics.median(timings.cpu[pruned]) / statistics.median(timings.cpu[base])
+    return (
+        f"per-round wall ratio median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}), "
+        f"CPU-time ratio {cpu_ratio:.3f}"
+    )
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 # ----- main -------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("small", "base", "both"), default="both")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads.")
-    parser.add_argument("--steps", type=int, default=None, help="Timed steps per variant (default: 10 small, 2 base).")
-    parser.add_argument("--warmup", type=int, default=None, help="Untimed steps per variant first (default: 3 small, 1 base).")
+    parser.add_argument("--steps", type=int, default=None, help="Timed steps per variant (default: 10 small, 3 base).")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="Untimed steps per variant first (default: 3 small, 1 base)."
+    )
     parser.add_argument("--memory-steps", type=int, default=2, help="Steps of each fresh memory process (>= 2: the "
                         "second step is the first with optimizer state and gradients alive together).")
     parser.add_argument("--loop-memory", action="store_true", help="Also measure the peak memory of the torch loops.")
@@ -440,29 +495,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_model(name: str, options: argparse.Namespace) -> tuple[list[Row], list[str]]:
+def run_model(name: str, options: argparse.Namespace) -> tuple[list[Row], list[str], set[str]]:
     """Time both pairs of one model shape and measure their peak memory.
 
     Returns:
-        The table rows and notes on the sparsity state reached.
+        The table rows, notes on timing and on the sparsity schedule, and the memory methods used.
     """
     default_warmup, default_steps = DEFAULT_STEPS[name]
     warmup = default_warmup if options.warmup is None else options.warmup
     steps = default_steps if options.steps is None else options.steps
     batch = make_batch(name, options.batch_size, options.seq_len)
-    rows, notes = [], []
+    rows, notes, methods = [], [], set()
     for variants in (("trainer", "sparse_trainer"), ("loop", "loop_patched")):
-        log(f"[{name}] timing {LABELS[variants[0]]} vs {LABELS[variants[1]]}: {warmup} warmup + {steps} timed steps each")
-        times, sparsity = time_pair(name, variants, batch, options.batch_size, warmup, steps)
+        pair = f"{LABELS[variants[0]]} vs {LABELS[variants[1]]}"
+        log(f"[{name}] timing {pair}: {warmup} warmup + {steps} timed steps each, interleaved")
+        timings, sparsity = time_pair(name, variants, batch, options.batch_size, warmup, steps)
         memory = {}
         if variants[0] == "trainer" or options.loop_memory:
             for variant in variants:
                 log(f"[{name}] peak memory of {LABELS[variant]} ({options.memory_steps} steps, fresh process)")
                 memory[variant] = measure_memory(name, variant, options)
-        rows += pair_rows(name, variants, times, memory)
-        notes.append(f"{name} / {LABELS[variants[1]]}: {sparsity}")
-        notes += sorted({f"memory method: {result['method']}" for result in memory.values()} - set(notes))
-    return rows, notes
+        rows += pair_rows(name, variants, timings.wall, memory)
+        notes.append(f"{name} / {LABELS[variants[1]]}: {timing_note(timings, variants)}")
+        notes.append(f"{name} / {LABELS[variants[1]]}: schedule at {sparsity}")
+        methods |= {str(result["method"]) for result in memory.values()}
+    return rows, notes, methods
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -476,16 +533,17 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     names = ("small", "base") if options.model == "both" else (options.model,)
-    rows, notes = [], []
+    rows, notes, methods = [], [], set()
     for name in names:
-        model_rows, model_notes = run_model(name, options)
+        model_rows, model_notes, model_methods = run_model(name, options)
         rows += model_rows
         notes += model_notes
+        methods |= model_methods
 
     where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {options.threads} threads"
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, {where}; "
-        f"batch {options.batch_size} x {options.seq_len}; hybrid preset, 32x32 attention blocks, FFN units"
+        f"batch {options.batch_size} x {options.seq_len}; SparseArgs.hybrid: 32x32 attention blocks, FFN units"
     )
     print(f"goal: ratio <= {GOAL} for step time and peak memory (PASS / OVER)\n")
     print(format_table(rows))
@@ -493,13 +551,8 @@ def main(argv: list[str] | None = None) -> None:
         "\nmedian ms: median optimizer-step time, the pair's two variants interleaved in one process on the same "
         "weights and batch; ratio = pruned / unpruned."
     )
-    if torch.cuda.is_available():
-        print("peak MB: torch.cuda.max_memory_allocated during the steps, in a fresh process per variant.")
-    else:
-        print(
-            "peak MB: peak RSS during the steps minus RSS before the model was built (weights, grads, optimizer state, "
-            "activations), in a fresh process per variant; the peak mark is reset after building."
-        )
+    for method in sorted(methods):
+        print(f"peak MB: {options.memory_steps} steps in a fresh process per variant; {MEMORY_METHODS[method]}.")
     for note in notes:
         print(f"  {note}")
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from .args import SparseArgs
 from .layouts import ArchitectureLayout, LayerModules, get_layout
-from .scores.masked_linear import MaskedLinear, MaskScores
+from .scores.masked_linear import MaskedLinear, MaskScores, release_scratch_buffers
 from .scores.methods import PruningMethod
 
 __all__ = [
@@ -273,5 +273,6 @@ def bake_model(model: nn.Module) -> nn.Module:
     for attr in (_SCORES_ATTR, _HOOKS_ATTR):
         if hasattr(base, attr):
             delattr(base, attr)
+    release_scratch_buffers()
     model.train(was_training)
     return model

@@ -10,21 +10,59 @@ plain `Linear`.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .methods import PruningMethod
 
-__all__ = ["MaskScores", "MaskedLinear", "masked_linear", "apply_grid_mask"]
+__all__ = ["MaskScores", "MaskedLinear", "masked_linear", "apply_grid_mask", "release_scratch_buffers"]
 
 
-def apply_grid_mask(tensor: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Multiply a `(out, in)` matrix by a `(R, C)` grid mask broadcast over equal blocks."""
+# One reusable weight-sized buffer per (device, dtype, shape, thread). The masked weight lives
+# only for one matmul, so the layers of a model can take turns with one buffer instead of each
+# allocating (and, on CPU, page-faulting in) a fresh one in every forward and backward pass.
+_SCRATCH: dict[tuple, torch.Tensor] = {}
+
+
+def _scratch_like(tensor: torch.Tensor) -> torch.Tensor:
+    key = (tensor.device, tensor.dtype, tuple(tensor.shape), threading.get_ident())
+    buffer = _SCRATCH.get(key)
+    if buffer is None:
+        buffer = _SCRATCH[key] = torch.empty_like(tensor, memory_format=torch.contiguous_format)
+    return buffer
+
+
+def release_scratch_buffers() -> None:
+    """Free the reusable masked-weight buffers (`bake_model` does this)."""
+    _SCRATCH.clear()
+
+
+def apply_grid_mask(tensor: torch.Tensor, grid: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Multiply a `(out, in)` matrix by a `(R, C)` grid mask broadcast over equal blocks.
+
+    Args:
+        tensor: The matrix.
+        grid: The mask grid; `R` divides `out` and `C` divides `in`.
+        out: Optional contiguous buffer of the matrix's shape to write into.
+    """
     rows, cols = grid.shape
     out_features, in_features = tensor.shape
-    blocks = tensor.view(rows, out_features // rows, cols, in_features // cols)
-    return (blocks * grid.to(tensor.dtype)[:, None, :, None]).view(out_features, in_features)
+    shape4d = (rows, out_features // rows, cols, in_features // cols)
+    grid4d = grid.to(tensor.dtype).view(rows, 1, cols, 1)
+    if out is None:
+        return (tensor.view(shape4d) * grid4d).view(out_features, in_features)
+    torch.mul(tensor.view(shape4d), grid4d, out=out.view(shape4d))
+    return out
+
+
+def _mask_in_place(tensor: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    rows, cols = grid.shape
+    out_features, in_features = tensor.shape
+    tensor.view(rows, out_features // rows, cols, in_features // cols).mul_(grid.to(tensor.dtype)[:, None, :, None])
+    return tensor
 
 
 def _block_sum(tensor: torch.Tensor, grid_shape: tuple[int, int]) -> torch.Tensor:
@@ -35,7 +73,8 @@ def _block_sum(tensor: torch.Tensor, grid_shape: tuple[int, int]) -> torch.Tenso
 
 def _row_mask(grid: torch.Tensor, out_features: int) -> torch.Tensor:
     """Expand an `(R, 1)` grid into a per-output-row mask of length `out_features`."""
-    return grid.reshape(-1).repeat_interleave(out_features // grid.shape[0])
+    rows = grid.reshape(-1)
+    return rows if rows.numel() == out_features else rows.repeat_interleave(out_features // rows.numel())
 
 
 class _MaskedLinearFunction(torch.autograd.Function):
@@ -44,7 +83,7 @@ class _MaskedLinearFunction(torch.autograd.Function):
         masked_bias = bias
         if bias is not None and mask_bias:
             masked_bias = bias * _row_mask(grid, weight.shape[0]).to(bias.dtype)
-        output = F.linear(x, apply_grid_mask(weight, grid), masked_bias)
+        output = F.linear(x, apply_grid_mask(weight, grid, out=_scratch_like(weight)), masked_bias)
         ctx.save_for_backward(x, weight, bias, grid)
         ctx.mask_bias = mask_bias and bias is not None
         return output
@@ -57,15 +96,20 @@ class _MaskedLinearFunction(torch.autograd.Function):
         dtype = grad_output.dtype
         out_features, in_features = weight.shape
         grad_x = grad_w = grad_b = grad_grid = None
+        # Weight-sized passes dominate the overhead over nn.Linear: the masked weight and the grid
+        # product go through the shared scratch buffer, and the weight gradient is masked in place.
         if need_x:
-            grad_x = (grad_output @ apply_grid_mask(weight, grid).to(dtype)).to(x.dtype)
+            masked_weight = apply_grid_mask(weight, grid, out=_scratch_like(weight)).to(dtype)
+            grad_x = (grad_output @ masked_weight).to(x.dtype)
         grad_2d = grad_output.reshape(-1, out_features)
         if need_w or need_grid:
             full_grad_w = grad_2d.t() @ x.reshape(-1, in_features).to(dtype)
-            if need_w:
-                grad_w = apply_grid_mask(full_grad_w, grid).to(weight.dtype)
             if need_grid:
-                grad_grid = _block_sum(full_grad_w * weight.to(dtype), tuple(grid.shape))
+                buffer = _scratch_like(full_grad_w)
+                torch.mul(full_grad_w, weight.to(dtype), out=buffer)
+                grad_grid = _block_sum(buffer, tuple(grid.shape))
+            if need_w:
+                grad_w = _mask_in_place(full_grad_w, grid).to(weight.dtype)
         if need_b or (need_grid and ctx.mask_bias):
             full_grad_b = grad_2d.sum(dim=0)
             if need_b:

@@ -24,9 +24,23 @@ __all__ = [
 ]
 
 
+class _StraightThrough(torch.autograd.Function):
+    # One autograd node instead of the three of `hard.detach() + scores - scores.detach()`:
+    # this runs for every score group in every forward pass.
+    @staticmethod
+    def forward(ctx, hard, scores):
+        return hard
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return None, grad_output
+
+
 def _straight_through(hard: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Return `hard` in the forward pass and pass the gradient unchanged to `scores`."""
-    return hard.detach() + (scores - scores.detach())
+    if not (scores.requires_grad and torch.is_grad_enabled()):
+        return hard
+    return _StraightThrough.apply(hard.detach(), scores)
 
 
 def _keep_count(fraction: float, numel: int) -> int:
