@@ -102,7 +102,8 @@ class _SparsityCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         # Hyperparameter-search trials save under a run folder of their own.
-        run_dir = self.trainer._get_output_dir(trial=getattr(self.trainer, "_trial", None))
+        output_dir_of = getattr(self.trainer, "_get_output_dir", None)
+        run_dir = output_dir_of(trial=getattr(self.trainer, "_trial", None)) if output_dir_of else args.output_dir
         folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
         if os.path.isdir(folder):
             _write_json_atomically(os.path.join(folder, SPARSE_STATE_NAME), self.trainer.controller.state())
@@ -141,7 +142,7 @@ class SparseTrainer(Trainer):
         self.sparse_args.validate()
         self.controller = SparsityController(self.sparse_args)
         self.teacher = teacher_model
-        self._distil_sums: dict[str, torch.Tensor] = {}
+        self._distil_sums: dict[str, torch.Tensor | int] = {}  # running sums since the last log, and their count
         self._score_optimizer: ScoreOptimizer | None = None
         if model is not None:
             self._prepare_student(model)

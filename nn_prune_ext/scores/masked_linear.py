@@ -2,10 +2,10 @@
 
 The mask comes from a `MaskScores` module, possibly shared with other linears (the rows of an
 FFN up projection and the matching columns of the down projection share one score vector).
-The multiplication runs in a custom autograd function that saves exactly what `nn.Linear`
-saves (the input) plus the small mask grid, and recomputes the masked weight in backward: the
-masked weight never stays alive between forward and backward, so peak memory matches a
-plain `Linear`.
+The multiplication runs in a custom autograd function that saves what `nn.Linear` saves (the
+input and the parameters themselves) plus the small mask grid, and recomputes the masked
+weight in backward: no masked copy of the weight stays alive between forward and backward,
+so peak memory matches a plain `Linear`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,18 @@ from .methods import PruningMethod
 __all__ = ["MaskScores", "MaskedLinear", "masked_linear", "apply_grid_mask", "release_scratch_buffers"]
 
 
-# One reusable weight-sized buffer per (device, dtype, shape, thread). The masked weight lives
+# One reusable weight-sized buffer per (dtype, shape, thread) on CPU. The masked weight lives
 # only for one matmul, so the layers of a model can take turns with one buffer instead of each
-# allocating (and, on CPU, page-faulting in) a fresh one in every forward and backward pass.
+# allocating (and page-faulting in) a fresh one in every forward and backward pass. Accelerators
+# have caching allocators that make fresh buffers cheap, and there a kept buffer would only
+# add to the memory held between steps.
 _SCRATCH: dict[tuple, torch.Tensor] = {}
 
 
 def _scratch_like(tensor: torch.Tensor) -> torch.Tensor:
-    key = (tensor.device, tensor.dtype, tuple(tensor.shape), threading.get_ident())
+    if tensor.device.type != "cpu":
+        return torch.empty_like(tensor, memory_format=torch.contiguous_format)
+    key = (tensor.dtype, tuple(tensor.shape), threading.get_ident())
     buffer = _SCRATCH.get(key)
     if buffer is None:
         buffer = _SCRATCH[key] = torch.empty_like(tensor, memory_format=torch.contiguous_format)
