@@ -178,7 +178,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(model_type):
         _prune_somewhat(model, model_sparse_args)
         if checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            assert model.is_gradient_checkpointing
+            assert model.is_activation_checkpointing
         model.train()
         model(**tiny_batch()).logits.square().sum().backward()
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
