@@ -32,7 +32,7 @@ _SCRATCH: dict[tuple, torch.Tensor] = {}
 def _scratch_like(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.device.type != "cpu":
         return torch.empty_like(tensor, memory_format=torch.contiguous_format)
-    key = (tensor.dtype, tuple(tensor.shape), threading.get_ident())
+    key = (threading.get_ident(), tensor.dtype, tensor.shape)
     buffer = _SCRATCH.get(key)
     if buffer is None:
         buffer = _SCRATCH[key] = torch.empty_like(tensor, memory_format=torch.contiguous_format)
@@ -44,6 +44,17 @@ def release_scratch_buffers() -> None:
     _SCRATCH.clear()
 
 
+def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # `.to` is a dispatcher call even when it has nothing to do; this runs many times per step.
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def _blocks(matrix_shape: torch.Size, grid_shape: torch.Size) -> tuple[int, int, int, int]:
+    """The 4-d view `(R, block_rows, C, block_cols)` of a matrix split by an `(R, C)` grid."""
+    rows, cols = grid_shape
+    return rows, matrix_shape[0] // rows, cols, matrix_shape[1] // cols
+
+
 def apply_grid_mask(tensor: torch.Tensor, grid: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Multiply a `(out, in)` matrix by a `(R, C)` grid mask broadcast over equal blocks.
 
@@ -51,28 +62,21 @@ def apply_grid_mask(tensor: torch.Tensor, grid: torch.Tensor, out: torch.Tensor 
         tensor: The matrix.
         grid: The mask grid; `R` divides `out` and `C` divides `in`.
         out: Optional contiguous buffer of the matrix's shape to write into.
+
+    Returns:
+        The masked matrix (`out` when given).
     """
-    rows, cols = grid.shape
-    out_features, in_features = tensor.shape
-    shape4d = (rows, out_features // rows, cols, in_features // cols)
-    grid4d = grid.to(tensor.dtype).view(rows, 1, cols, 1)
+    shape4d = _blocks(tensor.shape, grid.shape)
+    grid4d = _as(grid, tensor.dtype).view(shape4d[0], 1, shape4d[2], 1)
     if out is None:
-        return (tensor.view(shape4d) * grid4d).view(out_features, in_features)
+        return (tensor.view(shape4d) * grid4d).view(tensor.shape)
     torch.mul(tensor.view(shape4d), grid4d, out=out.view(shape4d))
     return out
 
 
-def _mask_in_place(tensor: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    rows, cols = grid.shape
-    out_features, in_features = tensor.shape
-    tensor.view(rows, out_features // rows, cols, in_features // cols).mul_(grid.to(tensor.dtype)[:, None, :, None])
-    return tensor
-
-
-def _block_sum(tensor: torch.Tensor, grid_shape: tuple[int, int]) -> torch.Tensor:
-    rows, cols = grid_shape
-    out_features, in_features = tensor.shape
-    return tensor.view(rows, out_features // rows, cols, in_features // cols).sum(dim=(1, 3))
+def _block_sum(tensor: torch.Tensor, grid_shape: torch.Size | tuple[int, int]) -> torch.Tensor:
+    """Sum a matrix over the blocks of an `(R, C)` grid."""
+    return tensor.view(_blocks(tensor.shape, grid_shape)).sum(dim=(1, 3))
 
 
 def _row_mask(grid: torch.Tensor, out_features: int) -> torch.Tensor:
@@ -82,14 +86,15 @@ def _row_mask(grid: torch.Tensor, out_features: int) -> torch.Tensor:
 
 
 class _MaskedLinearFunction(torch.autograd.Function):
+    # Kept lean on purpose: its Python overhead, per linear and per step, is most of the cost
+    # over nn.Linear for small models.
     @staticmethod
     def forward(ctx, x, weight, bias, grid, mask_bias: bool):
-        masked_bias = bias
-        if bias is not None and mask_bias:
-            masked_bias = bias * _row_mask(grid, weight.shape[0]).to(bias.dtype)
+        mask_bias = mask_bias and bias is not None
+        masked_bias = bias * _as(_row_mask(grid, weight.shape[0]), bias.dtype) if mask_bias else bias
         output = F.linear(x, apply_grid_mask(weight, grid, out=_scratch_like(weight)), masked_bias)
         ctx.save_for_backward(x, weight, bias, grid)
-        ctx.mask_bias = mask_bias and bias is not None
+        ctx.mask_bias = mask_bias
         return output
 
     @staticmethod
@@ -98,33 +103,34 @@ class _MaskedLinearFunction(torch.autograd.Function):
         need_x, need_w, need_b, need_grid, _ = ctx.needs_input_grad
         # Under autocast the output (and so its gradient) is in the autocast dtype: compute there.
         dtype = grad_output.dtype
-        out_features, in_features = weight.shape
+        shape4d = _blocks(weight.shape, grid.shape)
+        grid4d = _as(grid, dtype).view(shape4d[0], 1, shape4d[2], 1)
         grad_x = grad_w = grad_b = grad_grid = None
-        # Weight-sized passes dominate the overhead over nn.Linear: the masked weight and the grid
-        # product go through the shared scratch buffer, and the weight gradient is masked in place.
+        # Weight-sized passes are the other cost: the masked weight and the grid product go
+        # through the reusable scratch buffer, and the weight gradient is masked in place.
         if need_x:
-            masked_weight = apply_grid_mask(weight, grid, out=_scratch_like(weight)).to(dtype)
-            grad_x = (grad_output @ masked_weight).to(x.dtype)
-        grad_2d = grad_output.reshape(-1, out_features)
+            masked_weight = _as(apply_grid_mask(weight, grid, out=_scratch_like(weight)), dtype)
+            grad_x = _as(grad_output @ masked_weight, x.dtype)
+        grad_2d = grad_output.reshape(-1, weight.shape[0])
         if need_w or need_grid:
-            full_grad_w = grad_2d.t() @ x.reshape(-1, in_features).to(dtype)
+            full_grad_w = grad_2d.t() @ _as(x.reshape(-1, weight.shape[1]), dtype)
             if need_grid:
-                buffer = _scratch_like(full_grad_w)
-                torch.mul(full_grad_w, weight.to(dtype), out=buffer)
-                grad_grid = _block_sum(buffer, tuple(grid.shape))
+                product = _scratch_like(full_grad_w)
+                torch.mul(full_grad_w, _as(weight, dtype), out=product)
+                grad_grid = _block_sum(product, grid.shape)
             if need_w:
-                grad_w = _mask_in_place(full_grad_w, grid).to(weight.dtype)
+                full_grad_w.view(shape4d).mul_(grid4d)
+                grad_w = _as(full_grad_w, weight.dtype)
         if need_b or (need_grid and ctx.mask_bias):
             full_grad_b = grad_2d.sum(dim=0)
             if need_b:
-                grad_b = full_grad_b
-                if ctx.mask_bias:
-                    grad_b = grad_b * _row_mask(grid, out_features).to(dtype)
-                grad_b = grad_b.to(bias.dtype)
+                grad_b = full_grad_b * _as(_row_mask(grid, weight.shape[0]), dtype) if ctx.mask_bias else full_grad_b
+                grad_b = _as(grad_b, bias.dtype)
             if need_grid and ctx.mask_bias:
-                grad_grid = grad_grid + _block_sum((full_grad_b * bias.to(dtype))[:, None], tuple(grid.shape))
+                bias_term = (full_grad_b * _as(bias, dtype)).view(shape4d[0], shape4d[1]).sum(dim=1, keepdim=True)
+                grad_grid = grad_grid + bias_term
         if grad_grid is not None:
-            grad_grid = grad_grid.to(grid.dtype)
+            grad_grid = _as(grad_grid, grid.dtype)
         return grad_x, grad_w, grad_b, grad_grid, None
 
 
