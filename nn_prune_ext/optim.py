@@ -17,13 +17,17 @@ import torch
 
 from .scores.masked_linear import MaskScores
 
-__all__ = ["ScoreOptimizer", "SCORES_GROUP_NAME"]
+__all__ = ["ScoreOptimizer", "SCORES_GROUP_NAME", "find_score_optimizer"]
 
 SCORES_GROUP_NAME = "mask_scores"
 
 
 class ScoreOptimizer(torch.optim.Optimizer):
     """Wrap `optimizer`, giving the mask scores their own group and their scheduled penalty.
+
+    A GradScaler unscales this wrapper's gradients and skips steps with overflows the usual
+    way, even around a fused optimizer that could take the scale itself: the penalty must be
+    added to unscaled gradients.
 
     Args:
         optimizer: The optimizer to wrap. Score parameters it already holds are moved out of
@@ -33,6 +37,11 @@ class ScoreOptimizer(torch.optim.Optimizer):
         regularization_lambda: Returns the current penalty weight (0 disables the penalty).
         kind_multipliers: Penalty multiplier per score kind (`attention_lambda`, `dense_lambda`).
     """
+
+    # Read by torch.amp.GradScaler.step; without it, `__getattr__` would expose the wrapped fused
+    # optimizer's True and the scaler would hand grad_scale/found_inf to this wrapper, which
+    # does not forward them.
+    _step_supports_amp_scaling = False
 
     def __init__(
         self,
@@ -132,3 +141,14 @@ class ScoreOptimizer(torch.optim.Optimizer):
     def step(self, closure=None):
         self.apply_penalty()
         return self.optimizer.step(closure)
+
+
+def find_score_optimizer(optimizer) -> ScoreOptimizer | None:
+    """The `ScoreOptimizer` inside a chain of wrappers (accelerate's `AcceleratedOptimizer`, ...)."""
+    seen = set()
+    while optimizer is not None and id(optimizer) not in seen:
+        if isinstance(optimizer, ScoreOptimizer):
+            return optimizer
+        seen.add(id(optimizer))
+        optimizer = optimizer.__dict__.get("optimizer")
+    return None

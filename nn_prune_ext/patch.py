@@ -151,6 +151,14 @@ def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
 
 
 def _begin_forward(module: nn.Module, args) -> None:
+    if getattr(module, "_is_replica", False):
+        # DataParallel replicas share the original score modules (plain-list references), so
+        # each replica would read masks living on the first device.
+        raise RuntimeError(
+            "nn_prune_ext does not support torch.nn.DataParallel. Run on several GPUs with DistributedDataParallel "
+            "(`accelerate launch` or `torchrun`; the Trainer then uses DDP), or restrict the run to one GPU with "
+            "CUDA_VISIBLE_DEVICES=0."
+        )
     for scores in getattr(module, _SCORES_ATTR):
         scores.begin_forward()
 
@@ -255,8 +263,10 @@ def bake_model(model: nn.Module) -> nn.Module:
     was_training = model.training
     model.eval()
     masked_linears = list(iter_masked_linears(model))
-    # All masks first: magnitude masks read the weights that baking overwrites.
-    grids = [masked.grid().detach() for _, masked in masked_linears]
+    # All masks first, fresh rather than cached: magnitude masks read the weights that baking
+    # overwrites, and parameters may have been replaced since the last forward.
+    fresh = {id(source): source.compute() for source in iter_mask_scores(model)}
+    grids = [fresh[id(masked.source)].detach().reshape(masked.grid_shape) for _, masked in masked_linears]
     for (name, masked), grid in zip(masked_linears, grids):
         weight, bias = masked.masked_parameters(grid)
         masked.weight.data.copy_(weight)

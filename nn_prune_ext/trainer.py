@@ -17,11 +17,11 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .args import SparseArgs
 from .distill import distillation_loss
-from .optim import ScoreOptimizer
+from .optim import ScoreOptimizer, find_score_optimizer
 from .patch import densities, is_patched, iter_mask_scores, patch_model, set_thresholds
 from .schedule import SparsitySchedule
 
@@ -92,6 +92,7 @@ class _SparsityCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._check_resumed_state(state.max_steps)
         self.trainer.controller.start(self.trainer.model, state.max_steps, state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -151,6 +152,36 @@ class SparseTrainer(Trainer):
         if self.teacher is not None:
             self._place_teacher()
 
+    # ----- resuming ----------------------------------------------------------------------
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        self._resumed_from = resume_from_checkpoint
+        if resume_from_checkpoint is True:
+            self._resumed_from = get_last_checkpoint(self.args.output_dir)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _check_resumed_state(self, total_steps: int) -> None:
+        """Refuse to resume a checkpoint whose pruning schedule differs from this run's."""
+        folder = getattr(self, "_resumed_from", None)
+        path = os.path.join(folder, SPARSE_STATE_NAME) if isinstance(folder, str) else None
+        if path is None or not os.path.isfile(path):
+            return
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        differences = [
+            f"{key}: checkpoint {saved['sparse_args'].get(key)!r}, now {value!r}"
+            for key, value in self.sparse_args.to_dict().items()
+            if saved["sparse_args"].get(key) != value
+        ]
+        if saved.get("total_steps") not in (None, total_steps):
+            differences.append(f"total optimizer steps: checkpoint {saved['total_steps']}, now {total_steps}")
+        if differences:
+            raise ValueError(
+                f"Cannot resume from {folder}: its pruning schedule differs from this run's ("
+                + "; ".join(differences)
+                + "). Resume with the original sparse_args and training length, or start without "
+                "resume_from_checkpoint."
+            )
+
     # ----- model set-up ----------------------------------------------------------------
     def _prepare_student(self, model: nn.Module) -> None:
         if not is_patched(model):
@@ -161,6 +192,7 @@ class SparseTrainer(Trainer):
     def _place_teacher(self) -> None:
         self.teacher.to(self.args.device).eval()
         self.teacher.requires_grad_(False)
+        self.loss_is_scaled_for_ga = False  # compute_loss returns per-batch means when distilling
 
     def call_model_init(self, trial=None) -> nn.Module:
         model = super().call_model_init(trial)
@@ -171,7 +203,11 @@ class SparseTrainer(Trainer):
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         super().create_optimizer(model)
-        if not isinstance(self.optimizer, ScoreOptimizer):
+        # A second train() finds accelerate's wrapper around the ScoreOptimizer of the first.
+        existing = find_score_optimizer(self.optimizer)
+        if existing is not None:
+            self.optimizer = existing
+        else:
             if self.lr_scheduler is not None:
                 raise ValueError(
                     "SparseTrainer adds a parameter group for the mask scores to your optimizer, after which the "
@@ -184,7 +220,10 @@ class SparseTrainer(Trainer):
                 list(iter_mask_scores(self.model if model is None else model)),
                 learning_rate=self.sparse_args.mask_scores_learning_rate,
                 regularization_lambda=self.controller.regularization_lambda,
-                kind_multipliers={"attention": self.sparse_args.attention_lambda, "dense": self.sparse_args.dense_lambda},
+                kind_multipliers={
+                    "attention": self.sparse_args.attention_lambda,
+                    "dense": self.sparse_args.dense_lambda,
+                },
             )
         self._score_optimizer = self.optimizer
         return self.optimizer
@@ -193,32 +232,20 @@ class SparseTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.teacher is None or not model.training:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        teacher_inputs = {key: value for key, value in inputs.items() if key != "labels"}
-        task_loss, outputs = super().compute_loss(
-            model, dict(inputs), return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
+        # Both terms are per-batch means: the task loss is asked without `num_items_in_batch`
+        # (whether a model honours it cannot be told from outside), and `loss_is_scaled_for_ga`
+        # is False (set with the teacher), so the Trainer divides the sum for gradient accumulation.
+        task_loss, outputs = super().compute_loss(model, dict(inputs), return_outputs=True, num_items_in_batch=None)
         with torch.no_grad():
-            teacher_outputs = self.teacher(**teacher_inputs)
+            teacher_outputs = self.teacher(**{key: value for key, value in inputs.items() if key != "labels"})
         distil = distillation_loss(
             outputs, teacher_outputs, self.sparse_args.distil_temperature, inputs.get("attention_mask")
         )
-        distil_term = distil
-        logged_task_loss = task_loss.detach()
-        if self._task_loss_scaled_for_ga(num_items_in_batch):
-            # The task loss is already divided over the accumulated batch; bring the per-batch mean in line.
-            distil_term = distil / self.current_gradient_accumulation_steps
-            logged_task_loss = logged_task_loss * self.current_gradient_accumulation_steps
-        loss = self.sparse_args.distil_alpha_ce * task_loss + self.sparse_args.distil_alpha_teacher * distil_term
-        for name, value in (("distil_loss", distil.detach()), ("task_loss", logged_task_loss)):
-            self._distil_sums[name] = self._distil_sums.get(name, 0.0) + value
+        loss = self.sparse_args.distil_alpha_ce * task_loss + self.sparse_args.distil_alpha_teacher * distil
+        for name, value in (("distil_loss", distil), ("task_loss", task_loss)):
+            self._distil_sums[name] = self._distil_sums.get(name, 0.0) + value.detach()
         self._distil_sums["count"] = self._distil_sums.get("count", 0) + 1
         return (loss, outputs) if return_outputs else loss
-
-    def _task_loss_scaled_for_ga(self, num_items_in_batch) -> bool:
-        # Mirrors Trainer.training_step: is the loss from compute_loss already divided for gradient accumulation?
-        if self.loss_is_scaled_for_ga is not None:
-            return self.loss_is_scaled_for_ga
-        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
 
     # ----- evaluation and logging ----------------------------------------------------
     def evaluation_loop(self, *args, **kwargs):

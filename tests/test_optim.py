@@ -95,3 +95,23 @@ def test_wrapping_after_steps_is_rejected():
     inner.step()
     with pytest.raises(ValueError, match="before its first step"):
         ScoreOptimizer(inner, list(iter_mask_scores(model)), learning_rate=0.01)
+
+
+def test_grad_scaler_skips_overflowing_steps_around_a_fused_optimizer():
+    model = _patched()
+    inner = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    optimizer = ScoreOptimizer(inner, list(iter_mask_scores(model)), learning_rate=0.05, regularization_lambda=lambda: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    scaler.scale(model(**tiny_batch()).logits.float().sum() * float("inf")).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    for name, param in model.named_parameters():
+        assert torch.equal(param, before[name]), name  # the overflowing step was skipped
+    assert scaler.get_scale() < 2.0**16
+
+    # A finite step is unscaled before the penalty is added: the update matches the unscaled run.
+    optimizer.zero_grad()
+    scaler.scale(model(**tiny_batch()).logits.square().mean()).backward()
+    scaler.step(optimizer)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

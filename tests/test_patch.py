@@ -160,14 +160,44 @@ def test_masks_are_computed_once_per_forward_and_shared():
     # Outside a model forward, a change of threshold or scores is seen at once (no stale cache).
     units = layer.ffn_up.source
     model.eval()
-    model(**tiny_batch())
-    assert units.current() is units._cached
-    units.threshold = 0.3
-    assert units.current() is not units._cached
-    units.threshold = 0.0
     with torch.no_grad():
+        model(**tiny_batch())
+        assert units.current() is units._cached
+        units.threshold = 0.3
+        assert units.current() is not units._cached
+        units.threshold = 0.0
         units.scores.fill_(-10.0)
-    assert units.current().sum() == 0
+        assert units.current().sum() == 0
+        model(**tiny_batch())
+        # Replaced (not modified in place) scores are seen too.
+        units.scores.data = torch.full_like(units.scores, 10.0)
+        assert units.current().sum() == units.scores.numel()
+
+
+def test_reentrant_checkpointing_keeps_one_hard_concrete_sample_per_forward():
+    model = tiny_model("llama")
+    patch_model(model, SparseArgs(dense_pruning_method="l0", attention_pruning_method="l0", regularization="l0",
+                                  dense_granularity="unit", attention_granularity="head"))
+    with torch.no_grad():
+        for scores in iter_mask_scores(model):
+            scores.scores.fill_(0.0)  # gates often fractional, so different samples differ
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    layer = next(get_layout(model).iter_layers(model))
+    seen: dict[str, list[torch.Tensor]] = {"ffn_gate": [], "ffn_up": [], "ffn_down": []}
+    hooks = [
+        getattr(layer, name).register_forward_pre_hook(
+            lambda m, a, name=name: seen[name].append(m.grid().reshape(-1).detach().clone()))
+        for name in seen
+    ]
+    model.train()
+    torch.manual_seed(0)
+    model(**tiny_batch()).logits.sum().backward()
+    for hook in hooks:
+        hook.remove()
+    samples = [sample for name in seen for sample in seen[name]]
+    assert len(samples) == 6  # forward and recomputation, three members each
+    assert all(torch.equal(sample, samples[0]) for sample in samples)
+    assert layer.ffn_up.source.scores.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("model_type", ["bert", "llama"])
@@ -198,3 +228,35 @@ def test_patched_parameters_are_the_original_objects():
         if name in weights:
             assert param is weights[name]
     assert isinstance(model.bert.encoder.layer[0].attention.self.query, nn.Linear)
+
+
+def test_inference_mode_then_training_works():
+    model = patch_model(tiny_model("bert"), SparseArgs(attention_block_rows=16, attention_block_cols=16))
+    with torch.inference_mode():
+        inferred = model(**tiny_batch()).logits.clone()
+    model.train()
+    model(**tiny_batch()).logits.sum().backward()  # the CPU scratch buffers are not inference tensors
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**tiny_batch()).logits, inferred)
+
+
+def test_data_parallel_replicas_are_refused_with_the_fix():
+    model = patch_model(tiny_model("bert"), SparseArgs())
+    model.base_model._is_replica = True  # what torch.nn.parallel.replicate sets on each replica
+    with pytest.raises(RuntimeError, match="DistributedDataParallel"):
+        model(**tiny_batch())
+
+
+def test_bake_reads_replaced_parameters_not_the_cached_masks():
+    model = patch_model(tiny_model("bert"), SparseArgs(final_threshold=0.5))
+    set_thresholds(model, attention=0.5, dense=0.5)
+    with torch.no_grad():
+        model(**tiny_batch())  # caches masks from the current scores
+        state = {k: (torch.randn_like(v) if k.endswith("scores") else v) for k, v in model.state_dict().items()}
+    model.load_state_dict(state, assign=True)
+    with torch.no_grad():
+        expected = model(**tiny_batch()).logits
+    bake_model(model)
+    with torch.no_grad():
+        assert (model(**tiny_batch()).logits - expected).abs().max() <= 1e-5

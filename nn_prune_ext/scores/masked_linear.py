@@ -32,7 +32,10 @@ _SCRATCH: dict[tuple, torch.Tensor] = {}
 def _scratch_like(tensor: torch.Tensor) -> torch.Tensor:
     if tensor.device.type != "cpu":
         return torch.empty_like(tensor, memory_format=torch.contiguous_format)
-    key = (threading.get_ident(), tensor.dtype, tensor.shape)
+    # Inference-mode tensors cannot be written outside inference mode (and vice versa is
+    # allowed but would leak an inference tensor into training): one buffer for each mode.
+    inference = torch.is_inference_mode_enabled()
+    key = (threading.get_ident(), inference, tensor.dtype, tensor.shape)
     buffer = _SCRATCH.get(key)
     if buffer is None:
         buffer = _SCRATCH[key] = torch.empty_like(tensor, memory_format=torch.contiguous_format)
@@ -117,7 +120,9 @@ class _MaskedLinearFunction(torch.autograd.Function):
             if need_grid:
                 product = _scratch_like(full_grad_w)
                 torch.mul(full_grad_w, _as(weight, dtype), out=product)
-                grad_grid = _block_sum(product, grid.shape)
+                # Accumulate half-precision products (autocast) in float32.
+                accumulate = torch.float32 if product.element_size() < 4 else product.dtype
+                grad_grid = product.view(shape4d).sum(dim=(1, 3), dtype=accumulate)
             if need_w:
                 full_grad_w.view(shape4d).mul_(grid4d)
                 grad_w = _as(full_grad_w, weight.dtype)
@@ -145,11 +150,13 @@ def masked_linear(
         bias: Bias of shape `(out_features,)` or `None`.
         grid: Mask grid of shape `(R, C)` where `R` divides `out_features` and `C` divides
             `in_features`; each entry covers one block of the weight.
-        mask_bias: Also mask the bias; only meaningful for row grids (`C == 1`).
+        mask_bias: Also mask the bias with the grid's rows; needs a row grid (`C == 1`).
 
     Returns:
         The output of shape `(..., out_features)`.
     """
+    if mask_bias and grid.shape[1] != 1:
+        raise ValueError(f"mask_bias needs a row grid of shape (R, 1), got {tuple(grid.shape)}.")
     return _MaskedLinearFunction.apply(x, weight, bias, grid, mask_bias)
 
 
@@ -194,12 +201,10 @@ class MaskScores(nn.Module):
         return self.method.mask(self.importance(), self.threshold, self.training)
 
     def _cache_key(self) -> tuple:
-        # In-place updates (optimizer steps, loading) bump a tensor's version counter.
-        if self.scores is not None:
-            versions = (self.scores._version,)
-        else:
-            versions = tuple(linear.weight._version for linear, _ in self.members)
-        return (self.threshold, self.training, torch.is_grad_enabled(), versions)
+        # In-place updates (optimizer steps, loading) bump a tensor's version counter; replaced
+        # or moved tensors (`.data =`, `assign=True`, `.to(device)`) change storage.
+        tensors = [self.scores] if self.scores is not None else [linear.weight for linear, _ in self.members]
+        return (self.threshold, self.training, tuple((t._version, t.data_ptr(), t.device) for t in tensors))
 
     def begin_forward(self) -> None:
         """Compute the mask once for a whole model forward pass, shared by all members.
@@ -212,10 +217,18 @@ class MaskScores(nn.Module):
         self._cached_key = self._cache_key()
 
     def current(self) -> torch.Tensor:
-        """The mask of the last model forward pass, or a fresh one if scores or threshold changed since."""
-        if self._cached is None or self._cached_key != self._cache_key():
+        """The mask of the last model forward pass, or a fresh one if scores or threshold changed since.
+
+        Grad mode is deliberately not part of the cache key: a reentrant checkpointed layer runs
+        its forward under `no_grad` and must still see the sample of its model forward. Only a
+        mask cached without a graph is refreshed when gradients are wanted.
+        """
+        cached = self._cached
+        if cached is None or self._cached_key != self._cache_key():
             return self.compute()
-        return self._cached
+        if cached.grad_fn is None and torch.is_grad_enabled() and self.scores is not None and self.scores.requires_grad:
+            return self.compute()
+        return cached
 
     def extra_repr(self) -> str:
         return f"method={self.method.name}, shape={self.shape}, kind={self.kind}, threshold={self.threshold:.4g}"
