@@ -28,10 +28,11 @@ def main() -> None:
     from . import SparseArgs, iter_mask_scores, patch_model
 
     model = AutoModel.from_pretrained(str(get_model_path()))
+    parameters = sum(p.numel() for p in model.parameters())
     patch_model(model, SparseArgs.hybrid())
     groups = list(iter_mask_scores(model))
     scored = sum(group.scores.numel() for group in groups)
-    print(f"Patched all-MiniLM-L6-v2 ({sum(p.numel() for p in model.parameters()):,} parameters): "
+    print(f"Patched all-MiniLM-L6-v2 ({parameters:,} parameters): "
           f"{len(groups)} score groups, {scored:,} learnable scores.")
 
 
