@@ -252,14 +252,17 @@ class SparseTrainer(Trainer):
         with self.controller.evaluation(self.model):
             return super().evaluation_loop(*args, **kwargs)
 
+    def _density_metrics(self) -> dict[str, float]:
+        return {f"density_{kind}": value for kind, value in densities(self.model).items()}
+
     def evaluation_density(self) -> dict[str, float]:
         """Density per kind under the thresholds that evaluation uses."""
         with self.controller.evaluation(self.model):
-            return {f"density_{kind}": value for kind, value in densities(self.model).items()}
+            return self._density_metrics()
 
     def sparsity_metrics(self) -> dict[str, float]:
         """Density per kind, threshold, penalty weight and last penalty, for the training logs."""
-        metrics = {f"density_{kind}": value for kind, value in densities(self.model).items()}
+        metrics = self._density_metrics()
         metrics["threshold"] = self.controller.threshold()
         metrics["regularization_lambda"] = self.controller.regularization_lambda()
         if self._score_optimizer is not None and self._score_optimizer.last_penalty is not None:

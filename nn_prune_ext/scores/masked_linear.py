@@ -77,9 +77,11 @@ def apply_grid_mask(tensor: torch.Tensor, grid: torch.Tensor, out: torch.Tensor 
     return out
 
 
-def _block_sum(tensor: torch.Tensor, grid_shape: torch.Size | tuple[int, int]) -> torch.Tensor:
-    """Sum a matrix over the blocks of an `(R, C)` grid."""
-    return tensor.view(_blocks(tensor.shape, grid_shape)).sum(dim=(1, 3))
+def _block_sum(
+    tensor: torch.Tensor, grid_shape: torch.Size | tuple[int, int], dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Sum a matrix over the blocks of an `(R, C)` grid, accumulating in `dtype` if given."""
+    return tensor.view(_blocks(tensor.shape, grid_shape)).sum(dim=(1, 3), dtype=dtype)
 
 
 def _row_mask(grid: torch.Tensor, out_features: int) -> torch.Tensor:
@@ -88,13 +90,18 @@ def _row_mask(grid: torch.Tensor, out_features: int) -> torch.Tensor:
     return rows if rows.numel() == out_features else rows.repeat_interleave(out_features // rows.numel())
 
 
+def _mask_bias(bias: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The bias with the rows of an `(R, 1)` grid multiplied in."""
+    return bias * _as(_row_mask(grid, bias.shape[0]), bias.dtype)
+
+
 class _MaskedLinearFunction(torch.autograd.Function):
     # Kept lean on purpose: its Python overhead, per linear and per step, is most of the cost
     # over nn.Linear for small models.
     @staticmethod
     def forward(ctx, x, weight, bias, grid, mask_bias: bool):
         mask_bias = mask_bias and bias is not None
-        masked_bias = bias * _as(_row_mask(grid, weight.shape[0]), bias.dtype) if mask_bias else bias
+        masked_bias = _mask_bias(bias, grid) if mask_bias else bias
         output = F.linear(x, apply_grid_mask(weight, grid, out=_scratch_like(weight)), masked_bias)
         ctx.save_for_backward(x, weight, bias, grid)
         ctx.mask_bias = mask_bias
@@ -121,16 +128,14 @@ class _MaskedLinearFunction(torch.autograd.Function):
                 product = _scratch_like(full_grad_w)
                 torch.mul(full_grad_w, _as(weight, dtype), out=product)
                 # Accumulate half-precision products (autocast) in float32.
-                accumulate = torch.float32 if product.element_size() < 4 else product.dtype
-                grad_grid = product.view(shape4d).sum(dim=(1, 3), dtype=accumulate)
+                grad_grid = _block_sum(product, grid.shape, torch.float32 if product.element_size() < 4 else None)
             if need_w:
                 full_grad_w.view(shape4d).mul_(grid4d)
                 grad_w = _as(full_grad_w, weight.dtype)
         if need_b or (need_grid and ctx.mask_bias):
             full_grad_b = grad_2d.sum(dim=0)
             if need_b:
-                grad_b = full_grad_b * _as(_row_mask(grid, weight.shape[0]), dtype) if ctx.mask_bias else full_grad_b
-                grad_b = _as(grad_b, bias.dtype)
+                grad_b = _as(_mask_bias(full_grad_b, grid) if ctx.mask_bias else full_grad_b, bias.dtype)
             if need_grid and ctx.mask_bias:
                 bias_term = (full_grad_b * _as(bias, dtype)).view(shape4d[0], shape4d[1]).sum(dim=1, keepdim=True)
                 grad_grid = grad_grid + bias_term
@@ -284,9 +289,7 @@ class MaskedLinear(nn.Linear):
         """The weight and bias with `grid` (by default the current mask) multiplied in."""
         grid = self.grid().detach() if grid is None else grid
         weight = apply_grid_mask(self.weight, grid)
-        bias = self.bias
-        if bias is not None and self.mask_bias:
-            bias = bias * _row_mask(grid, self.out_features).to(bias.dtype)
+        bias = _mask_bias(self.bias, grid) if self.mask_bias else self.bias
         return weight, bias
 
     def extra_repr(self) -> str:
