@@ -102,6 +102,12 @@ class ArchitectureLayout:
             `None`, the head size is `hidden_size // num_heads`.
         norm_placement: `"post"` (BERT: LayerNorm after the residual sum) or `"pre"` (Llama).
         ffn_activation_attr: Config attribute naming the FFN activation.
+        attention: Path of the module that turns a layer's hidden states into its attention
+            output (it returns `(output, weights)`); by default the common parent of q/k/v.
+            Slimming replaces it when a layer loses all its heads.
+        attention_attrs: Attributes of that module holding head counts, as pairs of attribute
+            name and one of `"heads"`, `"kv_heads"`, `"groups"` (heads per key/value head) or
+            `"width"` (heads x head size); slimming updates them per layer.
     """
 
     model_types: tuple[str, ...]
@@ -120,12 +126,52 @@ class ArchitectureLayout:
     head_dim_attr: str | None = "head_dim"
     norm_placement: str = "post"
     ffn_activation_attr: str = "hidden_act"
+    attention: str | None = None
+    attention_attrs: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if not self.model_types:
             raise ValueError("ArchitectureLayout needs at least one model_type.")
         if self.norm_placement not in ("pre", "post"):
             raise ValueError(f"norm_placement must be 'pre' or 'post', got {self.norm_placement!r}.")
+        if self.attention is None:
+            parents = {path.rpartition(".")[0] for path in (self.query, self.key, self.value)}
+            if len(parents) != 1 or not next(iter(parents)):
+                raise ValueError(
+                    "q/k/v do not share a parent module; give the attention module's path as attention=..."
+                )
+            object.__setattr__(self, "attention", parents.pop())
+        for attribute, kind in self.attention_attrs:
+            if kind not in ("heads", "kv_heads", "groups", "width"):
+                raise ValueError(
+                    f"attention_attrs[{attribute!r}] must be 'heads', 'kv_heads', 'groups' or 'width', got {kind!r}."
+                )
+
+    def slim_spec(self, config, head_dim: int) -> dict:
+        """The description a slim checkpoint's config carries (`config.nn_prune_slim`).
+
+        It holds the module paths and attribute names the self-contained slim modeling file needs
+        to rebuild a model without nn_prune_ext.
+        """
+        return {
+            "format_version": 1,
+            "layers": self.layers,
+            "attention": self.attention,
+            "query": self.query,
+            "key": self.key,
+            "value": self.value,
+            "output": self.output,
+            "ffn_up": self.ffn_up,
+            "ffn_gate": self.ffn_gate,
+            "ffn_down": self.ffn_down,
+            "attention_attrs": dict(self.attention_attrs),
+            "num_heads_attr": self.num_heads_attr,
+            "num_kv_heads_attr": self.num_kv_heads_attr,
+            "head_dim_attr": self.head_dim_attr or "head_dim",
+            "head_dim": head_dim,
+            "hidden_size_attr": self.hidden_size_attr,
+            "intermediate_size_attr": self.intermediate_size_attr,
+        }
 
     # ----- resolving on a model -------------------------------------------------------
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
@@ -251,6 +297,8 @@ BERT_LAYOUT = register_layout(
         ffn_up="intermediate.dense",
         ffn_down="output.dense",
         norm_placement="post",
+        attention="attention.self",
+        attention_attrs=(("num_attention_heads", "heads"), ("all_head_size", "width")),
     )
 )
 
@@ -267,6 +315,8 @@ DISTILBERT_LAYOUT = register_layout(
         intermediate_size_attr="hidden_dim",
         norm_placement="post",
         ffn_activation_attr="activation",
+        attention="attention",
+        attention_attrs=(("n_heads", "heads"),),
     )
 )
 
@@ -283,5 +333,7 @@ LLAMA_LAYOUT = register_layout(
         ffn_down="mlp.down_proj",
         num_kv_heads_attr="num_key_value_heads",
         norm_placement="pre",
+        attention="self_attn",
+        attention_attrs=(("num_key_value_groups", "groups"),),
     )
 )

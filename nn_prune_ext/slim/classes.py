@@ -1,0 +1,59 @@
+"""Slim classes for any stock model class, and loading slim checkpoints without remote code."""
+
+from __future__ import annotations
+
+import os
+
+import transformers
+from torch import nn
+
+from . import modeling_slim
+
+__all__ = ["slim_class_for", "load_slim"]
+
+_SLIM_CLASSES: dict[type, type] = {}
+
+
+def slim_class_for(model_class: type) -> type:
+    """The slim variant of a stock model class (`BertModel` -> `SlimBertModel`).
+
+    The class comes from nn_prune_ext's own copy of the slim modeling file, the same code a saved
+    checkpoint carries, so models built here and models loaded as remote code behave alike.
+    """
+    if issubclass(model_class, modeling_slim.SlimModelMixin):
+        return model_class
+    if model_class not in _SLIM_CLASSES:
+        _SLIM_CLASSES[model_class] = type(
+            f"{modeling_slim.SLIM_CLASS_PREFIX}{model_class.__name__}",
+            (modeling_slim.SlimModelMixin, model_class),
+            {"__module__": modeling_slim.__name__, "__doc__": f"{model_class.__name__} with per-layer sizes."},
+        )
+    return _SLIM_CLASSES[model_class]
+
+
+def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs) -> nn.Module:
+    """Load a slim checkpoint with nn_prune_ext's slim classes, without running its remote code.
+
+    Args:
+        path: A folder written by a slim model's `save_pretrained` (or a Hub id).
+        model_class: The stock class to load as (e.g. `BertForSequenceClassification`); by default
+            the class the checkpoint was saved from.
+        **kwargs: Passed to `from_pretrained` (`torch_dtype`, `device_map`, ...).
+
+    Returns:
+        The slim model.
+    """
+    config = transformers.AutoConfig.from_pretrained(path)
+    if not isinstance(getattr(config, modeling_slim.SLIM_SPEC_KEY, None), dict):
+        raise ValueError(
+            f"{path} is not a slim checkpoint (its config has no '{modeling_slim.SLIM_SPEC_KEY}'); load it "
+            "with the usual AutoModel classes, or slim it first with nn_prune_ext.optimize_model."
+        )
+    if model_class is None:
+        saved = (getattr(config, "architectures", None) or [""])[0]
+        name = saved[len(modeling_slim.SLIM_CLASS_PREFIX) :] if saved.startswith(modeling_slim.SLIM_CLASS_PREFIX) else saved
+        model_class = getattr(transformers, name, None)
+        if model_class is None:
+            raise ValueError(f"Cannot tell which class {path} was saved from ({saved!r}); pass model_class=...")
+    kwargs.setdefault("use_safetensors", True)
+    return slim_class_for(model_class).from_pretrained(path, config=config, **kwargs)

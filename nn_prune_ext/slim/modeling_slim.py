@@ -1,0 +1,411 @@
+"""Slim transformer models: every layer keeps its own number of attention heads and FFN units.
+
+This file is self-contained on purpose: it imports only `torch` and `transformers`. nn_prune_ext
+saves a copy of it next to every slim checkpoint, and the checkpoint's `config.json` maps the auto
+classes to it (`auto_map`), so that
+
+    AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)
+
+rebuilds the slim model where nn_prune_ext is not installed.
+
+How a slim checkpoint is described:
+- `config.model_type` stays the stock one (`"bert"`, `"llama"`, ...), and the global sizes stay those
+  of the dense model.
+- `config.per_layer_config` (transformers' heterogeneous configs) gives each layer its number of
+  heads, key/value heads, head size and FFN width. Stock modeling code reading one of these sizes
+  globally raises `AmbiguousGlobalPerLayerAttributeError`, so loading a slim checkpoint without its
+  modeling code fails loudly instead of building a wrong model.
+- `config.nn_prune_slim` names where the attention and FFN projections live in a layer (the
+  architecture layout) and which attention attributes hold head counts.
+
+A slim class is the stock class with `SlimModelMixin` in front: the stock `__init__` builds the dense
+modules, then `apply_slim_shapes` swaps each projection for one of the layer's size and replaces the
+attention of a layer without heads by `EmptyAttention`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging as _std_logging
+import os
+import shutil
+import tempfile
+import warnings
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+SLIM_SPEC_KEY = "nn_prune_slim"
+MODELING_FILE_NAME = "modeling_nn_prune_slim.py"
+MODELING_MODULE_NAME = MODELING_FILE_NAME[: -len(".py")]
+SLIM_CLASS_PREFIX = "Slim"
+# Everything below this line in a saved copy was generated for that checkpoint.
+GENERATED_MARKER = "# ----- generated for this checkpoint -----"
+
+# Called as hook(model, directory) after a slim model is written, before the files are moved into
+# place. nn_prune_ext registers its model-card writer here; a copy loaded as remote code has none.
+SAVE_HOOKS: list[Callable[[nn.Module, str], None]] = []
+
+_HETEROGENEITY_LOGGER = "transformers.integrations.heterogeneity.configuration_utils"
+
+
+# ----- reading the description -------------------------------------------------------------
+def slim_spec(config) -> dict[str, Any]:
+    """The layout description stored in a slim config (`config.nn_prune_slim`)."""
+    spec = getattr(config, SLIM_SPEC_KEY, None)
+    if not isinstance(spec, dict):
+        raise ValueError(
+            f"This config has no '{SLIM_SPEC_KEY}' entry, so it does not describe a slim model. Slim "
+            "models are made by nn_prune_ext.optimize_model and saved with save_pretrained."
+        )
+    return spec
+
+
+def layer_shape(config, index: int) -> dict[str, int]:
+    """The sizes of layer `index` of a slim model.
+
+    Returns:
+        A dict with `num_heads`, `num_kv_heads`, `head_dim` and `ffn_width`.
+    """
+    spec = slim_spec(config)
+    layer_config = config.per_layer_config[index] if config.is_heterogeneous else config
+    with global_size_access(layer_config):
+        heads = int(getattr(layer_config, spec["num_heads_attr"]))
+        kv_attr = spec.get("num_kv_heads_attr")
+        kv_heads = getattr(layer_config, kv_attr, None) if kv_attr else None
+        head_dim = getattr(layer_config, spec["head_dim_attr"], None)
+        return {
+            "num_heads": heads,
+            "num_kv_heads": heads if kv_heads is None else int(kv_heads),
+            "head_dim": int(head_dim) if head_dim is not None else int(spec["head_dim"]),
+            "ffn_width": int(getattr(layer_config, spec["intermediate_size_attr"])),
+        }
+
+
+@contextlib.contextmanager
+def global_size_access(config) -> Iterator[None]:
+    """Let the stock modeling code read the dense (global) sizes of a heterogeneous config.
+
+    The stock `__init__` builds dense modules from the global sizes; `apply_slim_shapes` then gives
+    every layer its own. Outside this context the global sizes stay unreadable, so code that would
+    use them for a layer fails instead of silently using a dense size.
+    """
+    if not getattr(config, "is_heterogeneous", False):
+        yield
+        return
+    previous = config.allow_global_per_layer_attribute_access
+    logger = _std_logging.getLogger(_HETEROGENEITY_LOGGER)
+    level = logger.level
+    config.allow_global_per_layer_attribute_access = True
+    logger.setLevel(_std_logging.ERROR)
+    try:
+        yield
+    finally:
+        config.allow_global_per_layer_attribute_access = previous
+        logger.setLevel(level)
+
+
+# ----- modules -----------------------------------------------------------------------------
+class EmptyAttention(nn.Module):
+    """The attention of a layer whose heads were all removed.
+
+    Its output is the output projection applied to a zero-width input, that is the projection's bias
+    (or zeros), which is exactly what the pruned attention computed. It still registers an empty
+    key/value entry in a cache, so cache lengths stay right for generation.
+
+    Args:
+        output: The output projection when it lives inside the attention module (Llama's `o_proj`),
+            resized to zero inputs; `None` when the layer applies it outside (BERT).
+        output_name: The attribute name of `output`, so that state-dict keys do not change.
+        head_dim: Size of one head, for the empty cache entry.
+        layer_idx: Index of the layer, for the cache.
+    """
+
+    def __init__(self, output: nn.Linear | None, output_name: str | None, head_dim: int, layer_idx: int):
+        super().__init__()
+        self.output_name = output_name
+        if output is not None:
+            self.add_module(output_name, output)
+        self.head_dim = head_dim
+        self.layer_idx = layer_idx
+
+    def forward(self, hidden_states: torch.Tensor, *args, past_key_values=None, **kwargs):
+        batch, seq_len = hidden_states.shape[0], hidden_states.shape[-2]
+        if past_key_values is not None:
+            cache = getattr(past_key_values, "self_attention_cache", past_key_values)
+            empty = hidden_states.new_zeros(batch, 0, seq_len, self.head_dim)
+            cache.update(empty, empty, self.layer_idx)
+        output = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
+        if self.output_name is not None:
+            output = getattr(self, self.output_name)(output)
+        return output, None
+
+
+def _get(root: nn.Module, path: str) -> nn.Module:
+    module = root
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _set(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = _get(root, parent_path) if parent_path else root
+    setattr(parent, name, module)
+
+
+def _layers(model: nn.Module, spec: dict[str, Any]) -> nn.ModuleList:
+    base = getattr(model, "base_model", model)
+    for root in (base, model):
+        try:
+            return _get(root, spec["layers"])
+        except AttributeError:
+            continue
+    raise AttributeError(f"{type(model).__name__} has no layer list at {spec['layers']!r}.")
+
+
+def _resized_linear(old: nn.Linear, in_features: int, out_features: int, device) -> nn.Linear:
+    if (old.in_features, old.out_features) == (in_features, out_features) and device is None:
+        return old
+    with warnings.catch_warnings():
+        # A layer without heads or FFN units has zero-size projections; their init is a no-op.
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        return nn.Linear(
+            in_features,
+            out_features,
+            bias=old.bias is not None,
+            device=old.weight.device if device is None else device,
+            dtype=old.weight.dtype,
+        )
+
+
+def _relative(path: str, prefix: str) -> str | None:
+    return path[len(prefix) + 1 :] if path.startswith(prefix + ".") else None
+
+
+def apply_slim_shapes(model: nn.Module, device: torch.device | str | None = None) -> list[nn.Module]:
+    """Give every layer of `model` the sizes its config's `per_layer_config` describes.
+
+    Projections whose shape changes are replaced by new `nn.Linear` modules (uninitialized values
+    from `nn.Linear`'s own init); the head-count attributes of the attention module are updated; a
+    layer without heads gets `EmptyAttention`.
+
+    Args:
+        model: A model whose config carries a slim description.
+        device: Create the new projections on this device (`"meta"` when the caller assigns the
+            weights itself); by default on the device of the projection they replace.
+
+    Returns:
+        The new modules, so a caller can initialize or fill them.
+    """
+    config = model.config
+    spec = slim_spec(config)
+    with global_size_access(config):
+        hidden = int(getattr(config, spec["hidden_size_attr"]))
+    created: list[nn.Module] = []
+    for index, layer in enumerate(_layers(model, spec)):
+        shape = layer_shape(config, index)
+        heads, kv_heads, head_dim, width = (
+            shape["num_heads"], shape["num_kv_heads"], shape["head_dim"], shape["ffn_width"]
+        )
+        if heads % max(kv_heads, 1) or (heads == 0) != (kv_heads == 0):
+            raise ValueError(
+                f"Layer {index}: {heads} query heads cannot be grouped over {kv_heads} key/value heads."
+            )
+        created += _resize_attention(layer, spec, index, heads, kv_heads, head_dim, hidden, device)
+        for name, in_features, out_features in (
+            ("ffn_up", hidden, width),
+            ("ffn_gate", hidden, width),
+            ("ffn_down", width, hidden),
+        ):
+            if spec.get(name):
+                old = _get(layer, spec[name])
+                new = _resized_linear(old, in_features, out_features, device)
+                if new is not old:
+                    _set(layer, spec[name], new)
+                    created.append(new)
+    return created
+
+
+def _resize_attention(layer, spec, index, heads, kv_heads, head_dim, hidden, device) -> list[nn.Module]:
+    attention_path = spec["attention"]
+    attention = _get(layer, attention_path)
+    output_inside = _relative(spec["output"], attention_path)
+    created: list[nn.Module] = []
+    if isinstance(attention, EmptyAttention):
+        if heads:
+            raise ValueError(f"Layer {index} has no attention heads left and cannot grow back to {heads}.")
+    else:
+        sizes = {"query": heads, "key": kv_heads, "value": kv_heads}
+        for name, count in sizes.items():
+            old = _get(layer, spec[name])
+            new = _resized_linear(old, hidden, count * head_dim, device)
+            if new is not old:
+                _set(layer, spec[name], new)
+                created.append(new)
+    old_output = _get(layer, spec["output"])
+    output = _resized_linear(old_output, heads * head_dim, hidden, device)
+    if output is not old_output:
+        _set(layer, spec["output"], output)
+        created.append(output)
+    if heads == 0 and not isinstance(attention, EmptyAttention):
+        if output_inside is not None and "." in output_inside:
+            raise ValueError(f"The output projection path {spec['output']!r} is nested too deep to keep.")
+        empty = EmptyAttention(
+            output if output_inside is not None else None,
+            output_inside,
+            head_dim,
+            getattr(attention, "layer_idx", None) if getattr(attention, "layer_idx", None) is not None else index,
+        )
+        _set(layer, attention_path, empty)
+        return created
+    values = {
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "groups": heads // kv_heads if kv_heads else 0,
+        "width": heads * head_dim,
+    }
+    for attribute, kind in spec.get("attention_attrs", {}).items():
+        if hasattr(attention, attribute):
+            setattr(attention, attribute, values[kind])
+    return created
+
+
+# ----- the slim classes ---------------------------------------------------------------------
+class SlimModelMixin:
+    """Put in front of a stock transformers model class to build its slim variant."""
+
+    def __init__(self, config, *args, **kwargs):
+        with global_size_access(config):
+            super().__init__(config, *args, **kwargs)
+        created = apply_slim_shapes(self)
+        # A loaded config may allow global reads (see _drop_session_flags); the built model does not
+        # need them, and code reading a dense size for a slim layer should fail, not run wrong.
+        config.allow_global_per_layer_attribute_access = False
+        if created and not any(p.is_meta for p in self.parameters()):
+            for module in created:
+                self._init_weights(module)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs):
+        """Save weights, config, this modeling file and (with nn_prune_ext) a model card.
+
+        The files are written to a temporary folder beside `save_directory` and then moved into
+        place, so an interrupted save never leaves a half-written checkpoint.
+        """
+        if kwargs.get("push_to_hub"):
+            raise ValueError("Save the slim model locally first, then call model.push_to_hub(repo_id).")
+        if not is_main_process:
+            return
+        save_directory = os.fspath(save_directory)
+        self.config.auto_map = auto_map_for(type(self))
+        parent = os.path.dirname(os.path.abspath(save_directory))
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=".slim-", dir=parent)
+        try:
+            with global_size_access(self.config):  # config validators read global sizes
+                super().save_pretrained(staging, **kwargs)
+            _drop_session_flags(self.config, os.path.join(staging, "config.json"))
+            write_modeling_file(type(self), staging)
+            for hook in SAVE_HOOKS:
+                hook(self, staging)
+            _move_into_place(staging, save_directory)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _drop_session_flags(config: Any, config_path: str) -> None:
+    """Keep global reads of per-layer sizes forbidden in the saved config where transformers allows.
+
+    `global_size_access` is on while saving, so config.json says so. Where the stock config class
+    validates without it, the flag is dropped, and stock code that would build dense modules fails
+    at the first global read. Some config classes (Llama's) read the sizes in their own validator,
+    so their flag must stay; loading such a checkpoint without its modeling code still fails,
+    on the size mismatch of the weights.
+    """
+    with open(config_path, encoding="utf-8") as handle:
+        payload = json.load(handle)
+    if not payload.pop("allow_global_per_layer_attribute_access", False):
+        return
+    try:
+        type(config).from_dict(dict(payload))
+    except Exception:
+        return
+    with open(config_path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
+def _move_into_place(staging: str, target: str) -> None:
+    if not os.path.exists(target):
+        os.rename(staging, target)
+        return
+    for name in os.listdir(staging):
+        # os.replace is atomic per file; a reader sees the old or the new file, never a partial one.
+        os.replace(os.path.join(staging, name), os.path.join(target, name))
+
+
+def stock_class_of(slim_class: type) -> type:
+    """The stock model class a slim class extends."""
+    for base in slim_class.__mro__[1:]:
+        if not issubclass(base, SlimModelMixin):
+            return base
+    raise TypeError(f"{slim_class.__name__} does not extend a model class.")
+
+
+def auto_map_for(slim_class: type) -> dict[str, str]:
+    """`auto_map` entries pointing the auto classes at the slim classes of this file."""
+    import transformers
+
+    stock = stock_class_of(slim_class)
+    model_type = stock.config_class.model_type
+    entries = {}
+    for name in dir(transformers):
+        if not name.startswith("AutoModel"):
+            continue
+        names = getattr(getattr(getattr(transformers, name), "_model_mapping", None), "_model_mapping", {})
+        if isinstance(names, dict) and names.get(model_type) == stock.__name__:
+            entries[name] = f"{MODELING_MODULE_NAME}.{slim_class.__name__}"
+    base_class = getattr(stock, "base_model_prefix", None) and _base_model_class(stock)
+    if base_class is not None:
+        entries["AutoModel"] = f"{MODELING_MODULE_NAME}.{SLIM_CLASS_PREFIX}{base_class.__name__}"
+    return dict(sorted(entries.items()))
+
+
+def _base_model_class(stock: type) -> type | None:
+    import transformers
+
+    names = transformers.AutoModel._model_mapping._model_mapping
+    name = names.get(stock.config_class.model_type)
+    return getattr(transformers, name, None) if isinstance(name, str) else None
+
+
+def template_source() -> str:
+    """The source of this file without any checkpoint-specific part."""
+    with open(__file__, encoding="utf-8") as handle:
+        source = handle.read()
+    marker = source.find("\n" + GENERATED_MARKER)
+    return source if marker < 0 else source[: marker + 1]
+
+
+def write_modeling_file(slim_class: type, directory: str) -> str:
+    """Write this file, plus the slim classes of `slim_class`'s checkpoint, into `directory`."""
+    import transformers
+
+    stocks = [stock_class_of(slim_class)]
+    if getattr(transformers, stocks[0].__name__, None) is not stocks[0]:
+        raise TypeError(
+            f"{stocks[0].__name__} is not a class of the transformers package, so a checkpoint loading it "
+            "through trust_remote_code cannot import it. Save the weights with torch/safetensors instead."
+        )
+    base_class = _base_model_class(stocks[0])
+    if base_class is not None and base_class is not stocks[0]:
+        stocks.insert(0, base_class)
+    lines = [GENERATED_MARKER, f"from transformers import {', '.join(s.__name__ for s in stocks)}", ""]
+    for stock in stocks:
+        lines += ["", f"class {SLIM_CLASS_PREFIX}{stock.__name__}(SlimModelMixin, {stock.__name__}):", "    pass", ""]
+    path = os.path.join(directory, MODELING_FILE_NAME)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(template_source() + "\n".join(lines))
+    return path

@@ -1,0 +1,224 @@
+"""`optimize_model`: physically remove empty attention heads and FFN units.
+
+The result is a smaller dense model of a slim class (the stock class with per-layer sizes, see
+`modeling_slim`) whose outputs equal the input model's. It saves as a Hub-ready checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+
+from ..layouts import ArchitectureLayout, LayerModules, get_layout
+from ..patch import bake_model, is_patched
+from . import modeling_slim
+from .classes import slim_class_for
+from .structure import LayerPlan, plan_layer
+
+__all__ = ["optimize_model", "SlimReport", "LayerReport"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LayerReport:
+    """Sizes of one layer before and after slimming."""
+
+    index: int
+    heads: tuple[int, int]
+    kv_heads: tuple[int, int]
+    ffn_width: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SlimReport:
+    """What `optimize_model` removed, per layer.
+
+    Args:
+        layers: One `LayerReport` per layer.
+        parameters: Parameter count before and after.
+    """
+
+    layers: list[LayerReport]
+    parameters: tuple[int, int]
+
+    @property
+    def parameter_ratio(self) -> float:
+        """Parameters after / before."""
+        before, after = self.parameters
+        return after / before if before else 1.0
+
+    def __str__(self) -> str:
+        rows = ["layer  heads        kv heads     FFN width      notes"]
+        for layer in self.layers:
+            rows.append(
+                f"{layer.index:>5}  {layer.heads[0]:>4} -> {layer.heads[1]:<4}  {layer.kv_heads[0]:>4} -> "
+                f"{layer.kv_heads[1]:<4}  {layer.ffn_width[0]:>5} -> {layer.ffn_width[1]:<5}  "
+                + "; ".join(layer.notes)
+            )
+        before, after = self.parameters
+        rows.append(f"parameters: {before:,} -> {after:,} ({after / max(before, 1):.1%})")
+        return "\n".join(rows)
+
+
+def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = False) -> nn.Module:
+    """Remove the attention heads and FFN units whose removal leaves every output unchanged.
+
+    Accepts a patched model (it is baked first with its final, evaluation-mode masks), a baked model,
+    or a plain model whose pruned heads and FFN units are zero (e.g. nn_pruning's "hybrid-filled"
+    Hub checkpoints). Heads are removed only when their output-projection columns or their value
+    rows are zero, never on query or key alone; see `nn_prune_ext.slim.structure` for the rules.
+
+    Args:
+        model: A model of a registered architecture (any task head).
+        mode: `"dense"`: the result is a smaller dense model. (nn_pruning's block-sparse mode needs
+            special kernels and is not offered.)
+        inplace: Modify `model` itself instead of a copy (saves memory on large models).
+
+    Returns:
+        A model of the slim variant of the input's class, in eval mode, with `slim_report` (a
+        `SlimReport`) describing what was removed per layer. It saves with `save_pretrained`.
+
+    Raises:
+        ValueError: For another `mode`.
+        UnsupportedArchitectureError: For a model without a registered layout.
+    """
+    if mode != "dense":
+        raise ValueError(
+            f"optimize_model supports mode='dense' only (got {mode!r}): it removes heads and FFN units "
+            "so that the model is faster on any hardware without sparse kernels."
+        )
+    layout = get_layout(model)
+    if not inplace:
+        model = copy.deepcopy(model)
+    if is_patched(model):
+        bake_model(model)
+    model.eval()
+    parameters_before = _count_parameters(model)
+    activation = _activation(model, layout)
+    layers = list(layout.iter_layers(model))
+    plans = [plan_layer(layer, activation) for layer in layers]
+    with torch.no_grad():
+        tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]
+        _describe_slim_config(model, layout, plans)
+        modeling_slim.apply_slim_shapes(model, device="meta")
+        spec = modeling_slim.slim_spec(model.config)
+        for layer_module, layer_tensors in zip(layout.layer_list(model), tensors):
+            for name, (weight, bias) in layer_tensors.items():
+                linear = modeling_slim._get(layer_module, spec[name])
+                linear.weight = nn.Parameter(weight)
+                if bias is not None:
+                    linear.bias = nn.Parameter(bias)
+    if not isinstance(model, modeling_slim.SlimModelMixin):
+        model.__class__ = slim_class_for(type(model))
+    model.eval()
+    model.slim_report = SlimReport(
+        layers=[_layer_report(plan) for plan in plans],
+        parameters=(parameters_before, _count_parameters(model)),
+    )
+    logger.info("optimize_model:\n%s", model.slim_report)
+    return model
+
+
+def _count_parameters(model: nn.Module) -> int:
+    seen, total = set(), 0
+    for parameter in model.parameters():
+        if id(parameter) not in seen:
+            seen.add(id(parameter))
+            total += parameter.numel()
+    return total
+
+
+def _activation(model: nn.Module, layout: ArchitectureLayout) -> nn.Module | None:
+    name = getattr(model.config, layout.ffn_activation_attr, None)
+    if callable(name) and not isinstance(name, str):
+        return name
+    try:
+        return ACT2FN[name]
+    except KeyError:
+        return None
+
+
+def _rows(weight: torch.Tensor, heads: list[int | None], head_dim: int) -> torch.Tensor:
+    """Rows of `weight` (or entries of a bias) for the given heads; `None` heads are zero rows."""
+    pieces = [
+        weight[h * head_dim : (h + 1) * head_dim] if h is not None else weight.new_zeros(head_dim, *weight.shape[1:])
+        for h in heads
+    ]
+    return torch.cat(pieces) if pieces else weight.new_zeros(0, *weight.shape[1:])
+
+
+def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """New (weight, bias) of every projection of `layer` under `plan`."""
+    d = plan.head_dim
+    result: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+    if plan.query_heads:
+        for name, heads in (("query", plan.query_heads), ("key", plan.kv_heads), ("value", plan.kv_heads)):
+            linear = getattr(layer, name)
+            bias = _rows(linear.bias, heads, d) if linear.bias is not None else None
+            result[name] = (_rows(linear.weight, heads, d), bias)
+    output = layer.output
+    output_bias = output.bias
+    if output_bias is not None and plan.output_bias_delta is not None:
+        output_bias = output_bias + plan.output_bias_delta
+    result["output"] = (_rows(output.weight.t(), plan.query_heads, d).t().contiguous(), _clone(output_bias))
+
+    units = torch.tensor(plan.ffn_units, dtype=torch.long, device=layer.ffn_down.weight.device)
+    ffn = {"ffn_up": layer.ffn_up, "ffn_gate": layer.ffn_gate}
+    for name, linear in ffn.items():
+        if linear is not None:
+            bias = linear.bias.index_select(0, units) if linear.bias is not None else None
+            result[name] = (linear.weight.index_select(0, units), bias)
+    down = layer.ffn_down
+    down_bias = down.bias
+    if down_bias is not None and plan.down_bias_delta is not None:
+        down_bias = down_bias + plan.down_bias_delta
+    result["ffn_down"] = (down.weight.index_select(1, units), _clone(down_bias))
+    return result
+
+
+def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.detach().clone()
+
+
+def _describe_slim_config(model: nn.Module, layout: ArchitectureLayout, plans: list[LayerPlan]) -> None:
+    """Write the per-layer sizes (`per_layer_config`) and the layout description into the config."""
+    config = model.config
+    head_dim = plans[0].head_dim if plans else layout.head_dim(config)
+    canonical = lambda attribute: config.attribute_map.get(attribute, attribute)  # noqa: E731
+    spec = layout.slim_spec(config, head_dim)
+    for key in ("num_heads_attr", "num_kv_heads_attr", "head_dim_attr", "intermediate_size_attr", "hidden_size_attr"):
+        if spec[key] is not None:
+            spec[key] = canonical(spec[key])
+    per_layer = {}
+    for plan in plans:
+        sizes = {
+            spec["num_heads_attr"]: len(plan.query_heads),
+            spec["head_dim_attr"]: head_dim,
+            spec["intermediate_size_attr"]: len(plan.ffn_units),
+        }
+        if spec["num_kv_heads_attr"]:
+            sizes[spec["num_kv_heads_attr"]] = len(plan.kv_heads)
+        per_layer[plan.index] = sizes
+    with modeling_slim.global_size_access(config):
+        if getattr(config, spec["head_dim_attr"], None) is None:
+            setattr(config, spec["head_dim_attr"], head_dim)
+    setattr(config, modeling_slim.SLIM_SPEC_KEY, spec)
+    config.per_layer_config = per_layer
+    config.serialize_explicit_per_layer_config = True
+
+
+def _layer_report(plan: LayerPlan) -> LayerReport:
+    return LayerReport(
+        index=plan.index,
+        heads=(plan.num_heads, len(plan.query_heads)),
+        kv_heads=(plan.num_kv_heads, len(plan.kv_heads)),
+        ffn_width=(plan.ffn_width, len(plan.ffn_units)),
+        notes=list(plan.notes),
+    )
