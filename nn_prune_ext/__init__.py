@@ -1,6 +1,7 @@
 """nn_prune_ext: structured pruning of Hugging Face transformers while fine-tuning."""
 
 from .args import SparseArgs
+from .flops import model_flops
 from .layouts import (
     ArchitectureLayout,
     UnsupportedArchitectureError,
@@ -12,6 +13,7 @@ from .optim import ScoreOptimizer
 from .patch import bake_model, densities, is_patched, iter_mask_scores, patch_model, set_thresholds
 from .schedule import SparsitySchedule
 from .scores import MaskedLinear, MaskScores
+from .slim import SlimReport, load_slim, optimize_model
 from .trainer import SparseTrainer, SparsityController
 
 __version__ = "0.1.0"
@@ -35,4 +37,8 @@ __all__ = [
     "iter_mask_scores",
     "MaskedLinear",
     "MaskScores",
+    "optimize_model",
+    "SlimReport",
+    "load_slim",
+    "model_flops",
 ]

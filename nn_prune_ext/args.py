@@ -33,6 +33,13 @@ class SparseArgs:
     for `threshold`; `l0` ignores them and is driven by the L0 penalty.
     """
 
+    prune: bool = field(
+        default=True,
+        metadata={
+            "help": "Prune while training. False fine-tunes the model as it is, optionally distilling from a "
+            "teacher: the 'filled' stage that fine-tunes a slimmed model again (see SparseArgs.filled)."
+        },
+    )
     mask_scores_learning_rate: float = field(
         default=1e-2, metadata={"help": "Learning rate of the mask scores (their own optimizer group, no weight decay)."}
     )
@@ -202,6 +209,26 @@ class SparseArgs:
             final_threshold=0.1,
             regularization="l1",
             regularization_final_lambda=regularization_final_lambda,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def filled(cls, distil_teacher_name_or_path: str | None = None, **overrides: Any) -> "SparseArgs":
+        """nn_pruning's "filled" stage: fine-tune a slim model again, without pruning, with distillation.
+
+        Use it on the output of `optimize_model`, with the dense fine-tuned model as the teacher
+        (`SparseTrainer(..., teacher_model=dense)` or `distil_teacher_name_or_path`). The heads and
+        FFN units the slim model kept are trained, nothing more is removed, and checkpoints stay
+        slim checkpoints.
+
+        Args:
+            distil_teacher_name_or_path: The teacher to load, unless `teacher_model` is given to
+                the trainer.
+            **overrides: Any other `SparseArgs` field (`distil_alpha_teacher`, `distil_temperature`...).
+        """
+        settings: dict[str, Any] = dict(
+            prune=False, regularization="disabled", distil_teacher_name_or_path=distil_teacher_name_or_path
         )
         settings.update(overrides)
         return cls(**settings)

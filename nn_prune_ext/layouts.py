@@ -45,7 +45,8 @@ class LayerModules:
 
     Args:
         index: Position of the layer in the model's layer list.
-        query, key, value, output: The attention projections (`nn.Linear`).
+        query, key, value, output: The attention projections (`nn.Linear`); query, key and value
+            are `None` in a slimmed layer that has no heads left.
         ffn_up: The FFN input projection (`nn.Linear`).
         ffn_down: The FFN output projection (`nn.Linear`).
         ffn_gate: The gate projection of gated FFNs (SwiGLU), `None` otherwise.
@@ -55,9 +56,9 @@ class LayerModules:
     """
 
     index: int
-    query: nn.Linear
-    key: nn.Linear
-    value: nn.Linear
+    query: nn.Linear | None
+    key: nn.Linear | None
+    value: nn.Linear | None
     output: nn.Linear
     ffn_up: nn.Linear
     ffn_down: nn.Linear
@@ -68,6 +69,8 @@ class LayerModules:
 
     @property
     def attention_linears(self) -> dict[str, nn.Linear]:
+        if self.query is None:
+            return {"output": self.output}
         return {"query": self.query, "key": self.key, "value": self.value, "output": self.output}
 
     @property
@@ -104,7 +107,8 @@ class ArchitectureLayout:
         ffn_activation_attr: Config attribute naming the FFN activation.
         attention: Path of the module that turns a layer's hidden states into its attention
             output (it returns `(output, weights)`); by default the common parent of q/k/v.
-            Slimming replaces it when a layer loses all its heads.
+            Slimming replaces it when a layer loses all its heads, and refuses to empty a layer
+            of a layout without it.
         attention_attrs: Attributes of that module holding head counts, as pairs of attribute
             name and one of `"heads"`, `"kv_heads"`, `"groups"` (heads per key/value head) or
             `"width"` (heads x head size); slimming updates them per layer.
@@ -136,11 +140,8 @@ class ArchitectureLayout:
             raise ValueError(f"norm_placement must be 'pre' or 'post', got {self.norm_placement!r}.")
         if self.attention is None:
             parents = {path.rpartition(".")[0] for path in (self.query, self.key, self.value)}
-            if len(parents) != 1 or not next(iter(parents)):
-                raise ValueError(
-                    "q/k/v do not share a parent module; give the attention module's path as attention=..."
-                )
-            object.__setattr__(self, "attention", parents.pop())
+            if len(parents) == 1 and next(iter(parents)):
+                object.__setattr__(self, "attention", parents.pop())
         for attribute, kind in self.attention_attrs:
             if kind not in ("heads", "kv_heads", "groups", "width"):
                 raise ValueError(
@@ -210,19 +211,22 @@ class ArchitectureLayout:
         """
         head_dim = self.head_dim(model.config)
         for index, layer in enumerate(self.layer_list(model)):
-            query = _get_submodule(layer, self.query)
-            key = _get_submodule(layer, self.key)
+            output = _get_submodule(layer, self.output)
+            if output.in_features == 0:  # a slimmed layer without heads: q/k/v are gone
+                query = key = value = None
+            else:
+                query, key, value = (_get_submodule(layer, path) for path in (self.query, self.key, self.value))
             yield LayerModules(
                 index=index,
                 query=query,
                 key=key,
-                value=_get_submodule(layer, self.value),
-                output=_get_submodule(layer, self.output),
+                value=value,
+                output=output,
                 ffn_up=_get_submodule(layer, self.ffn_up),
                 ffn_down=_get_submodule(layer, self.ffn_down),
                 ffn_gate=_get_submodule(layer, self.ffn_gate) if self.ffn_gate else None,
-                num_heads=query.out_features // head_dim,
-                num_kv_heads=key.out_features // head_dim,
+                num_heads=output.in_features // head_dim,
+                num_kv_heads=key.out_features // head_dim if key is not None else 0,
                 head_dim=head_dim,
             )
 

@@ -187,7 +187,10 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
     all_scores: list[MaskScores] = []
     for layer in list(layout.iter_layers(model)):  # resolve everything before replacing anything
         linears = {**layer.attention_linears, **layer.ffn_linears}
-        for group in _attention_groups(layer, sparse_args) + _dense_groups(layer, sparse_args):
+        # A slimmed layer may have no heads or no FFN units left: nothing to score there.
+        groups = _attention_groups(layer, sparse_args) if layer.num_heads else []
+        groups += _dense_groups(layer, sparse_args) if layer.ffn_down.in_features else []
+        for group in groups:
             weight = linears[group.members[0].name].weight
             scores = MaskScores(group.method, group.shape, group.kind, sparse_args.initial_threshold)
             scores.to(device=weight.device).train(model.training)

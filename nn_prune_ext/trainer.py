@@ -24,6 +24,7 @@ from .distill import distillation_loss
 from .optim import ScoreOptimizer, find_score_optimizer
 from .patch import densities, is_patched, iter_mask_scores, patch_model, set_thresholds
 from .schedule import SparsitySchedule
+from .slim.classes import stock_class
 
 __all__ = ["SparseTrainer", "SparsityController", "SPARSE_STATE_NAME"]
 
@@ -148,7 +149,8 @@ class SparseTrainer(Trainer):
         if model is not None:
             self._prepare_student(model)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
-        self.add_callback(_SparsityCallback(self))
+        if self.sparse_args.prune:
+            self.add_callback(_SparsityCallback(self))
         if self.teacher is not None:
             self._place_teacher()
 
@@ -184,10 +186,16 @@ class SparseTrainer(Trainer):
 
     # ----- model set-up ----------------------------------------------------------------
     def _prepare_student(self, model: nn.Module) -> None:
-        if not is_patched(model):
+        if not self.sparse_args.prune and is_patched(model):
+            raise ValueError(
+                "sparse_args.prune is False but the model is patched for pruning: slim it first with "
+                "nn_prune_ext.optimize_model (or bake_model), then fine-tune the result."
+            )
+        if self.sparse_args.prune and not is_patched(model):
             patch_model(model, self.sparse_args)
         if self.teacher is None and self.sparse_args.distil_teacher_name_or_path:
-            self.teacher = type(model).from_pretrained(self.sparse_args.distil_teacher_name_or_path)
+            # A slim student's teacher is usually the dense model: load it with the stock class.
+            self.teacher = stock_class(type(model)).from_pretrained(self.sparse_args.distil_teacher_name_or_path)
 
     def _place_teacher(self) -> None:
         self.teacher.to(self.args.device).eval()
@@ -203,6 +211,8 @@ class SparseTrainer(Trainer):
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         super().create_optimizer(model)
+        if not self.sparse_args.prune:
+            return self.optimizer
         # A second train() finds accelerate's wrapper around the ScoreOptimizer of the first.
         existing = find_score_optimizer(self.optimizer)
         if existing is not None:
@@ -249,6 +259,8 @@ class SparseTrainer(Trainer):
 
     # ----- evaluation and logging ----------------------------------------------------
     def evaluation_loop(self, *args, **kwargs):
+        if not self.sparse_args.prune:
+            return super().evaluation_loop(*args, **kwargs)
         with self.controller.evaluation(self.model):
             return super().evaluation_loop(*args, **kwargs)
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from . import modeling_slim
 
-__all__ = ["slim_class_for", "load_slim"]
+__all__ = ["slim_class_for", "stock_class", "load_slim"]
 
 _SLIM_CLASSES: dict[type, type] = {}
 
@@ -29,6 +29,13 @@ def slim_class_for(model_class: type) -> type:
             {"__module__": modeling_slim.__name__, "__doc__": f"{model_class.__name__} with per-layer sizes."},
         )
     return _SLIM_CLASSES[model_class]
+
+
+def stock_class(model_class: type) -> type:
+    """The stock class of a slim class; any other class is returned unchanged."""
+    if issubclass(model_class, modeling_slim.SlimModelMixin):
+        return modeling_slim.stock_class_of(model_class)
+    return model_class
 
 
 def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs) -> nn.Module:

@@ -230,9 +230,14 @@ def apply_slim_shapes(model: nn.Module, device: torch.device | str | None = None
 
 
 def _resize_attention(layer, spec, index, heads, kv_heads, head_dim, hidden, device) -> list[nn.Module]:
-    attention_path = spec["attention"]
-    attention = _get(layer, attention_path)
-    output_inside = _relative(spec["output"], attention_path)
+    attention_path = spec.get("attention")
+    if attention_path is None and heads == 0:
+        raise ValueError(
+            f"Layer {index} has no heads left, but the layout names no attention module to replace; "
+            "register the layout with attention='<path of the attention module>'."
+        )
+    attention = _get(layer, attention_path) if attention_path else None
+    output_inside = _relative(spec["output"], attention_path) if attention_path else None
     created: list[nn.Module] = []
     if isinstance(attention, EmptyAttention):
         if heads:
@@ -268,7 +273,7 @@ def _resize_attention(layer, spec, index, heads, kv_heads, head_dim, hidden, dev
         "width": heads * head_dim,
     }
     for attribute, kind in spec.get("attention_attrs", {}).items():
-        if hasattr(attention, attribute):
+        if attention is not None and hasattr(attention, attribute):
             setattr(attention, attribute, values[kind])
     return created
 

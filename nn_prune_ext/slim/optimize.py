@@ -106,7 +106,7 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     plans = [plan_layer(layer, activation) for layer in layers]
     with torch.no_grad():
         tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]
-        _describe_slim_config(model, layout, plans)
+        _describe_slim_config(model, layout, plans, parameters_before)
         modeling_slim.apply_slim_shapes(model, device="meta")
         spec = modeling_slim.slim_spec(model.config)
         for layer_module, layer_tensors in zip(layout.layer_list(model), tensors):
@@ -187,15 +187,20 @@ def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.detach().clone()
 
 
-def _describe_slim_config(model: nn.Module, layout: ArchitectureLayout, plans: list[LayerPlan]) -> None:
+def _describe_slim_config(
+    model: nn.Module, layout: ArchitectureLayout, plans: list[LayerPlan], parameters: int
+) -> None:
     """Write the per-layer sizes (`per_layer_config`) and the layout description into the config."""
     config = model.config
+    previous = getattr(config, modeling_slim.SLIM_SPEC_KEY, None) or {}
     head_dim = plans[0].head_dim if plans else layout.head_dim(config)
     canonical = lambda attribute: config.attribute_map.get(attribute, attribute)  # noqa: E731
     spec = layout.slim_spec(config, head_dim)
     for key in ("num_heads_attr", "num_kv_heads_attr", "head_dim_attr", "intermediate_size_attr", "hidden_size_attr"):
         if spec[key] is not None:
             spec[key] = canonical(spec[key])
+    # Slimming a slim model again keeps the size of the original dense model for the model card.
+    spec["dense_num_parameters"] = previous.get("dense_num_parameters", parameters)
     per_layer = {}
     for plan in plans:
         sizes = {

@@ -1,0 +1,168 @@
+"""The model card (`README.md`) and density picture written into every slim checkpoint."""
+
+from __future__ import annotations
+
+import os
+from html import escape
+
+from torch import nn
+
+from ..flops import LayerShape, model_flops
+from . import modeling_slim
+
+__all__ = ["write_model_card", "density_svg", "FLOPS_SEQ_LEN"]
+
+FLOPS_SEQ_LEN = 128
+PICTURE_NAME = "density.svg"
+
+
+def _dense_shapes(config, slim_shapes: list[LayerShape]) -> list[LayerShape]:
+    spec = modeling_slim.slim_spec(config)
+    with modeling_slim.global_size_access(config):
+        heads = int(getattr(config, spec["num_heads_attr"]))
+        kv_attr = spec.get("num_kv_heads_attr")
+        kv_heads = getattr(config, kv_attr, None) if kv_attr else None
+        width = int(getattr(config, spec["intermediate_size_attr"]))
+    kv_heads = heads if kv_heads is None else int(kv_heads)
+    return [
+        LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in slim_shapes
+    ]
+
+
+def _slim_shapes(model: nn.Module) -> list[LayerShape]:
+    config = model.config
+    spec = modeling_slim.slim_spec(config)
+    with modeling_slim.global_size_access(config):
+        hidden = int(getattr(config, spec["hidden_size_attr"]))
+    shapes = []
+    for index in range(len(modeling_slim._layers(model, spec))):
+        sizes = modeling_slim.layer_shape(config, index)
+        shapes.append(
+            LayerShape(
+                hidden, sizes["num_heads"], sizes["num_kv_heads"], sizes["head_dim"], sizes["ffn_width"],
+                gated=bool(spec.get("ffn_gate")),
+            )
+        )
+    return shapes
+
+
+def density_svg(dense: list[LayerShape], slim: list[LayerShape]) -> str:
+    """A bar chart of the fraction of heads and FFN units each layer keeps, as SVG text."""
+    row, bar, label_width, chart_width = 26, 9, 70, 360
+    height = 40 + row * len(slim)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_width + chart_width + 70}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        '<rect x="70" y="8" width="10" height="8" fill="#4c72b0"/><text x="84" y="16">attention heads kept</text>',
+        '<rect x="220" y="8" width="10" height="8" fill="#dd8452"/><text x="234" y="16">FFN units kept</text>',
+    ]
+    for index, (before, after) in enumerate(zip(dense, slim)):
+        y = 28 + row * index
+        parts.append(f'<text x="4" y="{y + 13}">layer {index}</text>')
+        for offset, color, kept, total in (
+            (0, "#4c72b0", after.num_heads, before.num_heads),
+            (bar + 1, "#dd8452", after.ffn_width, before.ffn_width),
+        ):
+            fraction = kept / total if total else 0.0
+            parts.append(
+                f'<rect x="{label_width}" y="{y + offset}" width="{chart_width * fraction:.1f}" height="{bar}" '
+                f'fill="{color}"/>'
+            )
+            parts.append(
+                f'<text x="{label_width + chart_width * fraction + 4:.1f}" y="{y + offset + 8}">'
+                f"{escape(f'{kept}/{total}')}</text>"
+            )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _loading_class(model: nn.Module) -> str:
+    auto_map = getattr(model.config, "auto_map", None) or {}
+    specific = [name for name in auto_map if name != "AutoModel"]
+    return specific[0] if specific else "AutoModel"
+
+
+def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape]) -> str:
+    config = model.config
+    spec = modeling_slim.slim_spec(config)
+    parameters = sum(p.numel() for p in model.parameters())
+    dense_parameters = spec.get("dense_num_parameters")
+    dense_flops, slim_flops = model_flops(dense, FLOPS_SEQ_LEN), model_flops(slim, FLOPS_SEQ_LEN)
+    auto_class = _loading_class(model)
+    rows = [
+        f"| {i} | {s.num_heads} / {d.num_heads} | {s.num_kv_heads} / {d.num_kv_heads} | {s.ffn_width} / {d.ffn_width} |"
+        for i, (d, s) in enumerate(zip(dense, slim))
+    ]
+    size_rows = []
+    if dense_parameters:
+        size_rows.append(
+            f"| parameters | {dense_parameters:,} | {parameters:,} | {parameters / dense_parameters:.1%} |"
+        )
+    size_rows.append(
+        f"| FLOPs of the transformer layers, one sequence of {FLOPS_SEQ_LEN} tokens | {dense_flops:,} | "
+        f"{slim_flops:,} | {slim_flops / max(dense_flops, 1):.1%} |"
+    )
+    return "\n".join(
+        [
+            "---",
+            "library_name: transformers",
+            "tags:",
+            "- pruning",
+            "- structured-pruning",
+            "- nn_prune_ext",
+            "---",
+            "",
+            f"# Slim {config.model_type} model",
+            "",
+            "Attention heads and FFN units that pruning emptied were removed physically with "
+            "nn_prune_ext's `optimize_model`: this is a smaller dense model, faster "
+            "on any hardware, with the outputs of the pruned one.",
+            "",
+            "## Size",
+            "",
+            "| | dense | slim | slim / dense |",
+            "|---|---:|---:|---:|",
+            *size_rows,
+            "",
+            "## Kept per layer (slim / dense)",
+            "",
+            "| layer | attention heads | key/value heads | FFN width |",
+            "|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"![Attention heads and FFN units kept per layer]({PICTURE_NAME})",
+            "",
+            "## Loading",
+            "",
+            "```python",
+            f"from transformers import {auto_class}",
+            "",
+            f'model = {auto_class}.from_pretrained("<this folder or repo id>", trust_remote_code=True)',
+            "```",
+            "",
+            f"`trust_remote_code=True` runs `{modeling_slim.MODELING_FILE_NAME}` from this checkpoint; it imports "
+            "only torch and transformers and gives each layer its own number of heads and FFN width "
+            "(`per_layer_config` in `config.json`). Without it, transformers refuses the checkpoint "
+            "instead of building a dense model of the wrong shape.",
+            "",
+            "With nn_prune_ext installed, no remote code is needed:",
+            "",
+            "```python",
+            "from nn_prune_ext import load_slim",
+            "",
+            'model = load_slim("<this folder or repo id>")',
+            "```",
+            "",
+        ]
+    )
+
+
+def write_model_card(model: nn.Module, directory: str) -> None:
+    """Write `README.md` and the density picture of a slim model into `directory`."""
+    slim = _slim_shapes(model)
+    dense = _dense_shapes(model.config, slim)
+    with open(os.path.join(directory, PICTURE_NAME), "w", encoding="utf-8") as handle:
+        handle.write(density_svg(dense, slim))
+    with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as handle:
+        handle.write(_model_card(model, dense, slim))

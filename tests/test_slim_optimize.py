@@ -1,0 +1,196 @@
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BertConfig, BertModel
+
+from nn_prune_ext import (
+    SparseArgs,
+    UnsupportedArchitectureError,
+    bake_model,
+    get_layout,
+    is_patched,
+    optimize_model,
+    patch_model,
+)
+from nn_prune_ext.scores import MaskScores
+from nn_prune_ext.slim.modeling_slim import EmptyAttention, SlimModelMixin
+from nn_prune_ext.slim.structure import _best_ratio
+
+from conftest import GQA_TYPES, INTERMEDIATE, tiny_batch, tiny_config, tiny_model
+from slim_helpers import masked_model
+
+
+def max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def kept(scores: MaskScores) -> int:
+    return int((scores.scores > 0).sum())
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_slim_model_equals_the_masked_one(model_type, attention):
+    masked = masked_model(model_type, attn_implementation=attention)
+    batch = tiny_batch()
+    with torch.no_grad():
+        reference = masked(**batch).logits
+    slim = optimize_model(masked)
+    with torch.no_grad():
+        assert max_difference(slim(**batch).logits, reference) <= 1e-5
+    assert is_patched(masked), "optimize_model works on a copy unless inplace=True"
+    assert isinstance(slim, SlimModelMixin) and isinstance(slim, type(masked)) and not slim.training
+    last = slim.slim_report.layers[-1]
+    assert (last.heads[1], last.kv_heads[1], last.ffn_width[1]) == (0, 0, 0)
+    layout = get_layout(slim)
+    assert isinstance(layout.layer_list(slim)[-1].get_submodule(layout.attention), EmptyAttention)
+
+
+def test_kept_sizes_follow_the_masks(model_type):
+    masked = masked_model(model_type, empty_last_layer=False)
+    expected = []
+    for layer in get_layout(masked).layer_list(masked):
+        groups = [module for module in layer.modules() if isinstance(module, MaskScores)]
+        attention = [g for g in groups if g.kind == "attention"]
+        dense = [g for g in groups if g.kind == "dense"]
+        expected.append((attention, kept(dense[0])))
+    slim = optimize_model(masked)
+    for report, (attention, units) in zip(slim.slim_report.layers, expected):
+        assert report.ffn_width == (INTERMEDIATE, units)
+        if model_type not in GQA_TYPES:
+            assert report.heads[1] == report.kv_heads[1] == kept(attention[0])
+        else:
+            query, kv = attention
+            ratio = report.heads[0] // report.kv_heads[0]
+            alive = (query.scores > 0).view(-1, ratio) & (kv.scores > 0).view(-1, 1)
+            assert report.heads[1] >= int(alive.sum()) and report.heads[1] % max(report.kv_heads[1], 1) == 0
+            assert report.kv_heads[1] >= int(alive.any(dim=1).sum())
+    assert slim.slim_report.parameters[1] == sum(p.numel() for p in slim.parameters())
+
+
+def test_only_value_or_output_zeros_remove_a_head():
+    model = tiny_model("bert")
+    layout = get_layout(model)
+    batch = tiny_batch()
+    with torch.no_grad():
+        layer = next(layout.iter_layers(model))
+        d = layer.head_dim
+        layer.query.weight[:d] = 0  # head 0: query alone -> uniform attention, not zero: kept
+        layer.query.bias[:d] = 0
+        layer.key.weight[d : 2 * d] = 0  # head 1: key alone: kept
+        layer.key.bias[d : 2 * d] = 0
+        layer.value.weight[2 * d : 3 * d] = 0  # head 2: value weights zero, bias not: a constant, folded
+        layer.value.bias[2 * d : 3 * d] = 0.3
+        layer.output.weight[:, 3 * d :] = 0  # head 3: output columns: removed
+        layer.ffn_up.weight[:5] = 0  # units 0-4: constant gelu(bias), folded into the down bias
+        layer.ffn_up.bias[:5] = 0.5
+        layer.output.bias.fill_(0.1)
+        layer.ffn_down.bias.fill_(0.1)
+        reference = model(**batch).logits
+    slim = optimize_model(model)
+    report = slim.slim_report.layers[0]
+    assert report.heads == (4, 2) and report.ffn_width == (128, 123)
+    assert any("folded the constant value" in note for note in report.notes)
+    assert any("folded 5 constant FFN unit" in note for note in report.notes)
+    with torch.no_grad():
+        assert max_difference(slim(**batch).logits, reference) <= 1e-5
+
+
+def test_constant_value_without_output_bias_is_kept():
+    model = tiny_model("qwen2")  # q/k/v have biases, o_proj has none: a constant value cannot be folded
+    layer = next(get_layout(model).iter_layers(model))
+    with torch.no_grad():
+        layer.value.bias.fill_(0.5)
+        layer.value.weight[: layer.head_dim] = 0
+    report = optimize_model(model).slim_report.layers[0]
+    assert report.heads == (4, 4) and any("kept: no output bias" in note for note in report.notes)
+
+
+@pytest.mark.parametrize(
+    "counts, ratio", [([1, 1, 1], 1), ([2, 1], 2), ([2, 2, 1], 2), ([4, 1], 2), ([4, 4], 4), ([3], 3)]
+)
+def test_query_heads_per_kv_head_minimizes_projection_rows(counts, ratio):
+    assert _best_ratio(counts) == ratio
+
+
+def test_uneven_kv_groups_are_padded_or_repeated():
+    # 8 query heads over 2 KV heads; group 0 keeps all 4, group 1 keeps 1: two KV heads of 2 query
+    # heads for group 0 and one padded KV head for group 1 (6 query + 3 KV slots < 8 + 2).
+    model = tiny_model("llama", num_attention_heads=8, head_dim=8)
+    layer = next(get_layout(model).iter_layers(model))
+    batch = tiny_batch()
+    with torch.no_grad():
+        layer.output.weight[:, 5 * 8 :] = 0
+        layer.output.weight[:, 4 * 8 : 5 * 8] *= 3
+        reference = model(**batch).logits
+    slim = optimize_model(model)
+    report = slim.slim_report.layers[0]
+    assert (report.heads, report.kv_heads) == ((8, 6), (2, 3))
+    assert any("repeated 1 key/value head" in n for n in report.notes)
+    assert any("kept 1 zero query head" in n for n in report.notes)
+    with torch.no_grad():
+        assert max_difference(slim(**batch).logits, reference) <= 1e-5
+
+
+@pytest.mark.parametrize("model_type", sorted(GQA_TYPES))
+def test_generation_runs_through_an_empty_layer(model_type):
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type)).eval()
+    layers = list(get_layout(model).iter_layers(model))
+    with torch.no_grad():
+        layers[0].output.weight.zero_()
+        layers[1].ffn_down.weight[:, ::3] = 0
+    prompt = torch.randint(1, 100, (2, 5), generator=torch.Generator().manual_seed(0))
+    expected = model.generate(prompt, max_new_tokens=5, do_sample=False)
+    slim = optimize_model(model)
+    assert slim.slim_report.layers[0].heads[1] == 0
+    assert torch.equal(slim.generate(prompt, max_new_tokens=5, do_sample=False), expected)
+
+
+def test_zero_filled_checkpoint_slims_like_the_masked_model(model_type, tmp_path):
+    masked = masked_model(model_type)
+    from_masks = optimize_model(masked)
+    filled = bake_model(masked)  # full shapes, zeros where pruned: nn_pruning's hybrid-filled checkpoints
+    filled.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    from_zeros = optimize_model(reloaded)
+    expected, got = from_masks.state_dict(), from_zeros.state_dict()
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert expected[key].shape == got[key].shape, key
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6)
+
+
+def test_slimming_twice_changes_nothing_and_a_slim_model_can_be_patched(model_type):
+    slim = optimize_model(masked_model(model_type))
+    again = optimize_model(slim)
+    assert [(r.heads[1], r.ffn_width[1]) for r in again.slim_report.layers] == [
+        (r.heads[1], r.ffn_width[1]) for r in slim.slim_report.layers
+    ]
+    patch_model(slim, SparseArgs.struct())  # the empty layer gets no scores
+    batch = tiny_batch()
+    with torch.no_grad():
+        slim(**batch)
+
+
+def test_inplace_and_errors():
+    model = tiny_model("bert")
+    with pytest.raises(ValueError, match="mode='dense'"):
+        optimize_model(model, "block_sparse")
+    slim = optimize_model(model, inplace=True)
+    assert slim is model
+    with pytest.raises(UnsupportedArchitectureError, match="register_layout"):
+        optimize_model(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_base_model_sized_model_slims():
+    # A BERT-base-shaped base model (no task head) with every other FFN unit removed.
+    config = BertConfig(num_hidden_layers=2)
+    model = BertModel(config).eval()
+    with torch.no_grad():
+        for layer in get_layout(model).iter_layers(model):
+            layer.ffn_down.weight[:, ::2] = 0
+    ids = torch.randint(0, 1000, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = model(ids).last_hidden_state
+        slim = optimize_model(model)
+        assert max_difference(slim(ids).last_hidden_state, reference) <= 1e-5
+    assert [r.ffn_width for r in slim.slim_report.layers] == [(3072, 1536)] * 2
