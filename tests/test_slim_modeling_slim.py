@@ -1,0 +1,170 @@
+"""Slim checkpoints: what `save_pretrained` writes and how it loads, with and without nn_prune_ext."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from nn_prune_ext import load_slim, optimize_model, supported_model_types
+from nn_prune_ext.slim import modeling_slim
+
+from conftest import tiny_batch, tiny_model
+from slim_helpers import masked_model
+
+# Runs in a fresh interpreter whose import system cannot find nn_prune_ext: the repository root is
+# off sys.path and the editable-install finder is removed. It loads each checkpoint twice: with
+# trust_remote_code (must equal the reference logits) and without (must fail).
+REMOTE_LOADER = textwrap.dedent(
+    """
+    import importlib.util, json, sys
+    sys.path = [p for p in sys.path if p not in ("", {root!r})]
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f) and "editable" not in getattr(f, "__module__", "")]
+    assert importlib.util.find_spec("nn_prune_ext") is None, "nn_prune_ext is importable"
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoModelForSequenceClassification
+    results = {{}}
+    for model_type, folder in json.loads(sys.argv[1]).items():
+        reference = load_file(folder + "/reference.safetensors")
+        batch = {{k: reference[k] for k in ("input_ids", "attention_mask")}}
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+        with torch.no_grad():
+            difference = (model(**batch).logits - reference["logits"]).abs().max().item()
+        base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        try:
+            AutoModelForSequenceClassification.from_pretrained(folder)
+            stock_error = None
+        except Exception as error:
+            stock_error = type(error).__name__
+        results[model_type] = {{
+            "difference": difference,
+            "class": type(model).__name__,
+            "base_class": type(base).__name__,
+            "stock_error": stock_error,
+        }}
+    print("RESULTS" + json.dumps(results))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def slim_checkpoints(tmp_path_factory):
+    """For every registered architecture: a saved slim checkpoint and the masked model's logits."""
+    from safetensors.torch import save_file
+
+    folders, batch = {}, tiny_batch()
+    for model_type in supported_model_types():
+        masked = masked_model(model_type)
+        with torch.no_grad():
+            logits = masked(**batch).logits
+        folder = str(tmp_path_factory.mktemp(model_type))
+        optimize_model(masked).save_pretrained(folder)
+        save_file({**batch, "logits": logits.contiguous()}, os.path.join(folder, "reference.safetensors"))
+        folders[model_type] = folder
+    return folders
+
+
+@pytest.fixture(scope="module")
+def remote_results(slim_checkpoints):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", REMOTE_LOADER.format(root=root), json.dumps(slim_checkpoints)],
+        capture_output=True, text=True, cwd=os.path.dirname(root), env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULTS"))
+    return json.loads(line[len("RESULTS") :])
+
+
+def test_checkpoint_files(model_type, slim_checkpoints):
+    folder = slim_checkpoints[model_type]
+    names = set(os.listdir(folder))
+    assert {"config.json", "model.safetensors", modeling_slim.MODELING_FILE_NAME, "README.md", "density.svg"} <= names
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
+    config = json.load(open(os.path.join(folder, "config.json")))
+    assert config["model_type"] == model_type
+    assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_nn_prune_slim.Slim")
+    assert config["auto_map"]["AutoModel"].startswith("modeling_nn_prune_slim.Slim")
+    last = config["per_layer_config"][max(config["per_layer_config"])]
+    assert 0 in last.values()  # the emptied layer: no heads and no FFN units
+    source = open(os.path.join(folder, modeling_slim.MODELING_FILE_NAME)).read()
+    imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
+    assert imports <= {"__future__", "contextlib", "json", "logging", "os", "shutil", "tempfile", "warnings",
+                       "typing", "torch", "transformers"}
+
+
+def test_per_layer_sizes_match_the_weights(model_type, slim_checkpoints):
+    folder = slim_checkpoints[model_type]
+    config = json.load(open(os.path.join(folder, "config.json")))
+    spec = config[modeling_slim.SLIM_SPEC_KEY]
+    with safe_open(os.path.join(folder, "model.safetensors"), "pt") as weights:
+        shapes = {key: weights.get_slice(key).get_shape() for key in weights.keys()}
+    for index, sizes in config["per_layer_config"].items():
+        heads, width = sizes[spec["num_heads_attr"]], sizes[spec["intermediate_size_attr"]]
+        head_dim = sizes[spec["head_dim_attr"]]
+        output = next(s for k, s in shapes.items() if f".{int(index)}.{spec['output']}.weight" in k)
+        down = next(s for k, s in shapes.items() if f".{int(index)}.{spec['ffn_down']}.weight" in k)
+        assert output[1] == heads * head_dim and down[1] == width
+
+
+def test_reloads_without_nn_prune_ext(model_type, remote_results):
+    result = remote_results[model_type]
+    assert result["difference"] <= 1e-5
+    assert result["class"].startswith("Slim") and result["base_class"].startswith("Slim")
+
+
+def test_loading_without_remote_code_fails_loudly(model_type, remote_results):
+    # Stock code either refuses to read a per-layer size globally, or refuses the weight shapes.
+    assert remote_results[model_type]["stock_error"] in ("AmbiguousGlobalPerLayerAttributeError", "RuntimeError")
+
+
+def test_load_slim_needs_no_remote_code(model_type, slim_checkpoints):
+    folder = slim_checkpoints[model_type]
+    from safetensors.torch import load_file
+
+    reference = load_file(os.path.join(folder, "reference.safetensors"))
+    model = load_slim(folder).eval()
+    assert type(model).__module__ == modeling_slim.__name__
+    with torch.no_grad():
+        logits = model(input_ids=reference["input_ids"], attention_mask=reference["attention_mask"]).logits
+    assert (logits - reference["logits"]).abs().max().item() <= 1e-5
+
+
+def test_a_slim_model_builds_from_its_config():
+    slim = optimize_model(masked_model("bert"))
+    fresh = type(slim)(slim.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {k: v.shape for k, v in slim.state_dict().items()}
+    assert all(torch.isfinite(p).all() for p in fresh.parameters())
+
+
+def test_save_is_atomic(tmp_path):
+    slim = optimize_model(masked_model("bert"))
+    target = tmp_path / "slim"
+    slim.save_pretrained(target)
+    before = {name: (target / name).read_bytes() for name in os.listdir(target)}
+
+    def failing_hook(model, directory):
+        raise OSError("disk full")
+
+    modeling_slim.SAVE_HOOKS.append(failing_hook)
+    try:
+        with torch.no_grad():
+            slim.classifier.weight.add_(1.0)
+        with pytest.raises(OSError, match="disk full"):
+            slim.save_pretrained(target)
+    finally:
+        modeling_slim.SAVE_HOOKS.remove(failing_hook)
+    assert {name: (target / name).read_bytes() for name in os.listdir(target)} == before
+    assert os.listdir(tmp_path) == ["slim"], "no staging folder is left behind"
+
+
+def test_not_a_slim_checkpoint(tmp_path):
+    tiny_model("bert").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="not a slim checkpoint"):
+        load_slim(tmp_path)
