@@ -17,8 +17,9 @@ from conftest import tiny_batch, tiny_model
 from slim_helpers import masked_model
 
 # Runs in a fresh interpreter whose import system cannot find nn_prune_ext: the repository root is
-# off sys.path and the editable-install finder is removed. It loads each checkpoint twice: with
-# trust_remote_code (must equal the reference logits) and without (must fail).
+# off sys.path and the editable-install finder is removed. It loads each checkpoint with
+# trust_remote_code (must equal the reference logits), saves that model again and reloads it, and
+# loads it without trust_remote_code (must fail).
 REMOTE_LOADER = textwrap.dedent(
     """
     import importlib.util, json, sys
@@ -35,6 +36,10 @@ REMOTE_LOADER = textwrap.dedent(
         model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
         with torch.no_grad():
             difference = (model(**batch).logits - reference["logits"]).abs().max().item()
+        model.save_pretrained(folder + "-resaved")  # the remote copy saves itself again
+        again = AutoModelForSequenceClassification.from_pretrained(folder + "-resaved", trust_remote_code=True)
+        with torch.no_grad():
+            resaved_difference = (again(**batch).logits - reference["logits"]).abs().max().item()
         base = AutoModel.from_pretrained(folder, trust_remote_code=True)
         try:
             AutoModelForSequenceClassification.from_pretrained(folder)
@@ -43,6 +48,7 @@ REMOTE_LOADER = textwrap.dedent(
             stock_error = type(error).__name__
         results[model_type] = {{
             "difference": difference,
+            "resaved_difference": resaved_difference,
             "class": type(model).__name__,
             "base_class": type(base).__name__,
             "stock_error": stock_error,
@@ -115,7 +121,7 @@ def test_per_layer_sizes_match_the_weights(model_type, slim_checkpoints):
 
 def test_reloads_without_nn_prune_ext(model_type, remote_results):
     result = remote_results[model_type]
-    assert result["difference"] <= 1e-5
+    assert result["difference"] <= 1e-5 and result["resaved_difference"] <= 1e-5
     assert result["class"].startswith("Slim") and result["base_class"].startswith("Slim")
 
 
@@ -168,3 +174,16 @@ def test_not_a_slim_checkpoint(tmp_path):
     tiny_model("bert").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not a slim checkpoint"):
         load_slim(tmp_path)
+
+
+def test_save_with_push_to_hub_uploads_the_saved_model(tmp_path, monkeypatch):
+    slim = optimize_model(masked_model("bert"))
+    pushed = []
+
+    def fake_push(self, repo_id, **kwargs):  # the upload itself needs the Hub: record the call
+        pushed.append((repo_id, kwargs, sorted(os.listdir(tmp_path / "slim"))))
+
+    monkeypatch.setattr(type(slim), "push_to_hub", fake_push)
+    slim.save_pretrained(tmp_path / "slim", push_to_hub=True, repo_id="me/slim", commit_message="slim")
+    assert pushed == [("me/slim", {"commit_message": "slim"}, sorted(os.listdir(tmp_path / "slim")))]
+    assert "README.md" in pushed[0][2]

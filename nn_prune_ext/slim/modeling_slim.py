@@ -297,10 +297,19 @@ class SlimModelMixin:
         """Save weights, config, this modeling file and (with nn_prune_ext) a model card.
 
         The files are written to a temporary folder beside `save_directory` and then moved into
-        place, so an interrupted save never leaves a half-written checkpoint.
+        place, so an interrupted save never leaves a half-written checkpoint. With
+        `push_to_hub=True` the saved folder is then uploaded with `push_to_hub` (`repo_id`
+        defaults to the folder name; `commit_message`, `private`, `token`, `create_pr` and
+        `revision` are passed on).
         """
-        if kwargs.get("push_to_hub"):
-            raise ValueError("Save the slim model locally first, then call model.push_to_hub(repo_id).")
+        push = kwargs.pop("push_to_hub", False)
+        hub_kwargs = {
+            key: kwargs.pop(key)
+            for key in ("repo_id", "commit_message", "private", "create_pr", "revision")
+            if key in kwargs
+        }
+        if "token" in kwargs:
+            hub_kwargs["token"] = kwargs["token"]
         if not is_main_process:
             return
         save_directory = os.fspath(save_directory)
@@ -318,6 +327,9 @@ class SlimModelMixin:
             _move_into_place(staging, save_directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        if push:
+            repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
+            self.push_to_hub(repo_id, **hub_kwargs)
 
 
 def _drop_session_flags(config: Any, config_path: str) -> None:
