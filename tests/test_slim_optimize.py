@@ -225,3 +225,24 @@ def test_real_minilm_with_a_third_of_heads_and_half_the_ffn_removed():
     assert before == sum(p.numel() for p in model.parameters()) == 22_713_216
     assert before - after == 6 * removed_per_layer
     assert after == sum(p.numel() for p in slim.parameters())
+
+
+def test_block_masks_slim_exactly(model_type):
+    # Hybrid-style 16x16 blocks (one head wide): a head goes only when all its output or value
+    # blocks are masked; partial heads stay, with their zero blocks.
+    model = tiny_model(model_type)
+    patch_model(model, SparseArgs(attention_pruning_method="threshold", dense_pruning_method="threshold",
+                                  attention_block_rows=16, attention_block_cols=16, dense_granularity="unit",
+                                  initial_threshold=0.0, final_threshold=0.0))
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for scores in model.modules():
+            if isinstance(scores, MaskScores):
+                scores.scores.copy_(torch.rand(scores.shape, generator=generator) - 0.7)
+    model.eval()
+    batch = tiny_batch()
+    with torch.no_grad():
+        reference = model(**batch).logits
+        slim = optimize_model(model)
+        assert max_difference(slim(**batch).logits, reference) <= 1e-5
+    assert sum(r.heads[1] for r in slim.slim_report.layers) < sum(r.heads[0] for r in slim.slim_report.layers)
