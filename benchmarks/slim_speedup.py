@@ -184,11 +184,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads.")
     parser.add_argument("--warmup", type=int, default=None, help="Untimed rounds per batch size (default 5).")
-    parser.add_argument("--rounds", type=int, default=None, help="Timed rounds per batch size (default 60).")
+    parser.add_argument("--rounds", type=int, default=None, help="Timed rounds per batch size (default 80).")
     parser.add_argument("--optimize-repeats", type=int, default=None, help="Timed optimize_model runs (default 3).")
     parser.add_argument("--quick", action="store_true", help="Smoke run: 1 warm-up, 3 rounds, 1 optimize run.")
     options = parser.parse_args(argv)
-    defaults = (1, 3, 1) if options.quick else (5, 60, 3)
+    defaults = (1, 3, 1) if options.quick else (5, 80, 3)
     for name, default in zip(("warmup", "rounds", "optimize_repeats"), defaults):
         if getattr(options, name) is None:
             setattr(options, name, default)
