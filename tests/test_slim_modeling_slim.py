@@ -187,3 +187,12 @@ def test_save_with_push_to_hub_uploads_the_saved_model(tmp_path, monkeypatch):
     slim.save_pretrained(tmp_path / "slim", push_to_hub=True, repo_id="me/slim", commit_message="slim")
     assert pushed == [("me/slim", {"commit_message": "slim"}, sorted(os.listdir(tmp_path / "slim")))]
     assert "README.md" in pushed[0][2]
+
+
+def test_saving_over_a_sharded_checkpoint_leaves_no_stale_shards(tmp_path):
+    slim = optimize_model(masked_model("bert"))
+    slim.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert "model.safetensors.index.json" in os.listdir(tmp_path)
+    slim.save_pretrained(tmp_path)
+    assert sorted(n for n in os.listdir(tmp_path) if ".safetensors" in n) == ["model.safetensors"]
+    assert load_slim(tmp_path).config.per_layer_config[0].num_attention_heads == slim.slim_report.layers[0].heads[1]

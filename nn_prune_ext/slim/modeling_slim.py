@@ -258,11 +258,12 @@ def _resize_attention(layer, spec, index, heads, kv_heads, head_dim, hidden, dev
     if heads == 0 and not isinstance(attention, EmptyAttention):
         if output_inside is not None and "." in output_inside:
             raise ValueError(f"The output projection path {spec['output']!r} is nested too deep to keep.")
+        layer_idx = getattr(attention, "layer_idx", None)
         empty = EmptyAttention(
             output if output_inside is not None else None,
             output_inside,
             head_dim,
-            getattr(attention, "layer_idx", None) if getattr(attention, "layer_idx", None) is not None else index,
+            index if layer_idx is None else layer_idx,
         )
         _set(layer, attention_path, empty)
         return created
@@ -358,9 +359,14 @@ def _move_into_place(staging: str, target: str) -> None:
     if not os.path.exists(target):
         os.rename(staging, target)
         return
-    for name in os.listdir(staging):
+    staged = set(os.listdir(staging))
+    for name in staged:
         # os.replace is atomic per file; a reader sees the old or the new file, never a partial one.
         os.replace(os.path.join(staging, name), os.path.join(target, name))
+    for name in set(os.listdir(target)) - staged:
+        # Weight files of an earlier save (e.g. other shards) would be loaded with the new ones.
+        if name.startswith("model") and ".safetensors" in name:
+            os.remove(os.path.join(target, name))
 
 
 def stock_class_of(slim_class: type) -> type:
