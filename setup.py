@@ -13,6 +13,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["nn_prune_ext", "nn_prune_ext.*"]),
+    package_data={"nn_prune_ext": ["data/wordnet_nouns/*.jsonl.gz", "data/wordnet_nouns/LICENSE"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4,<2.14",

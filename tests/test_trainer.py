@@ -317,3 +317,16 @@ def test_filled_stage_refuses_a_model_still_patched(tmp_path):
     patch_model(model, SparseArgs())
     with pytest.raises(ValueError, match="optimize_model"):
         SparseTrainer(model=model, args=training_args(tmp_path), sparse_args=SparseArgs.filled())
+
+
+def test_filled_stage_loads_a_teacher_path_with_the_stock_class(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    from nn_prune_ext import optimize_model
+
+    from slim_helpers import masked_model
+
+    tiny_model("bert").save_pretrained(tmp_path / "teacher")
+    trainer = SparseTrainer(model=optimize_model(masked_model("bert")), args=training_args(tmp_path),
+                            sparse_args=SparseArgs.filled(str(tmp_path / "teacher")))
+    assert type(trainer.teacher) is BertForSequenceClassification

@@ -1,0 +1,1 @@
+"""Data sets shipped with nn_prune_ext (see `wordnet_nouns`)."""
