@@ -15,6 +15,7 @@ setup(
     packages=find_packages(include=["nn_prune_ext", "nn_prune_ext.*"]),
     package_data={"nn_prune_ext": ["data/wordnet_nouns/*.jsonl.gz", "data/wordnet_nouns/LICENSE"]},
     python_requires=">=3.10",
+    entry_points={"console_scripts": ["nn-prune = nn_prune_ext.cli:main"]},
     install_requires=[
         "torch>=2.4,<2.14",
         "transformers>=5.0,<6",
