@@ -246,3 +246,12 @@ def test_block_masks_slim_exactly(model_type):
         slim = optimize_model(model)
         assert max_difference(slim(**batch).logits, reference) <= 1e-5
     assert sum(r.heads[1] for r in slim.slim_report.layers) < sum(r.heads[0] for r in slim.slim_report.layers)
+
+
+def test_attentions_keep_one_entry_per_layer(model_type):
+    slim = optimize_model(masked_model(model_type, attn_implementation="eager"))
+    with torch.no_grad():
+        outputs = slim(**tiny_batch(), output_attentions=True, output_hidden_states=True)
+    heads = [report.heads[1] for report in slim.slim_report.layers]
+    assert [a.shape[1] for a in outputs.attentions] == heads and heads[-1] == 0
+    assert len(outputs.hidden_states) == len(heads) + 1

@@ -23,11 +23,15 @@ def slim_class_for(model_class: type) -> type:
     if issubclass(model_class, modeling_slim.SlimModelMixin):
         return model_class
     if model_class not in _SLIM_CLASSES:
+        name = f"{modeling_slim.SLIM_CLASS_PREFIX}{model_class.__name__}"
         _SLIM_CLASSES[model_class] = type(
-            f"{modeling_slim.SLIM_CLASS_PREFIX}{model_class.__name__}",
+            name,
             (modeling_slim.SlimModelMixin, model_class),
             {"__module__": modeling_slim.__name__, "__doc__": f"{model_class.__name__} with per-layer sizes."},
         )
+        # Importable by name (e.g. for pickling), unless another class of that name is there already.
+        if not hasattr(modeling_slim, name):
+            setattr(modeling_slim, name, _SLIM_CLASSES[model_class])
     return _SLIM_CLASSES[model_class]
 
 

@@ -113,7 +113,10 @@ class EmptyAttention(nn.Module):
 
     Its output is the output projection applied to a zero-width input, that is the projection's bias
     (or zeros), which is exactly what the pruned attention computed. It still registers an empty
-    key/value entry in a cache, so cache lengths stay right for generation.
+    key/value entry in a cache, so cache lengths stay right for generation, and returns attention
+    weights with zero heads, so `output_attentions` keeps one entry per layer. `empty_attention_like`
+    makes it an instance of the attention class it replaces, for the same reason: transformers
+    records attention weights from the modules of that class.
 
     Args:
         output: The output projection when it lives inside the attention module (Llama's `o_proj`),
@@ -124,7 +127,7 @@ class EmptyAttention(nn.Module):
     """
 
     def __init__(self, output: nn.Linear | None, output_name: str | None, head_dim: int, layer_idx: int):
-        super().__init__()
+        nn.Module.__init__(self)  # not the replaced attention class's __init__ (see empty_attention_like)
         self.output_name = output_name
         if output is not None:
             self.add_module(output_name, output)
@@ -133,14 +136,37 @@ class EmptyAttention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *args, past_key_values=None, **kwargs):
         batch, seq_len = hidden_states.shape[0], hidden_states.shape[-2]
+        key_len = seq_len
         if past_key_values is not None:
             cache = getattr(past_key_values, "self_attention_cache", past_key_values)
             empty = hidden_states.new_zeros(batch, 0, seq_len, self.head_dim)
-            cache.update(empty, empty, self.layer_idx)
+            keys, _ = cache.update(empty, empty, self.layer_idx)
+            key_len = keys.shape[-2]
         output = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
         if self.output_name is not None:
             output = getattr(self, self.output_name)(output)
-        return output, None
+        return output, hidden_states.new_zeros(batch, 0, seq_len, key_len)
+
+
+def empty_attention_like(attention: nn.Module, *args) -> EmptyAttention:
+    """An `EmptyAttention(*args)` that is also an instance of `type(attention)`.
+
+    It keeps the plain attributes of `attention` (`config`, `is_causal`, ...), so that code
+    inspecting attention modules finds what it expects.
+    """
+    stock = type(attention)
+    if isinstance(attention, EmptyAttention):
+        stock = next(base for base in stock.__mro__[1:] if not issubclass(base, EmptyAttention))
+    name = f"Empty{stock.__name__}"
+    cls = globals().get(name)
+    if cls is None or not issubclass(cls, stock):
+        cls = type(name, (EmptyAttention, stock), {"__module__": __name__})
+        globals()[name] = cls  # importable by name, so a pickled model finds it
+    empty = cls(*args)
+    for key, value in vars(attention).items():
+        if not key.startswith("_") and key != "training" and not isinstance(value, (nn.Module, torch.Tensor)):
+            empty.__dict__.setdefault(key, value)
+    return empty
 
 
 def _get(root: nn.Module, path: str) -> nn.Module:
@@ -259,14 +285,15 @@ def _resize_attention(layer, spec, index, heads, kv_heads, head_dim, hidden, dev
         if output_inside is not None and "." in output_inside:
             raise ValueError(f"The output projection path {spec['output']!r} is nested too deep to keep.")
         layer_idx = getattr(attention, "layer_idx", None)
-        empty = EmptyAttention(
+        empty = empty_attention_like(
+            attention,
             output if output_inside is not None else None,
             output_inside,
             head_dim,
             index if layer_idx is None else layer_idx,
         )
         _set(layer, attention_path, empty)
-        return created
+        attention = empty
     values = {
         "heads": heads,
         "kv_heads": kv_heads,
