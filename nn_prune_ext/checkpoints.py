@@ -22,6 +22,7 @@ from torch import nn
 from .args import SparseArgs
 from .patch import patch_model, set_thresholds
 from .slim import load_slim
+from .slim.classes import hub_kwargs
 from .slim.modeling_slim import SLIM_SPEC_KEY
 from .trainer import SPARSE_STATE_NAME
 
@@ -53,22 +54,24 @@ def _saved_scores(path: Path) -> dict:
 
 
 def load_for_slimming(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.Module:
-    """Load the checkpoint at `path` so that `optimize_model` can slim it.
+    """Load the checkpoint folder at `path` so that `optimize_model` can slim it.
 
     Args:
-        path: A checkpoint folder (slim, patched `SparseTrainer` checkpoint, baked or zero-filled).
+        path: A local checkpoint folder: slim, a patched `SparseTrainer` checkpoint (of a dense or
+            of a slim model), baked or zero-filled.
         **from_pretrained_kwargs: Passed to `from_pretrained`.
 
     Returns:
         The model, in eval mode; patched (with its final thresholds) for a patched checkpoint.
     """
     path = Path(path)
-    config = transformers.AutoConfig.from_pretrained(path)
-    if isinstance(getattr(config, SLIM_SPEC_KEY, None), dict):
-        return load_slim(path, **from_pretrained_kwargs).eval()
+    config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(from_pretrained_kwargs))
     from_pretrained_kwargs.setdefault("use_safetensors", True)
+    if isinstance(getattr(config, SLIM_SPEC_KEY, None), dict):
+        model = load_slim(path, **from_pretrained_kwargs)
+    else:
+        model = _model_class(config, path).from_pretrained(path, **from_pretrained_kwargs)
     scores = _saved_scores(path)
-    model = _model_class(config, path).from_pretrained(path, **from_pretrained_kwargs)
     state_file = path / SPARSE_STATE_NAME
     if not state_file.is_file():
         if not scores:

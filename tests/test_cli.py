@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 import torch
-from nn_prune_ext import SparseArgs, SparseTrainer, bake_model, load_slim
+from nn_prune_ext import SparseArgs, SparseTrainer, bake_model, load_slim, optimize_model
 from nn_prune_ext.cli import main
 
 from conftest import tiny_batch, tiny_model
@@ -54,3 +54,23 @@ def test_console_script_is_installed(tmp_path):
     assert (tmp_path / "out" / "modeling_nn_prune_slim.py").is_file()
     slim = load_slim(tmp_path / "out")
     assert [r for r in range(2) if slim.config.per_layer_config[r].num_attention_heads != 4] == []  # nothing was zero
+
+
+def test_optimize_a_checkpoint_of_a_slim_model_pruned_again(tmp_path):
+    slim = optimize_model(masked_model("bert", empty_last_layer=False))
+    sparse_args = SparseArgs.struct(attention_pruning_method="topK", dense_pruning_method="topK",
+                                    regularization="disabled", initial_threshold=1.0, final_threshold=0.5,
+                                    initial_warmup=0, final_warmup=0)
+    trainer = SparseTrainer(model=slim, args=training_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=4),
+                            train_dataset=tiny_dataset(), sparse_args=sparse_args)
+    trainer.train()
+    main(["optimize", str(tmp_path / "checkpoint-4"), str(tmp_path / "again")])
+    again = load_slim(tmp_path / "again")
+    before = [r.ffn_width[1] for r in slim.slim_report.layers]
+    after = [again.config.per_layer_config[i].intermediate_size for i in range(len(before))]
+    assert after == [width // 2 for width in before]  # topK 0.5 of what the slim model kept
+
+
+def test_load_slim_reads_a_subfolder(tmp_path):
+    optimize_model(masked_model("bert")).save_pretrained(tmp_path / "repo" / "slim")
+    assert type(load_slim(tmp_path / "repo", subfolder="slim")).__name__ == "SlimBertForSequenceClassification"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from nn_prune_ext import load_slim, optimize_model, supported_model_types
+from nn_prune_ext import bake_model, load_slim, optimize_model, supported_model_types
 from nn_prune_ext.slim import modeling_slim
 
 from conftest import tiny_batch, tiny_model
@@ -170,23 +170,95 @@ def test_save_is_atomic(tmp_path):
     assert os.listdir(tmp_path) == ["slim"], "no staging folder is left behind"
 
 
+def test_a_failure_while_moving_into_place_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    slim = optimize_model(masked_model("bert"))
+    target = tmp_path / "slim"
+    slim.save_pretrained(target)
+    (target / "tokenizer.json").write_text("{}")  # a file of the folder this save does not write
+    before = {name: (target / name).read_bytes() for name in os.listdir(target)}
+    real_rename = os.rename
+
+    def rename(source, destination):
+        staged = os.path.basename(str(source)).startswith(".slim-") and ".slim-old-" not in str(source)
+        if staged and str(destination) == str(target):
+            raise OSError("interrupted")  # the staged folder cannot take the old one's place
+        real_rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with torch.no_grad():
+        slim.classifier.weight.add_(1.0)
+    with pytest.raises(OSError, match="interrupted"):
+        slim.save_pretrained(target)
+    monkeypatch.undo()
+    assert {name: (target / name).read_bytes() for name in os.listdir(target)} == before
+    assert os.listdir(tmp_path) == ["slim"]
+    slim.save_pretrained(target)  # now it goes through, and keeps the tokenizer
+    assert (target / "tokenizer.json").read_text() == "{}"
+    assert torch.equal(load_slim(target).classifier.weight, slim.classifier.weight)
+
+
+def test_saved_folder_is_readable_by_others(tmp_path):
+    optimize_model(masked_model("bert")).save_pretrained(tmp_path / "slim")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "slim").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_slim_checkpoint_loads_for_another_task(tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+    masked = masked_model("bert")
+    encoder = AutoModelForMaskedLM.from_config(masked.config)
+    encoder.bert.load_state_dict(bake_model(masked).bert.state_dict(), strict=False)  # MLM has no pooler
+    slim = optimize_model(encoder)
+    slim.save_pretrained(tmp_path)
+    classifier = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True)
+    assert type(classifier).__name__ == "SlimBertForSequenceClassification"
+    batch = tiny_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(classifier.bert(**batch).last_hidden_state, slim.bert(**batch).last_hidden_state)
+
+
 def test_not_a_slim_checkpoint(tmp_path):
     tiny_model("bert").save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not a slim checkpoint"):
         load_slim(tmp_path)
 
 
-def test_save_with_push_to_hub_uploads_the_saved_model(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """HfApi without the Hub: records what would be uploaded."""
+    import huggingface_hub
+
+    uploads = []
+
+    class Repo:
+        def __init__(self, repo_id):
+            self.repo_id = repo_id
+
+    def upload_folder(self, repo_id, folder_path, **kwargs):
+        files = {name: open(os.path.join(folder_path, name), "rb").read() for name in os.listdir(folder_path)}
+        uploads.append((repo_id, kwargs, files))
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kwargs: Repo(repo_id))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return uploads
+
+
+def test_push_to_hub_uploads_the_slim_checkpoint_and_its_card(fake_hub):
     slim = optimize_model(masked_model("bert"))
-    pushed = []
+    slim.push_to_hub("me/slim", commit_message="slim")
+    ((repo_id, kwargs, files),) = fake_hub
+    assert repo_id == "me/slim" and kwargs["commit_message"] == "slim"
+    assert {"model.safetensors", "config.json", modeling_slim.MODELING_FILE_NAME, "density.svg"} <= set(files)
+    assert b"## Kept per layer" in files["README.md"]
 
-    def fake_push(self, repo_id, **kwargs):  # the upload itself needs the Hub: record the call
-        pushed.append((repo_id, kwargs, sorted(os.listdir(tmp_path / "slim"))))
 
-    monkeypatch.setattr(type(slim), "push_to_hub", fake_push)
-    slim.save_pretrained(tmp_path / "slim", push_to_hub=True, repo_id="me/slim", commit_message="slim")
-    assert pushed == [("me/slim", {"commit_message": "slim"}, sorted(os.listdir(tmp_path / "slim")))]
-    assert "README.md" in pushed[0][2]
+def test_save_with_push_to_hub_saves_then_uploads(tmp_path, fake_hub):
+    slim = optimize_model(masked_model("bert"))
+    slim.save_pretrained(tmp_path / "slim", push_to_hub=True, repo_id="me/slim")
+    ((repo_id, _, files),) = fake_hub
+    assert repo_id == "me/slim" and set(files) == set(os.listdir(tmp_path / "slim"))
 
 
 def test_saving_over_a_sharded_checkpoint_leaves_no_stale_shards(tmp_path):

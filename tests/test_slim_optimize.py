@@ -255,3 +255,40 @@ def test_attentions_keep_one_entry_per_layer(model_type):
     heads = [report.heads[1] for report in slim.slim_report.layers]
     assert [a.shape[1] for a in outputs.attentions] == heads and heads[-1] == 0
     assert len(outputs.hidden_states) == len(heads) + 1
+
+
+def test_optimize_right_after_training(tmp_path):
+    from nn_prune_ext import SparseTrainer
+
+    from test_trainer import tiny_dataset, training_args
+
+    sparse_args = SparseArgs.struct(attention_pruning_method="topK", dense_pruning_method="topK",
+                                    regularization="disabled", initial_threshold=1.0, final_threshold=0.5,
+                                    initial_warmup=0, final_warmup=1)
+    trainer = SparseTrainer(model=tiny_model("llama"), args=training_args(tmp_path, max_steps=4),
+                            train_dataset=tiny_dataset(), sparse_args=sparse_args)
+    trainer.train()  # leaves a cached mask with autograd history on every score group
+    batch = tiny_batch()
+    with torch.no_grad():
+        reference = trainer.model.eval()(**batch).logits
+    slim = optimize_model(trainer.model)
+    with torch.no_grad():
+        assert max_difference(slim(**batch).logits, reference) <= 1e-5
+    # topK 0.5 keeps 2 of 4 query heads and 1 of 2 KV heads; query heads of the dropped KV head go too.
+    assert all(r.kv_heads[1] == 1 and 1 <= r.heads[1] <= 2 for r in slim.slim_report.layers)
+
+
+def test_every_parameter_of_an_empty_layer_gets_a_gradient(model_type):
+    # DDP (without find_unused_parameters) needs a gradient for every parameter, dead or not.
+    slim = optimize_model(masked_model(model_type)).train()
+    slim(**tiny_batch(), labels=torch.tensor([0, 1, 2, 0])).loss.backward()
+    assert [name for name, p in slim.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_frozen_projections_stay_frozen():
+    model = masked_model("bert")
+    layer = next(get_layout(model).iter_layers(model))
+    layer.ffn_up.weight.requires_grad_(False)
+    slim = optimize_model(model)
+    slim_layer = next(get_layout(slim).iter_layers(slim))
+    assert not slim_layer.ffn_up.weight.requires_grad and slim_layer.ffn_down.weight.requires_grad

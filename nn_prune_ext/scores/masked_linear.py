@@ -191,6 +191,13 @@ class MaskScores(nn.Module):
         self._cached: torch.Tensor | None = None
         self._cached_key: tuple | None = None
 
+    def __getstate__(self) -> dict:
+        # The cached mask of the last training forward carries autograd history, which neither
+        # deep-copies nor pickles; it is recomputed on the next forward anyway.
+        state = self.__dict__.copy()
+        state["_cached"] = state["_cached_key"] = None
+        return state
+
     def importance(self) -> torch.Tensor:
         """What the method ranks: the learnt scores, or block-summed weight magnitudes."""
         if self.scores is not None:

@@ -35,6 +35,14 @@ def slim_class_for(model_class: type) -> type:
     return _SLIM_CLASSES[model_class]
 
 
+_HUB_KWARGS = ("subfolder", "revision", "token", "cache_dir", "local_files_only", "force_download", "proxies")
+
+
+def hub_kwargs(kwargs: dict) -> dict:
+    """The `from_pretrained` keyword arguments that say where the files are (for the config too)."""
+    return {key: kwargs[key] for key in _HUB_KWARGS if key in kwargs}
+
+
 def stock_class(model_class: type) -> type:
     """The stock class of a slim class; any other class is returned unchanged."""
     if issubclass(model_class, modeling_slim.SlimModelMixin):
@@ -54,7 +62,7 @@ def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs
     Returns:
         The slim model.
     """
-    config = transformers.AutoConfig.from_pretrained(path)
+    config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(kwargs))
     if not isinstance(getattr(config, modeling_slim.SLIM_SPEC_KEY, None), dict):
         raise ValueError(
             f"{path} is not a slim checkpoint (its config has no '{modeling_slim.SLIM_SPEC_KEY}'); load it "

@@ -142,10 +142,16 @@ class EmptyAttention(nn.Module):
             empty = hidden_states.new_zeros(batch, 0, seq_len, self.head_dim)
             keys, _ = cache.update(empty, empty, self.layer_idx)
             key_len = keys.shape[-2]
-        output = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)
+        # A zero-width slice of the input, not a new tensor: it stays in the autograd graph, so the
+        # layer's input norm still gets a (zero) gradient, which DDP expects of every parameter.
+        output = hidden_states[..., :0]
         if self.output_name is not None:
             output = getattr(self, self.output_name)(output)
-        return output, hidden_states.new_zeros(batch, 0, seq_len, key_len)
+        # Eager attention returns weights (here: of zero heads, one entry per layer in
+        # output_attentions); the fused kernels return none.
+        implementation = getattr(getattr(self, "config", None), "_attn_implementation", "eager")
+        weights = hidden_states.new_zeros(batch, 0, seq_len, key_len) if implementation in (None, "eager") else None
+        return output, weights
 
 
 def empty_attention_like(attention: nn.Module, *args) -> EmptyAttention:
@@ -324,11 +330,13 @@ class SlimModelMixin:
     def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs):
         """Save weights, config, this modeling file and (with nn_prune_ext) a model card.
 
-        The files are written to a temporary folder beside `save_directory` and then moved into
-        place, so an interrupted save never leaves a half-written checkpoint. With
-        `push_to_hub=True` the saved folder is then uploaded with `push_to_hub` (`repo_id`
-        defaults to the folder name; `commit_message`, `private`, `token`, `create_pr` and
-        `revision` are passed on).
+        Everything is written to a temporary folder beside `save_directory`, which then takes the
+        place of the old folder by renames, so a failed save leaves the old checkpoint whole (files
+        of the old folder that this save does not write, such as a tokenizer, are kept). Where the
+        folder cannot be renamed (a mount point), files are replaced one by one, `config.json`
+        last. With `push_to_hub=True` the saved folder is then uploaded with `push_to_hub`
+        (`repo_id` defaults to the folder name; `commit_message`, `private`, `token`, `create_pr`
+        and `revision` are passed on).
         """
         push = kwargs.pop("push_to_hub", False)
         hub_kwargs = {
@@ -339,6 +347,9 @@ class SlimModelMixin:
         if "token" in kwargs:
             hub_kwargs["token"] = kwargs["token"]
         if not is_main_process:
+            # Other ranks still take part in gathering sharded weights; they write nothing.
+            with global_size_access(self.config):
+                super().save_pretrained(save_directory, is_main_process=False, **kwargs)
             return
         save_directory = os.fspath(save_directory)
         self.config.auto_map = auto_map_for(type(self))
@@ -346,6 +357,7 @@ class SlimModelMixin:
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=".slim-", dir=parent)
         try:
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a checkpoint is not
             with global_size_access(self.config):  # config validators read global sizes
                 super().save_pretrained(staging, **kwargs)
             _drop_session_flags(self.config, os.path.join(staging, "config.json"))
@@ -358,6 +370,47 @@ class SlimModelMixin:
         if push:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
             self.push_to_hub(repo_id, **hub_kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str = "50GB",
+    ):
+        """Upload the checkpoint `save_pretrained` writes (model card included) to the Hub.
+
+        transformers' own `push_to_hub` would replace the model card with a generic one, so the
+        saved folder is uploaded as it is.
+
+        Returns:
+            The `CommitInfo` of the upload.
+        """
+        from huggingface_hub import HfApi  # a dependency of transformers
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, max_shard_size=max_shard_size)
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                commit_message=commit_message or "Upload slim model",
+                commit_description=commit_description,
+                revision=revision,
+                create_pr=create_pr,
+            )
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _drop_session_flags(config: Any, config_path: str) -> None:
@@ -382,17 +435,41 @@ def _drop_session_flags(config: Any, config_path: str) -> None:
         handle.write("\n")
 
 
+def _is_weight_file(name: str) -> bool:
+    return name.startswith("model") and ".safetensors" in name
+
+
 def _move_into_place(staging: str, target: str) -> None:
     if not os.path.exists(target):
         os.rename(staging, target)
         return
     staged = set(os.listdir(staging))
-    for name in staged:
-        # os.replace is atomic per file; a reader sees the old or the new file, never a partial one.
+    backup = tempfile.mkdtemp(prefix=".slim-old-", dir=os.path.dirname(os.path.abspath(target)))
+    os.rmdir(backup)
+    try:
+        os.rename(target, backup)
+    except OSError:  # e.g. the target is a mount point
+        _replace_files(staging, target, staged)
+        return
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(backup, target)
+        raise
+    for name in os.listdir(backup):
+        # Keep what this save does not write (tokenizer, training state), but not old weights:
+        # other shards of an earlier save would load along with the new ones.
+        if name not in staged and not _is_weight_file(name):
+            os.replace(os.path.join(backup, name), os.path.join(target, name))
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _replace_files(staging: str, target: str, staged: set[str]) -> None:
+    """File by file (each `os.replace` is atomic), weights first and `config.json` last."""
+    for name in sorted(staged, key=lambda name: name == "config.json"):
         os.replace(os.path.join(staging, name), os.path.join(target, name))
     for name in set(os.listdir(target)) - staged:
-        # Weight files of an earlier save (e.g. other shards) would be loaded with the new ones.
-        if name.startswith("model") and ".safetensors" in name:
+        if _is_weight_file(name):
             os.remove(os.path.join(target, name))
 
 
@@ -404,31 +481,33 @@ def stock_class_of(slim_class: type) -> type:
     raise TypeError(f"{slim_class.__name__} does not extend a model class.")
 
 
-def auto_map_for(slim_class: type) -> dict[str, str]:
-    """`auto_map` entries pointing the auto classes at the slim classes of this file."""
+def task_classes(stock: type) -> dict[str, type]:
+    """The stock class of every auto class for `stock`'s model type (`{"AutoModel": BertModel, ...}`).
+
+    A slim checkpoint maps all of them, so that it loads for any task, like a stock checkpoint
+    (a slim sentence encoder saved as `AutoModel` can be fine-tuned for classification).
+    """
     import transformers
 
-    stock = stock_class_of(slim_class)
     model_type = stock.config_class.model_type
-    entries = {}
+    classes = {}
     for name in dir(transformers):
         if not name.startswith("AutoModel"):
             continue
-        names = getattr(getattr(getattr(transformers, name), "_model_mapping", None), "_model_mapping", {})
-        if isinstance(names, dict) and names.get(model_type) == stock.__name__:
-            entries[name] = f"{MODELING_MODULE_NAME}.{slim_class.__name__}"
-    base_class = getattr(stock, "base_model_prefix", None) and _base_model_class(stock)
-    if base_class is not None:
-        entries["AutoModel"] = f"{MODELING_MODULE_NAME}.{SLIM_CLASS_PREFIX}{base_class.__name__}"
-    return dict(sorted(entries.items()))
+        names = getattr(getattr(getattr(transformers, name, None), "_model_mapping", None), "_model_mapping", None)
+        class_name = names.get(model_type) if isinstance(names, dict) else None
+        model_class = getattr(transformers, class_name, None) if isinstance(class_name, str) else None
+        if isinstance(model_class, type):
+            classes[name] = model_class
+    return classes
 
 
-def _base_model_class(stock: type) -> type | None:
-    import transformers
-
-    names = transformers.AutoModel._model_mapping._model_mapping
-    name = names.get(stock.config_class.model_type)
-    return getattr(transformers, name, None) if isinstance(name, str) else None
+def auto_map_for(slim_class: type) -> dict[str, str]:
+    """`auto_map` entries pointing every auto class of the model type at a slim class of this file."""
+    return {
+        name: f"{MODELING_MODULE_NAME}.{SLIM_CLASS_PREFIX}{model_class.__name__}"
+        for name, model_class in sorted(task_classes(stock_class_of(slim_class)).items())
+    }
 
 
 def template_source() -> str:
@@ -449,9 +528,7 @@ def write_modeling_file(slim_class: type, directory: str) -> str:
             f"{stocks[0].__name__} is not a class of the transformers package, so a checkpoint loading it "
             "through trust_remote_code cannot import it. Save the weights with torch/safetensors instead."
         )
-    base_class = _base_model_class(stocks[0])
-    if base_class is not None and base_class is not stocks[0]:
-        stocks.insert(0, base_class)
+    stocks = sorted({*stocks, *task_classes(stocks[0]).values()}, key=lambda cls: cls.__name__)
     lines = [GENERATED_MARKER, f"from transformers import {', '.join(s.__name__ for s in stocks)}", ""]
     for stock in stocks:
         lines += ["", f"class {SLIM_CLASS_PREFIX}{stock.__name__}(SlimModelMixin, {stock.__name__}):", "    pass", ""]

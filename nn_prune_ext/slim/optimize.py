@@ -70,7 +70,8 @@ class SlimReport:
 def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = False) -> nn.Module:
     """Remove the attention heads and FFN units whose removal leaves every output unchanged.
 
-    Accepts a patched model (it is baked first with its final, evaluation-mode masks), a baked model,
+    Accepts a patched model (it is baked first with its evaluation-mode masks at the current
+    thresholds, which are the final ones after `SparseTrainer.train()`), a baked model,
     or a plain model whose pruned heads and FFN units are zero (e.g. nn_pruning's "hybrid-filled"
     Hub checkpoints). Heads are removed only when their output-projection columns or their value
     rows are zero, never on query or key alone; see `nn_prune_ext.slim.structure` for the rules.
@@ -106,15 +107,16 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     plans = [plan_layer(layer, activation) for layer in layers]
     with torch.no_grad():
         tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]
+        frozen = _requires_grad(layout, model)
         _describe_slim_config(model, layout, plans, parameters_before)
         modeling_slim.apply_slim_shapes(model, device="meta")
         spec = modeling_slim.slim_spec(model.config)
         for layer_module, layer_tensors in zip(layout.layer_list(model), tensors):
             for name, (weight, bias) in layer_tensors.items():
                 linear = modeling_slim._get(layer_module, spec[name])
-                linear.weight = nn.Parameter(weight)
+                linear.weight = nn.Parameter(weight, requires_grad=frozen.get((id(layer_module), name, "weight"), True))
                 if bias is not None:
-                    linear.bias = nn.Parameter(bias)
+                    linear.bias = nn.Parameter(bias, requires_grad=frozen.get((id(layer_module), name, "bias"), True))
     if not isinstance(model, modeling_slim.SlimModelMixin):
         model.__class__ = slim_class_for(type(model))
     model.eval()
@@ -124,6 +126,18 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     )
     logger.info("optimize_model:\n%s", model.slim_report)
     return model
+
+
+def _requires_grad(layout: ArchitectureLayout, model: nn.Module) -> dict[tuple[int, str, str], bool]:
+    """`requires_grad` of every projection parameter, so that frozen ones stay frozen."""
+    flags = {}
+    for layer_module, layer in zip(layout.layer_list(model), layout.iter_layers(model)):
+        for name, linear in {**layer.attention_linears, **layer.ffn_linears}.items():
+            for kind in ("weight", "bias"):
+                parameter = getattr(linear, kind)
+                if parameter is not None:
+                    flags[(id(layer_module), name, kind)] = parameter.requires_grad
+    return flags
 
 
 def _count_parameters(model: nn.Module) -> int:

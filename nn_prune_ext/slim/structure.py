@@ -64,15 +64,15 @@ class LayerPlan:
 def _zero_blocks(weight: torch.Tensor, count: int, dim: int) -> torch.Tensor:
     """Per block of `weight` along `dim` (split in `count` equal blocks): is it all zero."""
     if count == 0:
-        return torch.zeros(0, dtype=torch.bool)
+        return torch.zeros(0, dtype=torch.bool, device=weight.device)
     blocks = weight.unflatten(dim, (count, -1))
     reduce_dims = [d for d in range(blocks.dim()) if d != dim]
     return (blocks != 0).sum(dim=reduce_dims) == 0
 
 
-def _zero_bias_blocks(bias: torch.Tensor | None, count: int) -> torch.Tensor:
+def _zero_bias_blocks(bias: torch.Tensor | None, count: int, device: torch.device) -> torch.Tensor:
     if bias is None:
-        return torch.ones(count, dtype=torch.bool)
+        return torch.ones(count, dtype=torch.bool, device=device)
     return _zero_blocks(bias, count, 0)
 
 
@@ -116,7 +116,7 @@ def _plan_attention(layer: LayerModules):
     output = layer.output
     alive = ~_zero_blocks(output.weight, heads, 1)
     value_rows_zero = _zero_blocks(layer.value.weight, kv_heads, 0)
-    value_bias_zero = _zero_bias_blocks(layer.value.bias, kv_heads)
+    value_bias_zero = _zero_bias_blocks(layer.value.bias, kv_heads, layer.value.weight.device)
     output_delta = None
     for group in range(kv_heads):
         members = slice(group * ratio, (group + 1) * ratio)
@@ -176,7 +176,7 @@ def _plan_ffn(layer: LayerModules, activation: nn.Module | None):
     notes: list[str] = []
     dead = _zero_blocks(down.weight, width, 1)
     up_zero = _zero_blocks(up.weight, width, 0)
-    up_bias_zero = _zero_bias_blocks(up.bias, width)
+    up_bias_zero = _zero_bias_blocks(up.bias, width, up.weight.device)
     act_of_zero = None
     if activation is not None:
         act_of_zero = float(activation(torch.zeros(1, dtype=up.weight.dtype, device=up.weight.device)))
@@ -184,7 +184,7 @@ def _plan_ffn(layer: LayerModules, activation: nn.Module | None):
     if gate is not None:
         dead |= up_zero & up_bias_zero
         if act_of_zero == 0.0:
-            dead |= _zero_blocks(gate.weight, width, 0) & _zero_bias_blocks(gate.bias, width)
+            dead |= _zero_blocks(gate.weight, width, 0) & _zero_bias_blocks(gate.bias, width, gate.weight.device)
     elif activation is not None:
         constant = up_zero & ~dead
         if act_of_zero == 0.0:
