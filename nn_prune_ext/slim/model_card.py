@@ -143,8 +143,9 @@ def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape
             "",
             f"`trust_remote_code=True` runs `{modeling_slim.MODELING_FILE_NAME}` from this checkpoint; it imports "
             "only torch and transformers and gives each layer its own number of heads and FFN width "
-            "(`per_layer_config` in `config.json`). Without it, transformers refuses the checkpoint "
-            "instead of building a dense model of the wrong shape.",
+            "(`per_layer_config` in `config.json`). Without it, loading fails instead of building a "
+            "dense model of the wrong shape (unless `ignore_mismatched_sizes=True` is passed, which "
+            "would load a wrong model).",
             "",
             "With nn_prune_ext installed, no remote code is needed:",
             "",
