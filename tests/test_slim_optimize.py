@@ -206,6 +206,7 @@ def test_real_minilm_with_a_third_of_heads_and_half_the_ffn_removed():
     model = AutoModel.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     hidden, heads, head_dim, width = 384, 12, 32, 1536
+    assert (model.config.intermediate_size, model.config.num_attention_heads) == (width, heads)
     with torch.no_grad():
         for layer in get_layout(model).iter_layers(model):
             # The 4 heads and 768 units with the smallest output weights go.
