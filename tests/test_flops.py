@@ -1,4 +1,3 @@
-
 from nn_prune_ext import model_flops, optimize_model
 from nn_prune_ext.flops import LayerShape, layer_macs, layer_shapes
 
