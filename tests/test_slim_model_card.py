@@ -20,6 +20,7 @@ def test_model_card_describes_every_layer(model_type, tmp_path):
     before, after = slim.slim_report.parameters
     assert f"| parameters | {before:,} | {after:,} |" in card
     assert "trust_remote_code=True" in card and "load_slim" in card
+    assert "from transformers import AutoModelForSequenceClassification\n" in card  # the saved class
     assert f"]({PICTURE_NAME})" in card
     picture = ElementTree.parse(tmp_path / PICTURE_NAME).getroot()
     bars = [rect for rect in picture.iter("{http://www.w3.org/2000/svg}rect") if rect.get("height") == "9"]

@@ -78,9 +78,11 @@ def density_svg(dense: list[LayerShape], slim: list[LayerShape]) -> str:
 
 
 def _loading_class(model: nn.Module) -> str:
+    """The auto class that maps to the model's own class (every auto class of its type is mapped)."""
     auto_map = getattr(model.config, "auto_map", None) or {}
-    specific = [name for name in auto_map if name != "AutoModel"]
-    return specific[0] if specific else "AutoModel"
+    own = [name for name, target in auto_map.items() if target.rsplit(".", 1)[-1] == type(model).__name__]
+    specific = [name for name in own if name != "AutoModel"]
+    return (specific or own or ["AutoModel"])[0]
 
 
 def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape]) -> str:
