@@ -23,7 +23,7 @@ from .args import SparseArgs
 from .patch import patch_model, set_thresholds
 from .slim import load_slim
 from .slim.classes import hub_kwargs
-from .slim.modeling_slim import SLIM_SPEC_KEY
+from .slim.modeling_slim import is_slim_config
 from .trainer import SPARSE_STATE_NAME
 
 __all__ = ["load_for_slimming"]
@@ -67,7 +67,7 @@ def load_for_slimming(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.M
     path = Path(path)
     config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(from_pretrained_kwargs))
     from_pretrained_kwargs.setdefault("use_safetensors", True)
-    if isinstance(getattr(config, SLIM_SPEC_KEY, None), dict):
+    if is_slim_config(config):
         model = load_slim(path, **from_pretrained_kwargs)
     else:
         model = _model_class(config, path).from_pretrained(path, **from_pretrained_kwargs)

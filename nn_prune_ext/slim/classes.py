@@ -63,7 +63,7 @@ def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs
         The slim model.
     """
     config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(kwargs))
-    if not isinstance(getattr(config, modeling_slim.SLIM_SPEC_KEY, None), dict):
+    if not modeling_slim.is_slim_config(config):
         raise ValueError(
             f"{path} is not a slim checkpoint (its config has no '{modeling_slim.SLIM_SPEC_KEY}'); load it "
             "with the usual AutoModel classes, or slim it first with nn_prune_ext.optimize_model."

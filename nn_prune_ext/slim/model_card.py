@@ -7,8 +7,9 @@ from html import escape
 
 from torch import nn
 
-from ..flops import LayerShape, model_flops
+from ..flops import LayerShape, layer_shapes, model_flops
 from . import modeling_slim
+from .optimize import count_parameters
 
 __all__ = ["write_model_card", "density_svg", "FLOPS_SEQ_LEN"]
 
@@ -27,23 +28,6 @@ def _dense_shapes(config, slim_shapes: list[LayerShape]) -> list[LayerShape]:
     return [
         LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in slim_shapes
     ]
-
-
-def _slim_shapes(model: nn.Module) -> list[LayerShape]:
-    config = model.config
-    spec = modeling_slim.slim_spec(config)
-    with modeling_slim.global_size_access(config):
-        hidden = int(getattr(config, spec["hidden_size_attr"]))
-    shapes = []
-    for index in range(len(modeling_slim._layers(model, spec))):
-        sizes = modeling_slim.layer_shape(config, index)
-        shapes.append(
-            LayerShape(
-                hidden, sizes["num_heads"], sizes["num_kv_heads"], sizes["head_dim"], sizes["ffn_width"],
-                gated=bool(spec.get("ffn_gate")),
-            )
-        )
-    return shapes
 
 
 def density_svg(dense: list[LayerShape], slim: list[LayerShape]) -> str:
@@ -88,7 +72,7 @@ def _loading_class(model: nn.Module) -> str:
 def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape]) -> str:
     config = model.config
     spec = modeling_slim.slim_spec(config)
-    parameters = sum(p.numel() for p in model.parameters())
+    parameters = count_parameters(model)
     dense_parameters = spec.get("dense_num_parameters")
     dense_flops, slim_flops = model_flops(dense, FLOPS_SEQ_LEN), model_flops(slim, FLOPS_SEQ_LEN)
     auto_class = _loading_class(model)
@@ -163,7 +147,7 @@ def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape
 
 def write_model_card(model: nn.Module, directory: str) -> None:
     """Write `README.md` and the density picture of a slim model into `directory`."""
-    slim = _slim_shapes(model)
+    slim = layer_shapes(model)
     dense = _dense_shapes(model.config, slim)
     with open(os.path.join(directory, PICTURE_NAME), "w", encoding="utf-8") as handle:
         handle.write(density_svg(dense, slim))

@@ -52,15 +52,19 @@ _HETEROGENEITY_LOGGER = "transformers.integrations.heterogeneity.configuration_u
 
 
 # ----- reading the description -------------------------------------------------------------
+def is_slim_config(config) -> bool:
+    """Whether `config` describes a slim model (carries `nn_prune_slim`)."""
+    return isinstance(getattr(config, SLIM_SPEC_KEY, None), dict)
+
+
 def slim_spec(config) -> dict[str, Any]:
     """The layout description stored in a slim config (`config.nn_prune_slim`)."""
-    spec = getattr(config, SLIM_SPEC_KEY, None)
-    if not isinstance(spec, dict):
+    if not is_slim_config(config):
         raise ValueError(
             f"This config has no '{SLIM_SPEC_KEY}' entry, so it does not describe a slim model. Slim "
             "models are made by nn_prune_ext.optimize_model and saved with save_pretrained."
         )
-    return spec
+    return getattr(config, SLIM_SPEC_KEY)
 
 
 def layer_shape(config, index: int) -> dict[str, int]:
@@ -161,8 +165,6 @@ def empty_attention_like(attention: nn.Module, *args) -> EmptyAttention:
     inspecting attention modules finds what it expects.
     """
     stock = type(attention)
-    if isinstance(attention, EmptyAttention):
-        stock = next(base for base in stock.__mro__[1:] if not issubclass(base, EmptyAttention))
     name = f"Empty{stock.__name__}"
     cls = globals().get(name)
     if cls is None or not issubclass(cls, stock):

@@ -101,46 +101,34 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     if is_patched(model):
         bake_model(model)
     model.eval()
-    parameters_before = _count_parameters(model)
+    parameters_before = count_parameters(model)
     activation = _activation(model, layout)
     layers = list(layout.iter_layers(model))
     plans = [plan_layer(layer, activation) for layer in layers]
     with torch.no_grad():
         tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]
-        frozen = _requires_grad(layout, model)
         _describe_slim_config(model, layout, plans, parameters_before)
         modeling_slim.apply_slim_shapes(model, device="meta")
         spec = modeling_slim.slim_spec(model.config)
         for layer_module, layer_tensors in zip(layout.layer_list(model), tensors):
             for name, (weight, bias) in layer_tensors.items():
                 linear = modeling_slim._get(layer_module, spec[name])
-                linear.weight = nn.Parameter(weight, requires_grad=frozen.get((id(layer_module), name, "weight"), True))
+                linear.weight = weight
                 if bias is not None:
-                    linear.bias = nn.Parameter(bias, requires_grad=frozen.get((id(layer_module), name, "bias"), True))
+                    linear.bias = bias
     if not isinstance(model, modeling_slim.SlimModelMixin):
         model.__class__ = slim_class_for(type(model))
     model.eval()
     model.slim_report = SlimReport(
         layers=[_layer_report(plan) for plan in plans],
-        parameters=(parameters_before, _count_parameters(model)),
+        parameters=(parameters_before, count_parameters(model)),
     )
     logger.info("optimize_model:\n%s", model.slim_report)
     return model
 
 
-def _requires_grad(layout: ArchitectureLayout, model: nn.Module) -> dict[tuple[int, str, str], bool]:
-    """`requires_grad` of every projection parameter, so that frozen ones stay frozen."""
-    flags = {}
-    for layer_module, layer in zip(layout.layer_list(model), layout.iter_layers(model)):
-        for name, linear in {**layer.attention_linears, **layer.ffn_linears}.items():
-            for kind in ("weight", "bias"):
-                parameter = getattr(linear, kind)
-                if parameter is not None:
-                    flags[(id(layer_module), name, kind)] = parameter.requires_grad
-    return flags
-
-
-def _count_parameters(model: nn.Module) -> int:
+def count_parameters(model: nn.Module) -> int:
+    """Parameters of `model`, tied ones counted once."""
     seen, total = set(), 0
     for parameter in model.parameters():
         if id(parameter) not in seen:
@@ -168,8 +156,11 @@ def _rows(weight: torch.Tensor, heads: list[int | None], head_dim: int) -> torch
     return torch.cat(pieces) if pieces else weight.new_zeros(0, *weight.shape[1:])
 
 
-def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
-    """New (weight, bias) of every projection of `layer` under `plan`."""
+def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, tuple[nn.Parameter, nn.Parameter | None]]:
+    """New (weight, bias) parameters of every projection of `layer` under `plan`.
+
+    They keep the `requires_grad` of the parameters they are cut from, so frozen ones stay frozen.
+    """
     d = plan.head_dim
     result: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     if plan.query_heads:
@@ -194,7 +185,14 @@ def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, tuple[torch.
     if down_bias is not None and plan.down_bias_delta is not None:
         down_bias = down_bias + plan.down_bias_delta
     result["ffn_down"] = (down.weight.index_select(1, units), _clone(down_bias))
-    return result
+    linears = {**layer.attention_linears, **layer.ffn_linears}
+    return {
+        name: (
+            nn.Parameter(weight, requires_grad=linears[name].weight.requires_grad),
+            None if bias is None else nn.Parameter(bias, requires_grad=linears[name].bias.requires_grad),
+        )
+        for name, (weight, bias) in result.items()
+    }
 
 
 def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
