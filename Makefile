@@ -19,8 +19,9 @@ $(STAMP): setup.py
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Flags go through ARGS, e.g. make demo ARGS="--regularization_lambda 20 --output_dir runs/l20"
 demo: $(STAMP)
-	$(PY) -m nn_prune_ext.demo
+	$(PY) -m nn_prune_ext.demo $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_step_overhead.py

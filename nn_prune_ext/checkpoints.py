@@ -65,6 +65,11 @@ def load_for_slimming(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.M
         The model, in eval mode; patched (with its final thresholds) for a patched checkpoint.
     """
     path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a checkpoint folder (no config.json there). Give the folder that save_pretrained or "
+            "SparseTrainer wrote; download a Hub model first (e.g. `hf download NAME --local-dir DIR`)."
+        )
     config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(from_pretrained_kwargs))
     from_pretrained_kwargs.setdefault("use_safetensors", True)
     if is_slim_config(config):

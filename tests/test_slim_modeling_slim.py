@@ -272,3 +272,15 @@ def test_saving_over_a_sharded_checkpoint_leaves_no_stale_shards(tmp_path):
     slim.save_pretrained(tmp_path)
     assert sorted(n for n in os.listdir(tmp_path) if ".safetensors" in n) == ["model.safetensors"]
     assert load_slim(tmp_path).config.per_layer_config[0].num_attention_heads == slim.slim_report.layers[0].heads[1]
+
+
+def test_stock_class_of_a_class_loaded_with_remote_code(slim_checkpoints):
+    # The remote class comes from the checkpoint's copy of the modeling file, not from nn_prune_ext.
+    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+    from nn_prune_ext.slim.classes import stock_class
+
+    remote = AutoModelForSequenceClassification.from_pretrained(slim_checkpoints["bert"], trust_remote_code=True)
+    assert not isinstance(remote, modeling_slim.SlimModelMixin)
+    assert stock_class(type(remote)) is BertForSequenceClassification
+    assert stock_class(BertForSequenceClassification) is BertForSequenceClassification

@@ -330,3 +330,22 @@ def test_filled_stage_loads_a_teacher_path_with_the_stock_class(tmp_path):
     trainer = SparseTrainer(model=optimize_model(masked_model("bert")), args=training_args(tmp_path),
                             sparse_args=SparseArgs.filled(str(tmp_path / "teacher")))
     assert type(trainer.teacher) is BertForSequenceClassification
+
+
+def test_save_model_of_a_patched_model_is_a_checkpoint_nn_prune_optimize_accepts(tmp_path):
+    from nn_prune_ext.checkpoints import load_for_slimming
+
+    sparse_args = SparseArgs.struct(attention_pruning_method="topK", dense_pruning_method="topK",
+                                    regularization="disabled", final_threshold=0.5, initial_warmup=0, final_warmup=0)
+    trainer = SparseTrainer(model=tiny_model("bert"), args=training_args(tmp_path, max_steps=3),
+                            train_dataset=tiny_dataset(), sparse_args=sparse_args)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    state = json.loads((tmp_path / "final" / SPARSE_STATE_NAME).read_text())
+    assert state["step"] == 3 and state["sparse_args"]["final_threshold"] == 0.5
+    reloaded = load_for_slimming(tmp_path / "final")
+    batch = {"input_ids": torch.tensor(tiny_dataset(4)["input_ids"])}
+    with trainer.controller.evaluation(trainer.model), torch.no_grad():
+        expected = trainer.model.eval()(**batch).logits
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, expected)

@@ -44,9 +44,15 @@ def hub_kwargs(kwargs: dict) -> dict:
 
 
 def stock_class(model_class: type) -> type:
-    """The stock class of a slim class; any other class is returned unchanged."""
+    """The stock class of a slim class; any other class is returned unchanged.
+
+    Slim classes loaded with `trust_remote_code` come from the checkpoint's own copy of the
+    modeling file, so they are recognised by their mixin's name, not by `issubclass`.
+    """
     if issubclass(model_class, modeling_slim.SlimModelMixin):
         return modeling_slim.stock_class_of(model_class)
+    if any(base.__name__ == modeling_slim.SlimModelMixin.__name__ for base in model_class.__mro__):
+        return next(base for base in model_class.__mro__ if getattr(transformers, base.__name__, None) is base)
     return model_class
 
 

@@ -1,0 +1,1 @@
+"""Subcommands of `nn-prune`: one module each, with `add_parser(subparsers)` and a `run(args)`."""

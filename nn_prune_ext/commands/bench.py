@@ -1,0 +1,234 @@
+"""`nn-prune bench CKPT`: dense against slim inference latency, measured side by side.
+
+CKPT is either
+- a slim checkpoint: the slim model is loaded as saved, and the dense reference is its stock
+  class built with the dense sizes its config keeps. Those dense weights are random, which does
+  not matter: latency depends on the shapes, not on the values;
+- any checkpoint `nn_prune_ext.checkpoints.load_for_slimming` accepts (a `SparseTrainer`
+  checkpoint, baked, zero-filled): the dense reference is that model baked, the slim one
+  `optimize_model` of it.
+
+For every batch size both models get the same seeded random token ids (attention mask all
+ones) and are timed alternately (`nn_prune_ext.timing.compare_latency`). The table gives the
+median latencies, the speedup (dense / slim median), the FLOPs ratio (dense / slim FLOPs of the
+transformer layers, `model_flops`: the speedup the arithmetic predicts) and the speedup over the
+FLOPs ratio. `--json` writes the same numbers with every sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+
+from ..checkpoints import load_for_slimming
+from ..flops import model_flops
+from ..patch import bake_model, is_patched
+from ..slim import optimize_model
+from ..slim.classes import stock_class
+from ..slim.modeling_slim import global_size_access, is_slim_config
+from ..slim.optimize import count_parameters
+from ..timing import compare_latency
+
+SEED = 0
+DEFAULT_BATCH_SIZES = (1, 8)
+# Config entries that make a config slim (heterogeneous); without them it describes the dense model.
+_SLIM_CONFIG_KEYS = (
+    "per_layer_config",
+    "nn_prune_slim",
+    "auto_map",
+    "serialize_explicit_per_layer_config",
+    "allow_global_per_layer_attribute_access",
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure the inference latency of a checkpoint's dense and slim models side by side",
+        description="Time the dense and the slim model of a checkpoint on random token ids, alternating them "
+        "round by round. CHECKPOINT may be a slim checkpoint (the dense reference is then its stock class with the "
+        "dense sizes, random weights) or any checkpoint `nn-prune optimize` accepts (dense: the model baked; slim: "
+        "the model slimmed here).",
+    )
+    parser.add_argument("checkpoint", help="checkpoint folder")
+    parser.add_argument(
+        "--batch-size",
+        dest="batch_sizes",
+        type=_batch_sizes,
+        action="append",
+        metavar="N[,N...]",
+        help=f"batch size(s) to time; repeat the flag or give a comma list (default: {','.join(map(str, DEFAULT_BATCH_SIZES))})",
+    )
+    parser.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads while timing (default: torch's setting)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds per batch size (default: 3)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed rounds per batch size (default: 20)")
+    parser.add_argument("--device", default="cpu", help="device to time on, e.g. cpu or cuda (default: cpu)")
+    parser.add_argument("--json", dest="json_path", metavar="OUT", help="also write the results as JSON to OUT")
+    parser.set_defaults(run=run)
+
+
+def _batch_sizes(text: str) -> list[int]:
+    """One `--batch-size` value: a number or a comma list of numbers."""
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a batch size or a comma list such as 1,8,32; got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be whole numbers >= 1; got {text!r}")
+    return sizes
+
+
+# ----- the two models ----------------------------------------------------------------------
+def dense_reference(slim: nn.Module) -> nn.Module:
+    """The stock model a slim model was cut from, with random weights.
+
+    Args:
+        slim: A slim model (its config carries the dense global sizes and `per_layer_config`).
+
+    Returns:
+        A model of the slim model's stock class, built from its config without the per-layer sizes,
+        with the slim model's dtype, device and attention implementation, in eval mode.
+    """
+    config = slim.config
+    with global_size_access(config):  # the global sizes are the dense ones; reading them is the point
+        settings = config.to_dict()
+    for key in _SLIM_CONFIG_KEYS:
+        settings.pop(key, None)
+    dense_config = type(config).from_dict(settings)
+    model = stock_class(type(slim))._from_config(
+        dense_config, dtype=slim.dtype, attn_implementation=config._attn_implementation
+    )
+    return model.to(slim.device).eval()
+
+
+def load_pair(checkpoint: str | Path) -> tuple[nn.Module, nn.Module, str]:
+    """The dense and slim models to compare for `checkpoint`, and how they were made.
+
+    Args:
+        checkpoint: A slim checkpoint or any folder `load_for_slimming` accepts.
+
+    Returns:
+        `(dense, slim, description)`, both models in eval mode.
+    """
+    model = load_for_slimming(checkpoint)
+    if is_slim_config(model.config) and not is_patched(model):
+        slim, kind = model, "slim checkpoint"
+    else:
+        patched = is_patched(model)
+        if patched:
+            bake_model(model)
+        slim = optimize_model(model)
+        kind = ("SparseTrainer checkpoint baked at its final threshold" if patched else "baked or zero-filled "
+                "checkpoint") + ", slimmed here with optimize_model"
+        if not is_slim_config(model.config):
+            return model.eval(), slim, f"{kind}; dense reference: the checkpoint as loaded"
+    # The dense model of a slim one exists only as the sizes its config keeps.
+    return dense_reference(slim), slim, (
+        f"{kind}; dense reference: stock {stock_class(type(slim)).__name__} with the dense sizes of its config and "
+        "random weights (latency depends on the shapes, not on the values)"
+    )
+
+
+def random_inputs(config, batch_size: int, seq_len: int, device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Seeded random token ids of shape `(batch_size, seq_len)` with an all-ones attention mask."""
+    generator = torch.Generator().manual_seed(SEED)
+    input_ids = torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=generator)
+    return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids, device=device)}
+
+
+# ----- the command -------------------------------------------------------------------------
+def _check_arguments(args: argparse.Namespace) -> None:
+    for name, low in (("seq_len", 1), ("warmup", 0), ("repeats", 1)):
+        if getattr(args, name) < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}.")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}.")
+
+
+def _check_seq_len(config, seq_len: int) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    if isinstance(limit, int) and seq_len > limit:
+        raise ValueError(
+            f"--seq-len {seq_len} is longer than the model's max_position_embeddings ({limit}); pass --seq-len {limit} "
+            "or less."
+        )
+
+
+def _table(rows: list[dict[str, Any]], flops_ratio: float) -> str:
+    header = (
+        f"{'batch':>5} {'dense ms':>10} {'IQR':>8} {'slim ms':>10} {'IQR':>8} {'speedup':>8} "
+        f"{'FLOPs ratio':>11} {'speedup/FLOPs':>13}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        dense, slim = row["dense"], row["slim"]
+        lines.append(
+            f"{row['batch_size']:>5} {dense['median_ms']:>10.3f} {dense['iqr_ms']:>8.3f} {slim['median_ms']:>10.3f} "
+            f"{slim['iqr_ms']:>8.3f} {row['speedup']:>8.3f} {flops_ratio:>11.3f} {row['speedup_over_flops']:>13.3f}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Time the dense and slim models of `args.checkpoint`, print the table; returns the results."""
+    _check_arguments(args)
+    batch_sizes = sorted({size for sizes in (args.batch_sizes or [DEFAULT_BATCH_SIZES]) for size in sizes})
+    dense, slim, description = load_pair(args.checkpoint)
+    _check_seq_len(dense.config, args.seq_len)
+    dense, slim = dense.to(args.device), slim.to(args.device)
+    flops = {"dense": model_flops(dense, args.seq_len), "slim": model_flops(slim, args.seq_len)}
+    flops_ratio = flops["dense"] / max(flops["slim"], 1)
+    rows = []
+    for batch_size in batch_sizes:
+        inputs = random_inputs(dense.config, batch_size, args.seq_len, args.device)
+        comparison = compare_latency(
+            {"dense": dense, "slim": slim}, inputs, warmup=args.warmup, repeats=args.repeats, threads=args.threads
+        )
+        speedup = comparison.speedup("slim")
+        rows.append({
+            "batch_size": batch_size,
+            "dense": comparison.results["dense"].to_dict(),
+            "slim": comparison.results["slim"].to_dict(),
+            "speedup": speedup,
+            "speedup_over_flops": speedup / flops_ratio,
+        })
+    results = {
+        "checkpoint": str(args.checkpoint),
+        "model_class": type(dense).__name__,
+        "description": description,
+        "device": str(args.device),
+        "threads": args.threads if args.threads is not None else torch.get_num_threads(),
+        "seq_len": args.seq_len,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "parameters": {"dense": count_parameters(dense), "slim": count_parameters(slim)},
+        "flops": flops,
+        "flops_ratio": flops_ratio,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "rows": rows,
+    }
+    print(f"{results['model_class']} ({dense.config.model_type}): {description}")
+    print(
+        f"parameters {results['parameters']['dense']:,} -> {results['parameters']['slim']:,}; FLOPs of the "
+        f"transformer layers at seq len {args.seq_len}: {flops['dense']:,} -> {flops['slim']:,}"
+    )
+    print(_table(rows, flops_ratio))
+    print(
+        f"median of {args.repeats} timed rounds after {args.warmup} warm-up rounds, dense and slim alternating; "
+        f"{results['device']}, {results['threads']} threads, torch {torch.__version__}\n"
+        "speedup = dense / slim median; FLOPs ratio = dense / slim FLOPs; IQR = interquartile range (ms)"
+    )
+    if args.json_path:
+        path = Path(args.json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"results written to {path}")
+    return results

@@ -1,0 +1,132 @@
+import argparse
+import json
+import re
+
+import pytest
+import torch
+from transformers import BertTokenizer
+
+from nn_prune_ext import SparseArgs, densities, get_layout, load_slim, model_flops, optimize_model
+from nn_prune_ext.commands import report
+from nn_prune_ext.importance import collect_mask_gradients, fisher_importance
+from nn_prune_ext.slim.optimize import count_parameters
+from nn_prune_ext.trainer import SPARSE_STATE_NAME
+
+from conftest import HEADS, INTERMEDIATE, KV_HEADS, VOCAB, tiny_model
+from slim_helpers import HEAD_AND_UNIT_ARGS, masked_model
+from test_plots import EXPECTED_SIZE, png_size
+
+LAYER_ROW = re.compile(r"^\s*(\d+)\s+(\d+) -> (\d+)\s+(\d+) -> (\d+)\s+(\d+) -> (\d+)", re.MULTILINE)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nn-prune")
+    report.add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["report", *argv])
+
+
+def run_report(argv: list[str]) -> list:
+    args = parse(argv)
+    return args.run(args)
+
+
+def integers(text: str, pattern: str) -> tuple[int, ...]:
+    match = re.search(pattern, text)
+    assert match, f"{pattern!r} not in:\n{text}"
+    return tuple(int(group.replace(",", "")) for group in match.groups())
+
+
+def kept_rows(model) -> list[tuple[int, ...]]:
+    """(layer, dense heads, kept, dense KV heads, kept, dense FFN width, kept), from the model itself."""
+    return [
+        (layer.index, HEADS, layer.num_heads, KV_HEADS, layer.num_kv_heads, INTERMEDIATE, layer.ffn_down.in_features)
+        for layer in get_layout(model).iter_layers(model)
+    ]
+
+
+def test_report_of_a_slim_checkpoint(tmp_path, capsys):
+    optimize_model(masked_model("llama")).save_pretrained(tmp_path / "slim")
+    written = run_report([str(tmp_path / "slim"), "--output-dir", str(tmp_path / "out"), "--seq-len", "64"])
+    text = capsys.readouterr().out
+    slim, dense = load_slim(tmp_path / "slim"), tiny_model("llama")
+    assert text.startswith("SlimLlamaForSequenceClassification (llama), slim checkpoint\n")
+    rows = [tuple(map(int, row)) for row in LAYER_ROW.findall(text)]
+    assert rows == kept_rows(slim) and rows[-1][2::2] == (0, 0, 0)
+    assert integers(text, r"parameters: ([\d,]+) -> ([\d,]+)") == (count_parameters(dense), count_parameters(slim))
+    flops = integers(text, r"one sequence of 64 tokens: ([\d,]+) -> ([\d,]+)")
+    assert flops == (model_flops(dense, 64), model_flops(slim, 64))
+    assert "mask densities" not in text
+    names = ["summary.txt", "density.png", "kept_heads.png"]
+    assert written == [tmp_path / "out" / name for name in names]
+    assert (tmp_path / "out" / "summary.txt").read_text() in text
+    assert [png_size(path) for path in written[1:]] == [EXPECTED_SIZE] * 2
+
+
+def test_report_of_a_sparse_trainer_checkpoint(tmp_path, capsys):
+    masked = masked_model("bert")
+    masked.save_pretrained(tmp_path / "checkpoint-4")  # the scores are saved with the weights
+    # What SparseTrainer writes next to them; the SparseArgs are what loading needs.
+    state = {"sparse_args": SparseArgs(**HEAD_AND_UNIT_ARGS).to_dict(), "step": 4}
+    (tmp_path / "checkpoint-4" / SPARSE_STATE_NAME).write_text(json.dumps(state))
+    written = run_report([str(tmp_path / "checkpoint-4"), "--no-plots"])
+    text = capsys.readouterr().out
+    assert "BertForSequenceClassification (bert), SparseTrainer checkpoint" in text
+    expected = densities(masked)
+    assert (
+        f"mask densities at the final threshold: attention {expected['attention']:.1%}, "
+        f"dense {expected['dense']:.1%}, total {expected['total']:.1%}\n" in text
+    )
+    slim = optimize_model(masked)
+    assert [tuple(map(int, row)) for row in LAYER_ROW.findall(text)] == [
+        (r.index, *r.heads, *r.kv_heads, *r.ffn_width) for r in slim.slim_report.layers
+    ]
+    assert integers(text, r"parameters: ([\d,]+) -> ([\d,]+)") == slim.slim_report.parameters
+    assert written == [tmp_path / "checkpoint-4-report" / "summary.txt"]  # beside the checkpoint, no pictures
+
+
+def save_tokenizer(path) -> None:
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"word{index}" for index in range(VOCAB - 5)]
+    BertTokenizer(vocab={word: index for index, word in enumerate(words)}).save_pretrained(path)
+
+
+def write_examples(path, count: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    with open(path, "w") as handle:
+        for index in range(count):
+            words = " ".join(f"word{int(i)}" for i in torch.randint(0, VOCAB - 5, (6,), generator=generator))
+            handle.write(json.dumps({"sentence": words, "gold": f"LABEL_{index % 3}"}) + "\n")
+
+
+def test_report_with_head_importance(tmp_path, capsys):
+    checkpoint = tmp_path / "slim"
+    optimize_model(masked_model("bert")).save_pretrained(checkpoint)
+    save_tokenizer(checkpoint)
+    write_examples(tmp_path / "data.jsonl", 10)
+    argv = [str(checkpoint), "--importance-data", str(tmp_path / "data.jsonl"), "--text-column", "sentence",
+            "--label-column", "gold", "--importance", "fisher", "--batch-size", "4", "--max-batches", "2"]
+    written = run_report(argv)
+    text = capsys.readouterr().out
+    assert written[-1] == tmp_path / "slim-report" / "head_importance.png"
+    assert png_size(written[-1]) == EXPECTED_SIZE
+    slim = load_slim(checkpoint)
+    batches = report.importance_batches(parse(argv), slim.config)
+    assert [len(batch["labels"]) for batch in batches] == [4, 4]  # 2 batches of 4 of the 10 examples
+    assert batches[1]["labels"].tolist() == [1, 2, 0, 1]  # LABEL_4 ... LABEL_7 through label2id
+    expected = fisher_importance(collect_mask_gradients(slim, batches))
+    table = text.split("head importance per layer (heads in order):\n")[1]
+    for index, line in enumerate(table.splitlines()[: len(expected.num_heads)]):
+        values = " ".join(f"{value:.3g}" for value in expected.layer_heads(index).tolist())
+        assert line == f"{index:>5}  {values}".rstrip()
+
+
+def test_report_input_errors(tmp_path):
+    checkpoint = tmp_path / "slim"
+    optimize_model(masked_model("bert")).save_pretrained(checkpoint)
+    write_examples(tmp_path / "data.jsonl", 4)
+    with pytest.raises(ValueError, match="Could not load a tokenizer .* pass --tokenizer"):
+        run_report([str(checkpoint), "--importance-data", str(tmp_path / "data.jsonl"), "--no-plots"])
+    save_tokenizer(checkpoint)
+    with pytest.raises(ValueError, match="Line 1 of .* has no field 'text'.*--text-column"):
+        run_report([str(checkpoint), "--importance-data", str(tmp_path / "data.jsonl"), "--no-plots"])
+    with pytest.raises(ValueError, match="--seq-len must be at least 1"):
+        run_report([str(checkpoint), "--seq-len", "0"])

