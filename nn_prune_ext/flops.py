@@ -19,7 +19,7 @@ from torch import nn
 
 from .layouts import get_layout
 
-__all__ = ["LayerShape", "layer_macs", "layer_shapes", "model_flops"]
+__all__ = ["LayerShape", "dense_layer_shapes", "layer_macs", "layer_shapes", "model_flops"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,34 @@ def layer_shapes(model: nn.Module) -> list[LayerShape]:
         )
         for layer in layers
     ]
+
+
+def dense_layer_shapes(model: nn.Module) -> list[LayerShape]:
+    """The shape every transformer layer of `model` had before slimming.
+
+    Args:
+        model: A model of a registered architecture.
+
+    Returns:
+        For a slim model, its layers with the dense head counts and FFN width its config keeps
+        globally (hidden size, head size and gating do not change under slimming); any other model
+        is still dense-shaped, and its own `layer_shapes` are returned.
+    """
+    # Imported here: nn_prune_ext.slim imports this module, so a top-level import would be circular.
+    from .slim.modeling_slim import global_size_access, is_slim_config, slim_spec
+
+    shapes = layer_shapes(model)
+    config = model.config
+    if not is_slim_config(config):
+        return shapes
+    spec = slim_spec(config)
+    with global_size_access(config):  # the global sizes are the dense ones
+        heads = int(getattr(config, spec["num_heads_attr"]))
+        kv_attr = spec.get("num_kv_heads_attr")
+        kv_heads = getattr(config, kv_attr, None) if kv_attr else None
+        width = int(getattr(config, spec["intermediate_size_attr"]))
+    kv_heads = heads if kv_heads is None else int(kv_heads)
+    return [LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in shapes]
 
 
 def model_flops(model_or_shapes: nn.Module | list[LayerShape], seq_len: int) -> int:

@@ -31,12 +31,12 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .flops import LayerShape, layer_shapes
+from .flops import LayerShape, dense_layer_shapes, layer_shapes
 from .layouts import get_layout
 from .patch import is_patched
 from .scores.masked_linear import MaskedLinear
 from .slim import optimize_model
-from .slim.modeling_slim import global_size_access, is_slim_config, slim_spec
+from .slim.modeling_slim import is_slim_config
 
 __all__ = [
     "FIGURE_SIZE",
@@ -46,7 +46,7 @@ __all__ = [
     "load_runs",
     "pareto_frontier",
     "as_slim",
-    "dense_layer_shapes",
+    "dense_layer_shapes",  # defined in nn_prune_ext.flops; kept importable from here
     "matrix_densities",
     "plot_density_heatmaps",
     "plot_kept_heads",
@@ -75,26 +75,6 @@ def as_slim(model: nn.Module) -> nn.Module:
     if is_slim_config(model.config) and not is_patched(model):
         return model
     return optimize_model(model)
-
-
-def dense_layer_shapes(model: nn.Module) -> list[LayerShape]:
-    """The shape every layer had before slimming.
-
-    For a slim model these are the dense sizes its config keeps globally; any other model is
-    still dense-shaped, and its own shapes are returned.
-    """
-    shapes = layer_shapes(model)
-    config = model.config
-    if not is_slim_config(config):
-        return shapes
-    spec = slim_spec(config)
-    with global_size_access(config):
-        heads = int(getattr(config, spec["num_heads_attr"]))
-        kv_attr = spec.get("num_kv_heads_attr")
-        kv_heads = getattr(config, kv_attr, None) if kv_attr else None
-        width = int(getattr(config, spec["intermediate_size_attr"]))
-    kv_heads = heads if kv_heads is None else int(kv_heads)
-    return [LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in shapes]
 
 
 def _dense_matrix_sizes(shape: LayerShape) -> dict[str, int]:

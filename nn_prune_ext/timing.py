@@ -192,7 +192,10 @@ def _devices(inputs: Inputs, models: Sequence[nn.Module]) -> set[torch.device]:
 
 def _synchronize(devices: set[torch.device]) -> None:
     for device in devices:
-        torch.accelerator.synchronize(device)
+        if hasattr(torch, "accelerator"):
+            torch.accelerator.synchronize(device)
+        else:  # torch < 2.6: CUDA is the only accelerator setup.py's range can meet there
+            torch.cuda.synchronize(device)
 
 
 def _forward(model: nn.Module, inputs: Inputs) -> Any:

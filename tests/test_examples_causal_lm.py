@@ -64,6 +64,10 @@ def test_run_clm_prunes_slims_and_saves(model_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "masked model (dense shapes) against slim model:" in out
     assert "slim model generates: 'the river" in out
+    # The final save_model wrote the pruning state beside the masked model, for `nn-prune optimize`.
+    sparse_state = json.loads((output / "sparse_state.json").read_text())
+    assert sparse_state["sparse_args"]["attention_granularity"] == "head"
+    assert sparse_state["sparse_args"]["final_threshold"] == 0.5
 
     slim_dir = output / "slim"
     slim = load_slim(slim_dir).eval()

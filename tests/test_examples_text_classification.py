@@ -104,7 +104,9 @@ def short_run(output: Path, cache: Path, steps: int = 4) -> list[str]:
     return ["--do_train", "--do_eval", "--output_dir", str(output), "--cache_dir", str(cache),
             "--max_steps", str(steps), "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
             "--learning_rate", "1e-2", "--max_seq_length", "32", "--use_cpu", "--report_to", "none",
-            "--save_strategy", "no", "--disable_tqdm", "true"]
+            "--save_strategy", "no", "--disable_tqdm", "true",
+            # Explicit: the default ("passive") follows transformers' verbosity, which other test modules lower.
+            "--log_level", "warning"]
 
 
 def batch_of(tokenizer_dir: Path, *texts: list[str]) -> dict[str, torch.Tensor]:

@@ -341,6 +341,8 @@ def test_save_model_of_a_patched_model_is_a_checkpoint_nn_prune_optimize_accepts
                             train_dataset=tiny_dataset(), sparse_args=sparse_args)
     trainer.train()
     trainer.save_model(str(tmp_path / "final"))
+    trainer.save_model(str(tmp_path / "internal"), _internal_call=True)  # the path push_to_hub takes
+    assert (tmp_path / "internal" / SPARSE_STATE_NAME).is_file()
     state = json.loads((tmp_path / "final" / SPARSE_STATE_NAME).read_text())
     assert state["step"] == 3 and state["sparse_args"]["final_threshold"] == 0.5
     reloaded = load_for_slimming(tmp_path / "final")

@@ -13,10 +13,10 @@
 Texts (a dataset through `--dataset_name`, or local `.txt`/`.json`/`.jsonl`/`.csv` files) are
 tokenized, concatenated and cut into blocks of `--block_size` tokens. `SparseTrainer` fine-tunes
 and prunes the model with the `SparseArgs` flags; evaluation reports the loss, the perplexity
-(`exp(loss)`) and the next-token accuracy. The pruned model is then slimmed with
-`optimize_model`, evaluated the same way, compared with the masked model, and saved with the
-tokenizer to `<output_dir>/slim`. A few greedily generated tokens from the slim model are
-printed as a smoke check.
+(`exp(loss)`) and the next-token accuracy. When pruning (`--prune`, the default), the pruned
+model is then slimmed with `optimize_model`, evaluated the same way, compared with the masked
+model, and saved with the tokenizer to `<output_dir>/slim`. A few greedily generated tokens from
+the slim model are printed as a smoke check.
 """
 
 from __future__ import annotations
@@ -274,7 +274,8 @@ def predicted_tokens(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torc
 
 def token_accuracy_metric():
     """A `compute_metrics` for the Trainer: next-token accuracy with the shipped accuracy metric."""
-    metric = evaluate.load(str(ACCURACY_METRIC))
+    # keep_in_memory: every process computes on the gathered predictions, with no shared cache files.
+    metric = evaluate.load(str(ACCURACY_METRIC), keep_in_memory=True)
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         predictions, labels = prediction.predictions, prediction.label_ids
@@ -328,6 +329,22 @@ def comparison_table(masked: dict[str, float], slim: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def evaluate_model(trainer: SparseTrainer, **extra: Any) -> dict[str, float]:
+    """Evaluate the trainer's model (masked at its final thresholds when pruning); log and save the metrics.
+
+    Args:
+        trainer: The `SparseTrainer` holding the model.
+        extra: Entries added to the metrics before they are logged and saved.
+
+    Returns:
+        The `eval_*` metrics with perplexity and `extra`, also saved as `eval_results.json`.
+    """
+    metrics = {**with_perplexity(trainer.evaluate(), "eval"), **extra}
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    return metrics
+
+
 def evaluate_masked_and_slim(trainer: SparseTrainer, slim: torch.nn.Module) -> dict[str, float]:
     """Evaluate the masked model and the slim one the same way; log, save and compare the metrics.
 
@@ -340,10 +357,7 @@ def evaluate_masked_and_slim(trainer: SparseTrainer, slim: torch.nn.Module) -> d
         and parameter counts; they are also saved as `eval_results.json` and `slim_results.json`.
     """
     dense_parameters, slim_parameters = slim.slim_report.parameters
-    masked = with_perplexity(trainer.evaluate(), "eval")
-    masked["dense_parameters"] = dense_parameters
-    trainer.log_metrics("eval", masked)
-    trainer.save_metrics("eval", masked)
+    masked = evaluate_model(trainer, dense_parameters=dense_parameters)
     # A plain Trainer with the same data, collator and metric: the slim model is not patched.
     slim_trainer = Trainer(
         model=slim, args=trainer.args, eval_dataset=trainer.eval_dataset, data_collator=trainer.data_collator,
@@ -358,6 +372,35 @@ def evaluate_masked_and_slim(trainer: SparseTrainer, slim: torch.nn.Module) -> d
     if trainer.is_world_process_zero():
         print("masked model (dense shapes) against slim model:\n" + comparison_table(masked, slimmed))
     return {**masked, **slimmed}
+
+
+def slim_evaluate_and_save(trainer: SparseTrainer, data_args: DataArguments) -> dict[str, Any]:
+    """Slim the pruned model, evaluate it against the masked one, save it to `<output_dir>/slim`.
+
+    Args:
+        trainer: The `SparseTrainer` holding the pruned (masked) model and the tokenizer.
+        data_args: The generation prompt and number of tokens of the smoke check.
+
+    Returns:
+        The `eval_*` and `slim_*` metrics (with `--do_eval`) and the generated smoke-check text.
+    """
+    # The heads and FFN units the masks emptied leave the weights. Slim at the thresholds evaluation
+    # uses (the final ones), which a run without training has not reached.
+    with trainer.controller.evaluation(trainer.model):
+        slim = optimize_model(trainer.model)
+    results: dict[str, Any] = evaluate_masked_and_slim(trainer, slim) if trainer.args.do_eval else {}
+    trainer.accelerator.wait_for_everyone()  # all ranks have finished evaluating before the main one writes
+    if trainer.is_world_process_zero():
+        print(slim.slim_report)
+        slim_dir = Path(trainer.args.output_dir) / SLIM_DIR
+        slim.save_pretrained(slim_dir)
+        trainer.processing_class.save_pretrained(slim_dir)
+        print(f"slim checkpoint and tokenizer written to {slim_dir}")
+        if data_args.generation_tokens > 0:
+            results["generated"] = generate_text(slim, trainer.processing_class, data_args.generation_prompt,
+                                                 data_args.generation_tokens)
+            print(f"slim model generates: {results['generated']!r}")
+    return results
 
 
 # ----- the script --------------------------------------------------------------------------
@@ -434,24 +477,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
         results.update(train_result.metrics)
-
-    # The heads and FFN units the masks emptied leave the weights. Slim at the thresholds evaluation
-    # uses (the final ones), which a run without training has not reached.
-    with trainer.controller.evaluation(trainer.model):
-        slim = optimize_model(trainer.model)
-    if training_args.do_eval:
-        results.update(evaluate_masked_and_slim(trainer, slim))
-
-    if trainer.is_world_process_zero():
-        print(slim.slim_report)
-        slim_dir = Path(training_args.output_dir) / SLIM_DIR
-        slim.save_pretrained(slim_dir)
-        tokenizer.save_pretrained(slim_dir)
-        print(f"slim checkpoint and tokenizer written to {slim_dir}")
-        if data_args.generation_tokens > 0:
-            results["generated"] = generate_text(slim, tokenizer, data_args.generation_prompt,
-                                                 data_args.generation_tokens)
-            print(f"slim model generates: {results['generated']!r}")
+    if sparse_args.prune:
+        results.update(slim_evaluate_and_save(trainer, data_args))
+    elif training_args.do_eval:
+        results.update(evaluate_model(trainer))  # nothing was pruned, so there is nothing to slim
     return results
 
 

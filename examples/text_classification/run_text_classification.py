@@ -52,7 +52,6 @@ from nn_prune_ext import SparseArgs, SparseTrainer, get_layout, optimize_model
 from nn_prune_ext.data import wordnet_nouns
 from nn_prune_ext.slim import slim_class_for
 from nn_prune_ext.slim.modeling_slim import is_slim_config
-from nn_prune_ext.trainer import SPARSE_STATE_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -468,12 +467,6 @@ def setup_logging(training_args: TrainingArguments) -> None:
     )
 
 
-def write_sparse_state(trainer: SparseTrainer, output_dir: str) -> None:
-    """Save the pruning state beside the saved (patched) model, so `nn-prune optimize` can slim it later."""
-    path = Path(output_dir) / SPARSE_STATE_NAME
-    path.write_text(json.dumps(trainer.controller.state(), indent=2, sort_keys=True), encoding="utf-8")
-
-
 # ----- main --------------------------------------------------------------------------------
 def load_examples(data_args: DataArguments, model_args: ModelArguments, training_args: TrainingArguments):
     """The raw splits the run uses: `train` for `--do_train`, the evaluation split for `--do_eval`."""
@@ -579,9 +572,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        if sparse_args.prune and trainer.is_world_process_zero():
-            write_sparse_state(trainer, training_args.output_dir)
+        trainer.save_model()  # with sparse_state.json when pruning, so `nn-prune optimize` can slim it later
         metrics = {**train_result.metrics, "train_samples": len(encoded["train"])}
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)

@@ -9,6 +9,7 @@ also measures head importance on labelled examples (`nn_prune_ext.importance`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,13 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_for_slimming
-from ..flops import layer_shapes, model_flops
+from ..flops import dense_layer_shapes, layer_shapes, model_flops
 from ..importance import MaskImportance, collect_mask_gradients, fisher_importance, taylor_importance
 from ..patch import densities, is_patched
-from ..plots import as_slim, dense_layer_shapes, plot_density_heatmaps, plot_head_importance, plot_kept_heads
+from ..plots import INSTALL_HINT, as_slim, plot_density_heatmaps, plot_head_importance, plot_kept_heads
 from ..slim import LayerReport, SlimReport
-from ..slim.modeling_slim import slim_spec
+from ..slim.classes import stock_class
+from ..slim.modeling_slim import dense_config, slim_spec
 from ..slim.optimize import count_parameters
 
 SUMMARY_NAME = "summary.txt"
@@ -127,11 +129,30 @@ def summarize(model: nn.Module, slim: nn.Module, seq_len: int) -> CheckpointSumm
         kind = "dense, baked or zero-filled checkpoint (slimmed here)"
     return CheckpointSummary(
         description=f"{type(model).__name__} ({model.config.model_type}), {kind}",
-        report=SlimReport(layers, (slim_spec(slim.config)["dense_num_parameters"], count_parameters(slim))),
+        report=SlimReport(layers, (dense_parameters(slim), count_parameters(slim))),
         flops=(model_flops(dense, seq_len), model_flops(kept, seq_len)),
         seq_len=seq_len,
         mask_densities=densities(model) if patched else None,
     )
+
+
+def dense_parameters(slim: nn.Module) -> int:
+    """Parameters of the dense model a slim model was cut from.
+
+    Args:
+        slim: A slim model.
+
+    Returns:
+        The count its config records (`dense_num_parameters`); checkpoints saved before that entry
+        existed lack it, and the count is then taken of the dense model built on the meta device
+        (shapes only, no memory for weights).
+    """
+    recorded = slim_spec(slim.config).get("dense_num_parameters")
+    if recorded is not None:
+        return int(recorded)
+    with torch.device("meta"):
+        dense = stock_class(type(slim))._from_config(dense_config(slim.config))
+    return count_parameters(dense)
 
 
 # ----- head importance from a JSON-lines file ------------------------------------------------
@@ -143,7 +164,14 @@ def _read_examples(path: str, columns: list[str], limit: int) -> list[dict[str, 
                 break
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"Line {number} of {path} is not valid JSON ({error.msg}); write one JSON object per line."
+                ) from error
+            if not isinstance(record, dict):
+                raise ValueError(f"Line {number} of {path} is not a JSON object; write one object per line.")
             missing = [column for column in columns if column not in record]
             if missing:
                 raise ValueError(
@@ -224,6 +252,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for name in ("seq_len", "batch_size", "max_batches", "max_length"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    # Checked before the model is loaded and the importance measured, not when the first picture is drawn.
+    if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError(f"The pictures need matplotlib: {INSTALL_HINT}, or pass --no-plots for the text only.")
 
 
 def run(args: argparse.Namespace) -> list[Path]:

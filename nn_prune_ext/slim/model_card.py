@@ -7,7 +7,7 @@ from html import escape
 
 from torch import nn
 
-from ..flops import LayerShape, layer_shapes, model_flops
+from ..flops import LayerShape, dense_layer_shapes, layer_shapes, model_flops
 from . import modeling_slim
 from .optimize import count_parameters
 
@@ -15,19 +15,6 @@ __all__ = ["write_model_card", "density_svg", "FLOPS_SEQ_LEN"]
 
 FLOPS_SEQ_LEN = 128
 PICTURE_NAME = "density.svg"
-
-
-def _dense_shapes(config, slim_shapes: list[LayerShape]) -> list[LayerShape]:
-    spec = modeling_slim.slim_spec(config)
-    with modeling_slim.global_size_access(config):
-        heads = int(getattr(config, spec["num_heads_attr"]))
-        kv_attr = spec.get("num_kv_heads_attr")
-        kv_heads = getattr(config, kv_attr, None) if kv_attr else None
-        width = int(getattr(config, spec["intermediate_size_attr"]))
-    kv_heads = heads if kv_heads is None else int(kv_heads)
-    return [
-        LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in slim_shapes
-    ]
 
 
 def density_svg(dense: list[LayerShape], slim: list[LayerShape]) -> str:
@@ -148,7 +135,7 @@ def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape
 def write_model_card(model: nn.Module, directory: str) -> None:
     """Write `README.md` and the density picture of a slim model into `directory`."""
     slim = layer_shapes(model)
-    dense = _dense_shapes(model.config, slim)
+    dense = dense_layer_shapes(model)
     with open(os.path.join(directory, PICTURE_NAME), "w", encoding="utf-8") as handle:
         handle.write(density_svg(dense, slim))
     with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as handle:

@@ -57,6 +57,36 @@ def is_slim_config(config) -> bool:
     return isinstance(getattr(config, SLIM_SPEC_KEY, None), dict)
 
 
+# Config entries that make a config slim (heterogeneous); without them it describes the dense model.
+_SLIM_CONFIG_KEYS = (
+    "per_layer_config",
+    SLIM_SPEC_KEY,
+    "auto_map",
+    "serialize_explicit_per_layer_config",
+    "allow_global_per_layer_attribute_access",
+)
+
+
+def dense_config(config):
+    """The config of the dense model a slim model was cut from.
+
+    A slim config keeps the dense global sizes (`global_size_access`); dropping the per-layer sizes,
+    the layout description and the remote-code entries leaves the stock config of the dense model.
+
+    Args:
+        config: A slim config (see `is_slim_config`).
+
+    Returns:
+        A new config of the same (stock) class, not heterogeneous; `config` is left as it was.
+    """
+    slim_spec(config)  # a clear error for a config that is not slim
+    with global_size_access(config):  # the global sizes are the dense ones; reading them is the point
+        settings = config.to_dict()
+    for key in _SLIM_CONFIG_KEYS:
+        settings.pop(key, None)
+    return type(config).from_dict(settings)
+
+
 def slim_spec(config) -> dict[str, Any]:
     """The layout description stored in a slim config (`config.nn_prune_slim`)."""
     if not is_slim_config(config):
