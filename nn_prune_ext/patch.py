@@ -230,6 +230,27 @@ def set_thresholds(model: nn.Module, attention: float, dense: float) -> None:
 
 
 @torch.no_grad()
+def eval_grids(model: nn.Module) -> dict[MaskedLinear, torch.Tensor]:
+    """The evaluation-mode mask grid of every masked linear, freshly computed.
+
+    Each score group's mask is computed once, from its current scores and threshold (fresh
+    rather than cached: magnitude masks read weights that may have changed since the last
+    forward, and parameters may have been replaced).
+
+    Returns:
+        `{masked linear: mask grid}`, the grid shaped like `linear.grid_shape`.
+    """
+    masks: dict[int, torch.Tensor] = {}
+    grids = {}
+    for _, linear in iter_masked_linears(model):
+        source = linear.source
+        if id(source) not in masks:
+            masks[id(source)] = source.method.mask(source.importance(), source.threshold, training=False)
+        grids[linear] = masks[id(source)].reshape(linear.grid_shape)
+    return grids
+
+
+@torch.no_grad()
 def densities(model: nn.Module) -> dict[str, float]:
     """Fraction of weights kept by the eval-mode masks, per kind and overall.
 
@@ -239,14 +260,10 @@ def densities(model: nn.Module) -> dict[str, float]:
     """
     kept = {"attention": 0.0, "dense": 0.0}
     numel = {"attention": 0, "dense": 0}
-    masks: dict[int, torch.Tensor] = {}
-    for _, linear in iter_masked_linears(model):
-        source = linear.source
-        if id(source) not in masks:
-            masks[id(source)] = source.method.mask(source.importance(), source.threshold, training=False)
-        grid = masks[id(source)].reshape(linear.grid_shape)
-        kept[source.kind] += float(grid.float().mean()) * linear.weight.numel()
-        numel[source.kind] += linear.weight.numel()
+    for linear, grid in eval_grids(model).items():
+        kind = linear.source.kind
+        kept[kind] += float(grid.float().mean()) * linear.weight.numel()
+        numel[kind] += linear.weight.numel()
     result = {kind: kept[kind] / numel[kind] if numel[kind] else 1.0 for kind in kept}
     total = sum(numel.values())
     result["total"] = sum(kept.values()) / total if total else 1.0
@@ -266,12 +283,9 @@ def bake_model(model: nn.Module) -> nn.Module:
     was_training = model.training
     model.eval()
     masked_linears = list(iter_masked_linears(model))
-    # All masks first, fresh rather than cached: magnitude masks read the weights that baking
-    # overwrites, and parameters may have been replaced since the last forward.
-    fresh = {id(source): source.compute() for source in iter_mask_scores(model)}
-    grids = [fresh[id(masked.source)].detach().reshape(masked.grid_shape) for _, masked in masked_linears]
-    for (name, masked), grid in zip(masked_linears, grids):
-        weight, bias = masked.masked_parameters(grid)
+    grids = eval_grids(model)  # all masks first: magnitude masks read the weights baking overwrites
+    for name, masked in masked_linears:
+        weight, bias = masked.masked_parameters(grids[masked])
         masked.weight.data.copy_(weight)
         if bias is not None:
             masked.bias.data.copy_(bias)

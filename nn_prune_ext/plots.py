@@ -33,7 +33,7 @@ from torch import nn
 
 from .flops import LayerShape, dense_layer_shapes, layer_shapes
 from .layouts import get_layout
-from .patch import is_patched
+from .patch import eval_grids, is_patched
 from .scores.masked_linear import MaskedLinear
 from .slim import optimize_model
 from .slim.modeling_slim import is_slim_config
@@ -87,14 +87,11 @@ def _dense_matrix_sizes(shape: LayerShape) -> dict[str, int]:
     }
 
 
-def _effective_weight(linear: nn.Linear, eval_masks: dict[int, torch.Tensor]) -> torch.Tensor:
-    """The weight a linear computes with: masked with its evaluation-mode mask when patched."""
+def _effective_weight(linear: nn.Linear, grids: dict[MaskedLinear, torch.Tensor]) -> torch.Tensor:
+    """The weight a linear computes with: masked with its evaluation-mode mask (`eval_grids`) when patched."""
     if not isinstance(linear, MaskedLinear):
         return linear.weight
-    source = linear.source
-    if id(source) not in eval_masks:
-        eval_masks[id(source)] = source.method.mask(source.importance(), source.threshold, training=False)
-    return linear.masked_parameters(eval_masks[id(source)].reshape(linear.grid_shape))[0]
+    return linear.masked_parameters(grids[linear])[0]
 
 
 @torch.no_grad()
@@ -116,13 +113,13 @@ def matrix_densities(model: nn.Module) -> dict[str, list[float]]:
     layout = get_layout(model)
     names = [name for name in MATRIX_NAMES if name != "ffn_gate" or layout.ffn_gate]
     result: dict[str, list[float]] = {name: [] for name in names}
-    eval_masks: dict[int, torch.Tensor] = {}
+    grids = eval_grids(model)
     for layer, dense in zip(layout.iter_layers(model), dense_layer_shapes(model)):
         linears = {**layer.attention_linears, **layer.ffn_linears}
         sizes = _dense_matrix_sizes(dense)
         for name in names:
             linear = linears.get(name)  # q/k/v are gone from a slim layer without heads
-            kept = int(torch.count_nonzero(_effective_weight(linear, eval_masks))) if linear is not None else 0
+            kept = int(torch.count_nonzero(_effective_weight(linear, grids))) if linear is not None else 0
             result[name].append(kept / sizes[name] if sizes[name] else 0.0)
     return result
 
