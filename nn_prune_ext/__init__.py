@@ -8,8 +8,10 @@ from .importance import (
     apply_masks,
     collect_mask_gradients,
     fisher_importance,
+    magnitude_importance,
     taylor_importance,
 )
+from .importance_pruning import ImportancePruningArgs, importance_masks, prune_by_importance
 from .layouts import (
     ArchitectureLayout,
     UnsupportedArchitectureError,
@@ -17,11 +19,22 @@ from .layouts import (
     register_layout,
     supported_model_types,
 )
+from .masks import StructureMasks, fold_masks, prune_with_masks
 from .optim import ScoreOptimizer
 from .patch import bake_model, densities, is_patched, iter_mask_scores, patch_model, set_thresholds
+from .posttrain import (
+    LatencyTable,
+    LayerPruningResult,
+    PostTrainingArgs,
+    PostTrainingResult,
+    measure_latency_table,
+    post_training_prune,
+    prune_layers,
+)
 from .schedule import SparsitySchedule
 from .scores import MaskedLinear, MaskScores
-from .slim import SlimReport, load_slim, optimize_model
+from .slim import SlimReport, drop_layers, load_slim, optimize_model
+from .summary import LayerSummary, ModelSummary, summary
 from .timing import LatencyComparison, LatencyStats, compare_latency, inference_time
 from .trainer import SparseTrainer, SparsityController
 
@@ -60,4 +73,22 @@ __all__ = [
     "compare_latency",
     "LatencyStats",
     "LatencyComparison",
+    "StructureMasks",
+    "fold_masks",
+    "prune_with_masks",
+    "magnitude_importance",
+    "PostTrainingArgs",
+    "PostTrainingResult",
+    "post_training_prune",
+    "LatencyTable",
+    "measure_latency_table",
+    "ImportancePruningArgs",
+    "importance_masks",
+    "prune_by_importance",
+    "prune_layers",
+    "LayerPruningResult",
+    "drop_layers",
+    "summary",
+    "ModelSummary",
+    "LayerSummary",
 ]

@@ -87,6 +87,13 @@ class SparseArgs:
     attention_block_cols: int = field(default=1, metadata={"help": "Block columns of the q/k/v projections."})
     initial_threshold: float = field(default=1.0, metadata={"help": "Threshold at the start of the schedule."})
     final_threshold: float = field(default=0.5, metadata={"help": "Threshold at the end of the schedule."})
+    attention_final_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Final threshold of the attention linears when it differs from the FFN's (e.g. different "
+            "target sparsities with topK); None: final_threshold. Both move on the same cubic schedule."
+        },
+    )
     initial_warmup: float = field(
         default=0.1,
         metadata={
@@ -155,7 +162,10 @@ class SparseArgs:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         for arg_name, method in methods.items():
-            for threshold_name in ("initial_threshold", "final_threshold"):
+            names = ["initial_threshold", "final_threshold"]
+            if arg_name == "attention_pruning_method" and self.attention_final_threshold is not None:
+                names[1] = "attention_final_threshold"
+            for threshold_name in names:
                 method.check_threshold(getattr(self, threshold_name), f"{threshold_name} (with {arg_name}={method.name})")
             if self.regularization not in method.regularizations:
                 raise ValueError(
@@ -180,6 +190,11 @@ class SparseArgs:
             raise ValueError("distil_alpha_ce and distil_alpha_teacher must be >= 0 and not both 0.")
         if not self.distil_temperature > 0:
             raise ValueError(f"distil_temperature must be > 0, got {self.distil_temperature}.")
+
+    def final_thresholds(self) -> tuple[float, float]:
+        """The final `(attention, FFN)` thresholds."""
+        attention = self.final_threshold if self.attention_final_threshold is None else self.attention_final_threshold
+        return attention, self.final_threshold
 
     def warmup_steps(self, total_steps: int) -> tuple[int, int]:
         """Resolve `initial_warmup` and `final_warmup` to step counts for a run of `total_steps`."""
@@ -244,6 +259,61 @@ class SparseArgs:
         settings = dict(attention_granularity="head")
         settings.update(overrides)
         return cls.hybrid(regularization_final_lambda, **settings)
+
+    @classmethod
+    def auto_slim(
+        cls, ffn2_sparsity: float | None = None, mha_sparsity: float | None = None, **overrides: Any
+    ) -> "SparseArgs":
+        """Intel Neural Compressor's auto-slim from target sparsities: FFN units and whole heads, topK.
+
+        The second FFN projection loses `ffn2_sparsity` of its input columns (FFN units, which
+        takes the matching rows of the first projection with them) and every layer loses
+        `mha_sparsity` of its attention heads. Both are pruned by movement scores with topK (the
+        threshold is the kept fraction) on a cubic schedule from keeping everything to keeping
+        `1 - sparsity`, without a penalty. Per layer topK keeps `floor((1 - sparsity) * n)` of
+        `n` heads or units. Under grouped-query attention query heads and key/value heads are
+        ranked separately (each keeps that fraction), and a query head whose key/value head is
+        removed goes with it. Slim the trained model with `optimize_model`.
+
+        The two thresholds move on one cubic schedule to their own final values
+        (`final_threshold` for the FFN, `attention_final_threshold` for the heads); a sparsity
+        of 0 or `None` leaves that part whole.
+
+        Args:
+            ffn2_sparsity: Fraction of FFN units to remove, in [0, 1).
+            mha_sparsity: Fraction of attention heads to remove, in [0, 1).
+            **overrides: Any other `SparseArgs` field (warmups, `mask_scores_learning_rate`...).
+
+        Raises:
+            ValueError: For a sparsity outside [0, 1), or no sparsity above 0.
+        """
+        sparsities = {"ffn2_sparsity": ffn2_sparsity, "mha_sparsity": mha_sparsity}
+        for name, value in sparsities.items():
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(
+                    f"{name}={value} is not a fraction in [0, 1): it is the share of "
+                    f"{'FFN units' if name == 'ffn2_sparsity' else 'attention heads'} to remove."
+                )
+        if not any(sparsities.values()):
+            raise ValueError(
+                "auto_slim got no sparsity to prune to: pass ffn2_sparsity and mha_sparsity in (0, 1), "
+                "e.g. SparseArgs.auto_slim(ffn2_sparsity=0.5, mha_sparsity=0.5)."
+            )
+        settings = dict(
+            attention_pruning_method="topK",
+            dense_pruning_method="topK",
+            attention_granularity="head",
+            dense_granularity="unit",
+            attention_output_with_dense=False,
+            initial_threshold=1.0,
+            # topK's threshold is the kept fraction; 1.0 keeps a part whole.
+            final_threshold=1.0 - (ffn2_sparsity or 0.0),
+            attention_final_threshold=1.0 - (mha_sparsity or 0.0),
+            regularization="disabled",
+            regularization_final_lambda=0.0,
+        )
+        settings.update(overrides)
+        return cls(**settings)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -94,5 +94,5 @@ def load_for_slimming(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.M
             f"The mask scores in {path} do not match the model patched with its {SPARSE_STATE_NAME}: "
             f"unexpected {sorted(unexpected)[:3]}, missing {sorted(expected - set(scores))[:3]}."
         )
-    set_thresholds(model, sparse_args.final_threshold, sparse_args.final_threshold)
+    set_thresholds(model, *sparse_args.final_thresholds())
     return model.eval()

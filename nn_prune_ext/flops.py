@@ -8,7 +8,8 @@ Per token of a sequence of length `seq_len`, a layer costs:
 - attention: `2 * heads * head_dim * seq_len` (scores q.k and the weighted sum of values);
 - FFN: `hidden * width * (3 if gated else 2)`.
 
-FLOPs are twice the MACs.
+FLOPs are twice the MACs. A layer that was dropped whole (`nn_prune_ext.slim.layers`) costs nothing;
+`dense_layer_shapes` still lists it, with the shape it had in the dense model.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from .layouts import get_layout
 
-__all__ = ["LayerShape", "dense_layer_shapes", "layer_macs", "layer_shapes", "model_flops"]
+__all__ = ["LayerShape", "dense_layer_shapes", "kept_layer_shapes", "layer_macs", "layer_shapes", "model_flops"]
 
 
 @dataclass(frozen=True)
@@ -63,31 +64,58 @@ def layer_shapes(model: nn.Module) -> list[LayerShape]:
 
 
 def dense_layer_shapes(model: nn.Module) -> list[LayerShape]:
-    """The shape every transformer layer of `model` had before slimming.
+    """The shape every transformer layer of the dense model had, before slimming or dropping layers.
 
     Args:
         model: A model of a registered architecture.
 
     Returns:
-        For a slim model, its layers with the dense head counts and FFN width its config keeps
-        globally (hidden size, head size and gating do not change under slimming); any other model
-        is still dense-shaped, and its own `layer_shapes` are returned.
+        One shape per layer of the dense model, dropped layers included (so the list can be longer
+        than the model's layer list; `kept_layer_shapes` aligns the model's own shapes with it).
+        A slim model's layers get the dense head counts and FFN width its config keeps globally
+        (hidden size, head size and gating do not change under slimming); any other model is still
+        dense-shaped, and its own `layer_shapes` are used.
     """
     # Imported here: nn_prune_ext.slim imports this module, so a top-level import would be circular.
+    from .slim.layers import dense_num_layers, kept_layer_indices
     from .slim.modeling_slim import global_size_access, is_slim_config, slim_spec
 
     shapes = layer_shapes(model)
     config = model.config
-    if not is_slim_config(config):
-        return shapes
-    spec = slim_spec(config)
-    with global_size_access(config):  # the global sizes are the dense ones
-        heads = int(getattr(config, spec["num_heads_attr"]))
-        kv_attr = spec.get("num_kv_heads_attr")
-        kv_heads = getattr(config, kv_attr, None) if kv_attr else None
-        width = int(getattr(config, spec["intermediate_size_attr"]))
-    kv_heads = heads if kv_heads is None else int(kv_heads)
-    return [LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in shapes]
+    if is_slim_config(config):
+        spec = slim_spec(config)
+        with global_size_access(config):  # the global sizes are the dense ones
+            heads = int(getattr(config, spec["num_heads_attr"]))
+            kv_attr = spec.get("num_kv_heads_attr")
+            kv_heads = getattr(config, kv_attr, None) if kv_attr else None
+            width = int(getattr(config, spec["intermediate_size_attr"]))
+        kv_heads = heads if kv_heads is None else int(kv_heads)
+        shapes = [LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in shapes]
+    # Every layer of a dense model has the same shape, so a dropped layer had that of any kept one.
+    dense = [shapes[0]] * dense_num_layers(config) if shapes else []
+    for shape, index in zip(shapes, kept_layer_indices(config)):
+        dense[index] = shape
+    return dense
+
+
+def kept_layer_shapes(model: nn.Module) -> list[LayerShape]:
+    """What `model` keeps of every layer of the dense model, aligned with `dense_layer_shapes`.
+
+    Args:
+        model: A model of a registered architecture.
+
+    Returns:
+        One shape per layer of the dense model: the model's own layer shape (`layer_shapes`), or
+        for a dropped layer a shape without heads and FFN units (which costs no MACs).
+    """
+    from .slim.layers import dense_num_layers, kept_layer_indices  # circular at the top, as above
+
+    shapes = layer_shapes(model)
+    empty = [LayerShape(shape.hidden, 0, 0, shape.head_dim, 0, shape.gated) for shape in shapes[:1]]
+    kept = empty * dense_num_layers(model.config)
+    for shape, index in zip(shapes, kept_layer_indices(model.config)):
+        kept[index] = shape
+    return kept
 
 
 def model_flops(model_or_shapes: nn.Module | list[LayerShape], seq_len: int) -> int:

@@ -26,12 +26,15 @@ from __future__ import annotations
 import contextlib
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .layouts import LayerModules, get_layout
+
+if TYPE_CHECKING:
+    from .masks import StructureMasks
 
 __all__ = [
     "MaskGradients",
@@ -40,6 +43,7 @@ __all__ = [
     "collect_mask_gradients",
     "taylor_importance",
     "fisher_importance",
+    "magnitude_importance",
 ]
 
 
@@ -185,9 +189,12 @@ def _loss(outputs: Any) -> torch.Tensor:
 
 
 def collect_mask_gradients(
-    model: nn.Module, batches: Iterable[Mapping[str, Any]], max_batches: int | None = None
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    max_batches: int | None = None,
+    masks: "StructureMasks | None" = None,
 ) -> MaskGradients:
-    """Run batches forward and backward through all-ones masks and record the masks' gradients.
+    """Run batches forward and backward through head and FFN-unit masks and record their gradients.
 
     The model runs in eval mode (no dropout: the gradients are those of the model as it predicts)
     and is put back in its previous mode afterwards. Only the masks' gradients are computed: the
@@ -199,6 +206,9 @@ def collect_mask_gradients(
             Each batch's gradient is that of the model's loss on it (usually the mean over its
             examples); pass batches of one example for per-example gradients.
         max_batches: Stop after this many batches.
+        masks: The mask values to differentiate at (`StructureMasks`); all ones by default. Pruning
+            in rounds passes the masks of the rounds so far, so that importance is measured on the
+            model as already pruned (a removed head still gets a gradient: the effect of restoring it).
 
     Returns:
         The per-batch gradients (on CPU, float32).
@@ -210,12 +220,22 @@ def collect_mask_gradients(
     head_sizes = [layer.num_heads for layer in layers]
     unit_sizes = [layer.ffn_down.in_features for layer in layers]
     device = next(model.parameters()).device
-    head_masks = [torch.ones(size, device=device, requires_grad=True) for size in head_sizes]
-    unit_masks = [torch.ones(size, device=device, requires_grad=True) for size in unit_sizes]
+    if masks is None:
+        head_values = [torch.ones(size) for size in head_sizes]
+        unit_values = [torch.ones(size) for size in unit_sizes]
+    else:
+        masks.check(model)
+        head_values, unit_values = masks.heads, masks.units
+    head_masks = [value.to(device).clone().requires_grad_(True) for value in head_values]
+    unit_masks = [value.to(device).clone().requires_grad_(True) for value in unit_values]
     head_rows, unit_rows = [], []
     was_training = model.training
+    # Parameters need no gradient here; autograd then keeps fewer activations and skips weight-gradient work.
+    frozen = [parameter for parameter in model.parameters() if parameter.requires_grad]
     model.eval()
     try:
+        for parameter in frozen:
+            parameter.requires_grad_(False)
         with torch.enable_grad(), apply_masks(model, head_masks, unit_masks):
             for batch in itertools.islice(batches, max_batches):
                 loss = _loss(model(**_to_device(batch, device)))
@@ -227,6 +247,8 @@ def collect_mask_gradients(
                 head_rows.append(gradients[: len(layers)])
                 unit_rows.append(gradients[len(layers) :])
     finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
         model.train(was_training)
     if not head_rows:
         raise ValueError("collect_mask_gradients got no batches: pass at least one batch of inputs with labels.")
@@ -275,4 +297,44 @@ def fisher_importance(gradients: MaskGradients) -> MaskImportance:
         units=gradients.units.square().sum(dim=0),
         num_heads=gradients.num_heads,
         ffn_widths=gradients.ffn_widths,
+    )
+
+
+@torch.no_grad()
+def magnitude_importance(model: nn.Module) -> MaskImportance:
+    """Weight-magnitude importance, the data-free baseline: the squared norm of each structure's weights.
+
+    A head scores the squared norm of its query rows and output-projection columns plus its
+    share of its key/value head's rows (split evenly among the query heads of its group); an FFN
+    unit scores its up (and gate) row and its down-projection column.
+
+    Args:
+        model: A dense or slim, unpatched model of a registered architecture.
+
+    Returns:
+        The importance per head and per FFN unit, NaN-padded like the gradient-based ones.
+    """
+    head_rows, unit_rows = [], []
+    layers = list(get_layout(model).iter_layers(model))
+    for layer in layers:
+        d, heads = layer.head_dim, layer.num_heads
+        if heads:
+            square = lambda linear: linear.weight.float().square().view(-1, d, linear.in_features).sum(dim=(1, 2))  # noqa: E731
+            per_head = square(layer.query) + layer.output.weight.float().square().view(-1, heads, d).sum(dim=(0, 2))
+            shared = (square(layer.key) + square(layer.value)) / (heads // layer.num_kv_heads)
+            per_head = per_head + shared.repeat_interleave(heads // layer.num_kv_heads)
+        else:
+            per_head = torch.zeros(0)
+        per_unit = layer.ffn_up.weight.float().square().sum(dim=1) + layer.ffn_down.weight.float().square().sum(dim=0)
+        if layer.ffn_gate is not None:
+            per_unit = per_unit + layer.ffn_gate.weight.float().square().sum(dim=1)
+        head_rows.append(per_head.cpu())
+        unit_rows.append(per_unit.cpu())
+    head_sizes = [layer.num_heads for layer in layers]
+    unit_sizes = [layer.ffn_down.in_features for layer in layers]
+    return MaskImportance(
+        heads=_padded([head_rows], head_sizes)[0],
+        units=_padded([unit_rows], unit_sizes)[0],
+        num_heads=tuple(head_sizes),
+        ffn_widths=tuple(unit_sizes),
     )

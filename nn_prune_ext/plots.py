@@ -31,11 +31,12 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .flops import LayerShape, dense_layer_shapes, layer_shapes
+from .flops import LayerShape, dense_layer_shapes, kept_layer_shapes
 from .layouts import get_layout
 from .patch import eval_grids, is_patched
 from .scores.masked_linear import MaskedLinear
 from .slim import optimize_model
+from .slim.layers import dropped_layer_indices, kept_layer_indices
 from .slim.modeling_slim import is_slim_config
 
 __all__ = [
@@ -108,20 +109,28 @@ def matrix_densities(model: nn.Module) -> dict[str, list[float]]:
 
     Returns:
         `{matrix name: [density of layer 0, layer 1, ...]}` for the names of `MATRIX_NAMES` the
-        architecture has (`ffn_gate` only for gated FFNs).
+        architecture has (`ffn_gate` only for gated FFNs), with one density per layer of the dense
+        model: a layer dropped whole (`nn_prune_ext.slim.layers`) has density 0.0.
     """
     layout = get_layout(model)
     names = [name for name in MATRIX_NAMES if name != "ffn_gate" or layout.ffn_gate]
-    result: dict[str, list[float]] = {name: [] for name in names}
+    dense_shapes = dense_layer_shapes(model)
+    result = {name: [0.0] * len(dense_shapes) for name in names}
     grids = eval_grids(model)
-    for layer, dense in zip(layout.iter_layers(model), dense_layer_shapes(model)):
+    # The model's layers are numbered from 0 after drops; the result follows the dense numbering.
+    for layer, index in zip(layout.iter_layers(model), kept_layer_indices(model.config)):
         linears = {**layer.attention_linears, **layer.ffn_linears}
-        sizes = _dense_matrix_sizes(dense)
+        sizes = _dense_matrix_sizes(dense_shapes[index])
         for name in names:
             linear = linears.get(name)  # q/k/v are gone from a slim layer without heads
             kept = int(torch.count_nonzero(_effective_weight(linear, grids))) if linear is not None else 0
-            result[name].append(kept / sizes[name] if sizes[name] else 0.0)
+            result[name][index] = kept / sizes[name] if sizes[name] else 0.0
     return result
+
+
+def _layer_labels(count: int, dropped: Sequence[int] = ()) -> list[str]:
+    """`layer 0`, `layer 1`, ... with `(dropped)` after the layers removed whole."""
+    return [f"layer {index}" + (" (dropped)" if index in dropped else "") for index in range(count)]
 
 
 # ----- results files -------------------------------------------------------------------------
@@ -276,8 +285,9 @@ def plot_density_heatmaps(
     figure = _new_figure()  # first: it says how to install matplotlib (and numpy with it)
     import numpy as np
 
-    densities = model_or_densities
+    densities, dropped = model_or_densities, []
     if isinstance(densities, nn.Module):
+        dropped = dropped_layer_indices(densities.config)
         densities = matrix_densities(densities)
     lengths = {len(values) for values in densities.values()}
     if len(lengths) != 1:
@@ -287,7 +297,7 @@ def plot_density_heatmaps(
         )
     values = np.array([list(column) for column in densities.values()], dtype=float).T  # layers x matrices
     _heatmap(
-        figure, values, [f"layer {index}" for index in range(values.shape[0])], list(densities),
+        figure, values, _layer_labels(values.shape[0], dropped), list(densities),
         vmax=max(1.0, float(np.nanmax(values, initial=0.0))), number_format=".0%",
         colorbar_label="fraction of the dense matrix in use", title=title or "Density of each pruned matrix",
     )
@@ -296,6 +306,9 @@ def plot_density_heatmaps(
 
 def plot_kept_heads(model: nn.Module, path: str | os.PathLike, *, title: str | None = None) -> Path:
     """Bars of the attention heads and FFN units each layer keeps, over the dense sizes.
+
+    There is one bar per layer of the dense model; a layer dropped whole keeps nothing and its
+    bars are labelled "dropped".
 
     Args:
         model: Any model of a registered architecture; unless it is slim (and unpatched), what
@@ -307,9 +320,10 @@ def plot_kept_heads(model: nn.Module, path: str | os.PathLike, *, title: str | N
         `path`, as a `Path`.
     """
     slim = as_slim(model)
-    kept, dense = layer_shapes(slim), dense_layer_shapes(slim)
+    kept, dense = kept_layer_shapes(slim), dense_layer_shapes(slim)  # both per layer of the dense model
+    dropped = set(dropped_layer_indices(slim.config))
     figure = _new_figure()
-    layers = list(range(len(kept)))
+    layers = list(range(len(dense)))
     panels = (
         ("attention heads", "#4c72b0", [s.num_heads for s in kept], [s.num_heads for s in dense]),
         ("FFN units", "#dd8452", [s.ffn_width for s in kept], [s.ffn_width for s in dense]),
@@ -317,7 +331,8 @@ def plot_kept_heads(model: nn.Module, path: str | os.PathLike, *, title: str | N
     for axes, (label, color, kept_sizes, dense_sizes) in zip(figure.subplots(1, 2), panels):
         axes.bar(layers, dense_sizes, color="#d9d9d9", label="dense")
         bars = axes.bar(layers, kept_sizes, color=color, width=0.6, label="kept")
-        axes.bar_label(bars, labels=[str(size) for size in kept_sizes], fontsize=8)
+        labels = ["dropped" if index in dropped else str(size) for index, size in zip(layers, kept_sizes)]
+        axes.bar_label(bars, labels=labels, fontsize=8)
         axes.set_xticks(layers)
         axes.yaxis.get_major_locator().set_params(integer=True)  # no "2.5 heads" ticks
         axes.set_xlabel("layer")

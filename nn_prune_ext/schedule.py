@@ -24,6 +24,7 @@ class SparsitySchedule:
     Args:
         initial_threshold: Threshold until `initial_warmup_steps`.
         final_threshold: Threshold for the last `final_warmup_steps`.
+        attention_final_threshold: Final threshold of the attention linears, when it differs.
         total_steps: Number of optimizer steps of the run.
         initial_warmup_steps: Steps held at the initial threshold.
         final_warmup_steps: Final steps held at the final threshold.
@@ -36,6 +37,7 @@ class SparsitySchedule:
     initial_warmup_steps: int = 0
     final_warmup_steps: int = 0
     final_lambda: float = 0.0
+    attention_final_threshold: float | None = None
 
     def __post_init__(self):
         if self.total_steps < 1:
@@ -58,6 +60,7 @@ class SparsitySchedule:
             initial_warmup_steps=initial_warmup,
             final_warmup_steps=final_warmup,
             final_lambda=sparse_args.regularization_final_lambda,
+            attention_final_threshold=sparse_args.attention_final_threshold,
         )
 
     def progress(self, step: int) -> float:
@@ -67,7 +70,14 @@ class SparsitySchedule:
         return 1.0 - (1.0 - linear) ** 3
 
     def threshold(self, step: int) -> float:
+        """The FFN threshold (the attention one too unless `attention_final_threshold` is set)."""
         return self.initial_threshold + (self.final_threshold - self.initial_threshold) * self.progress(step)
+
+    def thresholds(self, step: int) -> tuple[float, float]:
+        """The `(attention, FFN)` thresholds at optimizer step `step`, both moving with the same progress."""
+        final = self.final_threshold if self.attention_final_threshold is None else self.attention_final_threshold
+        attention = self.initial_threshold + (final - self.initial_threshold) * self.progress(step)
+        return attention, self.threshold(step)
 
     def regularization_lambda(self, step: int) -> float:
         return self.final_lambda * self.progress(step)

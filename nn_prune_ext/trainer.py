@@ -49,14 +49,19 @@ class SparsityController:
         self.set_step(model, step)
 
     def threshold(self, step: int | None = None) -> float:
+        """The FFN threshold at `step` (default: the current step)."""
+        return self.thresholds(step)[1]
+
+    def thresholds(self, step: int | None = None) -> tuple[float, float]:
+        """The `(attention, FFN)` thresholds at `step` (default: the current step)."""
         if self.schedule is None:
-            return self.sparse_args.initial_threshold
-        return self.schedule.threshold(self.step if step is None else step)
+            return self.sparse_args.initial_threshold, self.sparse_args.initial_threshold
+        return self.schedule.thresholds(self.step if step is None else step)
 
     def set_step(self, model: nn.Module, step: int) -> None:
         self.step = step
-        threshold = self.threshold()
-        set_thresholds(model, attention=threshold, dense=threshold)
+        attention, dense = self.thresholds()
+        set_thresholds(model, attention=attention, dense=dense)
 
     def regularization_lambda(self) -> float:
         if self.schedule is None or self.sparse_args.regularization == "disabled":
@@ -69,13 +74,13 @@ class SparsityController:
         if self.sparse_args.eval_with_current_patch_params:
             yield
             return
-        final = self.sparse_args.final_threshold
-        set_thresholds(model, attention=final, dense=final)
+        attention, dense = self.sparse_args.final_thresholds()
+        set_thresholds(model, attention=attention, dense=dense)
         try:
             yield
         finally:
-            current = self.threshold()
-            set_thresholds(model, attention=current, dense=current)
+            attention, dense = self.thresholds()
+            set_thresholds(model, attention=attention, dense=dense)
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint records of the pruning state (the schedule itself is a function of the step)."""
@@ -83,6 +88,7 @@ class SparsityController:
             "sparse_args": self.sparse_args.to_dict(),
             "step": self.step,
             "threshold": self.threshold(),
+            "attention_threshold": self.thresholds()[0],
             "regularization_lambda": self.regularization_lambda(),
             "total_steps": self.schedule.total_steps if self.schedule else None,
         }
@@ -277,7 +283,10 @@ class SparseTrainer(Trainer):
     def sparsity_metrics(self) -> dict[str, float]:
         """Density per kind, threshold, penalty weight and last penalty, for the training logs."""
         metrics = self._density_metrics()
-        metrics["threshold"] = self.controller.threshold()
+        attention, dense = self.controller.thresholds()
+        metrics["threshold"] = dense
+        if self.sparse_args.attention_final_threshold is not None:
+            metrics["attention_threshold"] = attention
         metrics["regularization_lambda"] = self.controller.regularization_lambda()
         if self._score_optimizer is not None and self._score_optimizer.last_penalty is not None:
             metrics["regularization_penalty"] = float(self._score_optimizer.last_penalty)

@@ -45,3 +45,14 @@ def tiny_batch(batch: int = 4, seq: int = 12, seed: int = 1) -> dict[str, torch.
 @pytest.fixture(params=supported_model_types())
 def model_type(request) -> str:
     return request.param
+
+
+def labelled_batches(count: int = 4, batch: int = 4, seq: int = 12, num_labels: int = 3) -> list[dict[str, torch.Tensor]]:
+    """`count` batches of `tiny_batch` inputs with sequence-classification labels (deterministic)."""
+    batches = []
+    for index in range(count):
+        inputs = tiny_batch(batch=batch, seq=seq, seed=100 + index)
+        generator = torch.Generator().manual_seed(200 + index)
+        inputs["labels"] = torch.randint(0, num_labels, (batch,), generator=generator)
+        batches.append(inputs)
+    return batches

@@ -6,6 +6,7 @@ import pytest
 from nn_prune_ext import bake_model, load_slim, model_flops, optimize_model
 from nn_prune_ext.commands import bench
 from nn_prune_ext.flops import layer_shapes
+from nn_prune_ext.slim import drop_layers
 from nn_prune_ext.slim.optimize import count_parameters
 
 from conftest import tiny_model
@@ -75,6 +76,16 @@ def test_bench_a_zero_filled_checkpoint(tmp_path, capsys):
     assert results["flops_speedup"] == model_flops(filled, 8) / model_flops(slim, 8)
     assert results["parameters"]["slim"] == count_parameters(slim)
     assert json.loads((tmp_path / "bench.json").read_text())["description"].startswith("baked or zero-filled")
+
+
+def test_bench_a_checkpoint_that_lost_layers_against_all_the_dense_layers(tmp_path, capsys):
+    model = tiny_model("bert", num_hidden_layers=3)
+    drop_layers(model, [1]).save_pretrained(tmp_path / "shallower")
+    results = bench.run(parse([str(tmp_path / "shallower"), "--batch-size", "1", *FAST]))
+    check_rows(capsys.readouterr().out, results, [1])
+    assert results["flops"]["dense"] == model_flops(model, 8) and results["flops_speedup"] == pytest.approx(1.5)
+    assert results["parameters"]["dense"] == count_parameters(model)
+    assert "random weights" in results["description"]
 
 
 def test_dense_reference_of_a_slim_model_has_the_dense_shapes():

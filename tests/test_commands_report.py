@@ -10,6 +10,7 @@ from transformers import BertTokenizer
 from nn_prune_ext import SparseArgs, densities, get_layout, load_slim, model_flops, optimize_model
 from nn_prune_ext.commands import report
 from nn_prune_ext.importance import collect_mask_gradients, fisher_importance
+from nn_prune_ext.slim.layers import dense_num_layers, dropped_layer_indices, kept_layer_indices
 from nn_prune_ext.slim.optimize import count_parameters
 from nn_prune_ext.trainer import SPARSE_STATE_NAME
 
@@ -38,11 +39,15 @@ def integers(text: str, pattern: str) -> tuple[int, ...]:
 
 
 def kept_rows(model) -> list[tuple[int, ...]]:
-    """(layer, dense heads, kept, dense KV heads, kept, dense FFN width, kept), from the model itself."""
-    return [
-        (layer.index, HEADS, layer.num_heads, KV_HEADS, layer.num_kv_heads, INTERMEDIATE, layer.ffn_down.in_features)
-        for layer in get_layout(model).iter_layers(model)
-    ]
+    """(layer, dense heads, kept, dense KV heads, kept, dense FFN width, kept), from the model itself.
+
+    There is a row per layer of the dense model; a layer dropped whole keeps nothing.
+    """
+    rows = [(index, HEADS, 0, KV_HEADS, 0, INTERMEDIATE, 0) for index in range(dense_num_layers(model.config))]
+    for layer, index in zip(get_layout(model).iter_layers(model), kept_layer_indices(model.config)):
+        rows[index] = (index, HEADS, layer.num_heads, KV_HEADS, layer.num_kv_heads, INTERMEDIATE,
+                       layer.ffn_down.in_features)
+    return rows
 
 
 def test_report_of_a_slim_checkpoint(tmp_path, capsys):
@@ -51,8 +56,12 @@ def test_report_of_a_slim_checkpoint(tmp_path, capsys):
     text = capsys.readouterr().out
     slim, dense = load_slim(tmp_path / "slim"), tiny_model("llama")
     assert text.startswith("SlimLlamaForSequenceClassification (llama), slim checkpoint\n")
+    # The emptied last layer is the identity in this pre-norm model: slimming dropped it, the report still lists it.
+    assert dropped_layer_indices(slim.config) == [1] and slim.config.num_hidden_layers == 1
     rows = [tuple(map(int, row)) for row in LAYER_ROW.findall(text)]
-    assert rows == kept_rows(slim) and rows[-1][2::2] == (0, 0, 0)
+    assert rows == kept_rows(slim) and rows[-1] == (1, HEADS, 0, KV_HEADS, 0, INTERMEDIATE, 0)
+    layer_lines = [line for line in text.splitlines() if LAYER_ROW.match(line)]
+    assert [line.rstrip().endswith("dropped") for line in layer_lines] == [False, True]
     assert integers(text, r"parameters: ([\d,]+) -> ([\d,]+)") == (count_parameters(dense), count_parameters(slim))
     flops = integers(text, r"one sequence of 64 tokens: ([\d,]+) -> ([\d,]+)")
     assert flops == (model_flops(dense, 64), model_flops(slim, 64))

@@ -1,5 +1,5 @@
 from nn_prune_ext import model_flops, optimize_model
-from nn_prune_ext.flops import LayerShape, layer_macs, layer_shapes
+from nn_prune_ext.flops import LayerShape, dense_layer_shapes, kept_layer_shapes, layer_macs, layer_shapes
 
 from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, tiny_model
 from slim_helpers import masked_model
@@ -24,10 +24,15 @@ def test_dense_model_shapes_and_flops(model_type):
 
 def test_slim_model_flops_follow_the_report(model_type):
     slim = optimize_model(masked_model(model_type))
-    shapes = layer_shapes(slim)
+    shapes = kept_layer_shapes(slim)  # one per layer of the dense model, like the report
+    assert len(shapes) == len(slim.slim_report.layers) == LAYERS
     for shape, report in zip(shapes, slim.slim_report.layers):
         assert (shape.num_heads, shape.num_kv_heads, shape.ffn_width) == (
             report.heads[1], report.kv_heads[1], report.ffn_width[1]
         )
-    assert model_flops(slim, 16) < model_flops(tiny_model(model_type), 16)
+    dense = tiny_model(model_type)
+    assert model_flops(slim, 16) == model_flops(shapes, 16) < model_flops(dense, 16)
     assert shapes[-1].num_heads == 0 and layer_macs(shapes[-1], 16) == 0
+    # The emptied last layer is dropped from a pre-norm model; the dense shapes still count it.
+    assert len(layer_shapes(slim)) == (1 if model_type in GQA_TYPES else LAYERS)
+    assert dense_layer_shapes(slim) == layer_shapes(dense)

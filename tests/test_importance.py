@@ -10,8 +10,10 @@ from nn_prune_ext.importance import (
     apply_masks,
     collect_mask_gradients,
     fisher_importance,
+    magnitude_importance,
     taylor_importance,
 )
+from nn_prune_ext.masks import StructureMasks, fold_masks
 
 from conftest import HEADS, INTERMEDIATE, LAYERS, tiny_batch, tiny_model
 from slim_helpers import masked_model
@@ -72,6 +74,7 @@ def test_gradients_per_batch_match_autograd_on_explicit_masks(model_type):
 def test_collection_leaves_model_state_alone(model_type):
     model = tiny_model(model_type, hidden_dropout_prob=0.5, attention_dropout=0.5).train()
     parameters = list(model.parameters())
+    parameters[-1].requires_grad_(False)  # a frozen parameter stays frozen, the others trainable
     sentinel = torch.full_like(parameters[0], 3.0)
     parameters[0].grad = sentinel.clone()
     hooks_before = pre_hook_counts(model)
@@ -82,6 +85,7 @@ def test_collection_leaves_model_state_alone(model_type):
     assert model.training
     assert pre_hook_counts(model) == hooks_before
     assert torch.equal(parameters[0].grad, sentinel)
+    assert [parameter.requires_grad for parameter in parameters] == [True] * (len(parameters) - 1) + [False]
     assert all(parameter.grad is None for parameter in parameters[1:])
 
 
@@ -138,11 +142,16 @@ def test_slim_model_with_uneven_and_empty_layers(model_type):
     layers = list(get_layout(slim).iter_layers(slim))
     heads = tuple(layer.num_heads for layer in layers)
     widths = tuple(layer.ffn_down.in_features for layer in layers)
-    assert heads[-1] == 0 and widths[-1] == 0 and 0 < heads[0] < HEADS
+    if get_layout(slim).norm_placement == "pre":
+        assert len(layers) == LAYERS - 1  # an empty pre-norm layer is the identity: slimming drops it
+    else:
+        assert heads[-1] == 0 and widths[-1] == 0  # a post-norm layer keeps its LayerNorms
+    assert 0 < heads[0] < HEADS
     batch = labelled_batch()
     gradients = collect_mask_gradients(slim, [batch])
     assert gradients.num_heads == heads and gradients.ffn_widths == widths
-    assert gradients.heads.shape == (1, LAYERS, max(heads)) and gradients.units.shape == (1, LAYERS, max(widths))
+    assert gradients.heads.shape == (1, len(layers), max(heads))
+    assert gradients.units.shape == (1, len(layers), max(widths))
     for layer, (count, width) in enumerate(zip(heads, widths)):
         assert bool(torch.isfinite(gradients.heads[0, layer, :count]).all())
         assert bool(torch.isnan(gradients.heads[0, layer, count:]).all())
@@ -178,3 +187,46 @@ def test_taylor_and_fisher_reduce_per_batch_gradients():
     torch.testing.assert_close(fisher.heads, torch.tensor([[2.5, 5.0], [10.0, nan]]), equal_nan=True)
     torch.testing.assert_close(fisher.units, torch.tensor([[2.0, 8.0, 9.0], [5.0, nan, nan]]), equal_nan=True)
     assert fisher.layer_heads(1).tolist() == [10.0] and taylor.layer_units(1).tolist() == [3.0]
+
+
+def test_gradients_at_given_masks_match_explicitly_masked_weights(model_type):
+    """Gradients at masks with zeros and scales: the same as multiplying those masks into the weights."""
+    model = tiny_model(model_type)
+    masks = StructureMasks.ones(model)
+    masks.heads[0] = torch.tensor([1.0, 0.0, 0.5, 1.0])
+    masks.units[1] = (torch.arange(INTERMEDIATE) % 3 != 0).float()
+    batch = labelled_batch()
+    gradients = collect_mask_gradients(model, [batch], masks=masks)
+    folded = fold_masks(copy.deepcopy(model), masks)
+    # d loss / d m_i at m equals (d loss / d m'_i at ones on the folded model) / m_i where m_i != 0.
+    heads, units = explicit_mask_gradients(folded, batch)
+    for layer in range(LAYERS):
+        for actual, expected, mask in (
+            (gradients.heads[0, layer], heads[layer], masks.heads[layer]),
+            (gradients.units[0, layer], units[layer], masks.units[layer]),
+        ):
+            kept = mask != 0
+            scale = float(expected.abs().max())
+            torch.testing.assert_close(actual[kept] * mask[kept], expected[kept], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_magnitude_importance_is_the_squared_norm_of_each_structure(model_type):
+    model = tiny_model(model_type)
+    importance = magnitude_importance(model)
+    layer = next(get_layout(model).iter_layers(model))
+    d, group = layer.head_dim, layer.num_heads // layer.num_kv_heads
+    head = 3
+    kv = head // group
+    expected = (
+        layer.query.weight[head * d : (head + 1) * d].square().sum()
+        + layer.output.weight[:, head * d : (head + 1) * d].square().sum()
+        + (layer.key.weight[kv * d : (kv + 1) * d].square().sum() + layer.value.weight[kv * d : (kv + 1) * d].square().sum())
+        / group
+    )
+    torch.testing.assert_close(importance.heads[0, head], expected.detach(), rtol=1e-5, atol=0)
+    unit = 7
+    expected_unit = layer.ffn_up.weight[unit].square().sum() + layer.ffn_down.weight[:, unit].square().sum()
+    if layer.ffn_gate is not None:
+        expected_unit = expected_unit + layer.ffn_gate.weight[unit].square().sum()
+    torch.testing.assert_close(importance.units[0, unit], expected_unit.detach(), rtol=1e-5, atol=0)
+    assert importance.heads.shape == (LAYERS, HEADS) and importance.units.shape == (LAYERS, INTERMEDIATE)

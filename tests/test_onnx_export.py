@@ -4,13 +4,17 @@ For every registered architecture a tiny model gets some heads and FFN units zer
 `optimize_model`, exported, and run with onnxruntime's CPUExecutionProvider; its logits must match
 the PyTorch slim model's.
 
-The tiny models get 3 layers here, so one export covers every case:
+The tiny models get 4 layers here, so one export covers every case:
 - layer 0 loses heads 0 and 2 and every second FFN unit (uneven, non-contiguous removal; with
   grouped-query attention one query head per key/value group survives);
-- layer 1 loses everything: its attention becomes `EmptyAttention` and its FFN has width 0;
-- layer 2 loses heads 2 and 3 (a whole key/value group under GQA) and the odd FFN units, and reads
-  the output of the empty layer.
-Biases are randomized first, so the output-projection bias that the `EmptyAttention` layer still
+- layer 1 loses everything: in a post-norm model (BERT family) its attention becomes
+  `EmptyAttention` and its FFN has width 0; a pre-norm layer (Llama family) without output biases
+  is then the identity and `optimize_model` drops it whole;
+- layer 2 loses every head but keeps one FFN unit in four: its attention is `EmptyAttention` in
+  every architecture;
+- layer 3 loses heads 2 and 3 (a whole key/value group under GQA) and the odd FFN units, and reads
+  the output of the empty layers.
+Biases are randomized first, so the output-projection bias that an `EmptyAttention` layer still
 adds, and the biases of kept units, are really checked (a fresh tiny model has zero biases).
 
 One export with dynamic batch and sequence axes takes about 3 s on 2 CPU cores (a static one
@@ -34,6 +38,7 @@ ort = pytest.importorskip(
 )
 
 from nn_prune_ext import get_layout, optimize_model  # noqa: E402
+from nn_prune_ext.slim.layers import kept_layer_indices  # noqa: E402
 from nn_prune_ext.slim.modeling_slim import EmptyAttention  # noqa: E402
 
 from conftest import INTERMEDIATE, tiny_batch, tiny_model  # noqa: E402
@@ -54,7 +59,7 @@ class LogitsOnly(torch.nn.Module):
 
 
 def pruned_slim_model(model_type: str) -> torch.nn.Module:
-    layers = {"n_layers": 3} if model_type == "distilbert" else {"num_hidden_layers": 3}
+    layers = {"n_layers": 4} if model_type == "distilbert" else {"num_hidden_layers": 4}
     model = tiny_model(model_type, **layers)
     generator = torch.Generator().manual_seed(123)
     with torch.no_grad():
@@ -70,6 +75,9 @@ def pruned_slim_model(model_type: str) -> torch.nn.Module:
             elif layer.index == 1:
                 layer.output.weight.zero_()
                 layer.ffn_down.weight.zero_()
+            elif layer.index == 2:
+                layer.output.weight.zero_()
+                layer.ffn_down.weight[:, torch.arange(INTERMEDIATE) % 4 != 0] = 0  # keeps units 0, 4, 8, ...
             else:
                 layer.output.weight[:, 2 * d : 4 * d] = 0  # heads 2 and 3
                 layer.ffn_down.weight[:, 1::2] = 0
@@ -77,10 +85,17 @@ def pruned_slim_model(model_type: str) -> torch.nn.Module:
 
     # Make sure the slim model has the shapes this test means to export.
     sizes = [(r.heads[1], r.ffn_width[1], r.ffn_width[0]) for r in slim.slim_report.layers]
-    assert sizes == [(2, INTERMEDIATE // 2, INTERMEDIATE), (0, 0, INTERMEDIATE), (2, INTERMEDIATE // 2, INTERMEDIATE)]
+    assert sizes == [
+        (2, INTERMEDIATE // 2, INTERMEDIATE),
+        (0, 0, INTERMEDIATE),
+        (0, INTERMEDIATE // 4, INTERMEDIATE),
+        (2, INTERMEDIATE // 2, INTERMEDIATE),
+    ]
     layout = get_layout(slim)
+    assert slim.slim_report.dropped_layers == ([1] if layout.norm_placement == "pre" else [])
     attentions = [layer.get_submodule(layout.attention) for layer in layout.layer_list(slim)]
-    assert [isinstance(a, EmptyAttention) for a in attentions] == [False, True, False]
+    expected = [index in (1, 2) for index in kept_layer_indices(slim.config)]  # layers without heads
+    assert [isinstance(a, EmptyAttention) for a in attentions] == expected
     return slim
 
 
@@ -134,7 +149,8 @@ def test_onnx_export_matches_slim_model(model_type, tmp_path):
 # reads a 0 as "copy this input dimension" (allowzero=0), and the rank-2 Gemm output has no dimension
 # 2, so creating the session fails with "[ShapeInferenceError] Invalid position of 0". The fusion
 # needs static input shapes, so dynamic axes (above) avoid it; so does disabling it, as here. The
-# exported graph itself is right. Llama-style models have no FFN biases, so nothing is fused there.
+# exported graph itself is right. Llama-style models have no FFN biases, so nothing is fused there
+# (and their empty layer is dropped; the layer without heads is still exported).
 @pytest.mark.parametrize("model_type", ["bert", "llama"])
 def test_static_shape_export_with_empty_layer(model_type, tmp_path):
     slim = pruned_slim_model(model_type)

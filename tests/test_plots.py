@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nn_prune_ext import bake_model, get_layout, optimize_model
-from nn_prune_ext.flops import layer_shapes
+from nn_prune_ext import plots
+from nn_prune_ext.flops import kept_layer_shapes, layer_shapes
 from nn_prune_ext.importance import collect_mask_gradients, taylor_importance
 from nn_prune_ext.plots import (
     DPI,
@@ -24,6 +25,7 @@ from nn_prune_ext.plots import (
     plot_head_importance,
     plot_kept_heads,
 )
+from nn_prune_ext.scores import MaskScores
 
 from conftest import GQA_TYPES, tiny_batch, tiny_model
 from slim_helpers import masked_model
@@ -80,7 +82,59 @@ def test_as_slim_and_dense_layer_shapes():
     assert slim is not masked and type(slim).__name__ == "SlimLlamaForSequenceClassification"
     assert as_slim(slim) is slim
     assert dense_layer_shapes(slim) == layer_shapes(tiny_model("llama"))
-    assert [shape.num_heads for shape in layer_shapes(slim)] == [layer.heads[1] for layer in slim.slim_report.layers]
+    assert slim.slim_report.dropped_layers == [1]  # the emptied last layer of a pre-norm model
+    kept_heads = [layer.heads[1] for layer in slim.slim_report.layers]
+    assert [shape.num_heads for shape in kept_layer_shapes(slim)] == kept_heads and kept_heads[1] == 0
+
+
+def llama_without_middle_layer():
+    """A 3-layer patched llama whose middle layer loses everything (slimming drops it) and the others not."""
+    masked = masked_model("llama", empty_last_layer=False, num_hidden_layers=3)
+    middle = get_layout(masked).layer_list(masked)[1]
+    with torch.no_grad():
+        for scores in (module for module in middle.modules() if isinstance(module, MaskScores)):
+            scores.scores.fill_(-1.0)
+    return masked
+
+
+class Drawn:
+    """Records the figures the plots draw (and still writes them)."""
+
+    def __init__(self, monkeypatch):
+        self.figures = []
+        self._save = plots._save
+        monkeypatch.setattr(plots, "_save", self.save)
+
+    def save(self, figure, path):
+        self.figures.append(figure)
+        return self._save(figure, path)
+
+
+def test_pictures_of_a_model_with_a_dropped_middle_layer(tmp_path, monkeypatch):
+    masked = llama_without_middle_layer()
+    slim = optimize_model(masked)
+    assert slim.slim_report.dropped_layers == [1] and slim.config.num_hidden_layers == 2
+    densities, slim_densities = matrix_densities(masked), matrix_densities(slim)
+    assert all(len(values) == 3 and values[1] == 0.0 for values in slim_densities.values())
+    for name in ("ffn_up", "ffn_gate", "ffn_down"):
+        assert slim_densities[name] == densities[name]  # per dense layer, the FFN cut exactly
+
+    drawn = Drawn(monkeypatch)
+    assert png_size(plot_kept_heads(slim, tmp_path / "kept.png")) == EXPECTED_SIZE
+    kept, dense = kept_layer_shapes(slim), dense_layer_shapes(slim)
+    heads_axes, units_axes = drawn.figures[0].axes
+    for axes, sizes, dense_sizes in (
+        (heads_axes, [s.num_heads for s in kept], [s.num_heads for s in dense]),
+        (units_axes, [s.ffn_width for s in kept], [s.ffn_width for s in dense]),
+    ):
+        dense_bars, kept_bars = axes.containers
+        assert [bar.get_height() for bar in dense_bars] == dense_sizes
+        assert [bar.get_height() for bar in kept_bars] == sizes and sizes[1] == 0 and min(sizes[::2]) > 0
+        assert [text.get_text() for text in axes.texts] == [str(sizes[0]), "dropped", str(sizes[2])]
+
+    assert png_size(plot_density_heatmaps(slim, tmp_path / "density.png")) == EXPECTED_SIZE
+    rows = [label.get_text() for label in drawn.figures[1].axes[0].get_yticklabels()]
+    assert rows == ["layer 0", "layer 1 (dropped)", "layer 2"]
 
 
 def test_density_heatmaps_png(tmp_path):

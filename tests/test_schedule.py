@@ -27,3 +27,16 @@ def test_warmups_in_steps_or_fractions_do_not_depend_on_lr_warmup():
 def test_warmups_longer_than_training_are_rejected():
     with pytest.raises(ValueError, match="leave no step"):
         SparsitySchedule.from_args(SparseArgs(initial_warmup=50, final_warmup=50), total_steps=100)
+
+
+def test_attention_threshold_moves_with_the_same_progress_to_its_own_final_value():
+    schedule = SparsitySchedule(
+        initial_threshold=1.0, final_threshold=0.7, total_steps=10, attention_final_threshold=0.5
+    )
+    for step in range(11):
+        attention, dense = schedule.thresholds(step)
+        progress = schedule.progress(step)
+        assert attention == pytest.approx(1.0 - 0.5 * progress)
+        assert dense == pytest.approx(1.0 - 0.3 * progress) == schedule.threshold(step)
+    same = SparsitySchedule(initial_threshold=1.0, final_threshold=0.7, total_steps=10)
+    assert same.thresholds(5)[0] == same.thresholds(5)[1]

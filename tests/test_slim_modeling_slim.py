@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from nn_prune_ext import bake_model, load_slim, optimize_model, supported_model_types
+from nn_prune_ext import bake_model, get_layout, load_slim, optimize_model, supported_model_types
 from nn_prune_ext.slim import modeling_slim
+from nn_prune_ext.slim.layers import LAYERS_KEY
 
 from conftest import tiny_batch, tiny_model
 from slim_helpers import masked_model
@@ -97,8 +98,12 @@ def test_checkpoint_files(model_type, slim_checkpoints):
     assert config["model_type"] == model_type
     assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_nn_prune_slim.Slim")
     assert config["auto_map"]["AutoModel"].startswith("modeling_nn_prune_slim.Slim")
-    last = config["per_layer_config"][max(config["per_layer_config"])]
-    assert 0 in last.values()  # the emptied layer: no heads and no FFN units
+    per_layer = config["per_layer_config"]
+    if get_layout(model_type).norm_placement == "pre":  # the emptied layer is the identity: dropped
+        assert list(per_layer) == ["0"] and config["num_hidden_layers"] == 1
+        assert config[LAYERS_KEY]["kept"] == [0] and config[LAYERS_KEY]["dense_num_layers"] == 2
+    else:
+        assert 0 in per_layer[max(per_layer)].values()  # the emptied layer: no heads and no FFN units
     source = open(os.path.join(folder, modeling_slim.MODELING_FILE_NAME)).read()
     imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
     assert imports <= {"__future__", "contextlib", "json", "logging", "os", "shutil", "tempfile", "warnings",

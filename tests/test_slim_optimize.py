@@ -12,7 +12,9 @@ from nn_prune_ext import (
     patch_model,
 )
 from nn_prune_ext.scores import MaskScores
+from nn_prune_ext.slim.layers import kept_layer_indices
 from nn_prune_ext.slim.modeling_slim import EmptyAttention, SlimModelMixin
+from nn_prune_ext.slim.optimize import count_parameters
 from nn_prune_ext.slim.structure import _best_ratio
 
 from conftest import GQA_TYPES, INTERMEDIATE, tiny_batch, tiny_config, tiny_model
@@ -41,7 +43,13 @@ def test_slim_model_equals_the_masked_one(model_type, attention):
     last = slim.slim_report.layers[-1]
     assert (last.heads[1], last.kv_heads[1], last.ffn_width[1]) == (0, 0, 0)
     layout = get_layout(slim)
-    assert isinstance(layout.layer_list(slim)[-1].get_submodule(layout.attention), EmptyAttention)
+    if layout.norm_placement == "pre":  # the emptied layer is the identity: dropped whole
+        assert last.dropped and slim.slim_report.dropped_layers == [1] and len(layout.layer_list(slim)) == 1
+        assert last.notes[-1].startswith("dropped:")
+    else:  # its LayerNorms still act: kept, with an attention that has no heads
+        assert not last.dropped and slim.slim_report.dropped_layers == []
+        assert isinstance(layout.layer_list(slim)[-1].get_submodule(layout.attention), EmptyAttention)
+        assert "post-norm LayerNorms" in last.notes[-1]
 
 
 def test_kept_sizes_follow_the_masks(model_type):
@@ -165,8 +173,9 @@ def test_slimming_twice_changes_nothing_and_a_slim_model_can_be_patched(model_ty
     slim = optimize_model(masked_model(model_type))
     again = optimize_model(slim)
     assert [(r.heads[1], r.ffn_width[1]) for r in again.slim_report.layers] == [
-        (r.heads[1], r.ffn_width[1]) for r in slim.slim_report.layers
+        (r.heads[1], r.ffn_width[1]) for r in slim.slim_report.layers if not r.dropped
     ]
+    assert again.slim_report.dropped_layers == []
     patch_model(slim, SparseArgs.struct())  # the empty layer gets no scores
     batch = tiny_batch()
     with torch.no_grad():
@@ -255,9 +264,13 @@ def test_attentions_keep_one_entry_per_layer(model_type):
     slim = optimize_model(masked_model(model_type, attn_implementation="eager"))
     with torch.no_grad():
         outputs = slim(**tiny_batch(), output_attentions=True, output_hidden_states=True)
-    heads = [report.heads[1] for report in slim.slim_report.layers]
-    assert [a.shape[1] for a in outputs.attentions] == heads and heads[-1] == 0
+    heads = [report.heads[1] for report in slim.slim_report.layers if not report.dropped]
+    assert [a.shape[1] for a in outputs.attentions] == heads
     assert len(outputs.hidden_states) == len(heads) + 1
+    if get_layout(slim).norm_placement == "pre":
+        assert len(heads) == 1  # the emptied layer is gone
+    else:
+        assert len(heads) == 2 and heads[-1] == 0
 
 
 def test_optimize_right_after_training(tmp_path):
@@ -295,3 +308,95 @@ def test_frozen_projections_stay_frozen():
     slim = optimize_model(model)
     slim_layer = next(get_layout(slim).iter_layers(slim))
     assert not slim_layer.ffn_up.weight.requires_grad and slim_layer.ffn_down.weight.requires_grad
+
+
+def emptied(model_class, model_type: str, empty: list[int], layers: int = 3, **overrides):
+    """A tiny model whose `empty` layers have no heads and no FFN units (zero output and down weights)."""
+    torch.manual_seed(0)
+    model = model_class.from_config(tiny_config(model_type, num_hidden_layers=layers, **overrides)).eval()
+    with torch.no_grad():
+        for layer in get_layout(model).iter_layers(model):
+            if layer.index in empty:
+                layer.output.weight.zero_()
+                layer.ffn_down.weight.zero_()
+    return model
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+@pytest.mark.parametrize("model_type", sorted(GQA_TYPES))
+def test_an_empty_pre_norm_layer_is_dropped(model_type, position):
+    model = emptied(AutoModelForSequenceClassification, model_type, [position])
+    batch = tiny_batch()
+    with torch.no_grad():
+        reference = model(**batch).logits
+    slim = optimize_model(model)
+    with torch.no_grad():
+        assert max_difference(slim(**batch).logits, reference) <= 1e-5
+    report = slim.slim_report
+    assert report.dropped_layers == [position] and [layer.index for layer in report.layers] == [0, 1, 2]
+    assert "dropped: without heads or FFN units" in str(report)
+    layers = get_layout(slim).layer_list(slim)
+    assert len(layers) == slim.config.num_hidden_layers == 2
+    assert [layer.self_attn.layer_idx for layer in layers] == [0, 1]
+    assert kept_layer_indices(slim.config) == [index for index in range(3) if index != position]
+    before, after = report.parameters
+    assert before == count_parameters(model) and after == count_parameters(slim)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert"])
+def test_an_empty_post_norm_layer_is_kept_with_a_note(model_type):
+    model = emptied(AutoModelForSequenceClassification, model_type, [1])
+    batch = tiny_batch()
+    with torch.no_grad():
+        reference = model(**batch).logits
+    slim = optimize_model(model)
+    with torch.no_grad():
+        assert max_difference(slim(**batch).logits, reference) <= 1e-5
+    middle = slim.slim_report.layers[1]
+    assert not middle.dropped and slim.slim_report.dropped_layers == []
+    assert middle.notes == [
+        "kept without heads or FFN units: its post-norm LayerNorms still transform the hidden states"
+    ]
+    assert len(get_layout(slim).layer_list(slim)) == 3
+
+
+@pytest.mark.parametrize("bias, dropped", [(0.0, [1]), (0.1, [])])
+def test_an_empty_pre_norm_layer_with_output_biases_is_kept(bias, dropped):
+    model = emptied(AutoModelForSequenceClassification, "llama", [1], attention_bias=True, mlp_bias=True)
+    with torch.no_grad():
+        for layer in get_layout(model).iter_layers(model):
+            layer.output.bias.fill_(bias)
+            layer.ffn_down.bias.zero_()
+    batch = tiny_batch()
+    with torch.no_grad():
+        reference = model(**batch).logits
+    slim = optimize_model(model)
+    with torch.no_grad():
+        assert max_difference(slim(**batch).logits, reference) <= 1e-5
+    assert slim.slim_report.dropped_layers == dropped
+    if not dropped:
+        assert "its output biases still add a constant" in slim.slim_report.layers[1].notes[-1]
+
+
+def test_a_model_keeps_one_layer_when_all_are_empty():
+    model = emptied(AutoModelForSequenceClassification, "mistral", [0, 1], layers=2)
+    batch = tiny_batch()
+    with torch.no_grad():
+        reference = model(**batch).logits
+    slim = optimize_model(model)
+    with torch.no_grad():
+        assert max_difference(slim(**batch).logits, reference) <= 1e-5
+    assert slim.slim_report.dropped_layers == [1]
+    assert "a model needs at least one layer" in slim.slim_report.layers[0].notes[-1]
+
+
+def test_generation_after_dropping_an_empty_middle_layer(tmp_path):
+    model = emptied(AutoModelForCausalLM, "qwen2", [1])
+    prompt = torch.randint(1, 100, (2, 5), generator=torch.Generator().manual_seed(0))
+    expected = model.generate(prompt, max_new_tokens=5, do_sample=False)
+    slim = optimize_model(model)
+    assert slim.slim_report.dropped_layers == [1] and slim.config.layer_types == ["full_attention"] * 2
+    assert torch.equal(slim.generate(prompt, max_new_tokens=5, do_sample=False), expected)
+    slim.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True)
+    assert torch.equal(reloaded.generate(prompt, max_new_tokens=5, do_sample=False), expected)

@@ -6,7 +6,8 @@ CKPT is either
   not matter: latency depends on the shapes, not on the values;
 - any checkpoint `nn_prune_ext.checkpoints.load_for_slimming` accepts (a `SparseTrainer`
   checkpoint, baked, zero-filled): the dense reference is that model baked, the slim one
-  `optimize_model` of it.
+  `optimize_model` of it. When layers were dropped from it (`drop_layers`, `prune_layers`), the
+  dense reference is built like that of a slim checkpoint, with all the layers of the dense model.
 
 For every batch size both models get the same seeded random token ids (attention mask all
 ones) and are timed alternately (`nn_prune_ext.timing.compare_latency`). The table gives the
@@ -32,6 +33,7 @@ from ..flops import model_flops
 from ..patch import bake_model, is_patched
 from ..slim import optimize_model
 from ..slim.classes import stock_class
+from ..slim.layers import dropped_layer_indices
 from ..slim.modeling_slim import dense_config, is_slim_config
 from ..slim.optimize import count_parameters
 from ..timing import compare_latency
@@ -86,8 +88,9 @@ def dense_reference(slim: nn.Module) -> nn.Module:
         slim: A slim model (its config carries the dense global sizes and `per_layer_config`).
 
     Returns:
-        A model of the slim model's stock class, built from its config without the per-layer sizes,
-        with the slim model's dtype, device and attention implementation, in eval mode.
+        A model of the slim model's stock class, built from its config without the per-layer sizes
+        and with every layer of the dense model (`dense_config`), with the slim model's dtype,
+        device and attention implementation, in eval mode.
     """
     model = stock_class(type(slim))._from_config(
         dense_config(slim.config), dtype=slim.dtype, attn_implementation=slim.config._attn_implementation
@@ -114,9 +117,9 @@ def load_pair(checkpoint: str | Path) -> tuple[nn.Module, nn.Module, str]:
         slim = optimize_model(model)
         kind = ("SparseTrainer checkpoint baked at its final threshold" if patched else "baked or zero-filled "
                 "checkpoint") + ", slimmed here with optimize_model"
-        if not is_slim_config(model.config):
+        if not is_slim_config(model.config) and not dropped_layer_indices(model.config):
             return model.eval(), slim, f"{kind}; dense reference: the checkpoint as loaded"
-    # The dense model of a slim one exists only as the sizes its config keeps.
+    # The dense model of a slim one, or of one that lost layers, exists only as the sizes its config keeps.
     return dense_reference(slim), slim, (
         f"{kind}; dense reference: stock {stock_class(type(slim)).__name__} with the dense sizes of its config and "
         "random weights (latency depends on the shapes, not on the values)"

@@ -19,14 +19,12 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_for_slimming
-from ..flops import dense_layer_shapes, layer_shapes, model_flops
 from ..importance import MaskImportance, collect_mask_gradients, fisher_importance, taylor_importance
 from ..patch import densities, is_patched
 from ..plots import INSTALL_HINT, as_slim, plot_density_heatmaps, plot_head_importance, plot_kept_heads
 from ..slim import LayerReport, SlimReport
-from ..slim.classes import stock_class
-from ..slim.modeling_slim import dense_config, slim_spec
-from ..slim.optimize import count_parameters
+from ..slim.layers import kept_layer_indices
+from ..summary import summary
 
 SUMMARY_NAME = "summary.txt"
 DENSITY_PICTURE = "density.png"
@@ -106,19 +104,20 @@ def summarize(model: nn.Module, slim: nn.Module, seq_len: int) -> CheckpointSumm
         seq_len: Sequence length for the FLOPs.
 
     Returns:
-        The summary; every size is read from `slim` and its config's dense sizes.
+        The summary; every size is read from `slim` and its config's dense sizes (`nn_prune_ext.summary`).
     """
-    dense, kept = dense_layer_shapes(slim), layer_shapes(slim)
-    notes = getattr(getattr(slim, "slim_report", None), "layers", None)
+    described = summary(slim, seq_len)
+    notes = _layer_notes(model, slim)
     layers = [
         LayerReport(
-            index=index,
-            heads=(d.num_heads, k.num_heads),
-            kv_heads=(d.num_kv_heads, k.num_kv_heads),
-            ffn_width=(d.ffn_width, k.ffn_width),
-            notes=list(notes[index].notes) if notes else [],
+            index=layer.index,
+            heads=(layer.dense_heads, layer.heads),
+            kv_heads=(layer.dense_kv_heads, layer.kv_heads),
+            ffn_width=(layer.dense_ffn_width, layer.ffn_width),
+            notes=notes.get(layer.index) or (["dropped"] if layer.dropped else []),
+            dropped=layer.dropped,
         )
-        for index, (d, k) in enumerate(zip(dense, kept))
+        for layer in described.layers
     ]
     patched = is_patched(model)
     if patched:
@@ -129,30 +128,20 @@ def summarize(model: nn.Module, slim: nn.Module, seq_len: int) -> CheckpointSumm
         kind = "dense, baked or zero-filled checkpoint (slimmed here)"
     return CheckpointSummary(
         description=f"{type(model).__name__} ({model.config.model_type}), {kind}",
-        report=SlimReport(layers, (dense_parameters(slim), count_parameters(slim))),
-        flops=(model_flops(dense, seq_len), model_flops(kept, seq_len)),
+        report=SlimReport(layers, (described.dense_parameters, described.parameters)),
+        flops=(described.dense_flops, described.flops),
         seq_len=seq_len,
         mask_densities=densities(model) if patched else None,
     )
 
 
-def dense_parameters(slim: nn.Module) -> int:
-    """Parameters of the dense model a slim model was cut from.
-
-    Args:
-        slim: A slim model.
-
-    Returns:
-        The count its config records (`dense_num_parameters`); checkpoints saved before that entry
-        existed lack it, and the count is then taken of the dense model built on the meta device
-        (shapes only, no memory for weights).
-    """
-    recorded = slim_spec(slim.config).get("dense_num_parameters")
-    if recorded is not None:
-        return int(recorded)
-    with torch.device("meta"):
-        dense = stock_class(type(slim))._from_config(dense_config(slim.config))
-    return count_parameters(dense)
+def _layer_notes(model: nn.Module, slim: nn.Module) -> dict[int, list[str]]:
+    """`optimize_model`'s notes per layer of the dense model (none when the checkpoint was slim already)."""
+    report = getattr(slim, "slim_report", None)
+    if report is None:
+        return {}
+    dense_index = kept_layer_indices(model.config)  # the slimmed model's layers, numbered in the dense model
+    return {dense_index[layer.index]: list(layer.notes) for layer in report.layers}
 
 
 # ----- head importance from a JSON-lines file ------------------------------------------------

@@ -1,11 +1,20 @@
-"""Slimming: physically remove pruned heads and FFN units, and save Hub-ready slim checkpoints."""
+"""Slimming: physically remove pruned heads, FFN units and layers, and save Hub-ready slim checkpoints."""
 
 from . import modeling_slim
 from .classes import load_slim, slim_class_for
+from .layers import drop_layers
 from .model_card import write_model_card
 from .optimize import LayerReport, SlimReport, optimize_model
 
 if write_model_card not in modeling_slim.SAVE_HOOKS:
     modeling_slim.SAVE_HOOKS.append(write_model_card)
 
-__all__ = ["optimize_model", "SlimReport", "LayerReport", "load_slim", "slim_class_for", "write_model_card"]
+__all__ = [
+    "optimize_model",
+    "SlimReport",
+    "LayerReport",
+    "drop_layers",
+    "load_slim",
+    "slim_class_for",
+    "write_model_card",
+]

@@ -7,8 +7,9 @@ from html import escape
 
 from torch import nn
 
-from ..flops import LayerShape, dense_layer_shapes, layer_shapes, model_flops
+from ..flops import LayerShape, dense_layer_shapes, kept_layer_shapes, model_flops
 from . import modeling_slim
+from .layers import dropped_layer_indices
 from .optimize import count_parameters
 
 __all__ = ["write_model_card", "density_svg", "FLOPS_SEQ_LEN"]
@@ -17,9 +18,18 @@ FLOPS_SEQ_LEN = 128
 PICTURE_NAME = "density.svg"
 
 
-def density_svg(dense: list[LayerShape], slim: list[LayerShape]) -> str:
-    """A bar chart of the fraction of heads and FFN units each layer keeps, as SVG text."""
-    row, bar, label_width, chart_width = 26, 9, 70, 360
+def density_svg(dense: list[LayerShape], slim: list[LayerShape], dropped: frozenset[int] = frozenset()) -> str:
+    """A bar chart of the fraction of heads and FFN units each layer keeps, as SVG text.
+
+    Args:
+        dense: The shape of every layer of the dense model (`dense_layer_shapes`).
+        slim: What the slim model keeps of each of them (`kept_layer_shapes`).
+        dropped: Indices of the layers of the dense model that were dropped whole.
+
+    Returns:
+        The SVG document.
+    """
+    row, bar, label_width, chart_width = 26, 9, 110, 360
     height = 40 + row * len(slim)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_width + chart_width + 70}" height="{height}" '
@@ -30,7 +40,8 @@ def density_svg(dense: list[LayerShape], slim: list[LayerShape]) -> str:
     ]
     for index, (before, after) in enumerate(zip(dense, slim)):
         y = 28 + row * index
-        parts.append(f'<text x="4" y="{y + 13}">layer {index}</text>')
+        label = f"layer {index}" + (" (dropped)" if index in dropped else "")
+        parts.append(f'<text x="4" y="{y + 13}">{label}</text>')
         for offset, color, kept, total in (
             (0, "#4c72b0", after.num_heads, before.num_heads),
             (bar + 1, "#dd8452", after.ffn_width, before.ffn_width),
@@ -56,7 +67,7 @@ def _loading_class(model: nn.Module) -> str:
     return (specific or own or ["AutoModel"])[0]
 
 
-def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape]) -> str:
+def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape], dropped: list[int]) -> str:
     config = model.config
     spec = modeling_slim.slim_spec(config)
     parameters = count_parameters(model)
@@ -64,9 +75,17 @@ def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape
     dense_flops, slim_flops = model_flops(dense, FLOPS_SEQ_LEN), model_flops(slim, FLOPS_SEQ_LEN)
     auto_class = _loading_class(model)
     rows = [
-        f"| {i} | {s.num_heads} / {d.num_heads} | {s.num_kv_heads} / {d.num_kv_heads} | {s.ffn_width} / {d.ffn_width} |"
+        f"| {i}{' (dropped)' if i in dropped else ''} | {s.num_heads} / {d.num_heads} | "
+        f"{s.num_kv_heads} / {d.num_kv_heads} | {s.ffn_width} / {d.ffn_width} |"
         for i, (d, s) in enumerate(zip(dense, slim))
     ]
+    dropped_text = []
+    if dropped:
+        dropped_text = [
+            f"Layer(s) {', '.join(map(str, dropped))} of the {len(dense)} layers of the dense model were removed "
+            f"whole; this checkpoint numbers the {len(dense) - len(dropped)} remaining layers from 0.",
+            "",
+        ]
     size_rows = []
     if dense_parameters:
         size_rows.append(
@@ -92,6 +111,7 @@ def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape
             "nn_prune_ext's `optimize_model`: this is a smaller dense model, faster "
             "on any hardware, with the outputs of the pruned one.",
             "",
+            *dropped_text,
             "## Size",
             "",
             "| | dense | slim | slim / dense |",
@@ -134,9 +154,10 @@ def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape
 
 def write_model_card(model: nn.Module, directory: str) -> None:
     """Write `README.md` and the density picture of a slim model into `directory`."""
-    slim = layer_shapes(model)
+    slim = kept_layer_shapes(model)
     dense = dense_layer_shapes(model)
+    dropped = dropped_layer_indices(model.config)
     with open(os.path.join(directory, PICTURE_NAME), "w", encoding="utf-8") as handle:
-        handle.write(density_svg(dense, slim))
+        handle.write(density_svg(dense, slim, frozenset(dropped)))
     with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as handle:
-        handle.write(_model_card(model, dense, slim))
+        handle.write(_model_card(model, dense, slim, dropped))

@@ -38,6 +38,9 @@ import torch
 from torch import nn
 
 SLIM_SPEC_KEY = "nn_prune_slim"
+# Which layers of the dense model a model keeps after whole layers were dropped (`drop_layers`),
+# and the config entries of the dense model that dropping changed. Dense models carry it too.
+LAYERS_KEY = "nn_prune_layers"
 MODELING_FILE_NAME = "modeling_nn_prune_slim.py"
 MODELING_MODULE_NAME = MODELING_FILE_NAME[: -len(".py")]
 SLIM_CLASS_PREFIX = "Slim"
@@ -72,6 +75,8 @@ def dense_config(config):
 
     A slim config keeps the dense global sizes (`global_size_access`); dropping the per-layer sizes,
     the layout description and the remote-code entries leaves the stock config of the dense model.
+    Layers dropped whole are back: the number of layers and per-layer lists such as `layer_types`
+    are those the config recorded before the first layer was dropped.
 
     Args:
         config: A slim config (see `is_slim_config`).
@@ -84,6 +89,9 @@ def dense_config(config):
         settings = config.to_dict()
     for key in _SLIM_CONFIG_KEYS:
         settings.pop(key, None)
+    dropped = settings.pop(LAYERS_KEY, None)
+    if dropped:
+        settings.update(dropped["dense_values"])
     return type(config).from_dict(settings)
 
 

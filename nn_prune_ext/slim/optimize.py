@@ -1,7 +1,12 @@
-"""`optimize_model`: physically remove empty attention heads and FFN units.
+"""`optimize_model`: physically remove empty attention heads and FFN units, and empty pre-norm layers.
 
 The result is a smaller dense model of a slim class (the stock class with per-layer sizes, see
 `modeling_slim`) whose outputs equal the input model's. It saves as a Hub-ready checkpoint.
+
+A layer left without heads and FFN units adds only its output biases to the residual stream. In a
+pre-norm layout (Llama family) that is the identity when there are no such biases, and the layer is
+dropped whole (`drop_layers`). A post-norm layer (BERT family) still applies its LayerNorms to the
+residual sum, so it is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from ..layouts import ArchitectureLayout, LayerModules, get_layout
 from ..patch import bake_model, is_patched
 from . import modeling_slim
 from .classes import slim_class_for
+from .layers import dense_num_parameters, drop_layers
 from .structure import LayerPlan, plan_layer
 
 __all__ = ["optimize_model", "SlimReport", "LayerReport"]
@@ -27,13 +33,23 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class LayerReport:
-    """Sizes of one layer before and after slimming."""
+    """Sizes of one layer before and after slimming.
+
+    Args:
+        index: Position of the layer in the model that was slimmed.
+        heads: Query heads before and after.
+        kv_heads: Key/value heads before and after.
+        ffn_width: FFN units before and after.
+        notes: Human-readable remarks.
+        dropped: Whether the whole layer was removed (its sizes after are then 0).
+    """
 
     index: int
     heads: tuple[int, int]
     kv_heads: tuple[int, int]
     ffn_width: tuple[int, int]
     notes: list[str] = field(default_factory=list)
+    dropped: bool = False
 
 
 @dataclass
@@ -41,12 +57,17 @@ class SlimReport:
     """What `optimize_model` removed, per layer.
 
     Args:
-        layers: One `LayerReport` per layer.
+        layers: One `LayerReport` per layer of the model that was slimmed, dropped layers included.
         parameters: Parameter count before and after.
     """
 
     layers: list[LayerReport]
     parameters: tuple[int, int]
+
+    @property
+    def dropped_layers(self) -> list[int]:
+        """Indices (in the model that was slimmed) of the layers removed whole."""
+        return [layer.index for layer in self.layers if layer.dropped]
 
     @property
     def parameter_ratio(self) -> float:
@@ -75,6 +96,9 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     or a plain model whose pruned heads and FFN units are zero (e.g. nn_pruning's "hybrid-filled"
     Hub checkpoints). Heads are removed only when their output-projection columns or their value
     rows are zero, never on query or key alone; see `nn_prune_ext.slim.structure` for the rules.
+    A pre-norm layer left without heads, FFN units and output biases is the identity and is
+    dropped whole; the report lists it (`SlimReport.dropped_layers`) and the config remembers the
+    dense model's layers (`nn_prune_ext.slim.layers`). An empty post-norm layer is kept.
 
     Args:
         model: A model of a registered architecture (any task head).
@@ -84,7 +108,8 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
 
     Returns:
         A model of the slim variant of the input's class, in eval mode, with `slim_report` (a
-        `SlimReport`) describing what was removed per layer. It saves with `save_pretrained`.
+        `SlimReport`) describing what was removed per layer of the input. It saves with
+        `save_pretrained`.
 
     Raises:
         ValueError: For another `mode`.
@@ -118,9 +143,11 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
                     linear.bias = bias
     if not isinstance(model, modeling_slim.SlimModelMixin):
         model.__class__ = slim_class_for(type(model))
+    identity, notes = _identity_layers(layout, plans, tensors)
+    drop_layers(model, identity, inplace=True)
     model.eval()
     model.slim_report = SlimReport(
-        layers=[_layer_report(plan) for plan in plans],
+        layers=[_layer_report(plan, plan.index in identity, notes.get(plan.index)) for plan in plans],
         parameters=(parameters_before, count_parameters(model)),
     )
     logger.info("optimize_model:\n%s", model.slim_report)
@@ -199,6 +226,41 @@ def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.detach().clone()
 
 
+def _identity_layers(
+    layout: ArchitectureLayout,
+    plans: list[LayerPlan],
+    tensors: list[dict[str, tuple[nn.Parameter, nn.Parameter | None]]],
+) -> tuple[list[int], dict[int, str]]:
+    """The layers to drop because they compute the identity, and a note for each empty layer.
+
+    Args:
+        layout: The model's layout.
+        plans: The plan of every layer.
+        tensors: The sliced parameters of every layer (`_slice_layer`), biases with folded constants.
+
+    Returns:
+        `(indices of the layers to drop, {layer index: note})`.
+    """
+    drop, notes = [], {}
+    for plan, layer_tensors in zip(plans, tensors):
+        if plan.query_heads or plan.ffn_units:
+            continue
+        biases = [layer_tensors[name][1] for name in ("output", "ffn_down")]
+        if layout.norm_placement == "post":
+            notes[plan.index] = (
+                "kept without heads or FFN units: its post-norm LayerNorms still transform the hidden states"
+            )
+        elif any(bias is not None and bias.any() for bias in biases):
+            notes[plan.index] = "kept without heads or FFN units: its output biases still add a constant"
+        else:
+            drop.append(plan.index)
+            notes[plan.index] = "dropped: without heads or FFN units this pre-norm layer is the identity"
+    if drop and len(drop) == len(plans):
+        notes[drop[0]] = "kept without heads or FFN units (the identity): a model needs at least one layer"
+        drop = drop[1:]
+    return drop, notes
+
+
 def _describe_slim_config(
     model: nn.Module, layout: ArchitectureLayout, plans: list[LayerPlan], parameters: int
 ) -> None:
@@ -211,8 +273,9 @@ def _describe_slim_config(
     for key in ("num_heads_attr", "num_kv_heads_attr", "head_dim_attr", "intermediate_size_attr", "hidden_size_attr"):
         if spec[key] is not None:
             spec[key] = canonical(spec[key])
-    # Slimming a slim model again keeps the size of the original dense model for the model card.
-    spec["dense_num_parameters"] = previous.get("dense_num_parameters", parameters)
+    # Slimming a slim model again, or a model that lost layers, keeps the size of the original dense
+    # model for the model card.
+    spec["dense_num_parameters"] = previous.get("dense_num_parameters") or dense_num_parameters(config) or parameters
     per_layer = {}
     for plan in plans:
         sizes = {
@@ -231,11 +294,12 @@ def _describe_slim_config(
     config.serialize_explicit_per_layer_config = True
 
 
-def _layer_report(plan: LayerPlan) -> LayerReport:
+def _layer_report(plan: LayerPlan, dropped: bool, note: str | None) -> LayerReport:
     return LayerReport(
         index=plan.index,
         heads=(plan.num_heads, len(plan.query_heads)),
         kv_heads=(plan.num_kv_heads, len(plan.kv_heads)),
         ffn_width=(plan.ffn_width, len(plan.ffn_units)),
-        notes=list(plan.notes),
+        notes=list(plan.notes) + ([note] if note else []),
+        dropped=dropped,
     )

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layouts import LayerModules
 
-__all__ = ["LayerPlan", "plan_layer"]
+__all__ = ["LayerPlan", "plan_layer", "slim_attention_sizes"]
 
 
 @dataclass
@@ -157,6 +157,27 @@ def _plan_attention(layer: LayerModules):
     if repeated:
         notes.append(f"repeated {repeated} key/value head(s) so every key/value head serves {new_ratio}")
     return query_heads, kv_slots, output_delta, notes
+
+
+def slim_attention_sizes(kept_per_group: list[int]) -> tuple[int, int]:
+    """Query and key/value heads a slim layer has when each key/value group keeps the given heads.
+
+    This is the arithmetic `plan_layer` applies (zero padding heads or repeated key/value heads,
+    whichever leaves fewer projection rows), so a cost computed from it is the slim model's cost.
+
+    Args:
+        kept_per_group: For each key/value head of the dense layer, how many of its query heads
+            are kept (one entry per head without grouped-query attention).
+
+    Returns:
+        `(query heads, key/value heads)` of the slim layer, `(0, 0)` when nothing is kept.
+    """
+    counts = [count for count in kept_per_group if count]
+    if not counts:
+        return 0, 0
+    ratio = _best_ratio(counts)
+    copies = sum(math.ceil(count / ratio) for count in counts)
+    return copies * ratio, copies
 
 
 def _best_ratio(counts: list[int]) -> int:

@@ -1,0 +1,194 @@
+"""Head and FFN-unit masks: the one structured-mask representation every pruning path ends in.
+
+Post-training pruning, importance pruning and explicit masks all produce `StructureMasks`: per
+layer, one value per attention (query) head and one per FFN unit. 0 removes the head or unit,
+1 keeps it, any other value keeps it scaled (mask tuning fits such scales). `prune_with_masks`
+folds the values into the weights (the output-projection columns of each head, the
+down-projection column of each unit) and slims the model with `optimize_model`, so the result
+computes exactly what the masked model computes and saves like any slim checkpoint.
+
+```python
+from nn_prune_ext import StructureMasks, prune_with_masks
+
+masks = StructureMasks.from_kept(model, heads=[[0, 1, 5], ...], units=[range(0, 1536, 2), ...])
+slim = prune_with_masks(model, masks)
+```
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .layouts import get_layout
+
+__all__ = ["StructureMasks", "fold_masks", "prune_with_masks"]
+
+
+@dataclass
+class StructureMasks:
+    """One value per attention head and per FFN unit of every layer.
+
+    Args:
+        heads: Per layer, a float tensor of shape `[num_heads]` (query heads).
+        units: Per layer, a float tensor of shape `[ffn_width]`.
+    """
+
+    heads: list[torch.Tensor]
+    units: list[torch.Tensor]
+
+    def __post_init__(self):
+        if len(self.heads) != len(self.units):
+            raise ValueError(
+                f"StructureMasks got {len(self.heads)} head masks and {len(self.units)} FFN-unit masks: "
+                "pass one of each per layer."
+            )
+        self.heads = [torch.as_tensor(mask, dtype=torch.float32).detach().cpu().flatten() for mask in self.heads]
+        self.units = [torch.as_tensor(mask, dtype=torch.float32).detach().cpu().flatten() for mask in self.units]
+
+    # ----- construction ------------------------------------------------------------------
+    @classmethod
+    def ones(cls, model: nn.Module) -> "StructureMasks":
+        """Masks keeping everything in `model` (a model of a registered architecture)."""
+        heads, widths = model_sizes(model)
+        return cls(heads=[torch.ones(h) for h in heads], units=[torch.ones(w) for w in widths])
+
+    @classmethod
+    def from_kept(
+        cls, model: nn.Module, heads: Sequence[Iterable[int]], units: Sequence[Iterable[int]]
+    ) -> "StructureMasks":
+        """Binary masks keeping the listed heads and FFN units of each layer.
+
+        Args:
+            model: The model the masks are for.
+            heads: Per layer, the indices of the query heads to keep.
+            units: Per layer, the indices of the FFN units to keep.
+        """
+        num_heads, widths = model_sizes(model)
+        if len(heads) != len(num_heads) or len(units) != len(num_heads):
+            raise ValueError(
+                f"from_kept got {len(heads)} head lists and {len(units)} unit lists for a model of "
+                f"{len(num_heads)} layers: pass one of each per layer."
+            )
+        head_masks = [_indicator(size, kept, f"layer {i} head") for i, (size, kept) in enumerate(zip(num_heads, heads))]
+        unit_masks = [_indicator(size, kept, f"layer {i} FFN unit") for i, (size, kept) in enumerate(zip(widths, units))]
+        return cls(heads=head_masks, units=unit_masks)
+
+    # ----- reading -------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.heads)
+
+    def kept_heads(self) -> list[int]:
+        """Heads kept (nonzero) per layer."""
+        return [int(mask.count_nonzero()) for mask in self.heads]
+
+    def kept_units(self) -> list[int]:
+        """FFN units kept (nonzero) per layer."""
+        return [int(mask.count_nonzero()) for mask in self.units]
+
+    def binary(self) -> "StructureMasks":
+        """The same structure with every kept entry set to 1 (scales dropped)."""
+        return StructureMasks(
+            heads=[(mask != 0).float() for mask in self.heads], units=[(mask != 0).float() for mask in self.units]
+        )
+
+    def clone(self) -> "StructureMasks":
+        return StructureMasks(heads=[m.clone() for m in self.heads], units=[m.clone() for m in self.units])
+
+    def check(self, model: nn.Module) -> None:
+        """Raise a `ValueError` naming the first mask whose shape does not fit `model`."""
+        num_heads, widths = model_sizes(model)
+        if self.num_layers != len(num_heads):
+            raise ValueError(
+                f"The masks cover {self.num_layers} layers but the model has {len(num_heads)}: "
+                "build them for this model (StructureMasks.ones(model) gives the right shapes)."
+            )
+        for what, masks, sizes in (("head", self.heads, num_heads), ("FFN unit", self.units, widths)):
+            for index, (mask, size) in enumerate(zip(masks, sizes)):
+                if mask.numel() != size:
+                    raise ValueError(
+                        f"The {what} mask of layer {index} has {mask.numel()} entries, but the layer has {size} "
+                        f"{what}s: pass one value per {what}."
+                    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form (lists of floats)."""
+        return {"heads": [m.tolist() for m in self.heads], "units": [m.tolist() for m in self.units]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StructureMasks":
+        """The inverse of `to_dict`."""
+        return cls(heads=[torch.tensor(m) for m in data["heads"]], units=[torch.tensor(m) for m in data["units"]])
+
+
+def model_sizes(model: nn.Module) -> tuple[list[int], list[int]]:
+    """Query heads and FFN width of every layer of `model`."""
+    layers = list(get_layout(model).iter_layers(model))
+    return [layer.num_heads for layer in layers], [layer.ffn_down.in_features for layer in layers]
+
+
+def _indicator(size: int, kept: Iterable[int], what: str) -> torch.Tensor:
+    mask = torch.zeros(size)
+    for index in kept:
+        index = int(index)
+        if not 0 <= index < size:
+            raise ValueError(f"{what} index {index} is out of range: the layer has {size} (indices 0..{size - 1}).")
+        mask[index] = 1.0
+    return mask
+
+
+@torch.no_grad()
+def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
+    """Multiply the masks into the weights of `model`, in place.
+
+    Head `h`'s value scales the output-projection columns of that head, unit `u`'s value the
+    down-projection column `u`. This is exactly what `importance.apply_masks` computes with hooks,
+    so the model's outputs do not change; zeroed columns are what `optimize_model` removes.
+
+    Args:
+        model: An unpatched model of a registered architecture (bake a patched one first).
+        masks: Masks of matching shapes.
+
+    Returns:
+        `model`.
+    """
+    masks.check(model)
+    for layer, head_mask, unit_mask in zip(get_layout(model).iter_layers(model), masks.heads, masks.units):
+        if head_mask.numel():
+            weight = layer.output.weight
+            scale = head_mask.to(weight.device, weight.dtype).repeat_interleave(layer.head_dim)
+            weight.mul_(scale)
+        if unit_mask.numel():
+            weight = layer.ffn_down.weight
+            weight.mul_(unit_mask.to(weight.device, weight.dtype))
+    return model
+
+
+def prune_with_masks(model: nn.Module, masks: StructureMasks, *, inplace: bool = False) -> nn.Module:
+    """Remove the heads and FFN units whose mask is 0 and fold the other values into the weights.
+
+    Args:
+        model: A model of a registered architecture (dense, baked or slim; a patched model is baked
+            first with its evaluation masks).
+        masks: One value per head and FFN unit of every layer (`StructureMasks`).
+        inplace: Modify `model` instead of a copy.
+
+    Returns:
+        The slim model from `optimize_model` (with its `slim_report`); its outputs equal those of
+        `model` under the masks.
+    """
+    # Imported here: nn_prune_ext.slim imports the layouts this module also uses; keep import order simple.
+    from .patch import bake_model, is_patched
+    from .slim import optimize_model
+
+    if not inplace:
+        model = copy.deepcopy(model)
+    if is_patched(model):
+        bake_model(model)
+    fold_masks(model, masks)
+    return optimize_model(model, inplace=True)

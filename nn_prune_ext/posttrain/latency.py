@@ -1,0 +1,189 @@
+"""Latency lookup tables measured on the current device, for the latency-budget mask search.
+
+Kwon et al. (2022) observe that on a GPU a layer's latency is flat for few heads or FFN units
+(the device is not saturated) and grows linearly beyond. `measure_latency_table` times a one-layer
+copy of the model, slimmed to a range of head counts and FFN widths, side by side in alternating
+rounds; `fit_hinge` fits each curve with a flat part followed by a linear part.
+
+```python
+table = measure_latency_table(model, batch_size=8, seq_len=128)
+print(table)                 # the measured points and the fitted curves
+cost = table.cost_model()    # for search_masks(..., cost=cost)
+```
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..layouts import get_layout
+from ..masks import StructureMasks, prune_with_masks
+from ..slim.classes import stock_class
+from ..slim.modeling_slim import dense_config, is_slim_config
+from ..timing import compare_latency
+from .costs import LatencyCost, PiecewiseLinear
+
+__all__ = ["LatencyTable", "fit_hinge", "measure_latency_table"]
+
+
+def fit_hinge(counts: list[int], latencies: list[float]) -> PiecewiseLinear:
+    """Fit `f(x) = c` for `x <= t` and `c + s (x - t)` beyond, by least squares over the knot `t`.
+
+    Args:
+        counts: Measured counts (increasing, at least 1).
+        latencies: The latency at each count.
+
+    Returns:
+        The fitted curve as a `PiecewiseLinear` (0 at a count of 0), with a non-negative slope.
+    """
+    if len(counts) != len(latencies) or not counts:
+        raise ValueError("fit_hinge needs one latency per count, and at least one count.")
+    x = torch.tensor(counts, dtype=torch.float64)
+    y = torch.tensor(latencies, dtype=torch.float64)
+    best = None
+    for knot in counts:
+        beyond = (x - knot).clamp(min=0)
+        design = torch.stack([torch.ones_like(x), beyond], dim=1)
+        solution = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.flatten()
+        level, slope = float(solution[0]), max(float(solution[1]), 0.0)
+        if slope == 0.0:
+            level = float(y.mean())
+        error = float(((level + slope * beyond) - y).square().sum())
+        if best is None or error < best[0] - 1e-12:
+            best = (error, knot, level, slope)
+    _, knot, level, slope = best
+    level, last = max(level, 0.0), counts[-1]
+    if knot >= last:
+        return PiecewiseLinear(points=(counts[0],), values=(level,))
+    # Below the knot the curve is flat: PiecewiseLinear holds its first value down to a count of 1.
+    points, values = (knot, last), (level, level + slope * (last - knot))
+    return PiecewiseLinear(points=points, values=values)
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Measured latencies of one layer's attention and FFN, and the curves fitted to them.
+
+    Args:
+        head_counts: Query heads measured.
+        attention_ms: Attention latency at each head count (the empty layer's time subtracted).
+        ffn_widths: FFN widths measured.
+        ffn_ms: FFN latency at each width.
+        batch_size: Batch size of the timed inputs.
+        seq_len: Sequence length of the timed inputs.
+    """
+
+    head_counts: tuple[int, ...]
+    attention_ms: tuple[float, ...]
+    ffn_widths: tuple[int, ...]
+    ffn_ms: tuple[float, ...]
+    batch_size: int
+    seq_len: int
+
+    @property
+    def attention_curve(self) -> PiecewiseLinear:
+        return fit_hinge(list(self.head_counts), list(self.attention_ms))
+
+    @property
+    def ffn_curve(self) -> PiecewiseLinear:
+        return fit_hinge(list(self.ffn_widths), list(self.ffn_ms))
+
+    def cost_model(self) -> LatencyCost:
+        """The fitted curves as a cost model for `search_masks`."""
+        return LatencyCost(attention_latency=self.attention_curve, ffn_latency=self.ffn_curve)
+
+    def __str__(self) -> str:
+        attention, ffn = self.attention_curve, self.ffn_curve
+        rows = [f"latency of one layer, batch {self.batch_size} x {self.seq_len} tokens (ms, measured / fitted)"]
+        rows += [f"  {h:>5} heads  {ms:8.3f} / {attention(h):8.3f}" for h, ms in zip(self.head_counts, self.attention_ms)]
+        rows += [f"  {w:>5} units  {ms:8.3f} / {ffn(w):8.3f}" for w, ms in zip(self.ffn_widths, self.ffn_ms)]
+        return "\n".join(rows)
+
+
+def _one_layer_model(model: nn.Module) -> nn.Module:
+    """A randomly initialised copy of `model` with one dense transformer layer (timing needs no weights)."""
+    config = dense_config(model.config) if is_slim_config(model.config) else copy.deepcopy(model.config)
+    config.num_hidden_layers = 1
+    if getattr(config, "layer_types", None):
+        config.layer_types = list(config.layer_types)[:1]
+    one = stock_class(type(model))._from_config(config)
+    device = next(model.parameters()).device
+    return one.to(device=device, dtype=next(model.parameters()).dtype).eval()
+
+
+def _sliced(model: nn.Module, heads: int, width: int) -> nn.Module:
+    # The first heads: whole key/value groups under GQA, as a group-wise search keeps them.
+    masks = StructureMasks.from_kept(model, heads=[range(heads)], units=[range(width)])
+    return prune_with_masks(model, masks)
+
+
+def _grid(maximum: int, points: int) -> list[int]:
+    """About `points` counts from 1 to `maximum`, denser at the small end where the curve bends."""
+    if maximum <= points:
+        return list(range(1, maximum + 1))
+    values = {1, maximum}
+    for index in range(1, points - 1):
+        values.add(max(1, round(maximum * (index / (points - 1)) ** 1.5)))
+    return sorted(values)
+
+
+@torch.no_grad()
+def measure_latency_table(
+    model: nn.Module,
+    *,
+    batch_size: int = 8,
+    seq_len: int = 128,
+    ffn_points: int = 16,
+    warmup: int = 2,
+    repeats: int = 7,
+    threads: int | None = None,
+) -> LatencyTable:
+    """Time one layer of `model`'s architecture at every head count and at a grid of FFN widths.
+
+    One-layer models are built from the config (random weights) and slimmed with
+    `prune_with_masks` to each size, then timed side by side with `timing.compare_latency`
+    (alternating rounds, medians). A layer without heads and without FFN units is timed too and
+    subtracted, so embeddings and the task head do not count.
+
+    Args:
+        model: A model of a registered architecture (its dense shape is used).
+        batch_size: Sequences per timed forward.
+        seq_len: Tokens per sequence.
+        ffn_points: About how many FFN widths to time (1 and the full width included).
+        warmup: Untimed rounds.
+        repeats: Timed rounds.
+        threads: Intra-op threads while timing (`None`: torch's setting).
+
+    Returns:
+        The `LatencyTable`.
+    """
+    one = _one_layer_model(model)
+    layer = next(get_layout(one).iter_layers(one))
+    head_counts = list(range(1, layer.num_heads + 1))
+    widths = _grid(layer.ffn_down.in_features, ffn_points)
+    variants = {"empty": _sliced(one, 0, 0)}
+    variants.update({f"heads={h}": _sliced(one, h, 0) for h in head_counts})
+    variants.update({f"units={w}": _sliced(one, 0, w) for w in widths})
+    device = next(one.parameters()).device
+    vocab = int(getattr(one.config, "vocab_size", 100))
+    generator = torch.Generator().manual_seed(0)
+    inputs = {
+        "input_ids": torch.randint(min(5, vocab - 1), vocab, (batch_size, seq_len), generator=generator).to(device),
+        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=device),
+    }
+    stats = compare_latency(variants, inputs, warmup=warmup, repeats=repeats, threads=threads).results
+    base = stats["empty"].median_ms
+    attention = [max(stats[f"heads={h}"].median_ms - base, 0.0) for h in head_counts]
+    ffn = [max(stats[f"units={w}"].median_ms - base, 0.0) for w in widths]
+    return LatencyTable(
+        head_counts=tuple(head_counts),
+        attention_ms=tuple(attention),
+        ffn_widths=tuple(widths),
+        ffn_ms=tuple(ffn),
+        batch_size=batch_size,
+        seq_len=seq_len,
+    )

@@ -1,0 +1,248 @@
+"""`post_training_prune`: Fisher mask search, rearrangement and tuning in one call, then slimming.
+
+```python
+from nn_prune_ext.posttrain import PostTrainingArgs, post_training_prune
+
+result = post_training_prune(model, batches, PostTrainingArgs(flops_budget=0.6))
+result.model.save_pretrained("slim")   # a slim checkpoint like any other
+print(result)                          # kept sizes, cost, reconstruction errors, time per stage
+```
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ..importance import collect_mask_gradients
+from ..masks import StructureMasks, prune_with_masks
+from ..patch import is_patched
+from .costs import CostModel, FlopsCost
+from .latency import LatencyTable, measure_latency_table
+from .rearrange import rearrange_masks
+from .search import SearchResult, masks_cost, search_masks
+from .tune import TuningResult, tune_masks
+from .units import GRANULARITIES, PruningUnits, UnitGradients
+
+__all__ = ["PostTrainingArgs", "PostTrainingResult", "post_training_prune", "mean_sequence_length", "with_labels"]
+
+
+@dataclass
+class PostTrainingArgs:
+    """Settings of post-training pruning (Kwon et al. 2022). Give one budget: FLOPs or latency."""
+
+    flops_budget: float | None = field(
+        default=None,
+        metadata={"help": "Keep at most this fraction of the dense model's transformer-layer FLOPs (e.g. 0.6), "
+                  "counted at the calibration data's mean sequence length."},
+    )
+    latency_budget: float | None = field(
+        default=None,
+        metadata={"help": "Keep at most this fraction of the dense model's layer latency, from a lookup table "
+                  "measured on the current device (e.g. 0.5)."},
+    )
+    head_granularity: str = field(
+        default="head",
+        metadata={"help": "'head' prunes query heads one by one; 'group' prunes whole key/value groups "
+                  "(grouped-query attention: no padding heads in the slim model). Same thing without GQA."},
+    )
+    rearrange: bool = field(
+        default=True, metadata={"help": "Rearrange the searched masks inside each layer (per-batch gradients)."}
+    )
+    tune: bool = field(
+        default=True,
+        metadata={"help": "Fit per-head and per-unit scales by least squares against the dense model's layer "
+                  "outputs and fold them into the weights."},
+    )
+    max_tune_scale: float = field(
+        default=10.0, metadata={"help": "Reject a layer's tuning when a fitted scale exceeds this in magnitude."}
+    )
+    max_batches: int | None = field(
+        default=None, metadata={"help": "Use at most this many calibration batches (default: all)."}
+    )
+    latency_batch_size: int = field(
+        default=8, metadata={"help": "Batch size at which the latency lookup table is measured."}
+    )
+
+    def __post_init__(self):
+        budgets = [b for b in (self.flops_budget, self.latency_budget) if b is not None]
+        if len(budgets) != 1:
+            raise ValueError(
+                "Give exactly one budget: flops_budget (a fraction of the dense FLOPs) or latency_budget (a fraction "
+                f"of the dense latency); got flops_budget={self.flops_budget}, latency_budget={self.latency_budget}."
+            )
+        if not 0 <= budgets[0] <= 1:
+            raise ValueError(f"A budget is a fraction of the dense model's cost, between 0 and 1; got {budgets[0]}.")
+        if self.head_granularity not in GRANULARITIES:
+            raise ValueError(f"head_granularity must be one of {', '.join(GRANULARITIES)}, got {self.head_granularity!r}.")
+        if self.max_tune_scale <= 0:
+            raise ValueError(f"max_tune_scale must be positive, got {self.max_tune_scale}.")
+
+
+@dataclass
+class PostTrainingResult:
+    """What `post_training_prune` produced.
+
+    Args:
+        model: The slim model (from `optimize_model`, with its `slim_report`).
+        masks: The final masks (tuned scales included) on the input model.
+        search: The search's masks, cost and budget.
+        searched_masks: The masks before rearrangement and tuning.
+        tuning: The per-layer reconstruction errors, or `None` without tuning.
+        seq_len: The sequence length FLOPs were counted at.
+        stage_seconds: Wall-clock seconds of each stage.
+    """
+
+    model: nn.Module
+    masks: StructureMasks
+    search: SearchResult
+    searched_masks: StructureMasks
+    tuning: TuningResult | None
+    seq_len: int
+    stage_seconds: dict[str, float]
+
+    def __str__(self) -> str:
+        rows = [str(self.search), f"sequence length for costs: {self.seq_len}"]
+        if self.tuning is not None:
+            rows.append(str(self.tuning))
+        rows.append("seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items()))
+        return "\n".join(rows)
+
+
+def mean_sequence_length(batches: list[Mapping[str, Any]]) -> int:
+    """Mean number of real tokens per sequence (from `attention_mask`, else the padded length)."""
+    tokens = sequences = 0
+    for batch in batches:
+        mask = batch.get("attention_mask")
+        ids = batch["input_ids"]
+        tokens += int(mask.sum()) if mask is not None else ids.numel()
+        sequences += ids.shape[0]
+    if not sequences:
+        raise ValueError("No calibration batches: pass at least one batch with input_ids.")
+    return max(1, round(tokens / sequences))
+
+
+@torch.no_grad()
+def with_labels(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """`batch` with `labels`: its own, or for unlabelled data the model's own targets.
+
+    A generative model (`model.can_generate()`) predicts its input: labels are the input ids
+    (padding ignored). Any other model gets its own predicted class per sequence or token, so
+    the gradients are those of the model's confidence in what it predicts.
+    """
+    if "labels" in batch:
+        return dict(batch)
+    batch = dict(batch)
+    mask = batch.get("attention_mask")
+    if getattr(model, "can_generate", lambda: False)():
+        labels = batch["input_ids"].clone()
+        if mask is not None:
+            labels[mask == 0] = -100
+        batch["labels"] = labels
+        return batch
+    device = next(model.parameters()).device
+    outputs = model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    logits = getattr(outputs, "logits", None)
+    if logits is None:
+        raise ValueError(
+            "The batches carry no labels and the model returns no logits to predict them from: add `labels` "
+            "to the batches (or use a model with a task head)."
+        )
+    labels = logits.argmax(dim=-1).cpu()
+    if labels.dim() == 2 and mask is not None:
+        labels[mask.cpu() == 0] = -100
+    batch["labels"] = labels
+    return batch
+
+
+def _cost_model(
+    model: nn.Module, args: PostTrainingArgs, seq_len: int, latency_table: LatencyTable | None
+) -> CostModel:
+    if args.flops_budget is not None:
+        return FlopsCost(shapes=PruningUnits.for_model(model).shapes, seq_len=seq_len)
+    table = latency_table or measure_latency_table(model, batch_size=args.latency_batch_size, seq_len=seq_len)
+    return table.cost_model()
+
+
+def post_training_prune(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    args: PostTrainingArgs | None = None,
+    *,
+    latency_table: LatencyTable | None = None,
+    **overrides: Any,
+) -> PostTrainingResult:
+    """Prune a fine-tuned model to a FLOPs or latency budget without retraining, and slim it.
+
+    Stages (Kwon et al. 2022): per-batch mask gradients and their Fisher information, the mask
+    search under the budget, rearrangement inside each layer, tuning of the kept heads' and units'
+    scales by least squares, and `optimize_model`. The input model is not modified.
+
+    Args:
+        model: A fine-tuned, unpatched model of a registered architecture that computes a loss
+            from `labels` (sequence classification, causal LM, ...).
+        batches: Calibration batches of model inputs (Kwon et al. use about 2K examples); with
+            `labels`, or without for the model's own predictions (see `with_labels`).
+        args: The settings; keyword `overrides` build or update them (`flops_budget=0.6`).
+        latency_table: A latency table measured before (`measure_latency_table`), reused instead
+            of measuring one for a latency budget.
+
+    Returns:
+        A `PostTrainingResult` with the slim model, the masks and the time of every stage.
+    """
+    if args is None:
+        args = PostTrainingArgs(**overrides)
+    elif overrides:
+        args = PostTrainingArgs(**{**args.__dict__, **overrides})
+    if is_patched(model):
+        raise ValueError(
+            "post_training_prune takes a plain fine-tuned model, but this one is patched for movement pruning: "
+            "call nn_prune_ext.bake_model(model) first (or pass the dense model)."
+        )
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    batches = [with_labels(model, batch) for batch in itertools.islice(batches, args.max_batches)]
+    seq_len = mean_sequence_length(batches)
+    gradients = collect_mask_gradients(model, batches)
+    structure = PruningUnits.for_model(model, args.head_granularity)
+    unit_gradients = UnitGradients.from_gradients(gradients, structure)
+    head_fisher, unit_fisher = unit_gradients.fisher()
+    seconds["gradients"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    cost = _cost_model(model, args, seq_len, latency_table)
+    seconds["cost model"] = time.perf_counter() - start  # measuring a latency table, if needed
+    start = time.perf_counter()
+    fraction = args.flops_budget if args.flops_budget is not None else args.latency_budget
+    dense_cost = masks_cost(StructureMasks.ones(model), structure, cost)
+    search = search_masks(head_fisher, unit_fisher, structure, cost, fraction * dense_cost)
+    masks = search.masks
+    seconds["search"] = time.perf_counter() - start
+
+    if args.rearrange:
+        start = time.perf_counter()
+        masks = rearrange_masks(masks, unit_gradients, structure)
+        seconds["rearrange"] = time.perf_counter() - start
+    tuning = None
+    if args.tune:
+        start = time.perf_counter()
+        tuning = tune_masks(model, masks, batches, max_scale=args.max_tune_scale)
+        masks = tuning.masks
+        seconds["tune"] = time.perf_counter() - start
+    start = time.perf_counter()
+    slim = prune_with_masks(model, masks)
+    seconds["slim"] = time.perf_counter() - start
+    return PostTrainingResult(
+        model=slim,
+        masks=masks,
+        search=search,
+        searched_masks=search.masks,
+        tuning=tuning,
+        seq_len=seq_len,
+        stage_seconds=seconds,
+    )

@@ -1,0 +1,196 @@
+"""Mask search under a FLOPs or latency budget (Kwon et al. 2022, section 4.2).
+
+Keep the heads and FFN units of highest importance (diagonal Fisher information) whose total cost
+fits the budget. Heads and FFN units share one budget, so the search tries every number of kept
+attention units `n` (the `n` most important ones over all layers), fills what the budget leaves
+with the most important FFN units, and keeps the `n` whose kept units sum to the most importance.
+
+Costs come from a `CostModel` and are those of the slim model `optimize_model` builds, so the
+budget holds on the real result: `model_flops(slim) <= budget` for a FLOPs budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..masks import StructureMasks
+from .costs import CostModel
+from .units import PruningUnits
+
+__all__ = ["SearchResult", "search_masks", "masks_cost"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The masks a search chose and what they cost.
+
+    Args:
+        masks: Binary head and FFN-unit masks.
+        cost: Their cost under the search's cost model.
+        budget: The budget they had to fit.
+        dense_cost: The cost with nothing pruned.
+        importance: Summed importance of everything kept.
+    """
+
+    masks: StructureMasks
+    cost: float
+    budget: float
+    dense_cost: float
+    importance: float
+
+    def __str__(self) -> str:
+        return (
+            f"kept heads per layer {self.masks.kept_heads()}, FFN units per layer {self.masks.kept_units()}; "
+            f"cost {self.cost:.6g} of budget {self.budget:.6g} ({self.cost / self.dense_cost:.1%} of dense)"
+        )
+
+
+def masks_cost(masks: StructureMasks, structure: PruningUnits, cost: CostModel) -> float:
+    """The cost of a model pruned with `masks` (attention plus FFN of every layer)."""
+    total = 0.0
+    for layer in range(structure.num_layers):
+        kept = structure.kept_units(layer, masks.heads[layer])
+        total += cost.attention(layer, structure.kept_per_group(layer, kept))
+        total += cost.ffn(layer, int(masks.units[layer].count_nonzero()))
+    return total
+
+
+def _ranking(scores: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """`(layer, index)` of every entry, most important first; ties go to the earlier layer and index."""
+    entries = [(float(value), layer, index) for layer, values in enumerate(scores) for index, value in enumerate(values)]
+    entries.sort(key=lambda entry: (-entry[0], entry[1], entry[2]))
+    return [(layer, index) for _, layer, index in entries]
+
+
+def _fill_ffn(
+    ranking: list[tuple[int, int]], values: torch.Tensor, widths: list[int], cost: CostModel, budget: float
+) -> tuple[list[int], float, float]:
+    """The most important FFN units that fit `budget`.
+
+    With a cost linear in the width (FLOPs) the top units are taken until the budget is spent;
+    otherwise (latency) units are added in order of importance whenever their extra cost fits.
+    Either way each layer keeps a prefix of its own ranking.
+
+    Args:
+        ranking: `(layer, unit)` of every FFN unit, most important first.
+        values: The importance of each entry of `ranking`, in the same order.
+        widths: FFN units per layer.
+        cost: The cost model.
+        budget: What the FFNs may cost.
+
+    Returns:
+        Units kept per layer, their cost, and their summed importance.
+    """
+    layers = len(widths)
+    counts = [0] * layers
+    if _linear_unit_cost(cost, layers) is not None:
+        unit_cost = _linear_unit_cost(cost, layers)
+        count = min(int(budget // unit_cost) if budget > 0 else 0, len(ranking))
+        while count and count * unit_cost > budget:  # float rounding at the boundary: the budget must hold
+            count -= 1
+        for layer, _ in ranking[:count]:
+            counts[layer] += 1
+        spent = sum(cost.ffn(layer, counts[layer]) for layer in range(layers))
+        return counts, spent, float(values[:count].sum())
+    spent, importance = 0.0, 0.0
+    for position, (layer, _) in enumerate(ranking):
+        extra = cost.ffn(layer, counts[layer] + 1) - cost.ffn(layer, counts[layer])
+        if spent + extra <= budget:
+            counts[layer] += 1
+            spent += extra
+            importance += float(values[position])
+    return counts, spent, importance
+
+
+def _linear_unit_cost(cost: CostModel, layers: int) -> float | None:
+    """The one per-unit FFN cost shared by all layers, when the FFN cost is linear; else `None`."""
+    unit_costs = {cost.ffn_unit_cost(layer) for layer in range(layers)}
+    if len(unit_costs) == 1:
+        (unit_cost,) = unit_costs
+        if unit_cost is not None and unit_cost > 0:
+            return unit_cost
+    return None
+
+
+def search_masks(
+    head_importance: list[torch.Tensor],
+    unit_importance: list[torch.Tensor],
+    structure: PruningUnits,
+    cost: CostModel,
+    budget: float,
+) -> SearchResult:
+    """Choose the heads and FFN units to keep under `budget`.
+
+    Args:
+        head_importance: Per layer, one importance per attention unit of `structure` (a head, or a
+            key/value group; e.g. `UnitGradients.fisher()`).
+        unit_importance: Per layer, one importance per FFN unit.
+        structure: The attention units of the model.
+        cost: The cost model (`FlopsCost` or `LatencyCost`).
+        budget: The largest allowed cost, in the cost model's unit (FLOPs or milliseconds).
+
+    Returns:
+        A `SearchResult`; its cost never exceeds `budget`.
+
+    Raises:
+        ValueError: If the importances do not match `structure`, or the budget is negative.
+    """
+    if budget < 0:
+        raise ValueError(f"The budget must be non-negative, got {budget}.")
+    layers = structure.num_layers
+    if len(head_importance) != layers or len(unit_importance) != layers:
+        raise ValueError(
+            f"Got importances for {len(head_importance)} / {len(unit_importance)} layers, but the model has {layers}."
+        )
+    for layer in range(layers):
+        expected = len(structure.head_units(layer))
+        if head_importance[layer].numel() != expected:
+            raise ValueError(
+                f"Layer {layer} has {expected} attention units but {head_importance[layer].numel()} importances."
+            )
+    widths = [int(values.numel()) for values in unit_importance]
+    dense = masks_cost(
+        StructureMasks(heads=[torch.ones(s.num_heads) for s in structure.shapes], units=[torch.ones(w) for w in widths]),
+        structure,
+        cost,
+    )
+    head_ranking = _ranking(head_importance)
+    unit_ranking = _ranking(unit_importance)
+    unit_values = torch.tensor([float(unit_importance[layer][index]) for layer, index in unit_ranking])
+
+    kept = [torch.zeros(len(structure.head_units(layer)), dtype=torch.bool) for layer in range(layers)]
+    attention_costs = [cost.attention(layer, structure.kept_per_group(layer, kept[layer])) for layer in range(layers)]
+    best = None
+    head_sum = 0.0
+    for count in range(len(head_ranking) + 1):
+        if count:
+            layer, unit = head_ranking[count - 1]
+            kept[layer][unit] = True
+            head_sum += float(head_importance[layer][unit])
+            attention_costs[layer] = cost.attention(layer, structure.kept_per_group(layer, kept[layer]))
+        attention = sum(attention_costs)
+        if attention > budget:
+            continue  # under GQA padding a larger count may still fit; keep looking
+        ffn_counts, ffn_cost, ffn_sum = _fill_ffn(unit_ranking, unit_values, widths, cost, budget - attention)
+        if best is None or head_sum + ffn_sum > best[0]:
+            best = (head_sum + ffn_sum, [k.clone() for k in kept], ffn_counts, attention + ffn_cost)
+    importance, kept_heads, ffn_counts, total = best
+    kept_units = _kept_by_rank(unit_ranking, ffn_counts, widths)
+    masks = StructureMasks(
+        heads=[structure.head_mask(layer, kept_heads[layer]) for layer in range(layers)],
+        units=[kept_units[layer].float() for layer in range(layers)],
+    )
+    return SearchResult(masks=masks, cost=total, budget=budget, dense_cost=dense, importance=importance)
+
+
+def _kept_by_rank(ranking: list[tuple[int, int]], counts: list[int], widths: list[int]) -> list[torch.Tensor]:
+    """Boolean masks keeping, in each layer, its `counts[layer]` best-ranked units."""
+    kept = [torch.zeros(width, dtype=torch.bool) for width in widths]
+    remaining = list(counts)
+    for layer, index in ranking:
+        if remaining[layer]:
+            kept[layer][index] = True
+            remaining[layer] -= 1
+    return kept

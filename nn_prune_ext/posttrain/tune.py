@@ -1,0 +1,570 @@
+"""Mask tuning by least squares (Kwon et al. 2022, "mask tuning").
+
+Pruning heads and FFN units shifts every later layer's input. Mask tuning keeps the binary
+structure of a mask but fits one real scale per kept head and per kept FFN unit, layer by layer,
+so that each pruned sublayer reproduces what the dense model computes there. For each sublayer
+(attention, then FFN, of every layer in order) it minimises, over all real tokens of the
+calibration batches, the squared distance between the student's and the dense teacher's
+pre-normalisation sums:
+
+    student: x_s + sum_j s_j O_j + b        teacher: x_d + O_d + b
+
+`O_j` is the contribution of kept head (unit) `j` to the output (down) projection, `x_s` / `x_d`
+the residual input of the sublayer. This is linear least squares in the scales `s`: the normal
+equations are accumulated batch by batch without ever forming the `tokens x hidden` by `k`
+design matrix, and solved with `scipy.sparse.linalg.lsmr`. A solve that is not finite, does not
+converge, needs a scale beyond `max_scale` or does not lower the error is rejected, and that
+sublayer keeps its previous scales.
+
+```python
+from nn_prune_ext.posttrain.tune import tune_masks
+from nn_prune_ext import prune_with_masks
+
+result = tune_masks(model, masks, calibration_batches)   # model: the dense fine-tuned model
+print(result)                                           # error before / after per sublayer
+slim = prune_with_masks(model, result.masks)            # scales folded into the weights
+```
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, lsmr
+from torch import nn
+
+from ..importance import apply_masks
+from ..layouts import ArchitectureLayout, LayerModules, get_layout
+from ..masks import StructureMasks
+from ..patch import is_patched
+
+__all__ = ["SublayerTuning", "TuningResult", "LayerTaps", "tune_masks"]
+
+# Targets are dropped from the batches: tuning only needs the hidden states, never a loss.
+_TARGET_KEYS = ("labels", "label", "label_ids", "start_positions", "end_positions")
+# lsmr's stopping codes that mean "converged" (0: the zero vector already solves it).
+_CONVERGED = (0, 1, 2, 4, 5)
+
+
+@dataclass(frozen=True)
+class SublayerTuning:
+    """What tuning did to one sublayer.
+
+    Args:
+        layer: Index of the layer.
+        sublayer: `"attention"` (head scales) or `"ffn"` (FFN-unit scales).
+        num_scales: Kept heads or FFN units, i.e. scales fitted.
+        error_before: Squared error between the student's and the teacher's pre-normalisation sums,
+            summed over the calibration tokens, with the scales the sublayer had before.
+        error_after: The same with the scales it has now (equal to `error_before` when not tuned).
+        tuned: Whether the fitted scales were accepted.
+        reason: Why they were not (`None` when tuned).
+    """
+
+    layer: int
+    sublayer: str
+    num_scales: int
+    error_before: float
+    error_after: float
+    tuned: bool
+    reason: str | None = None
+
+
+@dataclass
+class TuningResult:
+    """The tuned masks and a record per sublayer.
+
+    Args:
+        masks: The input masks with the fitted scales in place of the kept entries (removed heads
+            and units stay exactly 0).
+        layers: One record per layer and sublayer, in order (attention before FFN).
+    """
+
+    masks: StructureMasks
+    layers: list[SublayerTuning]
+
+    def __str__(self) -> str:
+        rows = [f"{'layer':>5}  {'sublayer':<9}  {'scales':>6}  {'error before':>12}  {'error after':>12}  result"]
+        for record in self.layers:
+            change = (
+                f"{record.error_after / record.error_before - 1:+.1%}" if record.error_before > 0 else "n/a"
+            )
+            status = f"tuned ({change})" if record.tuned else f"kept: {record.reason}"
+            rows.append(
+                f"{record.layer:>5}  {record.sublayer:<9}  {record.num_scales:>6}  "
+                f"{record.error_before:>12.4g}  {record.error_after:>12.4g}  {status}"
+            )
+        return "\n".join(rows)
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass as soon as what it needs is recorded."""
+
+
+class LayerTaps:
+    """Hooks recording, during one call of a layer, what the scale fits need.
+
+    Records the input and output of the attention output projection and of the FFN down
+    projection, and the FFN input. Input hooks run before any masking hook (`apply_masks`), so the
+    inputs are the raw, unscaled head outputs and unit activations; the outputs are those of the
+    masked layer. The pre-normalisation sums follow from the layout's `norm_placement`:
+
+    - attention: layer input + output-projection output (post- and pre-norm alike);
+    - FFN: residual + down-projection output, the residual being the FFN input for post-norm
+      layers (BERT: the attention block's LayerNorm output) and the layer input plus the
+      attention output for pre-norm layers (Llama).
+
+    Args:
+        modules: The layer's projections (from the layout's `iter_layers`).
+        norm_placement: `"post"` or `"pre"`.
+        stop_before_ffn: End the layer call when the FFN starts (the attention fit needs nothing
+            after it, and skipping the FFN saves most of the compute).
+    """
+
+    def __init__(self, modules: LayerModules, norm_placement: str, stop_before_ffn: bool = False):
+        self.modules = modules
+        self.norm_placement = norm_placement
+        self.stop_before_ffn = stop_before_ffn
+        self.values: dict[str, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> "LayerTaps":
+        modules = self.modules
+        self._handles = [
+            modules.output.register_forward_pre_hook(self._record_input("attention_input"), prepend=True),
+            modules.output.register_forward_hook(self._record_output("attention_output")),
+            modules.ffn_up.register_forward_pre_hook(self._record_input("ffn_up_input", ffn_start=True), prepend=True),
+            modules.ffn_down.register_forward_pre_hook(self._record_input("ffn_input"), prepend=True),
+            modules.ffn_down.register_forward_hook(self._record_output("ffn_output")),
+        ]
+        if modules.ffn_gate is not None:  # gated FFNs may call the gate before the up projection
+            self._handles.append(modules.ffn_gate.register_forward_pre_hook(self._stop_hook(), prepend=True))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _store(self, name: str, value: torch.Tensor) -> None:
+        if name in self.values:
+            raise RuntimeError(
+                f"{name} was recorded twice in one call of layer {self.modules.index}: the layer runs a projection "
+                "more than once per call (feed-forward chunking?). Set config.chunk_size_feed_forward = 0."
+            )
+        self.values[name] = value
+
+    def _stop_hook(self):
+        def hook(module: nn.Module, args: tuple) -> None:
+            if self.stop_before_ffn:
+                raise _StopForward
+
+        return hook
+
+    def _record_input(self, name: str, ffn_start: bool = False):
+        def hook(module: nn.Module, args: tuple) -> None:
+            if ffn_start and self.stop_before_ffn:
+                raise _StopForward
+            self._store(name, args[0])
+
+        return hook
+
+    def _record_output(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            self._store(name, output)
+
+        return hook
+
+    def run(self, call: "_LayerCall", layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Call `layer` on `hidden` with fresh records; the layer's output, or `None` if stopped before the FFN."""
+        self.values = {}
+        try:
+            return call(layer, hidden)
+        except _StopForward:
+            return None
+
+    def attention_sum(self, layer_input: torch.Tensor) -> torch.Tensor:
+        """The attention sublayer's pre-normalisation sum."""
+        return layer_input + self.values["attention_output"]
+
+    def ffn_residual(self, layer_input: torch.Tensor) -> torch.Tensor:
+        """The residual the FFN output is added to."""
+        if self.norm_placement == "post":
+            return self.values["ffn_up_input"]
+        return self.attention_sum(layer_input)
+
+    def ffn_sum(self, layer_input: torch.Tensor) -> torch.Tensor:
+        """The FFN sublayer's pre-normalisation sum (the layer output itself for pre-norm layers)."""
+        return self.ffn_residual(layer_input) + self.values["ffn_output"]
+
+
+@dataclass
+class _LayerCall:
+    """How the model calls its layers on one batch: the arguments besides the hidden states.
+
+    Args:
+        args: Positional arguments after the hidden states (e.g. BERT's attention mask).
+        kwargs: Keyword arguments (attention mask, rotary position embeddings, ...).
+        tokens: `[batch * seq]` booleans, True for real tokens; `None` when no position is padding.
+    """
+
+    args: tuple
+    kwargs: dict[str, Any]
+    tokens: torch.Tensor | None
+
+    def __call__(self, layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        output = layer(hidden, *self.args, **self.kwargs)
+        return output[0] if isinstance(output, (tuple, list)) else output
+
+    def select(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`[batch, seq, features]` -> `[real tokens, features]`."""
+        flat = tensor.reshape(-1, tensor.shape[-1])
+        return flat if self.tokens is None else flat[self.tokens]
+
+
+class _NormalEquations:
+    """`A^T A` and `A^T e` of one sublayer's fit, accumulated batch by batch without forming `A`.
+
+    Column `j` of `A` holds kept group `j`'s contribution to the projection output at every token
+    (its `group_size` input features times the matching weight columns); `e` is the current
+    error, student sum minus teacher sum. With `Z` the kept input features and `W` the matching
+    weight columns, `(A^T A)[i, j]` sums the entries of block `(i, j)` of `(W^T W) * (Z^T Z)`, so
+    only the small `Z^T Z` is accumulated.
+
+    Args:
+        weight: The projection weight, `[hidden, in_features]`.
+        kept: Indices of the kept groups.
+        group_size: Input features per group (the head size for heads, 1 for FFN units).
+    """
+
+    def __init__(self, weight: torch.Tensor, kept: torch.Tensor, group_size: int):
+        self.num_groups, self.group_size = kept.numel(), group_size
+        offsets = torch.arange(group_size, device=weight.device)
+        columns = (kept.to(weight.device)[:, None] * group_size + offsets).flatten()
+        # Nothing to gather when every group is kept (the all-ones masks of a first tuning pass).
+        self.columns = None if columns.numel() == weight.shape[1] else columns
+        self.weight = weight if self.columns is None else weight.index_select(1, columns)
+        width = columns.numel()
+        self.cross = torch.zeros(width, width, dtype=torch.float64, device=weight.device)
+        self.gradient = torch.zeros(self.num_groups, dtype=torch.float64, device=weight.device)
+
+    def add(self, inputs: torch.Tensor, error: torch.Tensor) -> None:
+        """Add one batch.
+
+        Args:
+            inputs: `[tokens, in_features]` raw (unscaled) projection inputs.
+            error: `[tokens, hidden]` student minus teacher pre-normalisation sum.
+        """
+        kept = inputs if self.columns is None else inputs.index_select(1, self.columns)
+        self.cross += (kept.T @ kept).double()
+        # (A^T e)_j = sum over tokens and features of (e W_j) * z_j, reordered so that the one large
+        # product is a [hidden, tokens] x [tokens, k*d] matrix product.
+        products = ((error.T @ kept) * self.weight).sum(dim=0)
+        self.gradient += products.double().view(self.num_groups, self.group_size).sum(dim=1)
+
+    def gram(self) -> torch.Tensor:
+        """`A^T A`, `[groups, groups]` in float64."""
+        weight = self.weight.double()
+        blocks = (weight.T @ weight) * self.cross
+        size = (self.num_groups, self.group_size)
+        return blocks.view(*size, *size).sum(dim=(1, 3))
+
+
+def _solve(
+    equations: _NormalEquations,
+    current: torch.Tensor,
+    error: float,
+    *,
+    max_scale: float,
+    tol: float,
+    max_iterations: int | None,
+) -> tuple[torch.Tensor | None, float, str | None]:
+    """Fit the kept scales; `(new scales or None, error after, reason for rejecting)`.
+
+    The step `d` away from the current scales `s0` is solved for (`A^T A d = -A^T e`) rather than
+    the scales themselves: lsmr's minimum-norm answer then leaves directions the data does not
+    determine at their current value instead of pulling them to 0, and the fitted error
+    `|e + A d|^2 = error + 2 d^T A^T e + d^T A^T A d` needs no difference of large numbers.
+    """
+    gram = equations.gram().cpu()
+    gradient = equations.gradient.cpu()
+    # Jacobi preconditioning: FFN units' activations differ in scale by orders of magnitude, which
+    # makes A^T A so ill-conditioned that lsmr stalls; unit-diagonal scaling fixes most of it.
+    diagonal = gram.diagonal().clone()
+    diagonal[diagonal <= 0] = 1.0
+    scaling = diagonal.rsqrt()
+    system = gram * scaling[:, None] * scaling[None, :]
+    step, istop = lsmr(_operator(system), (-gradient * scaling).numpy(), atol=tol, btol=tol, maxiter=max_iterations)[:2]
+    step = torch.from_numpy(step) * scaling
+    if not bool(step.isfinite().all()):
+        return None, error, "the solution is not finite"
+    if istop not in _CONVERGED:
+        return None, error, f"lsmr did not converge (istop={istop})"
+    scales = current.double() + step
+    largest = float(scales.abs().max())
+    if largest > max_scale:
+        return None, error, f"a scale of magnitude {largest:.3g} exceeds max_scale={max_scale:g}"
+    fitted = error + 2.0 * float(step @ gradient) + float(step @ gram @ step)
+    if not fitted < error:
+        return None, error, "the fit does not lower the error"
+    return scales.float(), max(fitted, 0.0), None
+
+
+def _operator(matrix: torch.Tensor) -> LinearOperator:
+    """A symmetric float64 matrix as a scipy operator whose products run in torch.
+
+    numpy's BLAS threads and torch's OpenMP threads fight over the cores when used in turn; keeping
+    lsmr's many small products in torch avoids slowing each one down by an order of magnitude.
+    """
+
+    def product(vector: np.ndarray) -> np.ndarray:
+        return (matrix @ torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float64))).numpy()
+
+    return LinearOperator(tuple(matrix.shape), matvec=product, rmatvec=product, dtype=np.float64)
+
+
+def _model_inputs(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        key: value.to(device) if isinstance(value, torch.Tensor) else value
+        for key, value in batch.items()
+        if key not in _TARGET_KEYS
+    }
+
+
+def _capture_call(model: nn.Module, first_layer: nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, _LayerCall]:
+    """Run `model` up to its first layer; that layer's input hidden states and call arguments."""
+    captured: dict[str, Any] = {}
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        captured["args"], captured["kwargs"] = args, dict(kwargs)
+        raise _StopForward
+
+    handle = first_layer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        model(**inputs)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError(f"{type(model).__name__} returned without calling its first transformer layer.")
+    args, kwargs = captured["args"], captured["kwargs"]
+    hidden, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
+    # The layers are called again and again on the same batch: a key/value cache would keep growing.
+    for key in ("past_key_values", "past_key_value"):
+        if key in kwargs:
+            kwargs[key] = None
+    if "use_cache" in kwargs:
+        kwargs["use_cache"] = False
+    return hidden, _LayerCall(args=args, kwargs=kwargs, tokens=_real_tokens(inputs, hidden))
+
+
+def _real_tokens(inputs: Mapping[str, Any], hidden: torch.Tensor) -> torch.Tensor | None:
+    mask = inputs.get("attention_mask")
+    if mask is None:
+        return None
+    if tuple(mask.shape) != tuple(hidden.shape[:2]):
+        raise ValueError(
+            f"The batch's attention_mask has shape {tuple(mask.shape)} but the layers see hidden states of shape "
+            f"{tuple(hidden.shape)}: pass a 2-d [batch, sequence] attention_mask with 1 for real tokens."
+        )
+    tokens = mask.reshape(-1).bool()
+    return None if bool(tokens.all()) else tokens
+
+
+def _check_model(model: nn.Module) -> None:
+    if is_patched(model):
+        raise ValueError(
+            "tune_masks needs an unpatched model, but this one holds masked linears from patch_model. Pass the dense "
+            "fine-tuned model, or bake the patched one first with nn_prune_ext.bake_model(model)."
+        )
+    layer_types = getattr(model.config, "layer_types", None)
+    if layer_types and len(set(layer_types)) > 1:
+        raise ValueError(
+            f"tune_masks calls every layer with the arguments the first layer gets, but this model mixes layer types "
+            f"{sorted(set(layer_types))} (e.g. sliding-window and full attention), whose attention masks differ. "
+            "Tune a model whose layers all share one attention type."
+        )
+
+
+class _Tuner:
+    """Propagates the teacher's and the student's hidden states layer by layer and fits the scales."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layout: ArchitectureLayout,
+        masks: StructureMasks,
+        calls: list[_LayerCall],
+        hidden: list[torch.Tensor],
+        solve_options: dict[str, Any],
+    ):
+        self.model, self.layout, self.masks, self.calls = model, layout, masks, calls
+        self.teacher_hidden, self.student_hidden = hidden, list(hidden)
+        self.solve_options = solve_options
+        self.device = hidden[0].device
+        self.records: list[SublayerTuning] = []
+
+    def _masked(self, index: int, heads: torch.Tensor | None, units: torch.Tensor | None):
+        """`apply_masks` with `heads` / `units` on layer `index` only (the only layer that runs)."""
+        head_masks: list[torch.Tensor | None] = [None] * self.masks.num_layers
+        unit_masks: list[torch.Tensor | None] = [None] * self.masks.num_layers
+        head_masks[index] = None if heads is None else heads.to(self.device)
+        unit_masks[index] = None if units is None else units.to(self.device)
+        return apply_masks(self.model, head_masks, unit_masks)
+
+    def _teacher(self, layer: nn.Module, modules: LayerModules) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Run the dense layer on the teacher's hidden states; its sums per batch, as real tokens."""
+        attention_sums, ffn_sums = [], []
+        with LayerTaps(modules, self.layout.norm_placement) as taps:
+            for batch, (call, hidden) in enumerate(zip(self.calls, self.teacher_hidden)):
+                self.teacher_hidden[batch] = taps.run(call, layer, hidden)
+                attention_sums.append(call.select(taps.attention_sum(hidden)))
+                ffn_sums.append(call.select(taps.ffn_sum(hidden)))
+        return attention_sums, ffn_sums
+
+    def _student(
+        self,
+        layer: nn.Module,
+        modules: LayerModules,
+        targets: list[torch.Tensor],
+        sublayer: str,
+        equations: _NormalEquations | None,
+    ) -> tuple[float, list[torch.Tensor] | None]:
+        """Run the masked layer on the student's hidden states.
+
+        Returns:
+            The squared error of `sublayer` and, unless only the attention ran, the layer outputs.
+        """
+        index = modules.index
+        stop = sublayer == "attention"
+        error = 0.0
+        outputs: list[torch.Tensor] = []
+        with self._masked(index, self.masks.heads[index], self.masks.units[index]), LayerTaps(
+            modules, self.layout.norm_placement, stop_before_ffn=stop
+        ) as taps:
+            for call, hidden, target in zip(self.calls, self.student_hidden, targets):
+                output = taps.run(call, layer, hidden)
+                if stop:
+                    difference = call.select(taps.attention_sum(hidden)) - target
+                    inputs = taps.values["attention_input"]
+                else:
+                    difference = call.select(taps.ffn_sum(hidden)) - target
+                    inputs = taps.values["ffn_input"]
+                    outputs.append(output)
+                error += float(difference.square().sum(dtype=torch.float64))
+                if equations is not None:
+                    equations.add(call.select(inputs), difference)
+        return error, None if stop else outputs
+
+    def _fit(
+        self, layer: nn.Module, modules: LayerModules, targets: list[torch.Tensor], sublayer: str
+    ) -> tuple[bool, list[torch.Tensor] | None]:
+        """Fit `sublayer`'s scales of one layer and record the outcome.
+
+        Returns:
+            Whether the scales changed, and the layer outputs the fitting run produced (computed
+            with the scales from before the fit; `None` for the attention run, which stops early).
+        """
+        index = modules.index
+        values = (self.masks.heads if sublayer == "attention" else self.masks.units)[index]
+        kept = values.nonzero().flatten()
+        weight = (modules.output if sublayer == "attention" else modules.ffn_down).weight
+        group_size = modules.head_dim if sublayer == "attention" else 1
+        equations = _NormalEquations(weight.detach(), kept, group_size) if kept.numel() else None
+        error, outputs = self._student(layer, modules, targets, sublayer, equations)
+        scales, after, reason = None, error, None
+        if equations is None:
+            reason = f"no {'heads' if sublayer == 'attention' else 'FFN units'} kept"
+        elif error == 0.0:
+            reason = "the sublayer already matches the dense model"
+        else:
+            scales, after, reason = _solve(equations, values[kept], error, **self.solve_options)
+        if scales is not None:
+            values[kept] = scales
+        self.records.append(SublayerTuning(index, sublayer, kept.numel(), error, after, scales is not None, reason))
+        return scales is not None, outputs
+
+    def tune_layer(self, layer: nn.Module, modules: LayerModules) -> None:
+        """Tune one layer's attention, then its FFN, and move both hidden states past it."""
+        attention_targets, ffn_targets = self._teacher(layer, modules)
+        self._fit(layer, modules, attention_targets, "attention")
+        changed, outputs = self._fit(layer, modules, ffn_targets, "ffn")
+        if changed:  # the FFN run's outputs predate its new scales
+            with self._masked(modules.index, self.masks.heads[modules.index], self.masks.units[modules.index]):
+                outputs = [call(layer, hidden) for call, hidden in zip(self.calls, self.student_hidden)]
+        self.student_hidden = outputs
+
+
+def tune_masks(
+    model: nn.Module,
+    masks: StructureMasks,
+    batches: Iterable[Mapping[str, Any]],
+    *,
+    max_batches: int | None = None,
+    max_scale: float = 10.0,
+    tol: float = 1e-8,
+    max_iterations: int | None = None,
+) -> TuningResult:
+    """Fit one scale per kept head and FFN unit so that the pruned model matches the dense one, layer by layer.
+
+    `model` is both the teacher (run without masks) and the student (run with `masks` and the
+    scales fitted so far, through `importance.apply_masks`); its weights are not changed. Layers
+    are tuned in order, each one's attention sublayer before its FFN, each fit on the student's
+    own inputs, so later layers correct what earlier ones could not. The model runs up to its
+    first layer once per batch; after that, the cached hidden states are propagated one layer at
+    a time, so the whole tuning costs about four dense forward passes over the batches and keeps
+    two copies of their hidden states (teacher and student) in memory.
+
+    Args:
+        model: An unpatched model of a registered architecture, usually the dense fine-tuned model.
+        masks: The heads and FFN units to keep (0 = removed); kept entries are the starting scales.
+        batches: Dicts of model inputs, e.g. a `DataLoader`; targets such as `labels` are ignored.
+            Only real tokens count: padding (0 in `attention_mask`) is left out of every fit.
+        max_batches: Use at most this many batches.
+        max_scale: Reject a sublayer's fit when any scale exceeds this magnitude.
+        tol: lsmr's `atol` and `btol`.
+        max_iterations: lsmr's `maxiter` (its default, the number of scales, when `None`).
+
+    Returns:
+        A `TuningResult`: the tuned masks (a new object; `masks` is left as it was) and, per
+        sublayer, the error before and after and whether the fit was accepted.
+
+    Raises:
+        ValueError: If the model is patched, the masks do not fit the model, there are no batches,
+            or a batch's `attention_mask` does not match its inputs.
+    """
+    layout = get_layout(model)
+    _check_model(model)
+    masks.check(model)
+    tuned = masks.clone()
+    device = next(model.parameters()).device
+    layers = layout.layer_list(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            hidden, calls = [], []
+            for batch in itertools.islice(batches, max_batches):
+                states, call = _capture_call(model, layers[0], _model_inputs(batch, device))
+                hidden.append(states)
+                calls.append(call)
+            if not calls:
+                raise ValueError("tune_masks got no batches: pass at least one batch of model inputs.")
+            tuner = _Tuner(
+                model,
+                layout,
+                tuned,
+                calls,
+                hidden,
+                dict(max_scale=max_scale, tol=tol, max_iterations=max_iterations),
+            )
+            for layer, modules in zip(layers, layout.iter_layers(model)):
+                tuner.tune_layer(layer, modules)
+    finally:
+        model.train(was_training)
+    return TuningResult(masks=tuned, layers=tuner.records)

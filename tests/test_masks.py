@@ -1,0 +1,77 @@
+"""StructureMasks, fold_masks and prune_with_masks on every registered architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nn_prune_ext import StructureMasks, apply_masks, fold_masks, prune_with_masks
+from nn_prune_ext.flops import kept_layer_shapes
+
+from conftest import HEADS, INTERMEDIATE, LAYERS, tiny_batch, tiny_model
+
+
+def _scaled_masks(model) -> StructureMasks:
+    generator = torch.Generator().manual_seed(3)
+    masks = StructureMasks.ones(model)
+    masks.heads[0] = torch.tensor([1.0, 0.0, 0.7, 0.0])
+    masks.units[0] = (torch.rand(INTERMEDIATE, generator=generator) > 0.5).float() * 1.3
+    masks.heads[1] = torch.zeros(HEADS)
+    masks.units[1] = torch.zeros(INTERMEDIATE)
+    return masks
+
+
+def test_prune_with_masks_equals_masked_model(model_type):
+    model = tiny_model(model_type)
+    masks = _scaled_masks(model)
+    batch = tiny_batch()
+    with torch.no_grad(), apply_masks(model, masks.heads, masks.units):
+        expected = model(**batch).logits
+    slim = prune_with_masks(model, masks)
+    torch.testing.assert_close(slim(**batch).logits, expected, rtol=0, atol=1e-5)
+    shapes = kept_layer_shapes(slim)  # one per dense layer; a dropped layer has zero sizes
+    assert shapes[0].num_heads == 2 and shapes[0].ffn_width == int(masks.units[0].count_nonzero())
+    assert shapes[-1].num_heads == 0 and shapes[-1].ffn_width == 0
+    # The input model is untouched.
+    with torch.no_grad():
+        assert not torch.equal(model(**batch).logits, expected)
+
+
+def test_fold_masks_is_in_place_and_exact(model_type):
+    model = tiny_model(model_type)
+    masks = _scaled_masks(model)
+    batch = tiny_batch()
+    with torch.no_grad(), apply_masks(model, masks.heads, masks.units):
+        expected = model(**batch).logits
+    assert fold_masks(model, masks) is model
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, expected, rtol=0, atol=1e-6)
+
+
+def test_from_kept_and_counts(model_type):
+    model = tiny_model(model_type)
+    masks = StructureMasks.from_kept(model, heads=[[0, 3], []], units=[range(0, INTERMEDIATE, 2), [5]])
+    assert masks.kept_heads() == [2, 0]
+    assert masks.kept_units() == [INTERMEDIATE // 2, 1]
+    assert masks.heads[0].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert StructureMasks.from_dict(masks.to_dict()).to_dict() == masks.to_dict()
+
+
+def test_binary_drops_scales():
+    masks = StructureMasks(heads=[torch.tensor([0.0, 2.5])], units=[torch.tensor([-0.5, 0.0, 1.0])])
+    binary = masks.binary()
+    assert binary.heads[0].tolist() == [0.0, 1.0] and binary.units[0].tolist() == [1.0, 0.0, 1.0]
+
+
+def test_errors_name_the_problem():
+    model = tiny_model("bert")
+    with pytest.raises(ValueError, match="head index 4 is out of range"):
+        StructureMasks.from_kept(model, heads=[[4], []], units=[[], []])
+    with pytest.raises(ValueError, match=f"cover 1 layers but the model has {LAYERS}"):
+        fold_masks(model, StructureMasks(heads=[torch.ones(HEADS)], units=[torch.ones(INTERMEDIATE)]))
+    bad = StructureMasks.ones(model)
+    bad.units[1] = torch.ones(3)
+    with pytest.raises(ValueError, match="FFN unit mask of layer 1 has 3 entries"):
+        prune_with_masks(model, bad)
+    with pytest.raises(ValueError, match="2 head masks and 1 FFN-unit masks"):
+        StructureMasks(heads=[torch.ones(2), torch.ones(2)], units=[torch.ones(2)])

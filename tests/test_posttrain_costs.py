@@ -1,0 +1,60 @@
+"""FLOPs and latency cost models of post-training pruning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nn_prune_ext import StructureMasks, model_flops, prune_with_masks
+from nn_prune_ext.posttrain.costs import FlopsCost, LatencyCost, PiecewiseLinear
+from nn_prune_ext.posttrain.search import masks_cost
+from nn_prune_ext.posttrain.units import PruningUnits
+from nn_prune_ext.slim.structure import slim_attention_sizes
+
+from conftest import HEADS, INTERMEDIATE, tiny_model
+
+SEQ = 12
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flops_cost_is_the_slim_models_flops(model_type, seed):
+    """Random masks (unequal heads per key/value group under GQA): the cost is exactly what slimming gives."""
+    model = tiny_model(model_type)
+    generator = torch.Generator().manual_seed(seed)
+    masks = StructureMasks(
+        heads=[(torch.rand(HEADS, generator=generator) > 0.4).float() for _ in range(2)],
+        units=[(torch.rand(INTERMEDIATE, generator=generator) > 0.5).float() for _ in range(2)],
+    )
+    structure = PruningUnits.for_model(model)
+    cost = FlopsCost(shapes=structure.shapes, seq_len=SEQ)
+    assert masks_cost(masks, structure, cost) == model_flops(prune_with_masks(model, masks), SEQ)
+    assert masks_cost(StructureMasks.ones(model), structure, cost) == model_flops(model, SEQ)
+
+
+@pytest.mark.parametrize(
+    "kept, expected",
+    [([2, 2], (4, 2)), ([1, 0], (1, 1)), ([0, 0], (0, 0)), ([2, 1], (4, 2)), ([3, 1, 1, 1], (6, 6)), ([4, 4, 1], (12, 3))],
+)
+def test_slim_attention_sizes(kept, expected):
+    assert slim_attention_sizes(kept) == expected
+
+
+def test_piecewise_linear():
+    curve = PiecewiseLinear(points=(2, 4), values=(1.0, 3.0))
+    assert [curve(n) for n in (0, 1, 2, 3, 4, 6)] == [0.0, 1.0, 1.0, 2.0, 3.0, 5.0]
+    assert PiecewiseLinear(points=(1,), values=(2.0,))(7) == 2.0
+    with pytest.raises(ValueError, match="increasing"):
+        PiecewiseLinear(points=(3, 2), values=(1.0, 2.0))
+
+
+def test_latency_cost_uses_slim_head_count():
+    cost = LatencyCost(PiecewiseLinear((1, 4), (1.0, 4.0)), PiecewiseLinear((1, 10), (0.5, 5.0)))
+    assert cost.attention(0, [2, 1]) == 4.0  # padded to 2 groups of 2 heads
+    assert cost.attention(0, [0, 0]) == 0.0
+    assert cost.ffn(0, 10) == 5.0 and cost.ffn(0, 0) == 0.0
+    assert cost.ffn_unit_cost(0) is None
+
+
+def test_flops_cost_rejects_bad_length():
+    with pytest.raises(ValueError, match="seq_len"):
+        FlopsCost(shapes=(), seq_len=0)

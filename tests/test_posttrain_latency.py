@@ -1,0 +1,50 @@
+"""Latency lookup tables: measurement on a one-layer slim copy and the hinge fit."""
+
+from __future__ import annotations
+
+import pytest
+
+from nn_prune_ext.posttrain.latency import _grid, fit_hinge, measure_latency_table
+
+from conftest import HEADS, INTERMEDIATE, tiny_model
+
+
+def test_fit_hinge_recovers_flat_then_linear():
+    counts = list(range(1, 21))
+    latencies = [2.0 if n <= 8 else 2.0 + 0.5 * (n - 8) for n in counts]
+    curve = fit_hinge(counts, latencies)
+    assert curve.points == (8, 20)
+    for n in counts + [30]:
+        expected = 2.0 if n <= 8 else 2.0 + 0.5 * (n - 8)
+        assert curve(n) == pytest.approx(expected)
+    assert curve(0) == 0.0
+
+
+def test_fit_hinge_of_noise_is_near_flat_nondecreasing_and_never_negative():
+    curve = fit_hinge([1, 2, 3, 4], [1.0, 0.8, 1.1, 0.9])
+    values = [curve(n) for n in (1, 2, 3, 4)]
+    assert values == sorted(values) and max(values) - min(values) < 0.1
+    assert fit_hinge([1, 2, 3, 4], [1.0, 0.9, 0.8, 0.7])(4) == pytest.approx(0.85)  # no negative slope
+    assert fit_hinge([1, 2], [-1.0, -1.0])(2) == 0.0
+    with pytest.raises(ValueError, match="one latency per count"):
+        fit_hinge([1, 2], [1.0])
+
+
+def test_grid_is_dense_at_the_small_end():
+    grid = _grid(1536, 16)
+    assert grid[0] == 1 and grid[-1] == 1536 and grid == sorted(set(grid))
+    assert len(grid) <= 16 and grid[1] - grid[0] < grid[-1] - grid[-2]
+    assert _grid(5, 16) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("model_type", ["bert", "llama"])
+def test_measure_latency_table(model_type):
+    model = tiny_model(model_type)
+    table = measure_latency_table(model, batch_size=2, seq_len=8, ffn_points=5, warmup=1, repeats=2)
+    assert table.head_counts == tuple(range(1, HEADS + 1))
+    assert table.ffn_widths[0] == 1 and table.ffn_widths[-1] == INTERMEDIATE and len(table.ffn_widths) <= 5
+    assert len(table.attention_ms) == HEADS and len(table.ffn_ms) == len(table.ffn_widths)
+    assert min(table.attention_ms + table.ffn_ms) >= 0.0
+    cost = table.cost_model()
+    assert cost.attention(0, [0] * HEADS) == 0.0 and cost.ffn(0, 0) == 0.0
+    assert "latency of one layer, batch 2 x 8 tokens" in str(table)

@@ -1,0 +1,92 @@
+"""post_training_prune end to end on tiny models of every registered architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from nn_prune_ext import SparseArgs, StructureMasks, apply_masks, model_flops, patch_model
+from nn_prune_ext.posttrain import (
+    LatencyTable,
+    PostTrainingArgs,
+    masks_cost,
+    mean_sequence_length,
+    post_training_prune,
+    with_labels,
+)
+from nn_prune_ext.posttrain.units import PruningUnits
+
+from conftest import labelled_batches, tiny_batch, tiny_config, tiny_model
+
+
+@pytest.mark.parametrize("granularity", ["head", "group"])
+def test_flops_budget_slim_model_equals_masked_model(model_type, granularity):
+    model = tiny_model(model_type)
+    batches = labelled_batches(4)
+    result = post_training_prune(model, batches, flops_budget=0.5, head_granularity=granularity)
+    seq_len = mean_sequence_length(batches)
+    assert seq_len == round(sum(int(b["attention_mask"].sum()) for b in batches) / 16)
+    assert model_flops(result.model, seq_len) <= 0.5 * model_flops(model, seq_len)
+    assert model_flops(result.model, seq_len) == result.search.cost
+    # Rearrangement and tuning keep the searched sizes.
+    assert result.masks.kept_heads() == result.searched_masks.kept_heads()
+    assert result.masks.kept_units() == result.searched_masks.kept_units()
+    batch = tiny_batch(seed=7)
+    with torch.no_grad(), apply_masks(model, result.masks.heads, result.masks.units):
+        expected = model(**batch).logits
+    torch.testing.assert_close(result.model(**batch).logits, expected, rtol=0, atol=1e-5)
+    assert list(result.stage_seconds) == ["gradients", "cost model", "search", "rearrange", "tune", "slim"]
+    assert "seconds per stage" in str(result)
+
+
+def test_stages_can_be_switched_off():
+    model = tiny_model("bert")
+    result = post_training_prune(model, labelled_batches(3), flops_budget=0.6, rearrange=False, tune=False)
+    assert result.tuning is None and list(result.stage_seconds) == ["gradients", "cost model", "search", "slim"]
+    assert result.masks.to_dict() == result.searched_masks.to_dict()
+    assert set(torch.cat(result.masks.units).tolist()) <= {0.0, 1.0}
+
+
+def test_latency_budget_with_a_given_table():
+    model = tiny_model("llama")
+    table = LatencyTable(
+        head_counts=(1, 2, 3, 4), attention_ms=(1.0, 1.0, 2.0, 3.0),
+        ffn_widths=(1, 64, 128), ffn_ms=(0.5, 1.0, 2.0), batch_size=1, seq_len=12,
+    )
+    result = post_training_prune(model, labelled_batches(3), latency_budget=0.5, latency_table=table, tune=False)
+    cost = table.cost_model()
+    structure = PruningUnits.for_model(model)
+    dense = masks_cost(StructureMasks.ones(model), structure, cost)
+    assert masks_cost(result.masks, structure, cost) == pytest.approx(result.search.cost)
+    assert result.search.cost <= 0.5 * dense + 1e-9
+
+
+def test_unlabelled_batches_use_the_models_own_targets():
+    classifier = tiny_model("bert")
+    batch = tiny_batch()
+    labelled = with_labels(classifier, batch)
+    with torch.no_grad():
+        assert torch.equal(labelled["labels"], classifier(**batch).logits.argmax(-1))
+    lm = AutoModelForCausalLM.from_config(tiny_config("llama")).eval()
+    labelled = with_labels(lm, batch)
+    expected = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    assert torch.equal(labelled["labels"], expected)
+    result = post_training_prune(lm, [tiny_batch(seed=s) for s in range(3)], flops_budget=0.7)
+    assert model_flops(result.model, result.seq_len) <= 0.7 * model_flops(lm, result.seq_len)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="exactly one budget"):
+        PostTrainingArgs()
+    with pytest.raises(ValueError, match="exactly one budget"):
+        PostTrainingArgs(flops_budget=0.5, latency_budget=0.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        PostTrainingArgs(flops_budget=1.5)
+    with pytest.raises(ValueError, match="head_granularity"):
+        PostTrainingArgs(flops_budget=0.5, head_granularity="row")
+    patched = patch_model(tiny_model("bert"), SparseArgs.struct())
+    with pytest.raises(ValueError, match="bake_model"):
+        post_training_prune(patched, labelled_batches(1), flops_budget=0.5)
+    with pytest.raises(ValueError, match="No calibration batches"):
+        post_training_prune(tiny_model("bert"), [], flops_budget=0.5)

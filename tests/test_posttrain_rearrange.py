@@ -1,0 +1,81 @@
+"""Mask rearrangement: same counts, never a worse Fisher estimate of the loss."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from nn_prune_ext import collect_mask_gradients, model_flops, prune_with_masks
+from nn_prune_ext.posttrain.costs import FlopsCost
+from nn_prune_ext.posttrain.rearrange import rearrange_layer, rearrange_masks, removal_loss
+from nn_prune_ext.posttrain.search import search_masks
+from nn_prune_ext.posttrain.units import PruningUnits, UnitGradients
+
+from conftest import GQA_TYPES, labelled_batches, tiny_model
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_rearrange_layer_never_raises_the_loss_estimate(seed):
+    generator = torch.Generator().manual_seed(seed)
+    entries, batches = 9, 5
+    gradients = torch.randn(batches, entries, generator=generator)
+    removed = torch.zeros(entries, dtype=torch.bool)
+    removed[torch.randperm(entries, generator=generator)[: 1 + seed % 7]] = True
+    result = rearrange_layer(removed, gradients)
+    assert int(result.sum()) == int(removed.sum())
+    assert removal_loss(result, gradients) <= removal_loss(removed, gradients) + 1e-12
+    # Not worse than the best single swap either: a local optimum for swaps with the greedy's candidates.
+    best = min(
+        removal_loss(torch.tensor([i in subset for i in range(entries)]), gradients)
+        for subset in itertools.combinations(range(entries), int(removed.sum()))
+    )
+    assert removal_loss(result, gradients) >= best - 1e-12
+
+
+def test_rearrange_swaps_in_a_cancelling_head():
+    """A kept head whose gradient cancels the removed heads' is better removed than one of them."""
+    gradients = torch.tensor([[-0.6, 3.0, 0.5, 0.5], [0.0, 3.0, 0.0, 0.0]])
+    removed = torch.tensor([False, False, True, True])  # the two smallest by diagonal Fisher
+    result = rearrange_layer(removed, gradients)
+    assert result.tolist() == [True, False, False, True]
+    assert removal_loss(result, gradients) == pytest.approx(0.5 * 0.1**2)
+    assert removal_loss(removed, gradients) == pytest.approx(0.5)
+
+
+def test_partitions_keep_counts_per_partition():
+    generator = torch.Generator().manual_seed(0)
+    gradients = torch.randn(6, 8, generator=generator)
+    removed = torch.tensor([True, False, False, False, True, True, False, False])
+    partitions = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    result = rearrange_layer(removed, gradients, partitions)
+    assert int(result[:4].sum()) == 1 and int(result[4:].sum()) == 2
+    assert removal_loss(result, gradients) <= removal_loss(removed, gradients)
+
+
+@pytest.mark.parametrize("granularity", ["head", "group"])
+def test_rearranged_masks_keep_sizes_and_cost(model_type, granularity):
+    model = tiny_model(model_type)
+    structure = PruningUnits.for_model(model, granularity)
+    gradients = UnitGradients.from_gradients(collect_mask_gradients(model, labelled_batches(6)), structure)
+    heads, units = gradients.fisher()
+    cost = FlopsCost(structure.shapes, seq_len=12)
+    searched = search_masks(heads, units, structure, cost, 0.5 * model_flops(model, 12)).masks
+    rearranged = rearrange_masks(searched, gradients, structure)
+    assert rearranged.kept_heads() == searched.kept_heads()
+    assert rearranged.kept_units() == searched.kept_units()
+    for layer in range(structure.num_layers):
+        before = structure.kept_per_group(layer, structure.kept_units(layer, searched.heads[layer]))
+        after = structure.kept_per_group(layer, structure.kept_units(layer, rearranged.heads[layer]))
+        if granularity == "head" and model_type in GQA_TYPES:
+            assert after == before  # heads moved only within their key/value group
+        for kind, old, new, grads in (
+            ("heads", searched.heads[layer], rearranged.heads[layer], gradients.heads[layer]),
+            ("units", searched.units[layer], rearranged.units[layer], gradients.units[layer]),
+        ):
+            if kind == "heads":
+                old = structure.kept_units(layer, old)
+                new = structure.kept_units(layer, new)
+            assert removal_loss(new == 0, grads) <= removal_loss(old == 0, grads) + 1e-15
+    assert model_flops(prune_with_masks(model, rearranged), 12) == model_flops(prune_with_masks(model, searched), 12)

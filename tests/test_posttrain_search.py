@@ -1,0 +1,115 @@
+"""Mask search under FLOPs and latency budgets."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from nn_prune_ext import collect_mask_gradients, model_flops, prune_with_masks
+from nn_prune_ext.flops import LayerShape
+from nn_prune_ext.posttrain.costs import FlopsCost, LatencyCost, PiecewiseLinear
+from nn_prune_ext.posttrain.search import masks_cost, search_masks
+from nn_prune_ext.posttrain.units import PruningUnits, UnitGradients
+
+from conftest import GQA_TYPES, labelled_batches, tiny_model
+
+SEQ = 12
+
+
+def _fisher(model, granularity="head"):
+    structure = PruningUnits.for_model(model, granularity)
+    gradients = UnitGradients.from_gradients(collect_mask_gradients(model, labelled_batches()), structure)
+    heads, units = gradients.fisher()
+    return structure, heads, units
+
+
+@pytest.mark.parametrize("granularity", ["head", "group"])
+def test_flops_budget_holds_exactly_on_the_slim_model(model_type, granularity):
+    model = tiny_model(model_type)
+    structure, heads, units = _fisher(model, granularity)
+    cost = FlopsCost(structure.shapes, SEQ)
+    for fraction in (0.0, 0.25, 0.6, 1.0):
+        budget = fraction * model_flops(model, SEQ)
+        result = search_masks(heads, units, structure, cost, budget)
+        slim_flops = model_flops(prune_with_masks(model, result.masks), SEQ)
+        assert slim_flops == result.cost <= budget
+        if sum(result.masks.kept_units()) < sum(u.numel() for u in units):
+            # Nothing that fits is left out: the unspent budget is less than one more FFN unit.
+            assert budget - result.cost < cost.ffn_unit_cost(0)
+        if fraction == 1.0:
+            assert result.masks.kept_heads() == [s.num_heads for s in structure.shapes]
+        if fraction == 0.0:
+            assert result.masks.kept_heads() == [0, 0] and result.masks.kept_units() == [0, 0]
+        if granularity == "group" and model_type in GQA_TYPES:
+            for mask in result.masks.heads:  # whole key/value groups of 2 query heads
+                assert torch.equal(mask[0::2], mask[1::2])
+
+
+def _brute_force(heads, units, structure, cost, budget):
+    """The best importance over every head subset, each with the best FFN units that fit."""
+    best = -1.0
+    head_entries = [(l, i) for l in range(len(heads)) for i in range(heads[l].numel())]
+    unit_costs = cost.ffn_unit_cost(0)
+    ranked_units = sorted((float(v) for u in units for v in u), reverse=True)
+    for keep in itertools.product([False, True], repeat=len(head_entries)):
+        kept = [torch.zeros(h.numel(), dtype=torch.bool) for h in heads]
+        for flag, (l, i) in zip(keep, head_entries):
+            kept[l][i] = flag
+        attention = sum(cost.attention(l, structure.kept_per_group(l, kept[l])) for l in range(len(heads)))
+        if attention > budget:
+            continue
+        count = int((budget - attention) // unit_costs)
+        value = sum(float(heads[l][i]) for flag, (l, i) in zip(keep, head_entries) if flag) + sum(ranked_units[:count])
+        best = max(best, value)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_search_finds_the_best_split_between_heads_and_units(seed):
+    """With the FLOPs cost (additive without GQA) the search is exact: compare with brute force."""
+    generator = torch.Generator().manual_seed(seed)
+    shapes = (LayerShape(hidden=8, num_heads=3, num_kv_heads=3, head_dim=4, ffn_width=10),) * 2
+    structure = PruningUnits(shapes=shapes)
+    cost = FlopsCost(shapes, seq_len=5)
+    heads = [torch.rand(3, generator=generator) * 3 for _ in range(2)]
+    units = [torch.rand(10, generator=generator) for _ in range(2)]
+    dense = sum(cost.attention(l, [1, 1, 1]) + cost.ffn(l, 10) for l in range(2))
+    for fraction in (0.2, 0.45, 0.7):
+        result = search_masks(heads, units, structure, cost, fraction * dense)
+        assert result.importance == pytest.approx(_brute_force(heads, units, structure, cost, fraction * dense))
+        assert masks_cost(result.masks, structure, cost) == result.cost <= fraction * dense
+
+
+def test_latency_budget_holds():
+    shapes = (LayerShape(hidden=8, num_heads=4, num_kv_heads=4, head_dim=2, ffn_width=50),) * 3
+    structure = PruningUnits(shapes=shapes)
+    # Flat up to 2 heads / 20 units, then linear: the first unit of a layer is the expensive one.
+    cost = LatencyCost(PiecewiseLinear((2, 4), (1.0, 2.0)), PiecewiseLinear((20, 50), (0.6, 1.5)))
+    generator = torch.Generator().manual_seed(0)
+    heads = [torch.rand(4, generator=generator) for _ in range(3)]
+    units = [torch.rand(50, generator=generator) / 10 for _ in range(3)]
+    dense = masks_cost(
+        search_masks(heads, units, structure, cost, 1e9).masks, structure, cost
+    )
+    assert dense == pytest.approx(3 * (2.0 + 1.5))
+    for fraction in (0.3, 0.5, 0.8):
+        result = search_masks(heads, units, structure, cost, fraction * dense)
+        assert masks_cost(result.masks, structure, cost) == pytest.approx(result.cost)
+        assert result.cost <= fraction * dense + 1e-12
+        # Within a flat region a unit is free: no layer stops at a width below 20 once it has a unit.
+        for width in result.masks.kept_units():
+            assert width == 0 or width >= 20
+
+
+def test_search_errors():
+    shapes = (LayerShape(hidden=8, num_heads=2, num_kv_heads=2, head_dim=4, ffn_width=4),)
+    structure = PruningUnits(shapes=shapes)
+    cost = FlopsCost(shapes, seq_len=3)
+    with pytest.raises(ValueError, match="non-negative"):
+        search_masks([torch.ones(2)], [torch.ones(4)], structure, cost, -1.0)
+    with pytest.raises(ValueError, match="Layer 0 has 2 attention units but 3 importances"):
+        search_masks([torch.ones(3)], [torch.ones(4)], structure, cost, 10.0)
+    with pytest.raises(ValueError, match="granularity='row' is not one of head, group"):
+        PruningUnits(shapes=shapes, granularity="row")

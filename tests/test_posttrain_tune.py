@@ -1,0 +1,305 @@
+"""Mask tuning by least squares (nn_prune_ext.posttrain.tune) on tiny models of every architecture."""
+
+import copy
+from typing import NamedTuple
+
+import pytest
+import torch
+
+from nn_prune_ext import StructureMasks, SparseArgs, get_layout, patch_model, prune_with_masks
+from nn_prune_ext.importance import apply_masks
+from nn_prune_ext.posttrain.tune import LayerTaps, TuningResult, _NormalEquations, _solve, tune_masks
+
+from conftest import HEADS, INTERMEDIATE, LAYERS, VOCAB, tiny_batch, tiny_model
+
+SUBLAYERS = ("attention", "ffn")
+
+
+def calibration_batches(padding: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Three batches with some padding; `padding` extra padded positions of random ids at the end."""
+    batches = []
+    for seed in (1, 2, 3):
+        batch = tiny_batch(seed=seed)
+        if padding:
+            generator = torch.Generator().manual_seed(100 + seed)
+            extra = torch.randint(1, VOCAB, (batch["input_ids"].shape[0], padding), generator=generator)
+            batch["input_ids"] = torch.cat([batch["input_ids"], extra], dim=1)
+            batch["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros_like(extra)], dim=1)
+        batch["labels"] = torch.tensor([0, 1, 2, 1])  # targets must be ignored
+        batches.append(batch)
+    return batches
+
+
+def pruned_masks(model) -> StructureMasks:
+    """Layer 0 keeps heads 0 and 2 and the even FFN units; layer 1 keeps three heads and the first 100 units."""
+    return StructureMasks.from_kept(
+        model, heads=[[0, 2], [1, 2, 3]], units=[range(0, INTERMEDIATE, 2), range(100)]
+    )
+
+
+def sublayer_sums(model, batch, masks: StructureMasks | None = None) -> dict[tuple[int, str], torch.Tensor]:
+    """Pre-normalisation sums of every sublayer from one full forward, over real tokens only.
+
+    Independent of tune_masks's layer-by-layer propagation: plain hooks on the whole model.
+    """
+    layout = get_layout(model)
+    layers = list(layout.iter_layers(model))
+    seen: dict[tuple[int, str], torch.Tensor] = {}
+    handles = []
+
+    def keep(key, which):
+        def hook(module, args, *rest):
+            seen[key] = (rest[-1] if which == "output" else args[0]).detach()
+
+        return hook
+
+    def keep_layer_input(index):
+        def hook(module, args, kwargs):
+            seen[index, "input"] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+        return hook
+
+    for index, (layer, modules) in enumerate(zip(layout.layer_list(model), layers)):
+        handles.append(layer.register_forward_pre_hook(keep_layer_input(index), with_kwargs=True))
+        handles.append(modules.output.register_forward_hook(keep((index, "o_out"), "output")))
+        handles.append(modules.ffn_up.register_forward_pre_hook(keep((index, "up_in"), "input")))
+        handles.append(modules.ffn_down.register_forward_hook(keep((index, "down_out"), "output")))
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    try:
+        with torch.no_grad():
+            if masks is None:
+                model(**inputs)
+            else:
+                with apply_masks(model, masks.heads, masks.units):
+                    model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    real = batch["attention_mask"].reshape(-1).bool()
+    sums = {}
+    for index in range(len(layers)):
+        attention = seen[index, "input"] + seen[index, "o_out"]
+        residual = seen[index, "up_in"] if layout.norm_placement == "post" else attention
+        for sublayer, value in (("attention", attention), ("ffn", residual + seen[index, "down_out"])):
+            sums[index, sublayer] = value.reshape(-1, value.shape[-1])[real]
+    return sums
+
+
+def sublayer_errors(model, batches, masks: StructureMasks) -> dict[tuple[int, str], float]:
+    """Summed squared error of every sublayer's sum, masked model against the dense one."""
+    errors: dict[tuple[int, str], float] = {}
+    for batch in batches:
+        teacher, student = sublayer_sums(model, batch), sublayer_sums(model, batch, masks)
+        for key in teacher:
+            errors[key] = errors.get(key, 0.0) + float((student[key] - teacher[key]).double().square().sum())
+    return errors
+
+
+def with_original(tuned: StructureMasks, original: StructureMasks, layer: int, sublayer: str) -> StructureMasks:
+    """`tuned` with one sublayer's values put back to `original`'s."""
+    masks = tuned.clone()
+    target, source = (masks.heads, original.heads) if sublayer == "attention" else (masks.units, original.units)
+    target[layer] = source[layer].clone()
+    return masks
+
+
+class Tuning(NamedTuple):
+    model: torch.nn.Module
+    masks: StructureMasks
+    batches: list[dict[str, torch.Tensor]]
+    result: TuningResult
+    state: dict[str, torch.Tensor]  # the model's weights before tuning
+
+
+@pytest.fixture(scope="module")
+def tuning_cache() -> dict[str, Tuning]:
+    return {}
+
+
+@pytest.fixture
+def tuning(tuning_cache, model_type) -> Tuning:
+    """`pruned_masks` tuned on `calibration_batches`, once per model type for the whole module."""
+    if model_type not in tuning_cache:
+        model = tiny_model(model_type)
+        masks, batches = pruned_masks(model), calibration_batches()
+        state = copy.deepcopy(model.state_dict())
+        tuning_cache[model_type] = Tuning(model, masks, batches, tune_masks(model, masks, batches), state)
+    return tuning_cache[model_type]
+
+
+# ----- the decomposition the fits rely on ---------------------------------------------------
+def test_layer_taps_sums_are_the_normalisation_inputs(model_type):
+    """attention: layer input + o-proj output; FFN: residual (by norm placement) + down-proj output."""
+    model = tiny_model(model_type)
+    layout = get_layout(model)
+    batch = tiny_batch()
+    masks = pruned_masks(model)
+    for index, (layer, modules) in enumerate(zip(layout.layer_list(model), layout.iter_layers(model))):
+        norm_inputs, seen = [], {}
+        norms = [module for module in layer.modules() if "Norm" in type(module).__name__]
+        handles = [norm.register_forward_pre_hook(lambda module, args: norm_inputs.append(args[0])) for norm in norms]
+        handles.append(
+            layer.register_forward_pre_hook(
+                lambda module, args, kwargs: seen.update(input=args[0] if args else kwargs["hidden_states"]),
+                with_kwargs=True,
+            )
+        )
+        handles.append(
+            layer.register_forward_hook(
+                lambda module, args, output: seen.update(output=output[0] if isinstance(output, tuple) else output)
+            )
+        )
+        try:
+            with torch.no_grad(), apply_masks(model, masks.heads, masks.units), LayerTaps(
+                modules, layout.norm_placement
+            ) as taps:
+                model(**batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        x = seen["input"]
+        assert len(norm_inputs) == 2
+        if layout.norm_placement == "post":
+            torch.testing.assert_close(taps.attention_sum(x), norm_inputs[0], rtol=0, atol=0)
+            torch.testing.assert_close(taps.ffn_sum(x), norm_inputs[1], rtol=0, atol=0)
+        else:
+            torch.testing.assert_close(norm_inputs[0], x, rtol=0, atol=0)
+            torch.testing.assert_close(taps.attention_sum(x), norm_inputs[1], rtol=0, atol=0)
+            torch.testing.assert_close(taps.ffn_sum(x), seen["output"], rtol=0, atol=0)
+        # The recorded projection inputs are the raw ones: the masks act after the taps read them.
+        head_scale = masks.heads[index].repeat_interleave(modules.head_dim)
+        expected = modules.output(taps.values["attention_input"] * head_scale)
+        torch.testing.assert_close(taps.values["attention_output"], expected)
+        assert taps.values["attention_input"].abs().amax(dim=(0, 1)).min() > 0  # removed heads still recorded
+        expected = modules.ffn_down(taps.values["ffn_input"] * masks.units[index])
+        torch.testing.assert_close(taps.values["ffn_output"], expected)
+
+
+# ----- tuning ---------------------------------------------------------------------------------
+def test_tuning_lowers_every_sublayer_error(tuning):
+    model, masks, batches, result, state = tuning
+    assert isinstance(result, TuningResult)
+    assert [(record.layer, record.sublayer) for record in result.layers] == [
+        (layer, sublayer) for layer in range(LAYERS) for sublayer in SUBLAYERS
+    ]
+    assert [record.num_scales for record in result.layers] == [2, INTERMEDIATE // 2, 3, 100]
+    for record in result.layers:
+        assert record.tuned and record.reason is None, str(result)
+        assert 0 <= record.error_after < record.error_before
+    for original, fitted in zip(masks.heads + masks.units, result.masks.heads + result.masks.units):
+        assert torch.equal(fitted[original == 0], torch.zeros(int((original == 0).sum())))  # removed stay 0
+        assert bool((fitted[original != 0] != 1).any())
+    assert masks.kept_heads() == [2, 3] and set(torch.cat(masks.heads).tolist()) == {0.0, 1.0}  # input untouched
+    for name, value in model.state_dict().items():  # the model's weights are not changed, its hooks removed
+        assert torch.equal(value, state[name]), name
+    assert all(not module._forward_pre_hooks and not module._forward_hooks for module in model.modules())
+    assert "attention" in str(result) and "tuned (" in str(result)
+
+
+def test_reported_errors_match_full_forwards(tuning):
+    """Every error_after is the error of the final masks; error_before that with the sublayer's old values."""
+    model, masks, batches, result, _ = tuning
+    after = sublayer_errors(model, batches, result.masks)
+    for record in result.layers:
+        key = (record.layer, record.sublayer)
+        before = sublayer_errors(model, batches, with_original(result.masks, masks, *key))[key]
+        assert record.error_after == pytest.approx(after[key], rel=1e-4)
+        assert record.error_before == pytest.approx(before, rel=1e-5)
+
+
+def test_tuned_masks_slim_to_the_same_outputs(tuning):
+    model, _, batches, result, _ = tuning
+    slim = prune_with_masks(model, result.masks)
+    assert [layer.ffn_width[1] for layer in slim.slim_report.layers] == result.masks.kept_units()
+    layers = get_layout(model).iter_layers(model)
+    for report, kept, modules in zip(slim.slim_report.layers, result.masks.kept_heads(), layers):
+        # With grouped-query attention a query head goes only with its whole key/value group.
+        assert report.heads[1] == kept if modules.num_kv_heads == modules.num_heads else report.heads[1] >= kept
+    inputs = {key: value for key, value in batches[0].items() if key != "labels"}
+    with torch.no_grad():
+        with apply_masks(model, result.masks.heads, result.masks.units):
+            expected = model(**inputs).logits
+        torch.testing.assert_close(slim(**inputs).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_all_ones_masks_are_left_alone(model_type):
+    model = tiny_model(model_type)
+    ones = StructureMasks.ones(model)
+    result = tune_masks(model, ones, calibration_batches())
+    for record in result.layers:
+        assert (record.error_before, record.error_after, record.tuned) == (0.0, 0.0, False)
+        assert record.reason == "the sublayer already matches the dense model"
+    assert all(torch.equal(mask, torch.ones_like(mask)) for mask in result.masks.heads + result.masks.units)
+
+
+@pytest.mark.parametrize(
+    "options, reason",
+    [({"max_scale": 0.5}, "exceeds max_scale=0.5"), ({"max_iterations": 1}, "lsmr did not converge")],
+)
+def test_guard_rejects_an_unstable_solve(model_type, options, reason):
+    model = tiny_model(model_type)
+    masks = pruned_masks(model)
+    result = tune_masks(model, masks, calibration_batches(), **options)
+    for record in result.layers:
+        assert not record.tuned and reason in record.reason
+        assert record.error_after == record.error_before > 0
+    for original, kept in zip(masks.heads + masks.units, result.masks.heads + result.masks.units):
+        assert torch.equal(original, kept)
+
+
+@pytest.mark.parametrize(
+    "inputs, reason", [("orthogonal", "the fit does not lower the error"), ("infinite", "the solution is not finite")]
+)
+def test_guard_rejects_degenerate_normal_equations(inputs, reason):
+    """Two heads of size 2 whose outputs cannot reduce the error, or whose statistics overflowed."""
+    weight = torch.eye(4)  # head j writes its two features to hidden dims 2j, 2j + 1
+    equations = _NormalEquations(weight, kept=torch.tensor([0, 1]), group_size=2)
+    features = torch.randn(6, 4)
+    error = torch.zeros(6, 4)
+    if inputs == "infinite":
+        features[0, 0] = float("inf")
+        error[:, 0] = 1.0
+    equations.add(features, error)  # "orthogonal": a zero error is already optimal
+    current = torch.tensor([1.0, 0.5])
+    scales, after, why = _solve(equations, current, 3.0, max_scale=10.0, tol=1e-8, max_iterations=None)
+    assert (scales, after, why) == (None, 3.0, reason)
+
+
+def test_padding_does_not_count(model_type):
+    model = tiny_model(model_type)
+    masks = pruned_masks(model)
+    plain = tune_masks(model, masks, calibration_batches())
+    padded = tune_masks(model, masks, calibration_batches(padding=5))
+    for a, b in zip(plain.layers, padded.layers):
+        assert (a.error_before, a.error_after) == pytest.approx((b.error_before, b.error_after), rel=1e-4)
+    for a, b in zip(plain.masks.heads + plain.masks.units, padded.masks.heads + padded.masks.units):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_empty_sublayers_are_recorded_not_fitted():
+    model = tiny_model("bert")
+    masks = StructureMasks.from_kept(model, heads=[[], [0, 1]], units=[range(10), []])
+    result = tune_masks(model, masks, calibration_batches(), max_batches=2)
+    records = {(record.layer, record.sublayer): record for record in result.layers}
+    assert records[0, "attention"].reason == "no heads kept" and records[0, "attention"].num_scales == 0
+    assert records[1, "ffn"].reason == "no FFN units kept"
+    assert records[0, "attention"].error_before == records[0, "attention"].error_after > 0
+    assert records[0, "ffn"].tuned and records[1, "attention"].tuned
+    assert torch.equal(result.masks.heads[0], torch.zeros(HEADS))
+
+
+def test_bad_input_is_explained():
+    model = tiny_model("bert")
+    masks = pruned_masks(model)
+    with pytest.raises(ValueError, match="no batches"):
+        tune_masks(model, masks, [])
+    wrong = StructureMasks(heads=[torch.ones(HEADS + 1), torch.ones(HEADS)], units=masks.units)
+    with pytest.raises(ValueError, match="layer 0 has 5 entries"):
+        tune_masks(model, wrong, calibration_batches())
+    bad_batch = calibration_batches()[0]
+    bad_batch["attention_mask"] = bad_batch["attention_mask"][:, :-1]
+    with pytest.raises(ValueError, match="attention_mask has shape \\(4, 11\\)"):
+        tune_masks(model, masks, [bad_batch])
+    patch_model(model, SparseArgs.struct())
+    with pytest.raises(ValueError, match="bake_model"):
+        tune_masks(model, masks, calibration_batches())
