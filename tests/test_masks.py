@@ -21,12 +21,17 @@ def _scaled_masks(model) -> StructureMasks:
     return masks
 
 
+@torch.no_grad()
+def _masked_logits(model, masks: StructureMasks, batch) -> torch.Tensor:
+    with apply_masks(model, masks.heads, masks.units):
+        return model(**batch).logits
+
+
 def test_prune_with_masks_equals_masked_model(model_type):
     model = tiny_model(model_type)
     masks = _scaled_masks(model)
     batch = tiny_batch()
-    with torch.no_grad(), apply_masks(model, masks.heads, masks.units):
-        expected = model(**batch).logits
+    expected = _masked_logits(model, masks, batch)
     slim = prune_with_masks(model, masks)
     torch.testing.assert_close(slim(**batch).logits, expected, rtol=0, atol=1e-5)
     shapes = kept_layer_shapes(slim)  # one per dense layer; a dropped layer has zero sizes
@@ -41,8 +46,7 @@ def test_fold_masks_is_in_place_and_exact(model_type):
     model = tiny_model(model_type)
     masks = _scaled_masks(model)
     batch = tiny_batch()
-    with torch.no_grad(), apply_masks(model, masks.heads, masks.units):
-        expected = model(**batch).logits
+    expected = _masked_logits(model, masks, batch)
     assert fold_masks(model, masks) is model
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, expected, rtol=0, atol=1e-6)
