@@ -26,6 +26,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/train_step_overhead.py
 	$(PY) benchmarks/slim_speedup.py
+	$(PY) benchmarks/posttrain_prune.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

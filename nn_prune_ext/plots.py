@@ -342,7 +342,13 @@ def plot_kept_heads(model: nn.Module, path: str | os.PathLike, *, title: str | N
     return _save(figure, path)
 
 
-def plot_head_importance(importance: Any, path: str | os.PathLike, *, title: str = "Head importance") -> Path:
+def plot_head_importance(
+    importance: Any,
+    path: str | os.PathLike,
+    *,
+    title: str = "Head importance",
+    layer_indices: Sequence[int] | None = None,
+) -> Path:
     """A layers x heads heat map of head importance relative to the largest score, annotated.
 
     Args:
@@ -350,6 +356,9 @@ def plot_head_importance(importance: Any, path: str | os.PathLike, *, title: str
             list `[layers, heads]`; NaN cells (heads a slim layer does not have) are left grey.
         path: Where to write the PNG.
         title: The figure title.
+        layer_indices: The dense-model index of each row, for a model that lost layers
+            (`nn_prune_ext.slim.layers.kept_layer_indices(model.config)`); rows are numbered
+            0, 1, ... otherwise.
 
     Returns:
         `path`, as a `Path`.
@@ -368,8 +377,11 @@ def plot_head_importance(importance: Any, path: str | os.PathLike, *, title: str
         )
     # Drawn relative to the largest score: short annotations whatever the scale of the loss.
     top = float(np.nanmax(values, initial=0.0))
+    indices = list(layer_indices) if layer_indices is not None else list(range(values.shape[0]))
+    if len(indices) != values.shape[0]:
+        raise ValueError(f"layer_indices names {len(indices)} layers, but the importance has {values.shape[0]} rows.")
     _heatmap(
-        figure, values / top if top > 0 else values, [f"layer {index}" for index in range(values.shape[0])],
+        figure, values / top if top > 0 else values, [f"layer {index}" for index in indices],
         [str(head) for head in range(values.shape[1])], vmax=1.0, number_format=".2f",
         colorbar_label=f"importance / largest ({top:.3g})", title=title,
     )

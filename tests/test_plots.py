@@ -221,3 +221,11 @@ def test_analysis_scripts(tmp_path, capsys):
     optimize_model(masked_model("bert")).save_pretrained(tmp_path / "slim")
     load_script("plot_checkpoint").main([str(tmp_path / "slim"), "-o", str(tmp_path / "pictures")])
     assert [png_size(tmp_path / "pictures" / name) for name in ("density.png", "kept_heads.png")] == [EXPECTED_SIZE] * 2
+
+
+def test_head_importance_rows_can_carry_dense_layer_indices(tmp_path):
+    values = torch.tensor([[1.0, 0.5], [0.25, float("nan")]])
+    path = plots.plot_head_importance(values, tmp_path / "importance.png", layer_indices=[0, 2])
+    assert path.exists()
+    with pytest.raises(ValueError, match="layer_indices names 3 layers, but the importance has 2 rows"):
+        plots.plot_head_importance(values, tmp_path / "bad.png", layer_indices=[0, 1, 2])

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import pytest
 
-from nn_prune_ext.posttrain.latency import _grid, fit_hinge, measure_latency_table
+from nn_prune_ext.posttrain.latency import _grid, fit_monotone, measure_latency_table
 
 from conftest import HEADS, INTERMEDIATE, tiny_model
 
 
-def test_fit_hinge_recovers_flat_then_linear():
-    counts = list(range(1, 21))
-    latencies = [2.0 if n <= 8 else 2.0 + 0.5 * (n - 8) for n in counts]
-    curve = fit_hinge(counts, latencies)
-    assert curve.points == (8, 20)
-    for n in counts + [30]:
-        expected = 2.0 if n <= 8 else 2.0 + 0.5 * (n - 8)
-        assert curve(n) == pytest.approx(expected)
-    assert curve(0) == 0.0
+def test_fit_monotone_keeps_the_measured_shape():
+    flat_then_linear = [2.0 if n <= 8 else 2.0 + 0.5 * (n - 8) for n in range(1, 21)]
+    curve = fit_monotone(list(range(1, 21)), flat_then_linear)
+    assert [curve(n) for n in range(1, 21)] == pytest.approx(flat_then_linear)
+    assert curve(0) == 0.0 and curve(30) == pytest.approx(2.0 + 0.5 * 22)  # extended with the last slope
+    convex = [0.4, 0.8, 1.6, 3.4, 9.0, 30.0]
+    counts = [1, 26, 75, 137, 700, 1536]
+    curve = fit_monotone(counts, convex)
+    assert [curve(n) for n in counts] == pytest.approx(convex)
+    assert curve(400) == pytest.approx(3.4 + (9.0 - 3.4) * (400 - 137) / (700 - 137))
 
 
-def test_fit_hinge_of_noise_is_near_flat_nondecreasing_and_never_negative():
-    curve = fit_hinge([1, 2, 3, 4], [1.0, 0.8, 1.1, 0.9])
-    values = [curve(n) for n in (1, 2, 3, 4)]
-    assert values == sorted(values) and max(values) - min(values) < 0.1
-    assert fit_hinge([1, 2, 3, 4], [1.0, 0.9, 0.8, 0.7])(4) == pytest.approx(0.85)  # no negative slope
-    assert fit_hinge([1, 2], [-1.0, -1.0])(2) == 0.0
+def test_fit_monotone_pools_decreasing_noise_and_is_never_negative():
+    curve = fit_monotone([1, 2, 3, 4], [1.0, 0.8, 1.1, 0.9])
+    # 1.0 > 0.8 pool to 0.9; then 1.1 > 0.9 pool to 1.0: non-decreasing, means preserved.
+    assert [curve(n) for n in (1, 2, 3, 4)] == pytest.approx([0.9, 0.9, 1.0, 1.0])
+    assert fit_monotone([1, 2], [-1.0, -2.0])(2) == 0.0
     with pytest.raises(ValueError, match="one latency per count"):
-        fit_hinge([1, 2], [1.0])
+        fit_monotone([1, 2], [1.0])
 
 
 def test_grid_is_dense_at_the_small_end():

@@ -228,9 +228,9 @@ def importance_batches(args: argparse.Namespace, config) -> list[dict[str, torch
     return batches
 
 
-def _importance_table(heads: torch.Tensor) -> str:
+def _importance_table(heads: torch.Tensor, layer_indices: list[int]) -> str:
     rows = ["head importance per layer (heads in order):"]
-    for index, values in enumerate(heads.tolist()):
+    for index, values in zip(layer_indices, heads.tolist()):
         kept = [value for value in values if value == value]  # drop the NaN padding of slim layers
         rows.append(f"{index:>5}  {' '.join(f'{value:.3g}' for value in kept)}".rstrip())
     return "\n".join(rows)
@@ -265,7 +265,9 @@ def run(args: argparse.Namespace) -> list[Path]:
         importance = {"taylor": taylor_importance, "fisher": fisher_importance}[args.importance](
             collect_mask_gradients(model, batches)
         )
-        text += "\n" + _importance_table(importance.heads)
+        # Rows are the checkpoint's layers; a slim one that lost layers names them by their dense index.
+        layer_indices = kept_layer_indices(model.config)
+        text += "\n" + _importance_table(importance.heads, layer_indices)
     print(text)
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -276,6 +278,8 @@ def run(args: argparse.Namespace) -> list[Path]:
         written.append(plot_kept_heads(slim, output_dir / KEPT_PICTURE))
         if importance is not None:
             title = f"Head importance ({args.importance}, {len(batches)} batches of {Path(args.importance_data).name})"
-            written.append(plot_head_importance(importance, output_dir / IMPORTANCE_PICTURE, title=title))
+            written.append(plot_head_importance(
+                importance, output_dir / IMPORTANCE_PICTURE, title=title, layer_indices=layer_indices
+            ))
     print("written:\n" + "\n".join(f"  {path}" for path in written))
     return written

@@ -8,7 +8,7 @@ in `nn_prune_ext.StructureMasks` (or dropped layers) and the same `optimize_mode
 
 from .costs import CostModel, FlopsCost, LatencyCost, PiecewiseLinear
 from .layer_pruning import LayerPruningResult, LayerPruningStep, prune_layers
-from .latency import LatencyTable, fit_hinge, measure_latency_table
+from .latency import LatencyTable, fit_monotone, measure_latency_table
 from .prune import PostTrainingArgs, PostTrainingResult, mean_sequence_length, post_training_prune, with_labels
 from .rearrange import rearrange_layer, rearrange_masks, removal_loss
 from .search import SearchResult, masks_cost, search_masks
@@ -29,7 +29,7 @@ __all__ = [
     "PiecewiseLinear",
     "LatencyTable",
     "measure_latency_table",
-    "fit_hinge",
+    "fit_monotone",
     "SearchResult",
     "search_masks",
     "masks_cost",

@@ -1,9 +1,11 @@
 """Latency lookup tables measured on the current device, for the latency-budget mask search.
 
 Kwon et al. (2022) observe that on a GPU a layer's latency is flat for few heads or FFN units
-(the device is not saturated) and grows linearly beyond. `measure_latency_table` times a one-layer
-copy of the model, slimmed to a range of head counts and FFN widths, side by side in alternating
-rounds; `fit_hinge` fits each curve with a flat part followed by a linear part.
+(the device is not saturated) and grows linearly beyond; on a CPU it grows from the start, and
+faster than linearly near the full width (measured on all-MiniLM-L6-v2, see docs/slimming.md).
+`measure_latency_table` times a one-layer copy of the model, slimmed to every head count and a
+grid of FFN widths, side by side in alternating rounds; `fit_monotone` fits each curve
+piecewise-linearly, non-decreasing, whatever its shape.
 
 ```python
 table = measure_latency_table(model, batch_size=8, seq_len=128)
@@ -27,41 +29,38 @@ from ..slim.modeling_slim import dense_config, is_slim_config
 from ..timing import compare_latency
 from .costs import LatencyCost, PiecewiseLinear
 
-__all__ = ["LatencyTable", "fit_hinge", "measure_latency_table"]
+__all__ = ["LatencyTable", "fit_monotone", "measure_latency_table"]
 
 
-def fit_hinge(counts: list[int], latencies: list[float]) -> PiecewiseLinear:
-    """Fit `f(x) = c` for `x <= t` and `c + s (x - t)` beyond, by least squares over the knot `t`.
+def fit_monotone(counts: list[int], latencies: list[float]) -> PiecewiseLinear:
+    """Fit a non-decreasing piecewise-linear curve through measured latencies.
+
+    Timing noise can make a larger layer look faster than a smaller one, which a search would
+    exploit. The measurements are first made non-decreasing by isotonic regression (pool adjacent
+    violators: a run of points that decreases is replaced by its mean), then joined by straight
+    lines. This keeps whatever shape the device has: flat then linear on a GPU that is not yet
+    saturated (Kwon et al. 2022), roughly linear or convex on a CPU.
 
     Args:
         counts: Measured counts (increasing, at least 1).
         latencies: The latency at each count.
 
     Returns:
-        The fitted curve as a `PiecewiseLinear` (0 at a count of 0), with a non-negative slope.
+        The fitted curve as a `PiecewiseLinear` (0 at a count of 0, never negative).
     """
     if len(counts) != len(latencies) or not counts:
-        raise ValueError("fit_hinge needs one latency per count, and at least one count.")
-    x = torch.tensor(counts, dtype=torch.float64)
-    y = torch.tensor(latencies, dtype=torch.float64)
-    best = None
-    for knot in counts:
-        beyond = (x - knot).clamp(min=0)
-        design = torch.stack([torch.ones_like(x), beyond], dim=1)
-        solution = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.flatten()
-        level, slope = float(solution[0]), max(float(solution[1]), 0.0)
-        if slope == 0.0:
-            level = float(y.mean())
-        error = float(((level + slope * beyond) - y).square().sum())
-        if best is None or error < best[0] - 1e-12:
-            best = (error, knot, level, slope)
-    _, knot, level, slope = best
-    level, last = max(level, 0.0), counts[-1]
-    if knot >= last:
-        return PiecewiseLinear(points=(counts[0],), values=(level,))
-    # Below the knot the curve is flat: PiecewiseLinear holds its first value down to a count of 1.
-    points, values = (knot, last), (level, level + slope * (last - knot))
-    return PiecewiseLinear(points=points, values=values)
+        raise ValueError("fit_monotone needs one latency per count, and at least one count.")
+    blocks: list[list[float]] = []  # [sum, size] of pooled runs
+    for value in latencies:
+        blocks.append([max(float(value), 0.0), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            total, size = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += size
+    fitted: list[float] = []
+    for total, size in blocks:
+        fitted += [total / size] * int(size)
+    return PiecewiseLinear(points=tuple(counts), values=tuple(fitted))
 
 
 @dataclass(frozen=True)
@@ -86,11 +85,11 @@ class LatencyTable:
 
     @property
     def attention_curve(self) -> PiecewiseLinear:
-        return fit_hinge(list(self.head_counts), list(self.attention_ms))
+        return fit_monotone(list(self.head_counts), list(self.attention_ms))
 
     @property
     def ffn_curve(self) -> PiecewiseLinear:
-        return fit_hinge(list(self.ffn_widths), list(self.ffn_ms))
+        return fit_monotone(list(self.ffn_widths), list(self.ffn_ms))
 
     def cost_model(self) -> LatencyCost:
         """The fitted curves as a cost model for `search_masks`."""
@@ -146,8 +145,8 @@ def measure_latency_table(
 
     One-layer models are built from the config (random weights) and slimmed with
     `prune_with_masks` to each size, then timed side by side with `timing.compare_latency`
-    (alternating rounds, medians). A layer without heads and without FFN units is timed too and
-    subtracted, so embeddings and the task head do not count.
+    (alternating rounds; each size's fastest repeat). A layer without heads and without FFN units
+    is timed too and subtracted, so embeddings and the task head do not count.
 
     Args:
         model: A model of a registered architecture (its dense shape is used).
@@ -176,9 +175,11 @@ def measure_latency_table(
         "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=device),
     }
     stats = compare_latency(variants, inputs, warmup=warmup, repeats=repeats, threads=threads).results
-    base = stats["empty"].median_ms
-    attention = [max(stats[f"heads={h}"].median_ms - base, 0.0) for h in head_counts]
-    ffn = [max(stats[f"units={w}"].median_ms - base, 0.0) for w in widths]
+    # The fastest repeat: the least disturbed by other work on the machine (medians of single
+    # layers of a few milliseconds swing by tens of percent on a shared CPU).
+    base = stats["empty"].min_ms
+    attention = [max(stats[f"heads={h}"].min_ms - base, 0.0) for h in head_counts]
+    ffn = [max(stats[f"units={w}"].min_ms - base, 0.0) for w in widths]
     return LatencyTable(
         head_counts=tuple(head_counts),
         attention_ms=tuple(attention),
