@@ -13,7 +13,10 @@
    - `fisher+rearrange+tune`: `post_training_prune` with every stage (Kwon et al. 2022);
    - `fisher+rearrange`: no tuning;
    - `fisher search`: the search alone;
-   - `magnitude`: the same search and budget, ranking heads and units by weight magnitude.
+   - `magnitude`: the same search and budget, ranking heads and units by weight magnitude
+     (squared norms; heads and units compete on unrelated scales, so this also splits the budget);
+   - `magnitude, Fisher's sizes`: the per-layer sizes of `fisher search`, the heads and units
+     chosen by magnitude: the selection criterion alone.
 4. On the held-out test split each model is compared with the dense one: accuracy, agreement with
    the dense predictions, mean cosine similarity of the sentence embeddings (mean-pooled last
    hidden states, as sentence-transformers pools all-MiniLM-L6-v2), and KL(dense || pruned) of the
@@ -122,6 +125,12 @@ def closeness(model, dense_logits, dense_embeddings, labels, batches) -> dict[st
     }
 
 
+def top_indices(values: torch.Tensor, count: int) -> list[int]:
+    """The indices of the `count` largest values (ties: the lower index)."""
+    order = sorted(range(values.numel()), key=lambda index: (-float(values[index]), index))
+    return order[:count]
+
+
 def batched(dataset, collator, batch_size: int) -> list[dict[str, torch.Tensor]]:
     return [dict(collator(dataset[start : start + batch_size])) for start in range(0, len(dataset), batch_size)]
 
@@ -168,6 +177,8 @@ def main() -> None:
         start = time.perf_counter()
         result = post_training_prune(dense, calibration, PostTrainingArgs(flops_budget=args.budget, **options))
         record(name, result.model, time.perf_counter() - start)
+        if name == "fisher search":
+            fisher_masks = result.masks
         if options["tune"]:
             print(result.tuning)
 
@@ -180,6 +191,17 @@ def main() -> None:
     budget = args.budget * masks_cost(StructureMasks.ones(dense), structure, cost)
     search = search_masks(heads, units, structure, cost, budget)
     record("magnitude", prune_with_masks(dense, search.masks), time.perf_counter() - start)
+    # Head and unit norms are on unrelated scales, so the row above also lets magnitude choose how
+    # much of the budget goes to heads. This one keeps the Fisher search's sizes per layer and lets
+    # magnitude choose only which heads and units: the selection criterion alone.
+    start = time.perf_counter()
+    fisher_sizes = fisher_masks.kept_heads(), fisher_masks.kept_units()
+    same_sizes = StructureMasks.from_kept(
+        dense,
+        heads=[top_indices(values, count) for values, count in zip(heads, fisher_sizes[0])],
+        units=[top_indices(values, count) for values, count in zip(units, fisher_sizes[1])],
+    )
+    record("magnitude, Fisher's sizes", prune_with_masks(dense, same_sizes), time.perf_counter() - start)
 
     rows = [f"{'method':<24}{'accuracy':>9}{'agree':>8}{'cosine':>8}{'KL':>8}{'FLOPs':>7}{'time s':>8}"]
     for name, values in runs.items():

@@ -273,7 +273,8 @@ class SparseArgs:
         `1 - sparsity`, without a penalty. Per layer topK keeps `floor((1 - sparsity) * n)` of
         `n` heads or units. Under grouped-query attention query heads and key/value heads are
         ranked separately (each keeps that fraction), and a query head whose key/value head is
-        removed goes with it. Slim the trained model with `optimize_model`.
+        removed goes with it, so more than `mha_sparsity` of the heads can go. Slim the trained
+        model with `optimize_model`.
 
         The two thresholds move on one cubic schedule to their own final values
         (`final_threshold` for the FFN, `attention_final_threshold` for the heads); a sparsity

@@ -117,7 +117,7 @@ def _scaling_hook(mask: torch.Tensor, repeats: int):
             raise RuntimeError(
                 f"{type(module).__name__} was called without a positional input, so its mask cannot be applied."
             )
-        scale = mask.to(args[0].dtype)
+        scale = mask.to(device=args[0].device, dtype=args[0].dtype)
         if repeats > 1:
             scale = scale.repeat_interleave(repeats)
         return (args[0] * scale, *args[1:])
@@ -165,7 +165,8 @@ def apply_masks(
             handle.remove()
 
 
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """`batch` with its tensors on `device` (other values as they are)."""
     return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
@@ -238,7 +239,7 @@ def collect_mask_gradients(
             parameter.requires_grad_(False)
         with torch.enable_grad(), apply_masks(model, head_masks, unit_masks):
             for batch in itertools.islice(batches, max_batches):
-                loss = _loss(model(**_to_device(batch, device)))
+                loss = _loss(model(**to_device(batch, device)))
                 # autograd.grad, not backward(): nothing accumulates into the parameters' .grad.
                 gradients = torch.autograd.grad(
                     loss, head_masks + unit_masks, allow_unused=True, materialize_grads=True

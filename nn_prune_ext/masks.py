@@ -47,8 +47,8 @@ class StructureMasks:
                 f"StructureMasks got {len(self.heads)} head masks and {len(self.units)} FFN-unit masks: "
                 "pass one of each per layer."
             )
-        self.heads = [torch.as_tensor(mask, dtype=torch.float32).detach().cpu().flatten() for mask in self.heads]
-        self.units = [torch.as_tensor(mask, dtype=torch.float32).detach().cpu().flatten() for mask in self.units]
+        self.heads = [_as_vector(mask, f"head mask of layer {i}") for i, mask in enumerate(self.heads)]
+        self.units = [_as_vector(mask, f"FFN-unit mask of layer {i}") for i, mask in enumerate(self.units)]
 
     # ----- construction ------------------------------------------------------------------
     @classmethod
@@ -123,7 +123,20 @@ class StructureMasks:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StructureMasks":
         """The inverse of `to_dict`."""
+        missing = {"heads", "units"} - set(data)
+        if missing:
+            raise ValueError(f"Masks need 'heads' and 'units' lists (one entry per layer); missing {sorted(missing)}.")
         return cls(heads=[torch.tensor(m) for m in data["heads"]], units=[torch.tensor(m) for m in data["units"]])
+
+
+def _as_vector(mask: Any, what: str) -> torch.Tensor:
+    """`mask` as a 1-d float32 CPU tensor, or a clear error."""
+    vector = torch.as_tensor(mask, dtype=torch.float32).detach().cpu()
+    if vector.dim() != 1:
+        raise ValueError(f"The {what} has shape {tuple(vector.shape)}: pass a 1-d mask, one value per structure.")
+    if not bool(torch.isfinite(vector).all()):
+        raise ValueError(f"The {what} holds NaN or infinite values: a mask value is 0 (remove), 1 (keep) or a scale.")
+    return vector
 
 
 def model_sizes(model: nn.Module) -> tuple[list[int], list[int]]:
@@ -157,6 +170,9 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
     Returns:
         `model`.
     """
+    from .patch import require_unpatched  # imported here: patch imports the scores, which this module does not need
+
+    require_unpatched(model, "fold_masks (prune_with_masks bakes a patched model itself)")
     masks.check(model)
     for layer, head_mask, unit_mask in zip(get_layout(model).iter_layers(model), masks.heads, masks.units):
         if head_mask.numel():

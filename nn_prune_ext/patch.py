@@ -213,6 +213,20 @@ def is_patched(model: nn.Module) -> bool:
     return any(isinstance(module, MaskedLinear) for module in model.modules())
 
 
+def require_unpatched(model: nn.Module, action: str) -> None:
+    """Raise a `ValueError` saying how to proceed when `model` is patched.
+
+    Args:
+        model: The model to check.
+        action: What needs the plain model, for the message (e.g. "post_training_prune").
+    """
+    if is_patched(model):
+        raise ValueError(
+            f"{action} needs a plain model, but this one is patched for movement pruning (it holds mask scores): "
+            "bake it first with nn_prune_ext.bake_model(model), or pass the dense model."
+        )
+
+
 def iter_mask_scores(model: nn.Module) -> Iterator[MaskScores]:
     """Every score group of a patched model, in module order."""
     return (module for module in model.modules() if isinstance(module, MaskScores))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nn_prune_ext import StructureMasks, apply_masks, fold_masks, prune_with_masks
+from nn_prune_ext import SparseArgs, StructureMasks, apply_masks, fold_masks, patch_model, prune_with_masks
 from nn_prune_ext.flops import kept_layer_shapes
 
 from conftest import HEADS, INTERMEDIATE, LAYERS, tiny_batch, tiny_model
@@ -79,3 +79,18 @@ def test_errors_name_the_problem():
         prune_with_masks(model, bad)
     with pytest.raises(ValueError, match="2 head masks and 1 FFN-unit masks"):
         StructureMasks(heads=[torch.ones(2), torch.ones(2)], units=[torch.ones(2)])
+
+
+def test_bad_mask_values_are_refused():
+    with pytest.raises(ValueError, match="head mask of layer 0 holds NaN"):
+        StructureMasks(heads=[torch.tensor([1.0, float("nan")])], units=[torch.ones(2)])
+    with pytest.raises(ValueError, match=r"FFN-unit mask of layer 0 has shape \(2, 2\): pass a 1-d mask"):
+        StructureMasks(heads=[torch.ones(2)], units=[torch.ones(2, 2)])
+    with pytest.raises(ValueError, match=r"missing \['heads'\]"):
+        StructureMasks.from_dict({"head": [], "units": []})
+
+
+def test_fold_masks_refuses_a_patched_model():
+    model = patch_model(tiny_model("bert"), SparseArgs.struct())
+    with pytest.raises(ValueError, match="fold_masks.*bake_model"):
+        fold_masks(model, StructureMasks.ones(model))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nn_prune_ext.posttrain.latency import _grid, fit_monotone, measure_latency_table
+from nn_prune_ext.posttrain.latency import LatencyTable, _grid, fit_monotone, measure_latency_table
 
 from conftest import HEADS, INTERMEDIATE, tiny_model
 
@@ -41,10 +41,18 @@ def test_grid_is_dense_at_the_small_end():
 def test_measure_latency_table(model_type):
     model = tiny_model(model_type)
     table = measure_latency_table(model, batch_size=2, seq_len=8, ffn_points=5, warmup=1, repeats=2)
-    assert table.head_counts == tuple(range(1, HEADS + 1))
+    # Under GQA (2 query heads per key/value head) keeping 3 heads gives a padded slim layer of 4.
+    assert table.head_counts == ((1, 2, 4) if model_type == "llama" else tuple(range(1, HEADS + 1)))
     assert table.ffn_widths[0] == 1 and table.ffn_widths[-1] == INTERMEDIATE and len(table.ffn_widths) <= 5
-    assert len(table.attention_ms) == HEADS and len(table.ffn_ms) == len(table.ffn_widths)
+    assert len(table.attention_ms) == len(table.head_counts) and len(table.ffn_ms) == len(table.ffn_widths)
     assert min(table.attention_ms + table.ffn_ms) >= 0.0
     cost = table.cost_model()
     assert cost.attention(0, [0] * HEADS) == 0.0 and cost.ffn(0, 0) == 0.0
     assert "latency of one layer, batch 2 x 8 tokens" in str(table)
+
+
+def test_a_table_without_latency_is_refused():
+    table = LatencyTable(head_counts=(1, 2), attention_ms=(0.0, 0.0), ffn_widths=(1, 8), ffn_ms=(0.0, 0.0),
+                         batch_size=1, seq_len=1)
+    with pytest.raises(ValueError, match="no positive latency"):
+        table.cost_model()

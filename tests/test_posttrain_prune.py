@@ -76,6 +76,18 @@ def test_unlabelled_batches_use_the_models_own_targets():
     assert model_flops(result.model, result.seq_len) <= 0.7 * model_flops(lm, result.seq_len)
 
 
+def test_predicted_labels_come_from_eval_mode_and_regression_is_refused():
+    model = tiny_model("bert", hidden_dropout_prob=0.5).train()
+    batch = tiny_batch()
+    first, second = with_labels(model, batch)["labels"], with_labels(model, batch)["labels"]
+    assert torch.equal(first, second) and model.training  # no dropout in the labels; mode restored
+    regression = tiny_model("bert", num_labels=1)
+    with pytest.raises(ValueError, match="single output"):
+        with_labels(regression, batch)
+    with pytest.raises(ValueError, match="no input_ids"):
+        mean_sequence_length([{"attention_mask": batch["attention_mask"]}])
+
+
 def test_errors():
     with pytest.raises(ValueError, match="exactly one budget"):
         PostTrainingArgs()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
@@ -26,12 +24,6 @@ def test_rearrange_layer_never_raises_the_loss_estimate(seed):
     result = rearrange_layer(removed, gradients)
     assert int(result.sum()) == int(removed.sum())
     assert removal_loss(result, gradients) <= removal_loss(removed, gradients) + 1e-12
-    # Not worse than the best single swap either: a local optimum for swaps with the greedy's candidates.
-    best = min(
-        removal_loss(torch.tensor([i in subset for i in range(entries)]), gradients)
-        for subset in itertools.combinations(range(entries), int(removed.sum()))
-    )
-    assert removal_loss(result, gradients) >= best - 1e-12
 
 
 def test_rearrange_swaps_in_a_cancelling_head():

@@ -27,6 +27,7 @@ from ..masks import StructureMasks, prune_with_masks
 from ..slim.classes import stock_class
 from ..slim.modeling_slim import dense_config, is_slim_config
 from ..timing import compare_latency
+from ..slim.structure import slim_attention_sizes
 from .costs import LatencyCost, PiecewiseLinear
 
 __all__ = ["LatencyTable", "fit_monotone", "measure_latency_table"]
@@ -68,7 +69,8 @@ class LatencyTable:
     """Measured latencies of one layer's attention and FFN, and the curves fitted to them.
 
     Args:
-        head_counts: Query heads measured.
+        head_counts: Query heads of the slim layers measured (under GQA only the sizes a slim layer
+            can have; the key/value heads that come with them are not a dimension of the table).
         attention_ms: Attention latency at each head count (the empty layer's time subtracted).
         ffn_widths: FFN widths measured.
         ffn_ms: FFN latency at each width.
@@ -93,6 +95,8 @@ class LatencyTable:
 
     def cost_model(self) -> LatencyCost:
         """The fitted curves as a cost model for `search_masks`."""
+        if max(self.attention_ms + self.ffn_ms, default=0.0) <= 0:
+            raise ValueError("This latency table has no positive latency: a latency budget cannot use it.")
         return LatencyCost(attention_latency=self.attention_curve, ffn_latency=self.ffn_curve)
 
     def __str__(self) -> str:
@@ -159,13 +163,23 @@ def measure_latency_table(
 
     Returns:
         The `LatencyTable`.
+
+    Raises:
+        ValueError: If every measured latency is 0 (nothing for a latency budget to divide).
     """
     one = _one_layer_model(model)
     layer = next(get_layout(one).iter_layers(one))
-    head_counts = list(range(1, layer.num_heads + 1))
+    group = layer.num_heads // max(layer.num_kv_heads, 1)
+    # Keeping the first h heads fills whole key/value groups; under GQA the slim layer may then
+    # have more query heads than h (padding), so each variant is labelled by its slim size.
+    kept_first = {}
+    for h in range(1, layer.num_heads + 1):
+        per_group = [min(group, max(0, h - g * group)) for g in range(layer.num_kv_heads)]
+        kept_first.setdefault(slim_attention_sizes(per_group)[0], h)
+    head_counts = sorted(kept_first)
     widths = _grid(layer.ffn_down.in_features, ffn_points)
     variants = {"empty": _sliced(one, 0, 0)}
-    variants.update({f"heads={h}": _sliced(one, h, 0) for h in head_counts})
+    variants.update({f"heads={h}": _sliced(one, kept_first[h], 0) for h in head_counts})
     variants.update({f"units={w}": _sliced(one, 0, w) for w in widths})
     device = next(one.parameters()).device
     vocab = int(getattr(one.config, "vocab_size", 100))
@@ -180,6 +194,11 @@ def measure_latency_table(
     base = stats["empty"].min_ms
     attention = [max(stats[f"heads={h}"].min_ms - base, 0.0) for h in head_counts]
     ffn = [max(stats[f"units={w}"].min_ms - base, 0.0) for w in widths]
+    if max(attention) <= 0 and max(ffn) <= 0:
+        raise ValueError(
+            "Every measured layer latency was 0 (below the timer's resolution or the machine's noise): measure "
+            "at a larger batch_size or seq_len."
+        )
     return LatencyTable(
         head_counts=tuple(head_counts),
         attention_ms=tuple(attention),

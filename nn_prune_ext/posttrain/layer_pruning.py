@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..importance import to_device
 from ..layouts import get_layout
-from ..patch import is_patched
+from ..patch import require_unpatched
 from ..slim.layers import drop_layers, layers_removed
 
 __all__ = ["CRITERIA", "LayerPruningStep", "LayerPruningResult", "prune_layers"]
@@ -123,10 +124,9 @@ def prune_layers(
             f"num_layers is the number of layers to remove: at least 1 and fewer than the model's {count}; "
             f"got {num_layers}."
         )
-    if is_patched(model):
-        raise ValueError("The model is patched; bake it with nn_prune_ext.bake_model before pruning layers.")
+    require_unpatched(model, "prune_layers")
     device = next(model.parameters()).device
-    inputs = [_to_device(batch, device) for batch in itertools.islice(batches, max_batches)]
+    inputs = [to_device(batch, device) for batch in itertools.islice(batches, max_batches)]
     if not inputs:
         raise ValueError("prune_layers got no batches: pass at least one batch of model inputs.")
     if not inplace:
@@ -154,10 +154,6 @@ def prune_layers(
 
 
 # ----- criteria ------------------------------------------------------------------------------
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
-
-
 def _run(model: nn.Module, batch: dict[str, Any]) -> Any:
     # A KV cache is of no use here, and a cache built for one depth must not meet another.
     extra = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}

@@ -19,9 +19,9 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from ..importance import collect_mask_gradients
+from ..importance import collect_mask_gradients, to_device
 from ..masks import StructureMasks, prune_with_masks
-from ..patch import is_patched
+from ..patch import require_unpatched
 from .costs import CostModel, FlopsCost
 from .latency import LatencyTable, measure_latency_table
 from .rearrange import rearrange_masks
@@ -91,8 +91,7 @@ class PostTrainingResult:
     Args:
         model: The slim model (from `optimize_model`, with its `slim_report`).
         masks: The final masks (tuned scales included) on the input model.
-        search: The search's masks, cost and budget.
-        searched_masks: The masks before rearrangement and tuning.
+        search: The search's masks (before rearrangement and tuning), cost and budget.
         tuning: The per-layer reconstruction errors, or `None` without tuning.
         seq_len: The sequence length FLOPs were counted at.
         stage_seconds: Wall-clock seconds of each stage.
@@ -101,10 +100,14 @@ class PostTrainingResult:
     model: nn.Module
     masks: StructureMasks
     search: SearchResult
-    searched_masks: StructureMasks
     tuning: TuningResult | None
     seq_len: int
     stage_seconds: dict[str, float]
+
+    @property
+    def searched_masks(self) -> StructureMasks:
+        """The masks the search chose, before rearrangement and tuning."""
+        return self.search.masks
 
     def __str__(self) -> str:
         rows = [str(self.search), f"sequence length for costs: {self.seq_len}"]
@@ -118,6 +121,8 @@ def mean_sequence_length(batches: list[Mapping[str, Any]]) -> int:
     """Mean number of real tokens per sequence (from `attention_mask`, else the padded length)."""
     tokens = sequences = 0
     for batch in batches:
+        if "input_ids" not in batch:
+            raise ValueError(f"A calibration batch has no input_ids (keys: {sorted(batch)}): pass tokenized batches.")
         mask = batch.get("attention_mask")
         ids = batch["input_ids"]
         tokens += int(mask.sum()) if mask is not None else ids.numel()
@@ -146,12 +151,22 @@ def with_labels(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
         batch["labels"] = labels
         return batch
     device = next(model.parameters()).device
-    outputs = model(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    was_training = model.training
+    model.eval()  # the model's own predictions, without dropout
+    try:
+        outputs = model(**to_device(batch, device))
+    finally:
+        model.train(was_training)
     logits = getattr(outputs, "logits", None)
     if logits is None:
         raise ValueError(
             "The batches carry no labels and the model returns no logits to predict them from: add `labels` "
             "to the batches (or use a model with a task head)."
+        )
+    if logits.shape[-1] == 1:
+        raise ValueError(
+            "The batches carry no labels and the model has a single output (regression): its own prediction is "
+            "no target. Add `labels` to the batches."
         )
     labels = logits.argmax(dim=-1).cpu()
     if labels.dim() == 2 and mask is not None:
@@ -199,11 +214,7 @@ def post_training_prune(
         args = PostTrainingArgs(**overrides)
     elif overrides:
         args = PostTrainingArgs(**{**args.__dict__, **overrides})
-    if is_patched(model):
-        raise ValueError(
-            "post_training_prune takes a plain fine-tuned model, but this one is patched for movement pruning: "
-            "call nn_prune_ext.bake_model(model) first (or pass the dense model)."
-        )
+    require_unpatched(model, "post_training_prune")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     batches = [with_labels(model, batch) for batch in itertools.islice(batches, args.max_batches)]
@@ -241,7 +252,6 @@ def post_training_prune(
         model=slim,
         masks=masks,
         search=search,
-        searched_masks=search.masks,
         tuning=tuning,
         seq_len=seq_len,
         stage_seconds=seconds,

@@ -41,9 +41,10 @@ class SearchResult:
     importance: float
 
     def __str__(self) -> str:
+        share = f" ({self.cost / self.dense_cost:.1%} of dense)" if self.dense_cost > 0 else ""
         return (
             f"kept heads per layer {self.masks.kept_heads()}, FFN units per layer {self.masks.kept_units()}; "
-            f"cost {self.cost:.6g} of budget {self.budget:.6g} ({self.cost / self.dense_cost:.1%} of dense)"
+            f"cost {self.cost:.6g} of budget {self.budget:.6g}{share}"
         )
 
 
@@ -64,44 +65,59 @@ def _ranking(scores: list[torch.Tensor]) -> list[tuple[int, int]]:
     return [(layer, index) for _, layer, index in entries]
 
 
+@dataclass(frozen=True)
+class _Fill:
+    """FFN units chosen for one head count: per-layer `counts`, or (linear costs) the `top` ranked units."""
+
+    counts: list[int] | None
+    top: int
+    cost: float
+    importance: float
+
+    def per_layer(self, ranking: list[tuple[int, int]], layers: int) -> list[int]:
+        if self.counts is not None:
+            return self.counts
+        counts = [0] * layers
+        for layer, _ in ranking[: self.top]:
+            counts[layer] += 1
+        return counts
+
+
 def _fill_ffn(
-    ranking: list[tuple[int, int]], values: torch.Tensor, widths: list[int], cost: CostModel, budget: float
-) -> tuple[list[int], float, float]:
+    ranking: list[tuple[int, int]], prefix: torch.Tensor, widths: list[int], cost: CostModel, budget: float
+) -> _Fill:
     """The most important FFN units that fit `budget`.
 
-    With a cost linear in the width (FLOPs) the top units are taken until the budget is spent;
-    otherwise (latency) units are added in order of importance whenever their extra cost fits.
-    Either way each layer keeps a prefix of its own ranking.
+    With a cost linear in the width (FLOPs) the top units are taken until the budget is spent, in
+    constant time (the search tries every head count); otherwise (latency) units are added in
+    order of importance whenever their extra cost fits. Either way each layer keeps a prefix of
+    its own ranking.
 
     Args:
         ranking: `(layer, unit)` of every FFN unit, most important first.
-        values: The importance of each entry of `ranking`, in the same order.
+        prefix: Cumulative importance along `ranking` (`prefix[k]`: the top `k` units).
         widths: FFN units per layer.
         cost: The cost model.
         budget: What the FFNs may cost.
-
-    Returns:
-        Units kept per layer, their cost, and their summed importance.
     """
     layers = len(widths)
-    counts = [0] * layers
-    if _linear_unit_cost(cost, layers) is not None:
-        unit_cost = _linear_unit_cost(cost, layers)
+    unit_cost = _linear_unit_cost(cost, layers)
+    if unit_cost is not None:
         count = min(int(budget // unit_cost) if budget > 0 else 0, len(ranking))
         while count and count * unit_cost > budget:  # float rounding at the boundary: the budget must hold
             count -= 1
-        for layer, _ in ranking[:count]:
-            counts[layer] += 1
-        spent = sum(cost.ffn(layer, counts[layer]) for layer in range(layers))
-        return counts, spent, float(values[:count].sum())
-    spent, importance = 0.0, 0.0
+        return _Fill(counts=None, top=count, cost=count * unit_cost, importance=float(prefix[count]))
+    counts = [0] * layers
+    spent = 0.0
+    taken = torch.zeros(len(ranking), dtype=torch.bool)
     for position, (layer, _) in enumerate(ranking):
         extra = cost.ffn(layer, counts[layer] + 1) - cost.ffn(layer, counts[layer])
         if spent + extra <= budget:
             counts[layer] += 1
             spent += extra
-            importance += float(values[position])
-    return counts, spent, importance
+            taken[position] = True
+    values = prefix[1:] - prefix[:-1]
+    return _Fill(counts=counts, top=0, cost=spent, importance=float(values[taken].sum()))
 
 
 def _linear_unit_cost(cost: CostModel, layers: int) -> float | None:
@@ -158,7 +174,8 @@ def search_masks(
     )
     head_ranking = _ranking(head_importance)
     unit_ranking = _ranking(unit_importance)
-    unit_values = torch.tensor([float(unit_importance[layer][index]) for layer, index in unit_ranking])
+    unit_values = torch.tensor([float(unit_importance[layer][index]) for layer, index in unit_ranking], dtype=torch.float64)
+    prefix = torch.cat([torch.zeros(1, dtype=torch.float64), unit_values.cumsum(0)])
 
     kept = [torch.zeros(len(structure.head_units(layer)), dtype=torch.bool) for layer in range(layers)]
     attention_costs = [cost.attention(layer, structure.kept_per_group(layer, kept[layer])) for layer in range(layers)]
@@ -173,11 +190,11 @@ def search_masks(
         attention = sum(attention_costs)
         if attention > budget:
             continue  # under GQA padding a larger count may still fit; keep looking
-        ffn_counts, ffn_cost, ffn_sum = _fill_ffn(unit_ranking, unit_values, widths, cost, budget - attention)
-        if best is None or head_sum + ffn_sum > best[0]:
-            best = (head_sum + ffn_sum, [k.clone() for k in kept], ffn_counts, attention + ffn_cost)
-    importance, kept_heads, ffn_counts, total = best
-    kept_units = _kept_by_rank(unit_ranking, ffn_counts, widths)
+        fill = _fill_ffn(unit_ranking, prefix, widths, cost, budget - attention)
+        if best is None or head_sum + fill.importance > best[0]:
+            best = (head_sum + fill.importance, [k.clone() for k in kept], fill, attention + fill.cost)
+    importance, kept_heads, fill, total = best
+    kept_units = _kept_by_rank(unit_ranking, fill.per_layer(unit_ranking, layers), widths)
     masks = StructureMasks(
         heads=[structure.head_mask(layer, kept_heads[layer]) for layer in range(layers)],
         units=[kept_units[layer].float() for layer in range(layers)],

@@ -37,10 +37,10 @@ import torch
 from scipy.sparse.linalg import LinearOperator, lsmr
 from torch import nn
 
-from ..importance import apply_masks
+from ..importance import apply_masks, to_device
 from ..layouts import ArchitectureLayout, LayerModules, get_layout
 from ..masks import StructureMasks
-from ..patch import is_patched
+from ..patch import require_unpatched
 
 __all__ = ["SublayerTuning", "TuningResult", "LayerTaps", "tune_masks"]
 
@@ -260,10 +260,12 @@ class _NormalEquations:
             error: `[tokens, hidden]` student minus teacher pre-normalisation sum.
         """
         kept = inputs if self.columns is None else inputs.index_select(1, self.columns)
+        # Products in float32 at least: bf16 / fp16 sums over thousands of tokens lose the digits the solve needs.
+        kept, error = kept.float(), error.float()
         self.cross += (kept.T @ kept).double()
         # (A^T e)_j = sum over tokens and features of (e W_j) * z_j, reordered so that the one large
         # product is a [hidden, tokens] x [tokens, k*d] matrix product.
-        products = ((error.T @ kept) * self.weight).sum(dim=0)
+        products = ((error.T @ kept) * self.weight.float()).sum(dim=0)
         self.gradient += products.double().view(self.num_groups, self.group_size).sum(dim=1)
 
     def gram(self) -> torch.Tensor:
@@ -328,11 +330,7 @@ def _operator(matrix: torch.Tensor) -> LinearOperator:
 
 
 def _model_inputs(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {
-        key: value.to(device) if isinstance(value, torch.Tensor) else value
-        for key, value in batch.items()
-        if key not in _TARGET_KEYS
-    }
+    return to_device({key: value for key, value in batch.items() if key not in _TARGET_KEYS}, device)
 
 
 def _capture_call(model: nn.Module, first_layer: nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, _LayerCall]:
@@ -377,11 +375,7 @@ def _real_tokens(inputs: Mapping[str, Any], hidden: torch.Tensor) -> torch.Tenso
 
 
 def _check_model(model: nn.Module) -> None:
-    if is_patched(model):
-        raise ValueError(
-            "tune_masks needs an unpatched model, but this one holds masked linears from patch_model. Pass the dense "
-            "fine-tuned model, or bake the patched one first with nn_prune_ext.bake_model(model)."
-        )
+    require_unpatched(model, "tune_masks")
     layer_types = getattr(model.config, "layer_types", None)
     if layer_types and len(set(layer_types)) > 1:
         raise ValueError(

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 from torch import nn
 
 from ..layouts import ArchitectureLayout, get_layout
-from ..patch import is_patched
+from ..patch import require_unpatched
 from . import modeling_slim
 
 __all__ = [
@@ -165,11 +165,7 @@ def _checked_indices(indices: Iterable[int], count: int) -> list[int]:
 
 
 def _check_not_patched(model: nn.Module) -> None:
-    if is_patched(model):
-        raise ValueError(
-            "The model is patched (it holds mask scores for every layer); bake it with nn_prune_ext.bake_model, "
-            "or slim it with optimize_model, before dropping layers."
-        )
+    require_unpatched(model, "drop_layers")
 
 
 def _has_layer_idx(module: nn.Module) -> bool:
