@@ -3,6 +3,7 @@
     nn-prune optimize IN OUT    bake and slim a checkpoint (patched, baked or zero-filled) into OUT
     nn-prune report CKPT        text summary and PNG pictures of a checkpoint's pruning
     nn-prune bench CKPT         dense vs slim latency, measured side by side
+    nn-prune posttrain IN OUT   prune a fine-tuned checkpoint to a budget without retraining, and slim it
 
 Each subcommand lives in `nn_prune_ext/commands/<name>.py`.
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import bench, optimize, report
+from .commands import bench, optimize, posttrain, report
 
 __all__ = ["main"]
 
-SUBCOMMANDS = (optimize, report, bench)
+SUBCOMMANDS = (optimize, report, bench, posttrain)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from transformers import BertTokenizer
 
 from nn_prune_ext import SparseArgs, densities, get_layout, load_slim, model_flops, optimize_model
 from nn_prune_ext.commands import report
+from nn_prune_ext.commands.data import examples_batches
 from nn_prune_ext.importance import collect_mask_gradients, fisher_importance
 from nn_prune_ext.slim.layers import dense_num_layers, dropped_layer_indices, kept_layer_indices
 from nn_prune_ext.slim.optimize import count_parameters
@@ -119,7 +120,8 @@ def test_report_with_head_importance(tmp_path, capsys):
     assert written[-1] == tmp_path / "slim-report" / "head_importance.png"
     assert png_size(written[-1]) == EXPECTED_SIZE
     slim = load_slim(checkpoint)
-    batches = report.importance_batches(parse(argv), slim.config)
+    args = parse(argv)
+    batches = examples_batches(args, args.importance_data, slim.config)
     assert [len(batch["labels"]) for batch in batches] == [4, 4]  # 2 batches of 4 of the 10 examples
     assert batches[1]["labels"].tolist() == [1, 2, 0, 1]  # LABEL_4 ... LABEL_7 through label2id
     expected = fisher_importance(collect_mask_gradients(slim, batches))

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..checkpoints import load_for_slimming
+from .data import add_data_arguments, examples_batches
 from ..importance import MaskImportance, collect_mask_gradients, fisher_importance, taylor_importance
 from ..patch import densities, is_patched
 from ..plots import INSTALL_HINT, as_slim, plot_density_heatmaps, plot_head_importance, plot_kept_heads
@@ -48,15 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "head importance", "measured on labelled examples of a JSON-lines file (one object per line)"
     )
     group.add_argument("--importance-data", help="JSON-lines file of examples with a text and a label field")
-    group.add_argument("--text-column", default="text", help="field holding the text (default: text)")
-    group.add_argument("--text-pair-column", help="field holding the second text of sentence-pair tasks")
-    group.add_argument("--label-column", default="label", help="field holding the label, an id or a name")
-    group.add_argument("--tokenizer", help="tokenizer name or folder (default: the checkpoint's own)")
     group.add_argument("--importance", choices=("taylor", "fisher"), default="taylor",
                        help="taylor: summed |gradient| (Michel et al.); fisher: summed squared gradient (Kwon et al.)")
-    group.add_argument("--batch-size", type=int, default=16, help="examples per batch (default: 16)")
-    group.add_argument("--max-batches", type=int, default=8, help="batches to use (default: 8)")
-    group.add_argument("--max-length", type=int, default=128, help="truncate examples to this many tokens")
+    add_data_arguments(group, batch_size=16, max_batches=8)
     parser.set_defaults(run=run)
 
 
@@ -144,90 +137,6 @@ def _layer_notes(model: nn.Module, slim: nn.Module) -> dict[int, list[str]]:
     return {dense_index[layer.index]: list(layer.notes) for layer in report.layers}
 
 
-# ----- head importance from a JSON-lines file ------------------------------------------------
-def _read_examples(path: str, columns: list[str], limit: int) -> list[dict[str, Any]]:
-    examples = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if len(examples) == limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"Line {number} of {path} is not valid JSON ({error.msg}); write one JSON object per line."
-                ) from error
-            if not isinstance(record, dict):
-                raise ValueError(f"Line {number} of {path} is not a JSON object; write one object per line.")
-            missing = [column for column in columns if column not in record]
-            if missing:
-                raise ValueError(
-                    f"Line {number} of {path} has no field {missing[0]!r} (it has {sorted(record)}); name the "
-                    "fields with --text-column, --text-pair-column and --label-column."
-                )
-            examples.append(record)
-    if not examples:
-        raise ValueError(f"{path} holds no examples.")
-    return examples
-
-
-def _label_tensor(labels: list[Any], config) -> torch.Tensor:
-    if all(isinstance(label, str) for label in labels):
-        unknown = sorted({label for label in labels if label not in config.label2id})
-        if unknown:
-            raise ValueError(
-                f"Labels {unknown[:5]} are not in the checkpoint's label2id {config.label2id}; "
-                "write label ids (integers) or the names of config.label2id."
-            )
-        return torch.tensor([config.label2id[label] for label in labels])
-    if all(isinstance(label, int) and not isinstance(label, bool) for label in labels):
-        return torch.tensor(labels)
-    if all(isinstance(label, (int, float)) and not isinstance(label, bool) for label in labels):
-        return torch.tensor(labels, dtype=torch.float32)  # regression targets
-    raise ValueError(f"Labels must be all ids, all names or all numbers; got {labels[:5]}.")
-
-
-def importance_batches(args: argparse.Namespace, config) -> list[dict[str, torch.Tensor]]:
-    """Tokenized, labelled batches of the `--importance-data` file.
-
-    Args:
-        args: The parsed `report` arguments (data file, fields, tokenizer, batch sizes).
-        config: The model's config, whose `label2id` maps label names to ids.
-
-    Returns:
-        Up to `--max-batches` batches of `--batch-size` examples, with `labels`.
-    """
-    from transformers import AutoTokenizer
-
-    source = args.tokenizer or args.checkpoint
-    hint = "Save the tokenizer into the checkpoint (tokenizer.save_pretrained) or pass --tokenizer NAME_OR_FOLDER."
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Could not load a tokenizer from {source} ({error}). {hint}") from error
-    # From a folder without tokenizer files, transformers v5 builds a tokenizer of special tokens
-    # only, which would turn every word into the unknown token.
-    if len(tokenizer) <= len(tokenizer.all_special_tokens):
-        raise ValueError(f"Could not load a tokenizer from {source}: it has only special tokens. {hint}")
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(f"The tokenizer of {source} has no pad or end-of-sequence token to pad batches with.")
-        tokenizer.pad_token = tokenizer.eos_token  # decoder tokenizers usually ship without a pad token
-    columns = [args.text_column] + ([args.text_pair_column] if args.text_pair_column else []) + [args.label_column]
-    examples = _read_examples(args.importance_data, columns, args.batch_size * args.max_batches)
-    batches = []
-    for start in range(0, len(examples), args.batch_size):
-        chunk = examples[start : start + args.batch_size]
-        pairs = [example[args.text_pair_column] for example in chunk] if args.text_pair_column else None
-        batch = tokenizer([example[args.text_column] for example in chunk], pairs, padding=True, truncation=True,
-                          max_length=args.max_length, return_tensors="pt")
-        batch["labels"] = _label_tensor([example[args.label_column] for example in chunk], config)
-        batches.append(dict(batch))
-    return batches
-
-
 def _importance_table(heads: torch.Tensor, layer_indices: list[int]) -> str:
     rows = ["head importance per layer (heads in order):"]
     for index, values in zip(layer_indices, heads.tolist()):
@@ -261,7 +170,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     importance: MaskImportance | None = None
     if args.importance_data:
         # On the checkpoint as loaded: a patched model's heads keep their dense numbering.
-        batches = importance_batches(args, model.config)
+        batches = examples_batches(args, args.importance_data, model.config)
         importance = {"taylor": taylor_importance, "fisher": fisher_importance}[args.importance](
             collect_mask_gradients(model, batches)
         )

@@ -1,0 +1,69 @@
+"""`nn-prune posttrain`: post-training pruning of a checkpoint from a JSON-lines file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nn_prune_ext import StructureMasks, apply_masks, load_slim, model_flops
+from nn_prune_ext.cli import main
+from nn_prune_ext.commands.posttrain import RECORD_NAME
+
+from conftest import tiny_batch, tiny_model
+from test_commands_report import save_tokenizer, write_examples
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / "dense"
+    tiny_model("bert").save_pretrained(path)
+    save_tokenizer(path)
+    write_examples(tmp_path / "calibration.jsonl", 40)
+    return path
+
+
+def test_posttrain_writes_a_slim_checkpoint_within_budget(checkpoint, tmp_path, capsys):
+    out = tmp_path / "slim"
+    main([
+        "posttrain", str(checkpoint), str(out), "--flops-budget", "0.5", "--data", str(tmp_path / "calibration.jsonl"),
+        "--text-column", "sentence", "--label-column", "gold", "--batch-size", "8",
+    ])
+    printed = capsys.readouterr().out
+    assert "seconds per stage" in printed and f"slim checkpoint written to {out}" in printed
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record["calibration"]["batches"] == 5 and record["arguments"]["flops_budget"] == 0.5
+    assert record["cost"] <= record["budget"] == pytest.approx(0.5 * record["dense_cost"])
+    assert (out / "tokenizer_config.json").exists()
+    slim = load_slim(out)
+    dense = tiny_model("bert")
+    seq_len = record["calibration"]["seq_len"]
+    assert model_flops(slim, seq_len) == record["cost"]
+    # The slim checkpoint computes what the dense model computes under the recorded masks.
+    masks = StructureMasks.from_dict(record["masks"])
+    batch = tiny_batch()
+    with torch.no_grad(), apply_masks(dense, masks.heads, masks.units):
+        expected = dense(**batch).logits
+    with torch.no_grad():
+        torch.testing.assert_close(slim(**batch).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_posttrain_on_unlabelled_data(checkpoint, tmp_path):
+    out = tmp_path / "slim"
+    main([
+        "posttrain", str(checkpoint), str(out), "--flops-budget", "0.7", "--data", str(tmp_path / "calibration.jsonl"),
+        "--text-column", "sentence", "--label-column", "", "--no-tune", "--no-rearrange",
+    ])
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record["tuning"] is None and list(record["stage_seconds"]) == ["gradients", "cost model", "search", "slim"]
+
+
+def test_posttrain_needs_one_budget(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["posttrain", str(checkpoint), str(tmp_path / "o"), "--data", str(tmp_path / "calibration.jsonl")])
+    assert "one of the arguments --flops-budget --latency-budget is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as error:
+        main(["posttrain", str(checkpoint), str(tmp_path / "o"), "--flops-budget", "1.5",
+              "--data", str(tmp_path / "calibration.jsonl"), "--text-column", "sentence", "--label-column", "gold"])
+    assert error.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
