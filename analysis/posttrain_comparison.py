@@ -56,7 +56,7 @@ from nn_prune_ext.posttrain import (
     post_training_prune,
     search_masks,
 )
-from nn_prune_ext.posttrain.search import masks_cost
+from nn_prune_ext.posttrain.search import dense_cost
 
 
 @dataclass
@@ -188,7 +188,7 @@ def main() -> None:
     importance = magnitude_importance(dense)
     heads = [importance.layer_heads(i) for i in range(structure.num_layers)]
     units = [importance.layer_units(i) for i in range(structure.num_layers)]
-    budget = args.budget * masks_cost(StructureMasks.ones(dense), structure, cost)
+    budget = args.budget * dense_cost(structure, cost)
     search = search_masks(heads, units, structure, cost, budget)
     record("magnitude", prune_with_masks(dense, search.masks), time.perf_counter() - start)
     # Head and unit norms are on unrelated scales, so the row above also lets magnitude choose how

@@ -25,10 +25,9 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, HfArgumentParser
 
-from nn_prune_ext import StructureMasks, compare_latency, measure_latency_table, post_training_prune
+from nn_prune_ext import compare_latency, measure_latency_table, post_training_prune
 from nn_prune_ext.commands.bench import random_inputs
 from nn_prune_ext.data.wordnet_nouns import load_sample
-from nn_prune_ext.posttrain import PruningUnits, masks_cost
 
 
 @dataclass
@@ -67,9 +66,7 @@ def main() -> None:
     table_seconds = time.perf_counter() - start
     print(f"model: {source}\n{table}\n(measured in {table_seconds:.1f} s)")
     result = post_training_prune(model, batches, latency_budget=args.budget, latency_table=table)
-    cost = table.cost_model()
-    structure = PruningUnits.for_model(model)
-    predicted = result.search.cost / masks_cost(StructureMasks.ones(model), structure, cost)
+    predicted = result.search.cost / result.search.dense_cost
 
     inputs = random_inputs(model.config, args.batch_size, args.seq_len, device=torch.device("cpu"))
     timing = compare_latency({"dense": model, "slim": result.model}, inputs, warmup=3, repeats=args.repeats,

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from .layouts import get_layout
+from .patch import bake_model, is_patched, require_unpatched
+from .slim import optimize_model
 
 __all__ = ["StructureMasks", "fold_masks", "prune_with_masks"]
 
@@ -170,8 +172,6 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
     Returns:
         `model`.
     """
-    from .patch import require_unpatched  # imported here: patch imports the scores, which this module does not need
-
     require_unpatched(model, "fold_masks (prune_with_masks bakes a patched model itself)")
     masks.check(model)
     for layer, head_mask, unit_mask in zip(get_layout(model).iter_layers(model), masks.heads, masks.units):
@@ -198,10 +198,6 @@ def prune_with_masks(model: nn.Module, masks: StructureMasks, *, inplace: bool =
         The slim model from `optimize_model` (with its `slim_report`); its outputs equal those of
         `model` under the masks.
     """
-    # Imported here: nn_prune_ext.slim imports the layouts this module also uses; keep import order simple.
-    from .patch import bake_model, is_patched
-    from .slim import optimize_model
-
     if not inplace:
         model = copy.deepcopy(model)
     if is_patched(model):

@@ -33,11 +33,10 @@ from torch import nn
 
 from .flops import LayerShape, dense_layer_shapes, kept_layer_shapes
 from .layouts import get_layout
-from .patch import eval_grids, is_patched
+from .patch import eval_grids
 from .scores.masked_linear import MaskedLinear
-from .slim import optimize_model
+from .slim import is_slim_model, optimize_model
 from .slim.layers import dropped_layer_indices, kept_layer_indices
-from .slim.modeling_slim import is_slim_config
 
 __all__ = [
     "FIGURE_SIZE",
@@ -73,7 +72,7 @@ def as_slim(model: nn.Module) -> nn.Module:
     Returns:
         A slim model (a copy, unless `model` was one already).
     """
-    if is_slim_config(model.config) and not is_patched(model):
+    if is_slim_model(model):
         return model
     return optimize_model(model)
 

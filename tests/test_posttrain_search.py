@@ -111,5 +111,7 @@ def test_search_errors():
         search_masks([torch.ones(2)], [torch.ones(4)], structure, cost, -1.0)
     with pytest.raises(ValueError, match="Layer 0 has 2 attention units but 3 importances"):
         search_masks([torch.ones(3)], [torch.ones(4)], structure, cost, 10.0)
+    with pytest.raises(ValueError, match="Layer 0 has 4 FFN units but 5 FFN importances"):
+        search_masks([torch.ones(2)], [torch.ones(5)], structure, cost, 10.0)
     with pytest.raises(ValueError, match="granularity='row' is not one of head, group"):
         PruningUnits(shapes=shapes, granularity="row")

@@ -31,7 +31,7 @@ from torch import nn
 from ..checkpoints import load_for_slimming
 from ..flops import model_flops
 from ..patch import bake_model, is_patched
-from ..slim import optimize_model
+from ..slim import is_slim_model, optimize_model
 from ..slim.classes import stock_class
 from ..slim.layers import dropped_layer_indices
 from ..slim.modeling_slim import dense_config, is_slim_config
@@ -108,7 +108,7 @@ def load_pair(checkpoint: str | Path) -> tuple[nn.Module, nn.Module, str]:
         `(dense, slim, description)`, both models in eval mode.
     """
     model = load_for_slimming(checkpoint)
-    if is_slim_config(model.config) and not is_patched(model):
+    if is_slim_model(model):
         slim, kind = model, "slim checkpoint"
     else:
         patched = is_patched(model)

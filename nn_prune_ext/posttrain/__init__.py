@@ -11,7 +11,7 @@ from .layer_pruning import LayerPruningResult, LayerPruningStep, prune_layers
 from .latency import LatencyTable, fit_monotone, measure_latency_table
 from .prune import PostTrainingArgs, PostTrainingResult, mean_sequence_length, post_training_prune, with_labels
 from .rearrange import rearrange_layer, rearrange_masks, removal_loss
-from .search import SearchResult, masks_cost, search_masks
+from .search import SearchResult, dense_cost, masks_cost, search_masks
 from .tune import SublayerTuning, TuningResult, tune_masks
 from .units import PruningUnits, UnitGradients
 
@@ -33,6 +33,7 @@ __all__ = [
     "SearchResult",
     "search_masks",
     "masks_cost",
+    "dense_cost",
     "rearrange_masks",
     "rearrange_layer",
     "removal_loss",

@@ -25,7 +25,7 @@ from ..patch import require_unpatched
 from .costs import CostModel, FlopsCost
 from .latency import LatencyTable, measure_latency_table
 from .rearrange import rearrange_masks
-from .search import SearchResult, masks_cost, search_masks
+from .search import SearchResult, dense_cost, search_masks
 from .tune import TuningResult, tune_masks
 from .units import GRANULARITIES, PruningUnits, UnitGradients
 
@@ -176,10 +176,14 @@ def with_labels(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _cost_model(
-    model: nn.Module, args: PostTrainingArgs, seq_len: int, latency_table: LatencyTable | None
+    model: nn.Module,
+    structure: PruningUnits,
+    args: PostTrainingArgs,
+    seq_len: int,
+    latency_table: LatencyTable | None,
 ) -> CostModel:
     if args.flops_budget is not None:
-        return FlopsCost(shapes=PruningUnits.for_model(model).shapes, seq_len=seq_len)
+        return FlopsCost(shapes=structure.shapes, seq_len=seq_len)
     table = latency_table or measure_latency_table(model, batch_size=args.latency_batch_size, seq_len=seq_len)
     return table.cost_model()
 
@@ -226,12 +230,11 @@ def post_training_prune(
     seconds["gradients"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    cost = _cost_model(model, args, seq_len, latency_table)
+    cost = _cost_model(model, structure, args, seq_len, latency_table)
     seconds["cost model"] = time.perf_counter() - start  # measuring a latency table, if needed
     start = time.perf_counter()
     fraction = args.flops_budget if args.flops_budget is not None else args.latency_budget
-    dense_cost = masks_cost(StructureMasks.ones(model), structure, cost)
-    search = search_masks(head_fisher, unit_fisher, structure, cost, fraction * dense_cost)
+    search = search_masks(head_fisher, unit_fisher, structure, cost, fraction * dense_cost(structure, cost))
     masks = search.masks
     seconds["search"] = time.perf_counter() - start
 

@@ -19,7 +19,7 @@ from ..masks import StructureMasks
 from .costs import CostModel
 from .units import PruningUnits
 
-__all__ = ["SearchResult", "search_masks", "masks_cost"]
+__all__ = ["SearchResult", "search_masks", "masks_cost", "dense_cost"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,18 @@ def masks_cost(masks: StructureMasks, structure: PruningUnits, cost: CostModel) 
         total += cost.attention(layer, structure.kept_per_group(layer, kept))
         total += cost.ffn(layer, int(masks.units[layer].count_nonzero()))
     return total
+
+
+def dense_cost(structure: PruningUnits, cost: CostModel) -> float:
+    """The cost of the model with nothing pruned: the reference a budget fraction is taken of."""
+    return masks_cost(
+        StructureMasks(
+            heads=[torch.ones(shape.num_heads) for shape in structure.shapes],
+            units=[torch.ones(shape.ffn_width) for shape in structure.shapes],
+        ),
+        structure,
+        cost,
+    )
 
 
 def _ranking(scores: list[torch.Tensor]) -> list[tuple[int, int]]:
@@ -166,12 +178,13 @@ def search_masks(
             raise ValueError(
                 f"Layer {layer} has {expected} attention units but {head_importance[layer].numel()} importances."
             )
+        width = structure.shapes[layer].ffn_width
+        if unit_importance[layer].numel() != width:
+            raise ValueError(
+                f"Layer {layer} has {width} FFN units but {unit_importance[layer].numel()} FFN importances."
+            )
     widths = [int(values.numel()) for values in unit_importance]
-    dense = masks_cost(
-        StructureMasks(heads=[torch.ones(s.num_heads) for s in structure.shapes], units=[torch.ones(w) for w in widths]),
-        structure,
-        cost,
-    )
+    dense = dense_cost(structure, cost)
     head_ranking = _ranking(head_importance)
     unit_ranking = _ranking(unit_importance)
     unit_values = torch.tensor([float(unit_importance[layer][index]) for layer, index in unit_ranking], dtype=torch.float64)

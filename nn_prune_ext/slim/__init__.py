@@ -4,7 +4,7 @@ from . import modeling_slim
 from .classes import load_slim, slim_class_for
 from .layers import drop_layers
 from .model_card import write_model_card
-from .optimize import LayerReport, SlimReport, optimize_model
+from .optimize import LayerReport, SlimReport, is_slim_model, optimize_model
 
 if write_model_card not in modeling_slim.SAVE_HOOKS:
     modeling_slim.SAVE_HOOKS.append(write_model_card)
@@ -14,6 +14,7 @@ __all__ = [
     "SlimReport",
     "LayerReport",
     "drop_layers",
+    "is_slim_model",
     "load_slim",
     "slim_class_for",
     "write_model_card",

@@ -26,7 +26,7 @@ from .classes import slim_class_for
 from .layers import dense_num_parameters, drop_layers
 from .structure import LayerPlan, plan_layer
 
-__all__ = ["optimize_model", "SlimReport", "LayerReport"]
+__all__ = ["optimize_model", "SlimReport", "LayerReport", "is_slim_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,11 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     )
     logger.info("optimize_model:\n%s", model.slim_report)
     return model
+
+
+def is_slim_model(model: nn.Module) -> bool:
+    """Whether `model` is slim already and has nothing left to slim: a slim config, and no mask scores."""
+    return modeling_slim.is_slim_config(model.config) and not is_patched(model)
 
 
 def count_parameters(model: nn.Module) -> int:
