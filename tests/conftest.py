@@ -56,3 +56,17 @@ def labelled_batches(count: int = 4, batch: int = 4, seq: int = 12, num_labels: 
         inputs["labels"] = torch.randint(0, num_labels, (batch,), generator=generator)
         batches.append(inputs)
     return batches
+
+
+def decoder_model_types() -> list[str]:
+    """The registered model types whose layers run causal self-attention (the decoders)."""
+    from nn_prune_ext import get_layout
+
+    decoders = []
+    for model_type in supported_model_types():
+        model = tiny_model(model_type)
+        layout = get_layout(model)
+        attention = layout.layer_list(model)[0].get_submodule(layout.attention)
+        if getattr(attention, "is_causal", False):
+            decoders.append(model_type)
+    return decoders

@@ -6,11 +6,20 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from nn_prune_ext import StructureMasks, SparseArgs, get_layout, patch_model, prune_with_masks
+from nn_prune_ext import (
+    ArchitectureLayout,
+    SparseArgs,
+    StructureMasks,
+    get_layout,
+    patch_model,
+    prune_with_masks,
+    supported_model_types,
+)
+from nn_prune_ext import layouts
 from nn_prune_ext.importance import apply_masks
 from nn_prune_ext.posttrain.tune import LayerTaps, TuningResult, _NormalEquations, _solve, tune_masks
 
-from conftest import HEADS, INTERMEDIATE, LAYERS, VOCAB, tiny_batch, tiny_model
+from conftest import HEADS, HIDDEN, INTERMEDIATE, LAYERS, VOCAB, decoder_model_types, tiny_batch, tiny_model
 
 SUBLAYERS = ("attention", "ffn")
 
@@ -37,10 +46,12 @@ def pruned_masks(model) -> StructureMasks:
     )
 
 
-def sublayer_sums(model, batch, masks: StructureMasks | None = None) -> dict[tuple[int, str], torch.Tensor]:
-    """Pre-normalisation sums of every sublayer from one full forward, over real tokens only.
+def layer_records(model, batch, masks: StructureMasks | None = None) -> dict[tuple[int, str], torch.Tensor]:
+    """One full forward of the whole model; per layer, its sublayers' pre-normalisation sums and the raw
+    (unmasked) inputs of its output and down projections, as `[real tokens, features]`.
 
-    Independent of tune_masks's layer-by-layer propagation: plain hooks on the whole model.
+    Independent of tune_masks's layer-by-layer propagation: plain hooks on one forward of the model.
+    Keys: `(layer, "attention")`, `(layer, "ffn")`, `(layer, "attention_input")`, `(layer, "ffn_input")`.
     """
     layout = get_layout(model)
     layers = list(layout.iter_layers(model))
@@ -61,8 +72,10 @@ def sublayer_sums(model, batch, masks: StructureMasks | None = None) -> dict[tup
 
     for index, (layer, modules) in enumerate(zip(layout.layer_list(model), layers)):
         handles.append(layer.register_forward_pre_hook(keep_layer_input(index), with_kwargs=True))
+        handles.append(modules.output.register_forward_pre_hook(keep((index, "o_in"), "input"), prepend=True))
         handles.append(modules.output.register_forward_hook(keep((index, "o_out"), "output")))
         handles.append(modules.ffn_up.register_forward_pre_hook(keep((index, "up_in"), "input")))
+        handles.append(modules.ffn_down.register_forward_pre_hook(keep((index, "down_in"), "input"), prepend=True))
         handles.append(modules.ffn_down.register_forward_hook(keep((index, "down_out"), "output")))
     inputs = {key: value for key, value in batch.items() if key != "labels"}
     try:
@@ -76,13 +89,25 @@ def sublayer_sums(model, batch, masks: StructureMasks | None = None) -> dict[tup
         for handle in handles:
             handle.remove()
     real = batch["attention_mask"].reshape(-1).bool()
-    sums = {}
+    # Rows of [tokens, features]: some layers (OPT) flatten batch and sequence inside the FFN.
+    rows = {key: value.reshape(-1, value.shape[-1]) for key, value in seen.items()}
+    records = {}
     for index in range(len(layers)):
-        attention = seen[index, "input"] + seen[index, "o_out"]
-        residual = seen[index, "up_in"] if layout.norm_placement == "post" else attention
-        for sublayer, value in (("attention", attention), ("ffn", residual + seen[index, "down_out"])):
-            sums[index, sublayer] = value.reshape(-1, value.shape[-1])[real]
-    return sums
+        attention = rows[index, "input"] + rows[index, "o_out"]
+        residual = rows[index, "up_in"] if layout.norm_placement == "post" else attention
+        values = {
+            "attention": attention,
+            "ffn": residual + rows[index, "down_out"],
+            "attention_input": rows[index, "o_in"],
+            "ffn_input": rows[index, "down_in"],
+        }
+        records.update({(index, name): value[real] for name, value in values.items()})
+    return records
+
+
+def sublayer_sums(model, batch, masks: StructureMasks | None = None) -> dict[tuple[int, str], torch.Tensor]:
+    """Pre-normalisation sums of every sublayer from one full forward, over real tokens only."""
+    return {key: value for key, value in layer_records(model, batch, masks).items() if key[1] in SUBLAYERS}
 
 
 def sublayer_errors(model, batches, masks: StructureMasks) -> dict[tuple[int, str], float]:
@@ -159,13 +184,14 @@ def test_layer_taps_sums_are_the_normalisation_inputs(model_type):
                 handle.remove()
         x = seen["input"]
         assert len(norm_inputs) == 2
+        rows = [tensor.reshape(-1, HIDDEN) for tensor in (*norm_inputs, seen["output"])]  # sums are [tokens, hidden]
         if layout.norm_placement == "post":
-            torch.testing.assert_close(taps.attention_sum(x), norm_inputs[0], rtol=0, atol=0)
-            torch.testing.assert_close(taps.ffn_sum(x), norm_inputs[1], rtol=0, atol=0)
+            torch.testing.assert_close(taps.attention_sum(x), rows[0], rtol=0, atol=0)
+            torch.testing.assert_close(taps.ffn_sum(x), rows[1], rtol=0, atol=0)
         else:
             torch.testing.assert_close(norm_inputs[0], x, rtol=0, atol=0)
-            torch.testing.assert_close(taps.attention_sum(x), norm_inputs[1], rtol=0, atol=0)
-            torch.testing.assert_close(taps.ffn_sum(x), seen["output"], rtol=0, atol=0)
+            torch.testing.assert_close(taps.attention_sum(x), rows[1], rtol=0, atol=0)
+            torch.testing.assert_close(taps.ffn_sum(x), rows[2], rtol=0, atol=0)
         # The recorded projection inputs are the raw ones: the masks act after the taps read them.
         head_scale = masks.heads[index].repeat_interleave(modules.head_dim)
         expected = modules.output(taps.values["attention_input"] * head_scale)
@@ -303,3 +329,123 @@ def test_bad_input_is_explained():
     patch_model(model, SparseArgs.struct())
     with pytest.raises(ValueError, match="bake_model"):
         tune_masks(model, masks, calibration_batches())
+
+
+# ----- the same fit as fresh forwards of the whole model -------------------------------------
+# Decoder configurations beyond the defaults: windows shorter than the batches' 12 tokens, and
+# configs that mix sliding-window and full-attention layers.
+DECODER_VARIANTS = {
+    "mistral-sliding": ("mistral", dict(sliding_window=4)),
+    "qwen2-sliding": ("qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=0)),
+    "qwen2-mixed": ("qwen2", dict(use_sliding_window=True, sliding_window=4, max_window_layers=1)),
+}
+# A family that is not built in, registered as a user would: OPT's decoder layers flatten batch and
+# sequence before the FFN.
+OPT_LAYOUT = ArchitectureLayout(
+    model_types=("opt",),
+    layers="decoder.layers",
+    query="self_attn.q_proj",
+    key="self_attn.k_proj",
+    value="self_attn.v_proj",
+    output="self_attn.out_proj",
+    ffn_up="fc1",
+    ffn_down="fc2",
+    intermediate_size_attr="ffn_dim",
+    norm_placement="pre",
+    ffn_activation_attr="activation_function",
+)
+TUNING_CASES = [*supported_model_types(), *DECODER_VARIANTS, "opt"]
+
+
+@pytest.fixture
+def opt_registered(monkeypatch):
+    monkeypatch.setitem(layouts._REGISTRY, "opt", OPT_LAYOUT)
+
+
+def case_model(case: str):
+    if case == "opt":
+        return tiny_model("opt", ffn_dim=INTERMEDIATE, word_embed_proj_dim=HIDDEN, pad_token_id=0)
+    model_type, overrides = DECODER_VARIANTS.get(case, (case, {}))
+    return tiny_model(model_type, **overrides)
+
+
+def unpadded_batches() -> list[dict[str, torch.Tensor]]:
+    """`calibration_batches` with every token real: fixed-length chunks, as causal-LM calibration uses."""
+    batches = calibration_batches()
+    for batch in batches:
+        batch["attention_mask"] = torch.ones_like(batch["attention_mask"])
+    return batches
+
+
+@torch.no_grad()
+def reference_tuning(model, masks: StructureMasks, batches) -> StructureMasks:
+    """Mask tuning as the method defines it, with nothing carried from one forward to the next.
+
+    Every sublayer's fit comes from full forwards of the whole model (the dense teacher, and the
+    student under the scales fitted so far) and an explicit least-squares solve over its real tokens.
+    """
+    tuned = masks.clone()
+    for index, modules in enumerate(get_layout(model).iter_layers(model)):
+        for sublayer in SUBLAYERS:
+            attention = sublayer == "attention"
+            values = (tuned.heads if attention else tuned.units)[index]
+            kept = values.nonzero().flatten().tolist()
+            weight = (modules.output if attention else modules.ffn_down).weight.double()
+            size = modules.head_dim if attention else 1
+            design, errors = [], []
+            for batch in batches:
+                teacher = layer_records(model, batch)[index, sublayer]
+                student = layer_records(model, batch, tuned)
+                inputs = student[index, f"{sublayer}_input"].double()
+                # Column j: kept group j's contribution to the projection output at every token and feature.
+                design.append(torch.stack([
+                    (inputs[:, j * size:(j + 1) * size] @ weight[:, j * size:(j + 1) * size].T).flatten() for j in kept
+                ], dim=1))
+                errors.append((student[index, sublayer] - teacher).double().flatten())
+            step = torch.linalg.lstsq(torch.cat(design), -torch.cat(errors)[:, None]).solution[:, 0]
+            values[kept] = (values[kept].double() + step).float()
+    return tuned
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
+@pytest.mark.parametrize("case", TUNING_CASES)
+def test_tuning_equals_fits_on_fresh_forwards(case, padded, opt_registered):
+    """Layer-by-layer propagation gives the scales that fresh forwards of the whole model give.
+
+    This is what a key/value cache carried from one layer call to the next (transformers 5.24)
+    silently broke on unpadded decoder batches.
+    """
+    model = case_model(case)
+    masks = pruned_masks(model)
+    batches = calibration_batches() if padded else unpadded_batches()
+    result = tune_masks(model, masks, batches)
+    assert all(record.tuned for record in result.layers), str(result)
+    expected = reference_tuning(model, masks, batches)
+    for fitted, reference in zip(result.masks.heads + result.masks.units, expected.heads + expected.units):
+        torch.testing.assert_close(fitted, reference, rtol=1e-5, atol=2e-5)  # measured: within 2e-6; scales move by ~2
+
+
+def test_every_decoder_has_its_window_variants_covered():
+    """Every registered decoder is tuned in TUNING_CASES; the window variants really change the attention."""
+    decoders = decoder_model_types()
+    assert set(decoders) >= {"llama", "mistral", "qwen2"} and set(decoders) <= set(TUNING_CASES)
+    batch = unpadded_batches()[0]
+    batch.pop("labels")
+    for case, (model_type, overrides) in DECODER_VARIANTS.items():
+        with torch.no_grad():
+            windowed = case_model(case)(**batch).logits
+            full = tiny_model(model_type)(**batch).logits  # same seed, same weights, no window
+        assert (windowed - full).abs().max() > 1e-4, case
+    assert case_model("qwen2-mixed").config.layer_types == ["full_attention", "sliding_attention"]
+
+
+def test_opt_flattens_its_ffn_input(opt_registered):
+    """The case the OPT entry covers: its FFN sees `[tokens, hidden]`, not `[batch, seq, hidden]`."""
+    model = case_model("opt")
+    modules = next(get_layout(model).iter_layers(model))
+    shapes = []
+    handle = modules.ffn_up.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    with torch.no_grad():
+        model(**tiny_batch())
+    handle.remove()
+    assert shapes == [(4 * 12, HIDDEN)]

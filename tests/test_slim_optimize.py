@@ -17,7 +17,7 @@ from nn_prune_ext.slim.modeling_slim import EmptyAttention, SlimModelMixin
 from nn_prune_ext.slim.optimize import count_parameters
 from nn_prune_ext.slim.structure import _best_ratio
 
-from conftest import GQA_TYPES, INTERMEDIATE, tiny_batch, tiny_config, tiny_model
+from conftest import GQA_TYPES, INTERMEDIATE, decoder_model_types, tiny_batch, tiny_config, tiny_model
 from slim_helpers import masked_model
 
 
@@ -153,6 +153,31 @@ def test_generation_runs_through_an_empty_layer(model_type):
     slim = optimize_model(model)
     assert slim.slim_report.layers[0].heads[1] == 0
     assert torch.equal(slim.generate(prompt, max_new_tokens=5, do_sample=False), expected)
+
+
+@pytest.mark.parametrize("model_type", decoder_model_types())
+def test_cached_decoding_through_an_empty_first_layer(model_type):
+    """A step decoded from the cache equals the full forward when the first layer has no heads.
+
+    The model reads the cached length from the first layer's entry: EmptyAttention must find the
+    cache whatever keyword the layer passes it under, and fill an entry that counts.
+    """
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type)).eval()
+    layers = list(get_layout(model).iter_layers(model))
+    with torch.no_grad():
+        layers[0].output.weight.zero_()
+    slim = optimize_model(model)
+    assert slim.slim_report.layers[0].heads[1] == 0
+    prompt = torch.randint(1, 100, (2, 5), generator=torch.Generator().manual_seed(0))
+    following = torch.tensor([[7], [8]])
+    with torch.no_grad():
+        first = slim(prompt, use_cache=True)
+        cache = first.cache if hasattr(first, "cache") else first.past_key_values
+        assert cache.get_seq_length() == 5
+        step = slim(following, **{"cache" if hasattr(first, "cache") else "past_key_values": cache}).logits[:, -1]
+        expected = model(torch.cat([prompt, following], dim=1)).logits[:, -1]
+    assert max_difference(step, expected) <= 1e-5
 
 
 def test_zero_filled_checkpoint_slims_like_the_masked_model(model_type, tmp_path):

@@ -41,6 +41,7 @@ from ..importance import apply_masks, to_device
 from ..layouts import ArchitectureLayout, LayerModules, get_layout
 from ..masks import StructureMasks
 from ..patch import require_unpatched
+from .layer_runner import LayerRunner, StopForward
 
 __all__ = ["SublayerTuning", "TuningResult", "LayerTaps", "tune_masks"]
 
@@ -101,10 +102,6 @@ class TuningResult:
         return "\n".join(rows)
 
 
-class _StopForward(Exception):
-    """Raised by a hook to end a forward pass as soon as what it needs is recorded."""
-
-
 class LayerTaps:
     """Hooks recording, during one call of a layer, what the scale fits need.
 
@@ -118,11 +115,14 @@ class LayerTaps:
       layers (BERT: the attention block's LayerNorm output) and the layer input plus the
       attention output for pre-norm layers (Llama).
 
+    Sums are returned as `[tokens, hidden]` (batch and sequence flattened), whatever shape each
+    term had: some layers (OPT) flatten the FFN's input themselves.
+
     Args:
         modules: The layer's projections (from the layout's `iter_layers`).
         norm_placement: `"post"` or `"pre"`.
-        stop_before_ffn: End the layer call when the FFN starts (the attention fit needs nothing
-            after it, and skipping the FFN saves most of the compute).
+        stop_before_ffn: End the forward when the FFN starts, with `StopForward` (the attention
+            fit needs nothing after it, and skipping the FFN saves most of the compute).
     """
 
     def __init__(self, modules: LayerModules, norm_placement: str, stop_before_ffn: bool = False):
@@ -150,6 +150,10 @@ class LayerTaps:
             handle.remove()
         self._handles = []
 
+    def clear(self) -> None:
+        """Forget what the last layer call recorded."""
+        self.values = {}
+
     def _store(self, name: str, value: torch.Tensor) -> None:
         if name in self.values:
             raise RuntimeError(
@@ -161,14 +165,14 @@ class LayerTaps:
     def _stop_hook(self):
         def hook(module: nn.Module, args: tuple) -> None:
             if self.stop_before_ffn:
-                raise _StopForward
+                raise StopForward
 
         return hook
 
     def _record_input(self, name: str, ffn_start: bool = False):
         def hook(module: nn.Module, args: tuple) -> None:
             if ffn_start and self.stop_before_ffn:
-                raise _StopForward
+                raise StopForward
             self._store(name, args[0])
 
         return hook
@@ -179,51 +183,24 @@ class LayerTaps:
 
         return hook
 
-    def run(self, call: "_LayerCall", layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor | None:
-        """Call `layer` on `hidden` with fresh records; the layer's output, or `None` if stopped before the FFN."""
-        self.values = {}
-        try:
-            return call(layer, hidden)
-        except _StopForward:
-            return None
-
     def attention_sum(self, layer_input: torch.Tensor) -> torch.Tensor:
-        """The attention sublayer's pre-normalisation sum."""
-        return layer_input + self.values["attention_output"]
+        """The attention sublayer's pre-normalisation sum, `[tokens, hidden]`."""
+        return _token_rows(layer_input) + _token_rows(self.values["attention_output"])
 
     def ffn_residual(self, layer_input: torch.Tensor) -> torch.Tensor:
-        """The residual the FFN output is added to."""
+        """The residual the FFN output is added to, `[tokens, hidden]`."""
         if self.norm_placement == "post":
-            return self.values["ffn_up_input"]
+            return _token_rows(self.values["ffn_up_input"])
         return self.attention_sum(layer_input)
 
     def ffn_sum(self, layer_input: torch.Tensor) -> torch.Tensor:
-        """The FFN sublayer's pre-normalisation sum (the layer output itself for pre-norm layers)."""
-        return self.ffn_residual(layer_input) + self.values["ffn_output"]
+        """The FFN sublayer's pre-normalisation sum (the layer output itself for pre-norm layers), `[tokens, hidden]`."""
+        return self.ffn_residual(layer_input) + _token_rows(self.values["ffn_output"])
 
 
-@dataclass
-class _LayerCall:
-    """How the model calls its layers on one batch: the arguments besides the hidden states.
-
-    Args:
-        args: Positional arguments after the hidden states (e.g. BERT's attention mask).
-        kwargs: Keyword arguments (attention mask, rotary position embeddings, ...).
-        tokens: `[batch * seq]` booleans, True for real tokens; `None` when no position is padding.
-    """
-
-    args: tuple
-    kwargs: dict[str, Any]
-    tokens: torch.Tensor | None
-
-    def __call__(self, layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        output = layer(hidden, *self.args, **self.kwargs)
-        return output[0] if isinstance(output, (tuple, list)) else output
-
-    def select(self, tensor: torch.Tensor) -> torch.Tensor:
-        """`[batch, seq, features]` -> `[real tokens, features]`."""
-        flat = tensor.reshape(-1, tensor.shape[-1])
-        return flat if self.tokens is None else flat[self.tokens]
+def _token_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """`[..., features]` -> `[tokens, features]`."""
+    return tensor.reshape(-1, tensor.shape[-1])
 
 
 class _NormalEquations:
@@ -333,34 +310,6 @@ def _model_inputs(batch: Mapping[str, Any], device: torch.device) -> dict[str, A
     return to_device({key: value for key, value in batch.items() if key not in _TARGET_KEYS}, device)
 
 
-def _capture_call(model: nn.Module, first_layer: nn.Module, inputs: dict[str, Any]) -> tuple[torch.Tensor, _LayerCall]:
-    """Run `model` up to its first layer; that layer's input hidden states and call arguments."""
-    captured: dict[str, Any] = {}
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        captured["args"], captured["kwargs"] = args, dict(kwargs)
-        raise _StopForward
-
-    handle = first_layer.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        model(**inputs)
-    except _StopForward:
-        pass
-    finally:
-        handle.remove()
-    if not captured:
-        raise RuntimeError(f"{type(model).__name__} returned without calling its first transformer layer.")
-    args, kwargs = captured["args"], captured["kwargs"]
-    hidden, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
-    # The layers are called again and again on the same batch: a key/value cache would keep growing.
-    for key in ("past_key_values", "past_key_value"):
-        if key in kwargs:
-            kwargs[key] = None
-    if "use_cache" in kwargs:
-        kwargs["use_cache"] = False
-    return hidden, _LayerCall(args=args, kwargs=kwargs, tokens=_real_tokens(inputs, hidden))
-
-
 def _real_tokens(inputs: Mapping[str, Any], hidden: torch.Tensor) -> torch.Tensor | None:
     mask = inputs.get("attention_mask")
     if mask is None:
@@ -374,95 +323,91 @@ def _real_tokens(inputs: Mapping[str, Any], hidden: torch.Tensor) -> torch.Tenso
     return None if bool(tokens.all()) else tokens
 
 
-def _check_model(model: nn.Module) -> None:
-    require_unpatched(model, "tune_masks")
-    layer_types = getattr(model.config, "layer_types", None)
-    if layer_types and len(set(layer_types)) > 1:
-        raise ValueError(
-            f"tune_masks calls every layer with the arguments the first layer gets, but this model mixes layer types "
-            f"{sorted(set(layer_types))} (e.g. sliding-window and full attention), whose attention masks differ. "
-            "Tune a model whose layers all share one attention type."
-        )
-
-
 class _Tuner:
-    """Propagates the teacher's and the student's hidden states layer by layer and fits the scales."""
+    """Propagates the teacher's and the student's hidden states layer by layer and fits the scales.
+
+    Every layer call goes through the model's own forward (`LayerRunner`), so each call gets the
+    attention mask, position embeddings and attention type the model builds for that layer, and
+    no state (a key/value cache) is carried from one call to the next.
+    """
 
     def __init__(
         self,
         model: nn.Module,
         layout: ArchitectureLayout,
         masks: StructureMasks,
-        calls: list[_LayerCall],
-        hidden: list[torch.Tensor],
+        runner: LayerRunner,
         solve_options: dict[str, Any],
     ):
-        self.model, self.layout, self.masks, self.calls = model, layout, masks, calls
+        self.model, self.layout, self.masks, self.runner = model, layout, masks, runner
+        hidden = [runner.first_input(batch) for batch in range(len(runner.inputs))]
+        self.tokens = [_real_tokens(inputs, states) for inputs, states in zip(runner.inputs, hidden)]
         self.teacher_hidden, self.student_hidden = hidden, list(hidden)
         self.solve_options = solve_options
         self.device = hidden[0].device
         self.records: list[SublayerTuning] = []
 
-    def _masked(self, index: int, heads: torch.Tensor | None, units: torch.Tensor | None):
-        """`apply_masks` with `heads` / `units` on layer `index` only (the only layer that runs)."""
+    def _select(self, batch: int, rows: torch.Tensor) -> torch.Tensor:
+        """`[..., features]` -> `[real tokens, features]` of batch `batch`."""
+        rows = _token_rows(rows)
+        tokens = self.tokens[batch]
+        return rows if tokens is None else rows[tokens]
+
+    def _masked(self, index: int):
+        """`apply_masks` with the current masks of layer `index` only (the only layer that runs)."""
         head_masks: list[torch.Tensor | None] = [None] * self.masks.num_layers
         unit_masks: list[torch.Tensor | None] = [None] * self.masks.num_layers
-        head_masks[index] = None if heads is None else heads.to(self.device)
-        unit_masks[index] = None if units is None else units.to(self.device)
+        head_masks[index] = self.masks.heads[index].to(self.device)
+        unit_masks[index] = self.masks.units[index].to(self.device)
         return apply_masks(self.model, head_masks, unit_masks)
 
-    def _teacher(self, layer: nn.Module, modules: LayerModules) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _teacher(self, modules: LayerModules) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Run the dense layer on the teacher's hidden states; its sums per batch, as real tokens."""
         attention_sums, ffn_sums = [], []
         with LayerTaps(modules, self.layout.norm_placement) as taps:
-            for batch, (call, hidden) in enumerate(zip(self.calls, self.teacher_hidden)):
-                self.teacher_hidden[batch] = taps.run(call, layer, hidden)
-                attention_sums.append(call.select(taps.attention_sum(hidden)))
-                ffn_sums.append(call.select(taps.ffn_sum(hidden)))
+            for batch, hidden in enumerate(self.teacher_hidden):
+                taps.clear()
+                self.teacher_hidden[batch] = self.runner.run(modules.index, batch, hidden)
+                attention_sums.append(self._select(batch, taps.attention_sum(hidden)))
+                ffn_sums.append(self._select(batch, taps.ffn_sum(hidden)))
         return attention_sums, ffn_sums
 
     def _student(
-        self,
-        layer: nn.Module,
-        modules: LayerModules,
-        targets: list[torch.Tensor],
-        sublayer: str,
-        equations: _NormalEquations | None,
+        self, modules: LayerModules, targets: list[torch.Tensor], sublayer: str, equations: _NormalEquations | None
     ) -> tuple[float, list[torch.Tensor] | None]:
         """Run the masked layer on the student's hidden states.
 
         Returns:
-            The squared error of `sublayer` and, unless only the attention ran, the layer outputs.
+            The squared error of `sublayer` and, unless only the attention ran, the next layer's inputs.
         """
-        index = modules.index
         stop = sublayer == "attention"
         error = 0.0
         outputs: list[torch.Tensor] = []
-        with self._masked(index, self.masks.heads[index], self.masks.units[index]), LayerTaps(
-            modules, self.layout.norm_placement, stop_before_ffn=stop
-        ) as taps:
-            for call, hidden, target in zip(self.calls, self.student_hidden, targets):
-                output = taps.run(call, layer, hidden)
+        with self._masked(modules.index), LayerTaps(modules, self.layout.norm_placement, stop_before_ffn=stop) as taps:
+            for batch, (hidden, target) in enumerate(zip(self.student_hidden, targets)):
+                taps.clear()
+                output = self.runner.run(modules.index, batch, hidden)
                 if stop:
-                    difference = call.select(taps.attention_sum(hidden)) - target
+                    difference = self._select(batch, taps.attention_sum(hidden)) - target
                     inputs = taps.values["attention_input"]
                 else:
-                    difference = call.select(taps.ffn_sum(hidden)) - target
+                    difference = self._select(batch, taps.ffn_sum(hidden)) - target
                     inputs = taps.values["ffn_input"]
                     outputs.append(output)
                 error += float(difference.square().sum(dtype=torch.float64))
                 if equations is not None:
-                    equations.add(call.select(inputs), difference)
+                    equations.add(self._select(batch, inputs), difference)
         return error, None if stop else outputs
 
     def _fit(
-        self, layer: nn.Module, modules: LayerModules, targets: list[torch.Tensor], sublayer: str
+        self, modules: LayerModules, targets: list[torch.Tensor], sublayer: str
     ) -> tuple[bool, list[torch.Tensor] | None]:
         """Fit `sublayer`'s scales of one layer and record the outcome.
 
         Returns:
-            Whether the scales changed, and the layer outputs the fitting run produced (computed
-            with the scales from before the fit; `None` for the attention run, which stops early).
+            Whether the scales changed, and the next layer's inputs the fitting run produced
+            (computed with the scales from before the fit; `None` for the attention run, which
+            stops early).
         """
         index = modules.index
         values = (self.masks.heads if sublayer == "attention" else self.masks.units)[index]
@@ -470,7 +415,7 @@ class _Tuner:
         weight = (modules.output if sublayer == "attention" else modules.ffn_down).weight
         group_size = modules.head_dim if sublayer == "attention" else 1
         equations = _NormalEquations(weight.detach(), kept, group_size) if kept.numel() else None
-        error, outputs = self._student(layer, modules, targets, sublayer, equations)
+        error, outputs = self._student(modules, targets, sublayer, equations)
         scales, after, reason = None, error, None
         if equations is None:
             reason = f"no {'heads' if sublayer == 'attention' else 'FFN units'} kept"
@@ -483,14 +428,16 @@ class _Tuner:
         self.records.append(SublayerTuning(index, sublayer, kept.numel(), error, after, scales is not None, reason))
         return scales is not None, outputs
 
-    def tune_layer(self, layer: nn.Module, modules: LayerModules) -> None:
+    def tune_layer(self, modules: LayerModules) -> None:
         """Tune one layer's attention, then its FFN, and move both hidden states past it."""
-        attention_targets, ffn_targets = self._teacher(layer, modules)
-        self._fit(layer, modules, attention_targets, "attention")
-        changed, outputs = self._fit(layer, modules, ffn_targets, "ffn")
+        attention_targets, ffn_targets = self._teacher(modules)
+        self._fit(modules, attention_targets, "attention")
+        changed, outputs = self._fit(modules, ffn_targets, "ffn")
         if changed:  # the FFN run's outputs predate its new scales
-            with self._masked(modules.index, self.masks.heads[modules.index], self.masks.units[modules.index]):
-                outputs = [call(layer, hidden) for call, hidden in zip(self.calls, self.student_hidden)]
+            with self._masked(modules.index):
+                outputs = [
+                    self.runner.run(modules.index, batch, hidden) for batch, hidden in enumerate(self.student_hidden)
+                ]
         self.student_hidden = outputs
 
 
@@ -509,10 +456,12 @@ def tune_masks(
     `model` is both the teacher (run without masks) and the student (run with `masks` and the
     scales fitted so far, through `importance.apply_masks`); its weights are not changed. Layers
     are tuned in order, each one's attention sublayer before its FFN, each fit on the student's
-    own inputs, so later layers correct what earlier ones could not. The model runs up to its
-    first layer once per batch; after that, the cached hidden states are propagated one layer at
-    a time, so the whole tuning costs about four dense forward passes over the batches and keeps
-    two copies of their hidden states (teacher and student) in memory.
+    own inputs, so later layers correct what earlier ones could not. The hidden states are
+    propagated one layer at a time; each layer call goes through the model's own forward, which
+    builds the layer's arguments (attention mask, position embeddings, attention type) afresh and
+    skips the earlier layers (`LayerRunner`). The whole tuning costs about four dense forward
+    passes over the batches, plus the embeddings once per layer call, and keeps two copies of the
+    batches' hidden states (teacher and student) in memory.
 
     Args:
         model: An unpatched model of a registered architecture, usually the dense fine-tuned model.
@@ -533,32 +482,23 @@ def tune_masks(
             or a batch's `attention_mask` does not match its inputs.
     """
     layout = get_layout(model)
-    _check_model(model)
+    require_unpatched(model, "tune_masks")
     masks.check(model)
     tuned = masks.clone()
     device = next(model.parameters()).device
-    layers = layout.layer_list(model)
+    inputs = [_model_inputs(batch, device) for batch in itertools.islice(batches, max_batches)]
+    if not inputs:
+        raise ValueError("tune_masks got no batches: pass at least one batch of model inputs.")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            hidden, calls = [], []
-            for batch in itertools.islice(batches, max_batches):
-                states, call = _capture_call(model, layers[0], _model_inputs(batch, device))
-                hidden.append(states)
-                calls.append(call)
-            if not calls:
-                raise ValueError("tune_masks got no batches: pass at least one batch of model inputs.")
+            runner = LayerRunner(model, layout.layer_list(model), inputs)
             tuner = _Tuner(
-                model,
-                layout,
-                tuned,
-                calls,
-                hidden,
-                dict(max_scale=max_scale, tol=tol, max_iterations=max_iterations),
+                model, layout, tuned, runner, dict(max_scale=max_scale, tol=tol, max_iterations=max_iterations)
             )
-            for layer, modules in zip(layers, layout.iter_layers(model)):
-                tuner.tune_layer(layer, modules)
+            for modules in layout.iter_layers(model):
+                tuner.tune_layer(modules)
     finally:
         model.train(was_training)
     return TuningResult(masks=tuned, layers=tuner.records)

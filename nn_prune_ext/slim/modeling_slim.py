@@ -154,8 +154,8 @@ class EmptyAttention(nn.Module):
     """The attention of a layer whose heads were all removed.
 
     Its output is the output projection applied to a zero-width input, that is the projection's bias
-    (or zeros), which is exactly what the pruned attention computed. It still registers an empty
-    key/value entry in a cache, so cache lengths stay right for generation, and returns attention
+    (or zeros), which is exactly what the pruned attention computed. It still fills its key/value
+    entry of a cache (one zero head), so cache lengths stay right for generation, and returns attention
     weights with zero heads, so `output_attentions` keeps one entry per layer. `empty_attention_like`
     makes it an instance of the attention class it replaces, for the same reason: transformers
     records attention weights from the modules of that class.
@@ -164,7 +164,7 @@ class EmptyAttention(nn.Module):
         output: The output projection when it lives inside the attention module (Llama's `o_proj`),
             resized to zero inputs; `None` when the layer applies it outside (BERT).
         output_name: The attribute name of `output`, so that state-dict keys do not change.
-        head_dim: Size of one head, for the empty cache entry.
+        head_dim: Size of one head, for the placeholder cache entry.
         layer_idx: Index of the layer, for the cache.
     """
 
@@ -176,13 +176,16 @@ class EmptyAttention(nn.Module):
         self.head_dim = head_dim
         self.layer_idx = layer_idx
 
-    def forward(self, hidden_states: torch.Tensor, *args, past_key_values=None, **kwargs):
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         batch, seq_len = hidden_states.shape[0], hidden_states.shape[-2]
         key_len = seq_len
-        if past_key_values is not None:
-            cache = getattr(past_key_values, "self_attention_cache", past_key_values)
-            empty = hidden_states.new_zeros(batch, 0, seq_len, self.head_dim)
-            keys, _ = cache.update(empty, empty, self.layer_idx)
+        cache = _cache_argument(args, kwargs)
+        if cache is not None:
+            cache = getattr(cache, "self_attention_cache", cache)
+            # One zero key/value head, not zero heads: the model reads the cached length from the first
+            # layer's entry, and transformers counts an entry without elements as empty (length 0).
+            placeholder = hidden_states.new_zeros(batch, 1, seq_len, self.head_dim)
+            keys, _ = cache.update(placeholder, placeholder, self.layer_idx)
             key_len = keys.shape[-2]
         # A zero-width slice of the input, not a new tensor: it stays in the autograd graph, so the
         # layer's input norm still gets a (zero) gradient, which DDP expects of every parameter.
@@ -194,6 +197,17 @@ class EmptyAttention(nn.Module):
         implementation = getattr(getattr(self, "config", None), "_attn_implementation", "eager")
         weights = hidden_states.new_zeros(batch, 0, seq_len, key_len) if implementation in (None, "eager") else None
         return output, weights
+
+
+def _cache_argument(args: tuple, kwargs: dict[str, Any]) -> Any:
+    """The key/value cache among an attention call's arguments, or `None`.
+
+    Found by its type rather than by keyword: transformers passed it as `past_key_values` before
+    5.24 and as `cache` since.
+    """
+    from transformers import Cache
+
+    return next((value for value in (*args, *kwargs.values()) if isinstance(value, Cache)), None)
 
 
 def empty_attention_like(attention: nn.Module, *args) -> EmptyAttention:

@@ -1,0 +1,113 @@
+"""Every reliance of nn_prune_ext on a transformers internal, in one place.
+
+transformers moves its private calling conventions between minor releases (5.24 renamed the cache
+keyword that layers pass to their attention from `past_key_values` to `cache`). Code elsewhere in
+nn_prune_ext asks this module instead of touching such details itself, and
+`tests/test_transformers_internals.py` fails as soon as one of them moves.
+
+What is relied on, and where:
+
+- **How a model calls its layers** (`layer_input`, `with_layer_input`, `layer_output`,
+  `output_with`): a layer's hidden states are its first positional argument or its
+  `hidden_states` keyword, and it returns them either as a tensor or as the first element of a
+  tuple. Used by `posttrain.layer_runner`, which lets the model's own forward call each layer and
+  only swaps that layer's input, so nothing else of the call (masks, caches, position embeddings,
+  per-layer attention types) is captured or replayed.
+- **Building a model from a config with a dtype and an attention implementation**
+  (`build_model`): `PreTrainedModel._from_config`, the classmethod behind `AutoModel.from_config`.
+- **The attention implementation a model runs** (`attention_implementation`):
+  `config._attn_implementation`.
+- **`Trainer` hooks** that `SparseTrainer` overrides by name: `_save` (every save goes through it),
+  `call_model_init`, `create_optimizer`, `compute_loss(..., num_items_in_batch)`,
+  `evaluation_loop`, `log(logs, start_time)` and the `loss_is_scaled_for_ga` attribute.
+- **The slim modeling file** (`slim/modeling_slim.py`) ships inside every slim checkpoint and may
+  import only torch and transformers, so it keeps its own few: the heterogeneous-config API
+  (`per_layer_config`, `is_heterogeneous`, `allow_global_per_layer_attribute_access`, the logger
+  of `transformers.integrations.heterogeneity`), the auto classes' `_model_mapping`,
+  `PreTrainedModel._init_weights`, `config._attn_implementation`, and the `Cache` object that a
+  decoder layer hands its attention (found by type, not by keyword).
+- **Per-layer model state**: attention modules' `layer_idx` (their KV-cache entry) and the config's
+  `layer_types` (`slim/layers.py`); the attention attributes holding head counts
+  (`ArchitectureLayout.attention_attrs`, e.g. Llama's `num_key_value_groups`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "HIDDEN_STATES_KEYWORD",
+    "layer_input",
+    "with_layer_input",
+    "layer_output",
+    "output_with",
+    "build_model",
+    "attention_implementation",
+]
+
+# The keyword under which a layer takes its hidden states when they are not passed positionally.
+HIDDEN_STATES_KEYWORD = "hidden_states"
+
+
+def layer_input(args: tuple, kwargs: dict[str, Any]) -> torch.Tensor:
+    """The hidden states a layer was called with (as seen by a forward pre-hook with kwargs).
+
+    Raises:
+        RuntimeError: If the call has neither a positional argument nor `hidden_states`.
+    """
+    if args:
+        return args[0]
+    if HIDDEN_STATES_KEYWORD in kwargs:
+        return kwargs[HIDDEN_STATES_KEYWORD]
+    raise RuntimeError(
+        "A transformer layer was called without hidden states as its first positional argument or as "
+        f"`{HIDDEN_STATES_KEYWORD}=`: this version of transformers calls its layers differently than "
+        "nn_prune_ext expects (see nn_prune_ext/transformers_internals.py)."
+    )
+
+
+def with_layer_input(args: tuple, kwargs: dict[str, Any], hidden: torch.Tensor) -> tuple[tuple, dict[str, Any]]:
+    """The same layer call with `hidden` in place of its hidden states (a forward pre-hook's return value)."""
+    layer_input(args, kwargs)  # the clear error when the convention moved
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, HIDDEN_STATES_KEYWORD: hidden}
+
+
+def layer_output(output: Any) -> torch.Tensor:
+    """The hidden states a layer returned: the output itself, or the first element of a tuple."""
+    hidden = output[0] if isinstance(output, (tuple, list)) else output
+    if not isinstance(hidden, torch.Tensor):
+        raise RuntimeError(
+            f"A transformer layer returned {type(output).__name__}, not hidden states or a tuple starting with "
+            "them: this version of transformers returns layer outputs differently than nn_prune_ext expects "
+            "(see nn_prune_ext/transformers_internals.py)."
+        )
+    return hidden
+
+
+def output_with(output: Any, hidden: torch.Tensor) -> Any:
+    """A layer output of the same form as `output` with `hidden` as its hidden states."""
+    layer_output(output)
+    if isinstance(output, (tuple, list)):
+        return type(output)((hidden, *output[1:]))
+    return hidden
+
+
+def build_model(model_class: type, config: Any, **kwargs: Any) -> nn.Module:
+    """A randomly initialised `model_class` from `config`.
+
+    Args:
+        model_class: A `PreTrainedModel` subclass.
+        config: Its config.
+        **kwargs: `dtype`, `attn_implementation` and the other options of `AutoModel.from_config`.
+    """
+    return model_class._from_config(config, **kwargs)
+
+
+def attention_implementation(config: Any) -> str | None:
+    """The attention implementation a model with `config` runs (`"eager"`, `"sdpa"`, ...)."""
+    return getattr(config, "_attn_implementation", None)
