@@ -1,23 +1,47 @@
-# Each target sets up .venv by itself. torch is installed first and pinned: an unpinned torch
-# would make pip fetch several GB of CUDA packages instead of the CPU wheel on disk.
+# Each target sets up its virtual environment by itself. torch is installed first and pinned: an
+# unpinned torch would make pip fetch several GB of CUDA packages instead of the CPU wheel on disk.
 VENV ?= .venv
+FLOOR_VENV ?= .venv-floor
 PYTHON ?= python3
+TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
+FLOOR_PY := $(FLOOR_VENV)/bin/python
 STAMP := $(VENV)/.installed
+FLOOR_STAMP := $(FLOOR_VENV)/.installed
+# The ranges of every dependency; a change reinstalls both environments.
+DEPENDENCIES := setup.py nn_prune_ext/dependencies.py
 
-.PHONY: setup test demo bench clean
+.PHONY: setup setup-floor test test-floor demo bench clean
 
 setup: $(STAMP)
 
-$(STAMP): setup.py
+# The newest releases pip resolves within the declared ranges: what a new user gets. torch stays
+# pinned by a constraint while the rest resolves, so no package can pull in another torch.
+$(STAMP): $(DEPENDENCIES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	echo "$(TORCH)" > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt $(TORCH)
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[test]"
 	touch $(STAMP)
+
+setup-floor: $(FLOOR_STAMP)
+
+# The lowest release of every dependency (nn_prune_ext/dependencies.py), pinned by a constraints file.
+$(FLOOR_STAMP): $(DEPENDENCIES)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PY) -m pip install -q --upgrade pip
+	$(PYTHON) nn_prune_ext/dependencies.py floor-constraints > $(FLOOR_VENV)/constraints.txt
+	echo "$(TORCH)" >> $(FLOOR_VENV)/constraints.txt
+	$(FLOOR_PY) -m pip install -q -c $(FLOOR_VENV)/constraints.txt $(TORCH)
+	$(FLOOR_PY) -m pip install -q -c $(FLOOR_VENV)/constraints.txt -e ".[test]"
+	touch $(FLOOR_STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-floor: $(FLOOR_STAMP)
+	NN_PRUNE_EXT_TEST_ENVIRONMENT=floor $(FLOOR_PY) -m pytest -q tests
 
 # Flags go through ARGS, e.g. make demo ARGS="--regularization_lambda 20 --output_dir runs/l20"
 demo: $(STAMP)
@@ -29,4 +53,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/posttrain_prune.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache build *.egg-info

@@ -1,30 +1,29 @@
 """Packaging for nn_prune_ext.
 
-Ranges are chosen so that the CPU wheel of torch 2.13.0 satisfies them: pip must never
-resolve a newer torch here (that pulls several GB of CUDA packages). The Makefile installs
-torch first for the same reason.
+The dependency ranges live in `nn_prune_ext/dependencies.py` (read here without importing the
+package), where each floor is explained; the package checks them again at import. They admit the
+CPU wheel of torch 2.13.0 that the Makefile installs first: pip must never resolve a torch of its
+own here (that pulls several GB of CUDA packages).
 """
+import os
+import runpy
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEPENDENCIES = runpy.run_path(os.path.join(HERE, "nn_prune_ext", "dependencies.py"))
 
 setup(
     name="nn_prune_ext",
     version="0.1.0",
     description="Structured pruning (movement pruning, head and FFN slimming) for Hugging Face transformers",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["nn_prune_ext", "nn_prune_ext.*"]),
     package_data={"nn_prune_ext": ["data/wordnet_nouns/*.jsonl.gz", "data/wordnet_nouns/LICENSE"]},
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     entry_points={"console_scripts": ["nn-prune = nn_prune_ext.cli:main"]},
-    install_requires=[
-        "torch>=2.4,<2.14",
-        "transformers>=5.0,<6",
-        "datasets>=3.0",
-        "accelerate>=1.2",
-        "evaluate>=0.4",
-        "scipy>=1.11",
-        "safetensors>=0.4",
-    ],
+    install_requires=DEPENDENCIES["install_requires"](),
     extras_require={
         # Pictures of `nn-prune report`, analysis/ and the demo.
         "plots": ["matplotlib>=3.8"],

@@ -1,5 +1,9 @@
 """nn_prune_ext: structured pruning of Hugging Face transformers while fine-tuning."""
 
+from .dependencies import check_installed as _check_installed
+
+_check_installed()  # before torch and transformers are used: an unsupported release gets one clear message
+
 from .args import SparseArgs
 from .flops import model_flops
 from .importance import (

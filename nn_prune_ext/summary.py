@@ -31,6 +31,7 @@ from .slim.classes import stock_class
 from .slim.layers import dense_num_parameters, kept_layer_indices
 from .slim.modeling_slim import dense_config, is_slim_config, slim_spec
 from .slim.optimize import count_parameters
+from .transformers_internals import build_model
 
 __all__ = ["LayerSummary", "ModelSummary", "summary", "dense_parameter_count"]
 
@@ -217,7 +218,7 @@ def dense_parameter_count(model: nn.Module) -> int | None:
     if recorded is not None:
         return int(recorded)
     with torch.device("meta"):
-        dense = stock_class(type(model))._from_config(dense_config(config))
+        dense = build_model(stock_class(type(model)), dense_config(config))
     return count_parameters(dense)
 
 

@@ -25,6 +25,7 @@ from .optim import ScoreOptimizer, find_score_optimizer
 from .patch import densities, is_patched, iter_mask_scores, patch_model, set_thresholds
 from .schedule import SparsitySchedule
 from .slim.classes import stock_class
+from .transformers_internals import loss_is_per_batch_mean
 
 __all__ = ["SparseTrainer", "SparsityController", "SPARSE_STATE_NAME"]
 
@@ -196,7 +197,7 @@ class SparseTrainer(Trainer):
     def _place_teacher(self) -> None:
         self.teacher.to(self.args.device).eval()
         self.teacher.requires_grad_(False)
-        self.loss_is_scaled_for_ga = False  # compute_loss returns per-batch means when distilling
+        loss_is_per_batch_mean(self)  # compute_loss returns per-batch means when distilling
 
     def call_model_init(self, trial=None) -> nn.Module:
         model = super().call_model_init(trial)
@@ -239,8 +240,8 @@ class SparseTrainer(Trainer):
         if self.teacher is None or not model.training:
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         # Both terms are per-batch means: the task loss is asked without `num_items_in_batch`
-        # (whether a model honours it cannot be told from outside), and `loss_is_scaled_for_ga`
-        # is False (set with the teacher), so the Trainer divides the sum for gradient accumulation.
+        # (whether a model honours it cannot be told from outside), and the Trainer knows it
+        # (`loss_is_per_batch_mean`, with the teacher), so it divides the sum for gradient accumulation.
         task_loss, outputs = super().compute_loss(model, dict(inputs), return_outputs=True, num_items_in_batch=None)
         with torch.no_grad():
             teacher_outputs = self.teacher(**{key: value for key, value in inputs.items() if key != "labels"})

@@ -19,7 +19,8 @@ What is relied on, and where:
   `config._attn_implementation`.
 - **`Trainer` hooks** that `SparseTrainer` overrides by name: `_save` (every save goes through it),
   `call_model_init`, `create_optimizer`, `compute_loss(..., num_items_in_batch)`,
-  `evaluation_loop`, `log(logs, start_time)` and the `loss_is_scaled_for_ga` attribute.
+  `evaluation_loop` and `log(logs, start_time)`; and how a Trainer learns that `compute_loss`
+  returns a per-batch mean (`loss_is_per_batch_mean`).
 - **The slim modeling file** (`slim/modeling_slim.py`) ships inside every slim checkpoint and may
   import only torch and transformers, so it keeps its own few: the heterogeneous-config API
   (`per_layer_config`, `is_heterogeneous`, `allow_global_per_layer_attribute_access`, the logger
@@ -46,6 +47,7 @@ __all__ = [
     "output_with",
     "build_model",
     "attention_implementation",
+    "loss_is_per_batch_mean",
 ]
 
 # The keyword under which a layer takes its hidden states when they are not passed positionally.
@@ -111,3 +113,16 @@ def build_model(model_class: type, config: Any, **kwargs: Any) -> nn.Module:
 def attention_implementation(config: Any) -> str | None:
     """The attention implementation a model with `config` runs (`"eager"`, `"sdpa"`, ...)."""
     return getattr(config, "_attn_implementation", None)
+
+
+def loss_is_per_batch_mean(trainer: Any) -> None:
+    """Tell a `Trainer` that its `compute_loss` returns a per-batch mean.
+
+    The Trainer then divides the loss by the gradient-accumulation steps itself. transformers 5.19
+    and later read the `loss_is_scaled_for_ga` attribute; earlier releases divide when
+    `model_accepts_loss_kwargs` is False.
+    """
+    if hasattr(type(trainer), "loss_is_scaled_for_ga"):
+        trainer.loss_is_scaled_for_ga = False
+    else:
+        trainer.model_accepts_loss_kwargs = False

@@ -70,3 +70,16 @@ def decoder_model_types() -> list[str]:
         if getattr(attention, "is_causal", False):
             decoders.append(model_type)
     return decoders
+
+
+def enable_checkpointing(model, use_reentrant: bool) -> bool:
+    """Turn on activation checkpointing; whether the model says it is on.
+
+    transformers 5.23 renamed `gradient_checkpointing_enable` to `activation_checkpointing_enable`
+    (the old name is a deprecated alias); the floor environment has only the old one.
+    """
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+        return model.is_activation_checkpointing
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    return model.is_gradient_checkpointing

@@ -26,6 +26,8 @@ def main(output_dir: str) -> None:
     tensors.update({f"scores_{i}": s.scores.detach().contiguous() for i, s in enumerate(iter_mask_scores(trainer.model))})
     tensors["world_size"] = torch.tensor([trainer.args.world_size])
     save_file(tensors, os.path.join(output_dir, f"masks_rank{rank}.safetensors"))
+    # Leave the process group before exiting: a gloo rank that exits with it open can abort at shutdown.
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from nn_prune_ext import (
     set_thresholds,
 )
 
-from conftest import GQA_TYPES, HEADS, INTERMEDIATE, KV_HEADS, LAYERS, tiny_batch, tiny_model
+from conftest import GQA_TYPES, HEADS, INTERMEDIATE, KV_HEADS, LAYERS, enable_checkpointing, tiny_batch, tiny_model
 
 # Block sizes that divide the tiny models' matrices (16 = one head).
 SETUPS = {
@@ -181,7 +181,7 @@ def test_reentrant_checkpointing_keeps_one_hard_concrete_sample_per_forward():
     with torch.no_grad():
         for scores in iter_mask_scores(model):
             scores.scores.fill_(0.0)  # gates often fractional, so different samples differ
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    assert enable_checkpointing(model, use_reentrant=True)
     layer = next(get_layout(model).iter_layers(model))
     seen: dict[str, list[torch.Tensor]] = {"ffn_gate": [], "ffn_up": [], "ffn_down": []}
     hooks = [
@@ -207,8 +207,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(model_type):
         patch_model(model, SparseArgs.hybrid(attention_block_rows=16, attention_block_cols=16))
         _prune_somewhat(model, model_sparse_args)
         if checkpointing:
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            assert model.is_activation_checkpointing
+            assert enable_checkpointing(model, use_reentrant=False)
         model.train()
         model(**tiny_batch()).logits.square().sum().backward()
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}

@@ -34,6 +34,7 @@ import datasets
 import evaluate
 import torch
 import transformers
+from accelerate import PartialState
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -486,3 +487,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
+    # Leave the process group before exiting: a gloo rank that exits with it open can abort at shutdown.
+    PartialState().destroy_process_group()

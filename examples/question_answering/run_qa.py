@@ -32,6 +32,7 @@ from typing import Any
 import datasets
 import evaluate
 import transformers
+from accelerate import PartialState
 from transformers import (
     AutoConfig,
     AutoModelForQuestionAnswering,
@@ -587,3 +588,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
+    # Leave the process group before exiting: a gloo rank that exits with it open can abort at shutdown.
+    PartialState().destroy_process_group()

@@ -32,6 +32,7 @@ import datasets
 import evaluate
 import numpy as np
 import transformers
+from accelerate import PartialState
 from transformers import (
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING,
     AutoConfig,
@@ -590,3 +591,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
+    # Leave the process group before exiting: a gloo rank that exits with it open can abort at shutdown.
+    PartialState().destroy_process_group()

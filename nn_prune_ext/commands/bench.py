@@ -37,6 +37,7 @@ from ..slim.layers import dropped_layer_indices
 from ..slim.modeling_slim import dense_config, is_slim_config
 from ..slim.optimize import count_parameters
 from ..timing import compare_latency
+from ..transformers_internals import attention_implementation, build_model
 
 SEED = 0
 DEFAULT_BATCH_SIZES = (1, 8)
@@ -92,8 +93,11 @@ def dense_reference(slim: nn.Module) -> nn.Module:
         and with every layer of the dense model (`dense_config`), with the slim model's dtype,
         device and attention implementation, in eval mode.
     """
-    model = stock_class(type(slim))._from_config(
-        dense_config(slim.config), dtype=slim.dtype, attn_implementation=slim.config._attn_implementation
+    model = build_model(
+        stock_class(type(slim)),
+        dense_config(slim.config),
+        dtype=slim.dtype,
+        attn_implementation=attention_implementation(slim.config),
     )
     return model.to(slim.device).eval()
 

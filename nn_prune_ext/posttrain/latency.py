@@ -27,6 +27,7 @@ from ..masks import StructureMasks, prune_with_masks
 from ..slim.classes import stock_class
 from ..slim.modeling_slim import dense_config, is_slim_config
 from ..timing import compare_latency
+from ..transformers_internals import build_model
 from ..slim.structure import slim_attention_sizes
 from .costs import LatencyCost, PiecewiseLinear
 
@@ -113,7 +114,7 @@ def _one_layer_model(model: nn.Module) -> nn.Module:
     config.num_hidden_layers = 1
     if getattr(config, "layer_types", None):
         config.layer_types = list(config.layer_types)[:1]
-    one = stock_class(type(model))._from_config(config)
+    one = build_model(stock_class(type(model)), config)
     device = next(model.parameters()).device
     return one.to(device=device, dtype=next(model.parameters()).dtype).eval()
 

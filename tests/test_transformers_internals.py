@@ -1,0 +1,183 @@
+"""Each transformers internal nn_prune_ext relies on (nn_prune_ext/transformers_internals.py) is where we expect it.
+
+A failure here names the convention that moved in the installed transformers release, before it
+turns into a shape error or, worse, a silently wrong result somewhere else.
+"""
+
+import importlib
+import inspect
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, BertConfig, BertForSequenceClassification, BertModel, Cache, Trainer
+
+from nn_prune_ext import get_layout, supported_model_types
+from nn_prune_ext import transformers_internals as internals
+from nn_prune_ext.slim import modeling_slim
+
+from conftest import LAYERS, decoder_model_types, tiny_batch, tiny_config, tiny_model
+
+
+# ----- how a model calls its layers (posttrain.layer_runner) ----------------------------------------
+def test_layers_are_called_once_each_in_order_with_the_previous_output(model_type):
+    model = tiny_model(model_type)
+    layers = get_layout(model).layer_list(model)
+    calls, outputs = [], []
+    handles = []
+    for index, layer in enumerate(layers):
+        handles.append(layer.register_forward_pre_hook(
+            lambda module, args, kwargs, index=index: calls.append((index, internals.layer_input(args, kwargs))),
+            with_kwargs=True,
+        ))
+        handles.append(layer.register_forward_hook(lambda module, args, output: outputs.append(output)))
+    with torch.no_grad():
+        model(**tiny_batch())
+    for handle in handles:
+        handle.remove()
+    assert [index for index, _ in calls] == list(range(LAYERS))
+    for index, hidden in calls:
+        assert isinstance(hidden, torch.Tensor) and tuple(hidden.shape) == (4, 12, model.config.hidden_size)
+        if index:
+            torch.testing.assert_close(hidden, internals.layer_output(outputs[index - 1]), rtol=0, atol=0)
+    for output in outputs:
+        replaced = internals.output_with(output, torch.zeros(1))
+        assert type(replaced) is type(output) and torch.equal(internals.layer_output(replaced), torch.zeros(1))
+
+
+def test_a_layers_input_can_be_swapped_by_a_pre_hook(model_type):
+    model = tiny_model(model_type)
+    layer = get_layout(model).layer_list(model)[0]
+    seen = []
+
+    def swap(module, args, kwargs):
+        hidden = internals.layer_input(args, kwargs)
+        return internals.with_layer_input(args, kwargs, torch.zeros_like(hidden))
+
+    handles = [
+        layer.register_forward_pre_hook(swap, with_kwargs=True),
+        layer.register_forward_pre_hook(lambda m, args, kwargs: seen.append(internals.layer_input(args, kwargs)), with_kwargs=True),
+    ]
+    with torch.no_grad():
+        model(**tiny_batch())
+    for handle in handles:
+        handle.remove()
+    assert len(seen) == 1 and not seen[0].any()
+
+
+def test_convention_errors_say_what_moved():
+    with pytest.raises(RuntimeError, match="transformers_internals.py"):
+        internals.layer_input((), {"states": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match="returns layer outputs differently"):
+        internals.layer_output({"hidden_states": torch.zeros(1)})
+
+
+# ----- building models --------------------------------------------------------------------------------
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_build_model_honours_dtype_and_attention_implementation(implementation):
+    config = tiny_config("bert")
+    model = internals.build_model(BertForSequenceClassification, config, dtype=torch.float16, attn_implementation=implementation)
+    assert type(model) is BertForSequenceClassification and model.dtype == torch.float16
+    assert internals.attention_implementation(model.config) == implementation
+
+
+# ----- Trainer -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "method, parameters",
+    [
+        ("_save", ["output_dir", "state_dict"]),
+        ("call_model_init", ["trial"]),
+        ("create_optimizer", ["model"]),
+        ("compute_loss", ["model", "inputs", "return_outputs", "num_items_in_batch"]),
+        ("evaluation_loop", ["dataloader", "description"]),
+        ("log", ["logs", "start_time"]),
+    ],
+)
+def test_trainer_methods_that_sparse_trainer_overrides(method, parameters):
+    signature = inspect.signature(getattr(Trainer, method))
+    assert list(signature.parameters)[1 : 1 + len(parameters)] == parameters
+
+
+def test_save_model_goes_through_save():
+    assert "self._save(" in inspect.getsource(Trainer.save_model)
+
+
+def test_the_trainer_reads_what_loss_is_per_batch_mean_sets():
+    class Probe:
+        pass
+
+    probe = Probe()
+    Probe.loss_is_scaled_for_ga = None
+    internals.loss_is_per_batch_mean(probe)
+    assert probe.loss_is_scaled_for_ga is False
+    read = "loss_is_scaled_for_ga" if hasattr(Trainer, "loss_is_scaled_for_ga") else "model_accepts_loss_kwargs"
+    assert f"self.{read}" in inspect.getsource(Trainer.training_step)
+
+
+# ----- what the slim modeling file relies on -----------------------------------------------------------
+def test_heterogeneous_configs_refuse_global_reads_and_log_where_expected():
+    config = BertConfig(hidden_size=64, num_attention_heads=4, intermediate_size=128, num_hidden_layers=2,
+                        per_layer_config={0: {"num_attention_heads": 2}, 1: {"num_attention_heads": 4}})
+    assert config.is_heterogeneous
+    assert config.per_layer_config[0].num_attention_heads == 2 and config.per_layer_config[1].num_attention_heads == 4
+    with pytest.raises(RuntimeError, match="per-layer attribute"):
+        config.num_attention_heads
+    with modeling_slim.global_size_access(config):
+        assert config.num_attention_heads == 4
+    assert config.allow_global_per_layer_attribute_access is False
+    module_name = modeling_slim._HETEROGENEITY_LOGGER
+    assert importlib.import_module(module_name).logger.name == module_name
+
+
+def test_auto_class_mappings_are_readable():
+    classes = modeling_slim.task_classes(BertModel)
+    assert classes["AutoModel"] is BertModel
+    assert classes["AutoModelForSequenceClassification"] is BertForSequenceClassification
+
+
+def test_init_weights_initialises_a_new_linear():
+    model = tiny_model("bert")
+    linear = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        linear.weight.fill_(7.0)
+    model._init_weights(linear)
+    assert not bool((linear.weight == 7.0).any())
+
+
+@pytest.mark.parametrize("model_type", decoder_model_types())
+def test_decoder_layers_hand_their_attention_a_cache_object(model_type):
+    """EmptyAttention finds the cache by type among its call's arguments."""
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type)).eval()
+    layout = get_layout(model)
+    attention = layout.layer_list(model)[0].get_submodule(layout.attention)
+    found = []
+    handle = attention.register_forward_pre_hook(
+        lambda module, args, kwargs: found.append(modeling_slim._cache_argument(args, kwargs)), with_kwargs=True
+    )
+    with torch.no_grad():
+        model(**tiny_batch(), use_cache=True)
+    handle.remove()
+    assert len(found) == 1 and isinstance(found[0], Cache)
+
+
+# ----- per-layer state in modules and configs ---------------------------------------------------------
+def test_attention_modules_carry_the_attributes_slimming_updates(model_type):
+    model = tiny_model(model_type)
+    layout = get_layout(model)
+    for layer in layout.layer_list(model):
+        attention = layer.get_submodule(layout.attention)
+        for attribute, _ in layout.attention_attrs:
+            assert hasattr(attention, attribute), f"{type(attention).__name__} has no {attribute}"
+
+
+@pytest.mark.parametrize("model_type", decoder_model_types())
+def test_decoder_attention_knows_its_layer_index(model_type):
+    model = tiny_model(model_type)
+    layout = get_layout(model)
+    indices = [layer.get_submodule(layout.attention).layer_idx for layer in layout.layer_list(model)]
+    assert indices == list(range(LAYERS))
+
+
+def test_sliding_window_configs_list_their_layer_types():
+    config = tiny_config("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    assert list(config.layer_types) == ["full_attention", "sliding_attention"]
+    assert set(supported_model_types()) >= {"qwen2"}
