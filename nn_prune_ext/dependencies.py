@@ -31,7 +31,7 @@ import os
 import re
 import sys
 
-__all__ = ["REQUIREMENTS", "install_requires", "floor_constraints", "check_installed", "SKIP_CHECK_VARIABLE"]
+__all__ = ["REQUIREMENTS", "install_requires", "floor", "floor_constraints", "check_installed", "SKIP_CHECK_VARIABLE"]
 
 # Distribution name -> version specifier. The first `>=` bound of each is its floor.
 REQUIREMENTS: dict[str, str] = {
