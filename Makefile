@@ -15,8 +15,9 @@ DEPENDENCIES := setup.py nn_prune_ext/dependencies.py
 
 setup: $(STAMP)
 
-# The newest releases pip resolves within the declared ranges: what a new user gets. torch stays
-# pinned by a constraint while the rest resolves, so no package can pull in another torch.
+# The newest releases pip resolves within the declared ranges, when .venv is created: what a new
+# user gets (`make clean test` resolves afresh). torch stays pinned by a constraint while the rest
+# resolves, so no package can pull in another torch.
 $(STAMP): $(DEPENDENCIES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -27,7 +28,8 @@ $(STAMP): $(DEPENDENCIES)
 
 setup-floor: $(FLOOR_STAMP)
 
-# The lowest release of every dependency (nn_prune_ext/dependencies.py), pinned by a constraints file.
+# The lowest release of every dependency (nn_prune_ext/dependencies.py), pinned by a constraints
+# file. Needs Python 3.11 or 3.12: numpy 2.0 has no wheels for 3.13.
 $(FLOOR_STAMP): $(DEPENDENCIES)
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_PY) -m pip install -q --upgrade pip

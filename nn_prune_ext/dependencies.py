@@ -1,7 +1,8 @@
 """The releases of each dependency that nn_prune_ext supports, in one table.
 
 `setup.py` reads `REQUIREMENTS` from this file (it runs it without importing the package), the
-package checks the installed releases against it at import, and the floor test environment
+package checks the installed torch and transformers against it at import (pip enforces the rest
+when it installs), and the floor test environment
 (`make test-floor`) pins every dependency to the lowest release it admits
 (`python nn_prune_ext/dependencies.py floor-constraints`). Each floor is a release the test suite
 passes on; `make test` runs the suite on the newest releases pip resolves.
@@ -31,7 +32,15 @@ import os
 import re
 import sys
 
-__all__ = ["REQUIREMENTS", "install_requires", "floor", "floor_constraints", "check_installed", "SKIP_CHECK_VARIABLE"]
+__all__ = [
+    "REQUIREMENTS",
+    "CHECKED_AT_IMPORT",
+    "install_requires",
+    "floor",
+    "floor_constraints",
+    "check_installed",
+    "SKIP_CHECK_VARIABLE",
+]
 
 # Distribution name -> version specifier. The first `>=` bound of each is its floor.
 REQUIREMENTS: dict[str, str] = {
@@ -47,6 +56,10 @@ REQUIREMENTS: dict[str, str] = {
     "scipy": ">=1.13",
     "tqdm": ">=4.66.3",
 }
+
+# The dependencies whose internals nn_prune_ext relies on: a release outside the range fails deep
+# inside a forward rather than at import, so the import checks them.
+CHECKED_AT_IMPORT = ("torch", "transformers")
 
 # Set to 1 to import nn_prune_ext with releases outside REQUIREMENTS (e.g. to try a new major).
 SKIP_CHECK_VARIABLE = "NN_PRUNE_EXT_SKIP_VERSION_CHECK"
@@ -71,12 +84,13 @@ def floor_constraints() -> list[str]:
 
 
 def check_installed() -> None:
-    """Refuse to run with an installed release outside `REQUIREMENTS`, saying which and what to install.
+    """Refuse to run with a torch or transformers outside `REQUIREMENTS`, saying which and what to install.
 
     Raises:
-        ImportError: If a dependency's installed release is outside its range, unless the environment
-            variable `NN_PRUNE_EXT_SKIP_VERSION_CHECK` is set to 1. Dependencies that are not
-            installed, or whose release cannot be read, are left to fail at their own import.
+        ImportError: If the installed release of one of `CHECKED_AT_IMPORT` is outside its range,
+            unless the environment variable `NN_PRUNE_EXT_SKIP_VERSION_CHECK` is set to 1. A
+            dependency that is not installed, or whose release cannot be read, is left to fail at
+            its own import.
     """
     if os.environ.get(SKIP_CHECK_VARIABLE) == "1":
         return
@@ -86,13 +100,15 @@ def check_installed() -> None:
     from packaging.version import InvalidVersion
 
     problems = []
-    for name, specifier in REQUIREMENTS.items():
+    for name in CHECKED_AT_IMPORT:
+        specifier = REQUIREMENTS[name]
         try:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
         try:
-            # Pre-releases (a transformers built from main) count as the release they lead to.
+            # A pre-release of a release in range (a transformers built from main) is accepted; one of
+            # the floor release itself comes before the floor and is not.
             supported = SpecifierSet(specifier).contains(installed, prereleases=True)
         except InvalidVersion:
             continue

@@ -8,11 +8,12 @@ nn_prune_ext asks this module instead of touching such details itself, and
 What is relied on, and where:
 
 - **How a model calls its layers** (`layer_input`, `with_layer_input`, `layer_output`,
-  `output_with`): a layer's hidden states are its first positional argument or its
+  `output_form`, `output_like`): a layer's hidden states are its first positional argument or its
   `hidden_states` keyword, and it returns them either as a tensor or as the first element of a
-  tuple. Used by `posttrain.layer_runner`, which lets the model's own forward call each layer and
-  only swaps that layer's input, so nothing else of the call (masks, caches, position embeddings,
-  per-layer attention types) is captured or replayed.
+  tuple; the model calls each layer once per forward, in order. Used by
+  `posttrain.layer_runner`, which lets the model's own forward call each layer and only swaps that
+  layer's input, so nothing else of the call (masks, caches, position embeddings, per-layer
+  attention types) is captured or replayed; it runs without a key/value cache (`no_cache`).
 - **Building a model from a config with a dtype and an attention implementation**
   (`build_model`): `PreTrainedModel._from_config`, the classmethod behind `AutoModel.from_config`.
 - **The attention implementation a model runs** (`attention_implementation`):
@@ -25,11 +26,17 @@ What is relied on, and where:
   import only torch and transformers, so it keeps its own few: the heterogeneous-config API
   (`per_layer_config`, `is_heterogeneous`, `allow_global_per_layer_attribute_access`, the logger
   of `transformers.integrations.heterogeneity`), the auto classes' `_model_mapping`,
-  `PreTrainedModel._init_weights`, `config._attn_implementation`, and the `Cache` object that a
-  decoder layer hands its attention (found by type, not by keyword).
+  `PreTrainedModel._init_weights`, `config._attn_implementation`; and for `EmptyAttention`: an
+  attention module returns `(output, weights)` and transformers records attention weights by
+  attention class; a decoder layer hands its attention a `Cache` (found by type, not by keyword),
+  `Cache.update(keys, values, layer_idx)`, an encoder-decoder cache's `self_attention_cache`; the
+  model reads the cached length from the first layer's entry, and an entry without elements
+  counts as empty.
 - **Per-layer model state**: attention modules' `layer_idx` (their KV-cache entry) and the config's
-  `layer_types` (`slim/layers.py`); the attention attributes holding head counts
-  (`ArchitectureLayout.attention_attrs`, e.g. Llama's `num_key_value_groups`).
+  `layer_types` (`slim/layers.py`, `posttrain/latency.py`); the attention attributes holding head
+  counts (`ArchitectureLayout.attention_attrs`, e.g. Llama's `num_key_value_groups`); a config
+  keeps its state in its `__dict__` (`slim.layers.layers_removed` restores it from there).
+- **Activations by name**: `transformers.activations.ACT2FN` (`slim/optimize.py`).
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ __all__ = [
     "layer_input",
     "with_layer_input",
     "layer_output",
-    "output_with",
+    "output_form",
+    "output_like",
+    "no_cache",
     "build_model",
     "attention_implementation",
     "loss_is_per_batch_mean",
@@ -91,12 +100,34 @@ def layer_output(output: Any) -> torch.Tensor:
     return hidden
 
 
-def output_with(output: Any, hidden: torch.Tensor) -> Any:
-    """A layer output of the same form as `output` with `hidden` as its hidden states."""
-    layer_output(output)
+def output_form(output: Any) -> tuple[type, tuple] | None:
+    """What a layer output holds besides its hidden states.
+
+    Returns:
+        `None` for a plain tensor; for a tuple or list, its type and its other entries (e.g. a
+        position bias that later layers read).
+    """
+    layer_output(output)  # the clear error when the convention moved
     if isinstance(output, (tuple, list)):
-        return type(output)((hidden, *output[1:]))
-    return hidden
+        return type(output), tuple(output[1:])
+    return None
+
+
+def output_like(form: tuple[type, tuple] | None, hidden: torch.Tensor) -> Any:
+    """A layer output of `form` (from `output_form`) with `hidden` as its hidden states."""
+    if form is None:
+        return hidden
+    kind, rest = form
+    return kind((hidden, *rest))
+
+
+def no_cache(model: nn.Module) -> dict[str, Any]:
+    """Forward keyword arguments that keep a model from building a key/value cache.
+
+    `use_cache=False` for models whose config has `use_cache` (their forward takes it), nothing
+    for the others.
+    """
+    return {"use_cache": False} if getattr(getattr(model, "config", None), "use_cache", None) is not None else {}
 
 
 def build_model(model_class: type, config: Any, **kwargs: Any) -> nn.Module:

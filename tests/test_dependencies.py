@@ -35,8 +35,9 @@ def test_the_installed_package_declares_the_table():
 
 def test_every_requirement_has_a_floor_and_a_pin():
     assert floor(">=5.14,<6") == "5.14" and floor(">= 2.13") == "2.13"
-    assert floor_constraints() == [f"{name}=={floor(specifier)}" for name, specifier in REQUIREMENTS.items()]
-    assert "torch" in REQUIREMENTS and "transformers" in REQUIREMENTS
+    constraints = floor_constraints()
+    assert len(constraints) == len(REQUIREMENTS)
+    assert {"torch==2.13", "transformers==5.14", "numpy==2.0", "scipy==1.13"} <= set(constraints)
     assert not any("<" in specifier for name, specifier in REQUIREMENTS.items() if name != "transformers")
     with pytest.raises(ValueError, match="no '>=' floor"):
         floor("<6")
@@ -52,7 +53,13 @@ def test_the_command_line_prints_the_floor_constraints():
 
 @pytest.mark.parametrize(
     "versions",
-    [dict(transformers="5.26.0.dev0"), dict(torch="2.13.0+cpu"), dict(torch="3.1.0"), dict(transformers="5.99.1")],
+    [
+        dict(transformers="5.26.0.dev0"),
+        dict(torch="2.13.0+cpu"),
+        dict(torch="3.1.0"),
+        dict(transformers="5.99.1"),
+        dict(scipy="1.0.0", tqdm="4.0.0"),  # pip enforces these ranges; the import checks torch and transformers
+    ],
 )
 def test_supported_releases_pass(monkeypatch, versions):
     fake_versions(monkeypatch, **versions)
@@ -65,6 +72,7 @@ def test_supported_releases_pass(monkeypatch, versions):
         (dict(transformers="4.57.1"), "transformers 4.57.1 is installed, nn_prune_ext supports transformers>=5.14,<6"),
         (dict(transformers="6.0.0"), "transformers 6.0.0 is installed"),
         (dict(transformers="6.0.0.dev0"), "transformers 6.0.0.dev0 is installed"),
+        (dict(transformers="5.14.0.dev0"), "transformers 5.14.0.dev0 is installed"),
         (dict(torch="2.12.1+cpu"), "torch 2.12.1+cpu is installed, nn_prune_ext supports torch>=2.13"),
     ],
 )

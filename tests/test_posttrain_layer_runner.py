@@ -5,25 +5,20 @@ import torch
 
 from nn_prune_ext import get_layout
 from nn_prune_ext.posttrain.layer_runner import LayerRunner, StopForward
+from nn_prune_ext.transformers_internals import layer_input, layer_output
 
 from conftest import LAYERS, tiny_batch, tiny_model
 
 
-def layer_inputs(model, inputs) -> list[torch.Tensor]:
+def layer_inputs(model, inputs, layers=None) -> list[torch.Tensor]:
     """The hidden states each layer receives in one plain forward, and the last layer's output."""
-    layers = get_layout(model).layer_list(model)
+    layers = get_layout(model).layer_list(model) if layers is None else layers
     seen = []
     handles = [
-        layer.register_forward_pre_hook(
-            lambda module, args, kwargs: seen.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
-        )
+        layer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(layer_input(args, kwargs)), with_kwargs=True)
         for layer in layers
     ]
-    handles.append(
-        layers[-1].register_forward_hook(
-            lambda module, args, output: seen.append(output[0] if isinstance(output, tuple) else output)
-        )
-    )
+    handles.append(layers[-1].register_forward_hook(lambda module, args, output: seen.append(layer_output(output))))
     with torch.no_grad():
         model(**inputs)
     for handle in handles:
@@ -72,7 +67,7 @@ def test_the_given_hidden_states_are_what_the_layer_computes_on(model_type):
     assert all(not layer._forward_pre_hooks and not layer._forward_hooks for layer in layers)
 
 
-def test_a_stop_inside_the_layer_returns_none():
+def test_a_stop_inside_the_layer_returns_none_only_when_allowed():
     model = tiny_model("llama")
     modules = next(get_layout(model).iter_layers(model))
     runner = LayerRunner(model, get_layout(model).layer_list(model), [tiny_batch()])
@@ -82,7 +77,10 @@ def test_a_stop_inside_the_layer_returns_none():
 
     handle = modules.ffn_down.register_forward_pre_hook(stop)
     with torch.no_grad():
-        assert runner.run(0, 0, runner.first_input(0)) is None
+        hidden = runner.first_input(0)
+        assert runner.run(0, 0, hidden, allow_stop=True) is None
+        with pytest.raises(RuntimeError, match="ended the forward inside layer 0"):
+            runner.run(0, 0, hidden)
     handle.remove()
 
 
@@ -91,3 +89,72 @@ def test_layers_run_in_order():
     runner = LayerRunner(model, get_layout(model).layer_list(model), [tiny_batch()])
     with torch.no_grad(), pytest.raises(RuntimeError, match="Layer 0 must run on batch 0 before"):
         runner.run(1, 0, runner.first_input(0))
+
+
+class SharedBiasModel(torch.nn.Module):
+    """Layers returning tuples, as T5's do: layer 0 computes a bias that the later layers are handed back."""
+
+    def __init__(self, layers: int = 3, width: int = 8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Embedding(20, width)
+        self.layers = torch.nn.ModuleList(BiasLayer(width, first=index == 0) for index in range(layers))
+
+    def forward(self, input_ids):
+        hidden, bias = self.embed(input_ids), None
+        for layer in self.layers:
+            hidden, bias = layer(hidden, bias=bias)
+        return hidden
+
+
+class BiasLayer(torch.nn.Module):
+    def __init__(self, width: int, first: bool):
+        super().__init__()
+        self.linear, self.first = torch.nn.Linear(width, width), first
+
+    def forward(self, hidden_states, bias=None):
+        if self.first:
+            bias = torch.tanh(hidden_states.mean(dim=-1, keepdim=True))
+        return hidden_states + torch.relu(self.linear(hidden_states)) * bias, bias
+
+
+def test_layers_that_return_tuples_get_their_other_entries_back_when_skipped():
+    model = SharedBiasModel().eval()
+    inputs = {"input_ids": torch.tensor([[1, 2, 3, 4]])}
+    expected = layer_inputs(model, inputs, model.layers)
+    runner = LayerRunner(model, model.layers, [inputs])
+    with torch.no_grad():
+        hidden = runner.first_input(0)
+        for index in range(3):
+            hidden = runner.run(index, 0, hidden)
+            torch.testing.assert_close(hidden, expected[index + 1], rtol=0, atol=0)
+        # A later run of layer 2 on other states still sees layer 0's bias from its first call.
+        other = torch.randn_like(hidden)
+        bias = torch.tanh(expected[0].mean(dim=-1, keepdim=True))
+        torch.testing.assert_close(runner.run(2, 0, other), other + torch.relu(model.layers[2].linear(other)) * bias)
+
+
+def test_an_error_inside_the_forward_leaves_no_hook_and_no_skip_behind():
+    model = tiny_model("llama")
+    layers = get_layout(model).layer_list(model)
+    modules = list(get_layout(model).iter_layers(model))
+    runner = LayerRunner(model, layers, [tiny_batch()])
+
+    def fail(module, args):
+        raise ValueError("boom")
+
+    with torch.no_grad():
+        hidden = runner.run(0, 0, runner.first_input(0))
+        handle = modules[1].ffn_down.register_forward_pre_hook(fail)
+        with pytest.raises(ValueError, match="boom"):
+            runner.run(1, 0, hidden)
+        handle.remove()
+    assert all("forward" not in vars(layer) for layer in layers)
+    assert all(not layer._forward_pre_hooks and not layer._forward_hooks for layer in layers)
+
+
+def test_shared_layers_are_refused():
+    model = tiny_model("bert")
+    layers = get_layout(model).layer_list(model)
+    with pytest.raises(ValueError, match="one layer module at several depths"):
+        LayerRunner(model, [layers[0], layers[0]], [tiny_batch()])

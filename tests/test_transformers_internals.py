@@ -40,8 +40,10 @@ def test_layers_are_called_once_each_in_order_with_the_previous_output(model_typ
         if index:
             torch.testing.assert_close(hidden, internals.layer_output(outputs[index - 1]), rtol=0, atol=0)
     for output in outputs:
-        replaced = internals.output_with(output, torch.zeros(1))
+        replaced = internals.output_like(internals.output_form(output), torch.zeros(1))
         assert type(replaced) is type(output) and torch.equal(internals.layer_output(replaced), torch.zeros(1))
+        if isinstance(output, (tuple, list)):
+            assert all(a is b for a, b in zip(replaced[1:], output[1:]))
 
 
 def test_a_layers_input_can_be_swapped_by_a_pre_hook(model_type):
@@ -102,13 +104,17 @@ def test_save_model_goes_through_save():
 
 
 def test_the_trainer_reads_what_loss_is_per_batch_mean_sets():
-    class Probe:
+    class Recent:  # transformers 5.19 and later
+        loss_is_scaled_for_ga = None
+
+    class Older:
         pass
 
-    probe = Probe()
-    Probe.loss_is_scaled_for_ga = None
-    internals.loss_is_per_batch_mean(probe)
-    assert probe.loss_is_scaled_for_ga is False
+    recent, older = Recent(), Older()
+    internals.loss_is_per_batch_mean(recent)
+    internals.loss_is_per_batch_mean(older)
+    assert recent.loss_is_scaled_for_ga is False and older.model_accepts_loss_kwargs is False
+    # The installed Trainer reads the attribute the helper sets for it.
     read = "loss_is_scaled_for_ga" if hasattr(Trainer, "loss_is_scaled_for_ga") else "model_accepts_loss_kwargs"
     assert f"self.{read}" in inspect.getsource(Trainer.training_step)
 
@@ -181,3 +187,37 @@ def test_sliding_window_configs_list_their_layer_types():
     config = tiny_config("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1)
     assert list(config.layer_types) == ["full_attention", "sliding_attention"]
     assert set(supported_model_types()) >= {"qwen2"}
+
+
+def test_cache_updates_and_encoder_decoder_caches_as_empty_attention_uses_them():
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    cache = DynamicCache()
+    placeholder = torch.zeros(2, 1, 5, 16)  # EmptyAttention's one zero head
+    keys, values = cache.update(placeholder, placeholder, 0)
+    assert tuple(keys.shape) == (2, 1, 5, 16) and cache.get_seq_length() == 5
+    assert isinstance(EncoderDecoderCache(DynamicCache(), DynamicCache()).self_attention_cache, DynamicCache)
+
+
+def test_activation_names_of_every_architecture_resolve(model_type):
+    from transformers.activations import ACT2FN
+
+    model = tiny_model(model_type)
+    name = getattr(model.config, get_layout(model).ffn_activation_attr)
+    assert callable(ACT2FN[name])
+
+
+def test_a_config_restores_from_its_dict():
+    """`slim.layers.layers_removed` puts a config back from a snapshot of `vars(config)`, slim configs included."""
+    from nn_prune_ext import optimize_model
+
+    model = tiny_model("qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=1)
+    with torch.no_grad():
+        get_layout(model).layer_list(model)[0].self_attn.o_proj.weight[:, :16] = 0  # one head less: a slim config
+    for config in (model.config, optimize_model(model).config):
+        before = config.to_dict()
+        state = dict(vars(config))
+        config.num_hidden_layers, config.layer_types = 1, ["full_attention"]
+        vars(config).clear()
+        vars(config).update(state)
+        assert config.to_dict() == before

@@ -38,6 +38,7 @@ from ..importance import to_device
 from ..layouts import get_layout
 from ..patch import require_unpatched
 from ..slim.layers import drop_layers, layers_removed
+from ..transformers_internals import no_cache
 
 __all__ = ["CRITERIA", "LayerPruningStep", "LayerPruningResult", "prune_layers"]
 
@@ -156,9 +157,8 @@ def prune_layers(
 # ----- criteria ------------------------------------------------------------------------------
 def _run(model: nn.Module, batch: dict[str, Any]) -> Any:
     # A KV cache is of no use here, and a cache built for one depth must not meet another.
-    extra = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
     with torch.no_grad():
-        return model(**batch, **extra)
+        return model(**batch, **no_cache(model))
 
 
 def _scorer(model: nn.Module, inputs: list[dict[str, Any]], criterion: str) -> Callable[[], float]:

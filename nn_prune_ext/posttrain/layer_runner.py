@@ -11,6 +11,8 @@ model's own forward calls every layer with arguments it builds afresh for each c
 - the forward stops where the next layer starts, and that layer's input is returned (for the last
   layer: the target's output).
 
+The model runs without a key/value cache, so nothing is carried from one call to the next.
+
 What a layer's call and output look like is asked of `nn_prune_ext.transformers_internals`.
 """
 
@@ -26,9 +28,6 @@ from .. import transformers_internals as internals
 
 __all__ = ["StopForward", "LayerRunner"]
 
-# The recorded form of a layer that returns its hidden states as a plain tensor (nothing else to keep).
-_TENSOR = object()
-
 
 class StopForward(Exception):
     """Raised by a hook to end a forward pass as soon as what it needs is recorded."""
@@ -38,19 +37,30 @@ class LayerRunner:
     """Calls layer `index` of `model` on given hidden states, for each of a fixed list of batches.
 
     A run of layer `index` requires that every earlier layer ran (for real) on the same batch
-    before: a skipped layer returns its input in the form of its last real output, which is
-    recorded then (a tensor for most layers; some return a tuple whose other entries later layers
-    read, such as a shared position bias).
+    before: a skipped layer returns its input in the form of its first real output on that batch
+    (a tensor for most layers; some return a tuple whose other entries later layers read, such as
+    a shared position bias, and those entries are kept from that first call).
 
     Args:
         model: The model, in the mode it should run in.
         layers: Its list of transformer layers (the layout's `layer_list`).
         inputs: One dict of model inputs per batch, on the model's device.
+
+    Raises:
+        ValueError: If one module appears twice in `layers` (layers shared across depths, as in
+            ALBERT): such a model cannot run one depth at a time.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[nn.Module], inputs: Sequence[Mapping[str, Any]]):
         self.model, self.layers, self.inputs = model, list(layers), list(inputs)
-        self._forms: dict[tuple[int, int], Any] = {}  # (layer, batch) -> the form of its real output
+        if len({id(layer) for layer in self.layers}) < len(self.layers):
+            raise ValueError(
+                f"{type(model).__name__} uses one layer module at several depths (shared layers): layer-by-layer "
+                "methods need a module per layer."
+            )
+        self._no_cache = internals.no_cache(model)
+        # (layer, batch) -> what the layer's first real output there held besides its hidden states.
+        self._forms: dict[tuple[int, int], Any] = {}
 
     def first_input(self, batch: int) -> torch.Tensor:
         """The hidden states the model gives its first layer on `batch`."""
@@ -65,12 +75,23 @@ class LayerRunner:
             raise RuntimeError(f"{type(self.model).__name__} returned without calling its first transformer layer.")
         return seen["input"]
 
-    def run(self, index: int, batch: int, hidden: torch.Tensor) -> torch.Tensor | None:
+    def run(self, index: int, batch: int, hidden: torch.Tensor, *, allow_stop: bool = False) -> torch.Tensor | None:
         """Run layer `index` on `hidden` within the model's forward on `batch`.
+
+        Args:
+            index: The layer.
+            batch: The batch.
+            hidden: The hidden states to give the layer.
+            allow_stop: Whether a hook of the caller's may end the forward inside the layer with
+                `StopForward` (e.g. once the attention has run).
 
         Returns:
             The next layer's input (the last layer's output), or `None` when a hook inside the
-            layer ended the forward with `StopForward`.
+            layer ended the forward with `StopForward` and `allow_stop` is True.
+
+        Raises:
+            RuntimeError: If the model did not call the layer, called it twice, or the forward
+                stopped inside the layer without `allow_stop`.
         """
         layer, calls = self.layers[index], []
         result: dict[str, torch.Tensor] = {}
@@ -85,7 +106,7 @@ class LayerRunner:
             return internals.with_layer_input(args, kwargs, hidden)
 
         def keep_output(module: nn.Module, args: tuple, output: Any) -> None:
-            self._forms[index, batch] = _TENSOR if isinstance(output, torch.Tensor) else internals.output_with(output, None)
+            self._forms.setdefault((index, batch), internals.output_form(output))
             if index + 1 == len(self.layers):
                 result["next"] = internals.layer_output(output)
                 raise StopForward
@@ -103,8 +124,10 @@ class LayerRunner:
             raise RuntimeError(f"{type(self.model).__name__} returned without calling its layer {index}.")
         if "next" in result:
             return result["next"]
-        if stopped_inside:
+        if stopped_inside and allow_stop:
             return None
+        if stopped_inside:
+            raise RuntimeError(f"A hook ended the forward inside layer {index} of {type(self.model).__name__} unasked.")
         raise RuntimeError(f"{type(self.model).__name__} returned without calling its layer {index + 1} after layer {index}.")
 
     def _forward(self, batch: int, pre_hooks: dict[nn.Module, Any], hooks: dict[nn.Module, Any] | None = None) -> bool:
@@ -114,7 +137,7 @@ class LayerRunner:
         ]
         handles += [module.register_forward_hook(hook) for module, hook in (hooks or {}).items()]
         try:
-            self.model(**self.inputs[batch])
+            self.model(**self.inputs[batch], **self._no_cache)
         except StopForward:
             return True
         finally:
@@ -149,7 +172,6 @@ class LayerRunner:
     @staticmethod
     def _passthrough(form: Any):
         def forward(*args: Any, **kwargs: Any) -> Any:
-            hidden = internals.layer_input(args, kwargs)
-            return hidden if form is _TENSOR else internals.output_with(form, hidden)
+            return internals.output_like(form, internals.layer_input(args, kwargs))
 
         return forward

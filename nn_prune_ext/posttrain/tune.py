@@ -386,7 +386,7 @@ class _Tuner:
         with self._masked(modules.index), LayerTaps(modules, self.layout.norm_placement, stop_before_ffn=stop) as taps:
             for batch, (hidden, target) in enumerate(zip(self.student_hidden, targets)):
                 taps.clear()
-                output = self.runner.run(modules.index, batch, hidden)
+                output = self.runner.run(modules.index, batch, hidden, allow_stop=stop)
                 if stop:
                     difference = self._select(batch, taps.attention_sum(hidden)) - target
                     inputs = taps.values["attention_input"]
