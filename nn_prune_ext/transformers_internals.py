@@ -3,7 +3,9 @@
 transformers moves its private calling conventions between minor releases (5.24 renamed the cache
 keyword that layers pass to their attention from `past_key_values` to `cache`). Code elsewhere in
 nn_prune_ext asks this module instead of touching such details itself, and
-`tests/test_transformers_internals.py` fails as soon as one of them moves.
+`tests/test_transformers_internals.py` fails as soon as one of them moves (EmptyAttention's
+output format and cache lengths are checked end to end by `tests/test_slim_optimize.py`:
+attention weights per layer, cached decoding through a layer without heads).
 
 What is relied on, and where:
 
