@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -58,7 +60,8 @@ def labelled_batches(count: int = 4, batch: int = 4, seq: int = 12, num_labels: 
     return batches
 
 
-def decoder_model_types() -> list[str]:
+@functools.cache
+def decoder_model_types() -> tuple[str, ...]:
     """The registered model types whose layers run causal self-attention (the decoders)."""
     from nn_prune_ext import get_layout
 
@@ -69,7 +72,7 @@ def decoder_model_types() -> list[str]:
         attention = layout.layer_list(model)[0].get_submodule(layout.attention)
         if getattr(attention, "is_causal", False):
             decoders.append(model_type)
-    return decoders
+    return tuple(decoders)
 
 
 def enable_checkpointing(model, use_reentrant: bool) -> bool:
