@@ -16,7 +16,7 @@ from .importance import (
     taylor_importance,
 )
 from .importance_pruning import ImportancePruningArgs, importance_masks, prune_by_importance
-from .layouts import (
+from .arch import (
     ArchitectureLayout,
     UnsupportedArchitectureError,
     get_layout,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .layouts import get_layout
+from .arch import get_layout
 
 __all__ = ["LayerShape", "dense_layer_shapes", "kept_layer_shapes", "layer_macs", "layer_shapes", "model_flops"]
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from .layouts import LayerModules, get_layout
+from .arch import LayerModules, get_layout
 
 if TYPE_CHECKING:
     from .masks import StructureMasks

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from .importance import collect_mask_gradients, taylor_importance
-from .layouts import get_layout
+from .arch import get_layout
 from .masks import StructureMasks, prune_with_masks
 
 __all__ = ["ImportancePruningArgs", "importance_masks", "prune_by_importance"]

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from .layouts import get_layout
+from .arch import get_layout
 from .patch import bake_model, is_patched, require_unpatched
 from .slim import optimize_model
 

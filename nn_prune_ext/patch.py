@@ -1,9 +1,11 @@
 """Patch a model for pruning (scored, masked linears), inspect it, and bake it back.
 
-`patch_model` replaces the attention and FFN linears named by the model's layout with
+`patch_model` replaces the attention and FFN projections named by the model's layout with
 `MaskedLinear`s that keep the same parameters, and attaches one `MaskScores` per group of
-linears sharing a mask. `bake_model` multiplies the masks into the weights and restores plain
-`nn.Linear`s, so the model saves as an ordinary checkpoint with zeros where it was pruned.
+linears sharing a mask. A fused or transposed projection (see `arch.projections`) is first split into
+one `nn.Linear` per role (`arch.split_projections`), so every role gets its own mask.
+`bake_model` multiplies the masks into the weights and restores the stock modules, so the model
+saves as an ordinary checkpoint with zeros where it was pruned.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from .args import SparseArgs
-from .layouts import ArchitectureLayout, LayerModules, get_layout
+from .arch import ArchitectureLayout, LayerModules, get_layout, join_projections, split_projections
 from .scores.masked_linear import MaskedLinear, MaskScores, release_scratch_buffers
 from .scores.methods import PruningMethod
 
@@ -35,7 +37,7 @@ _HOOKS_ATTR = "_nn_prune_ext_hooks"
 
 @dataclass
 class _Member:
-    name: str  # "query", "ffn_up", ... (a key of LayerModules.attention_linears / ffn_linears)
+    name: str  # "query", "ffn_up", ... (a key of LayerModules.projections)
     grid: tuple[int, int]
 
 
@@ -47,7 +49,7 @@ class _Group:
     members: list[_Member]
 
 
-def _block_grid(linear: nn.Linear, rows: int, cols: int, where: str) -> tuple[int, int]:
+def _block_grid(linear: nn.Module, rows: int, cols: int, where: str) -> tuple[int, int]:
     out_features, in_features = linear.weight.shape
     if out_features % rows or in_features % cols:
         raise ValueError(
@@ -73,7 +75,7 @@ def _separate_groups(
 
 
 def _attention_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
-    linears = layer.attention_linears
+    linears = layer.attention_projections
     method = args.attention_method
     where = f"layer {layer.index} {{}}"
     if args.attention_output_with_dense:
@@ -120,7 +122,7 @@ def _attention_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
 
 
 def _dense_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
-    linears = layer.ffn_linears
+    linears = layer.ffn_projections
     method = args.dense_method
     inputs = [name for name in linears if name != "ffn_down"]
     if args.dense_granularity == "unit":
@@ -135,13 +137,6 @@ def _dense_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
         where.format("ffn_down"),
     )
     return _separate_groups(list(linears), "dense", method, grids)
-
-
-def _layer_paths(layout: ArchitectureLayout) -> dict[str, str | None]:
-    return {
-        "query": layout.query, "key": layout.key, "value": layout.value, "output": layout.output,
-        "ffn_up": layout.ffn_up, "ffn_gate": layout.ffn_gate, "ffn_down": layout.ffn_down,
-    }
 
 
 def _replace(root: nn.Module, path: str, new: nn.Module) -> None:
@@ -182,23 +177,24 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
         raise ValueError("The model is already patched; bake_model() it first to patch it again.")
     sparse_args.validate()
     layout = layout or get_layout(model)
-    paths = _layer_paths(layout)
+    split_projections(model, layout)
     layer_list = layout.layer_list(model)
     all_scores: list[MaskScores] = []
     for layer in list(layout.iter_layers(model)):  # resolve everything before replacing anything
-        linears = {**layer.attention_linears, **layer.ffn_linears}
+        projections = layer.projections
         # A slimmed layer may have no heads or no FFN units left: nothing to score there.
         groups = _attention_groups(layer, sparse_args) if layer.num_heads else []
         groups += _dense_groups(layer, sparse_args) if layer.ffn_down.in_features else []
         for group in groups:
-            weight = linears[group.members[0].name].weight
+            weight = projections[group.members[0].name].weight
             scores = MaskScores(group.method, group.shape, group.kind, sparse_args.initial_threshold)
             scores.to(device=weight.device).train(model.training)
             for position, member in enumerate(group.members):
+                projection = projections[member.name]
                 masked = MaskedLinear.from_linear(
-                    linears[member.name], scores, member.grid, owner=position == 0, mask_bias=sparse_args.bias_mask
+                    projection.module, scores, member.grid, owner=position == 0, mask_bias=sparse_args.bias_mask
                 )
-                _replace(layer_list[layer.index], paths[member.name], masked.train(model.training))
+                _replace(layer_list[layer.index], projection.path, masked.train(model.training))
             all_scores.append(scores)
 
     base = getattr(model, "base_model", model)
@@ -286,7 +282,7 @@ def densities(model: nn.Module) -> dict[str, float]:
 
 @torch.no_grad()
 def bake_model(model: nn.Module) -> nn.Module:
-    """Multiply the eval-mode masks into the weights and restore plain `nn.Linear`s, in place.
+    """Multiply the eval-mode masks into the weights and restore the stock modules, in place.
 
     The result has the original module classes and shapes, zeros where pruned, and gives the
     same outputs as the patched model in eval mode.
@@ -314,6 +310,7 @@ def bake_model(model: nn.Module) -> nn.Module:
     for attr in (_SCORES_ATTR, _HOOKS_ATTR):
         if hasattr(base, attr):
             delattr(base, attr)
+    join_projections(model)
     release_scratch_buffers()
     model.train(was_training)
     return model

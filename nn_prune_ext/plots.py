@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .flops import LayerShape, dense_layer_shapes, kept_layer_shapes
-from .layouts import get_layout
+from .arch import Projection, get_layout
 from .patch import eval_grids
 from .scores.masked_linear import MaskedLinear
 from .slim import is_slim_model, optimize_model
@@ -87,11 +87,12 @@ def _dense_matrix_sizes(shape: LayerShape) -> dict[str, int]:
     }
 
 
-def _effective_weight(linear: nn.Linear, grids: dict[MaskedLinear, torch.Tensor]) -> torch.Tensor:
-    """The weight a linear computes with: masked with its evaluation-mode mask (`eval_grids`) when patched."""
-    if not isinstance(linear, MaskedLinear):
-        return linear.weight
-    return linear.masked_parameters(grids[linear])[0]
+def _effective_weight(projection: Projection, grids: dict[MaskedLinear, torch.Tensor]) -> torch.Tensor:
+    """The weight a projection computes with: masked with its evaluation-mode mask (`eval_grids`) when patched."""
+    module = projection.module
+    if not isinstance(module, MaskedLinear):
+        return projection.weight
+    return module.masked_parameters(grids[module])[0]
 
 
 @torch.no_grad()
@@ -118,11 +119,11 @@ def matrix_densities(model: nn.Module) -> dict[str, list[float]]:
     grids = eval_grids(model)
     # The model's layers are numbered from 0 after drops; the result follows the dense numbering.
     for layer, index in zip(layout.iter_layers(model), kept_layer_indices(model.config)):
-        linears = {**layer.attention_linears, **layer.ffn_linears}
+        projections = layer.projections
         sizes = _dense_matrix_sizes(dense_shapes[index])
         for name in names:
-            linear = linears.get(name)  # q/k/v are gone from a slim layer without heads
-            kept = int(torch.count_nonzero(_effective_weight(linear, grids))) if linear is not None else 0
+            projection = projections.get(name)  # q/k/v are gone from a slim layer without heads
+            kept = int(torch.count_nonzero(_effective_weight(projection, grids))) if projection is not None else 0
             result[name][index] = kept / sizes[name] if sizes[name] else 0.0
     return result
 

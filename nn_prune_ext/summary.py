@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .flops import dense_layer_shapes, kept_layer_shapes, layer_macs
-from .layouts import get_layout
+from .arch import get_layout
 from .patch import densities, is_patched
 from .slim.classes import stock_class
 from .slim.layers import dense_num_parameters, kept_layer_indices
@@ -181,9 +181,9 @@ def _parameter_groups(model: nn.Module) -> tuple[dict[str, int], dict[int, dict[
     base_name, layers_name = _module_names(model)
     parts: dict[int, str] = {}
     for layer in get_layout(model).iter_layers(model):
-        for part, linears in (("attention", layer.attention_linears), ("ffn", layer.ffn_linears)):
-            for linear in linears.values():
-                parts.update((id(parameter), part) for parameter in linear.parameters())
+        for part, projections in (("attention", layer.attention_projections), ("ffn", layer.ffn_projections)):
+            for projection in projections.values():
+                parts.update((id(parameter), part) for parameter in projection.parameters())
     modules: dict[str, int] = {}
     per_layer: dict[int, dict[str, int]] = {}
     for name, parameter in model.named_parameters():  # tied parameters once, under their first name

@@ -8,25 +8,29 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from nn_prune_ext import supported_model_types
+from nn_prune_ext import get_layout, supported_model_types
 
 HIDDEN, HEADS, KV_HEADS, INTERMEDIATE, LAYERS, VOCAB = 64, 4, 2, 128, 2, 128
-GQA_TYPES = {"llama", "mistral", "qwen2"}
+# The registered types with grouped-query attention (their tiny models get KV_HEADS key/value heads).
+GQA_TYPES = frozenset(t for t in supported_model_types() if get_layout(t).num_kv_heads_attr)
 
 
 def tiny_config(model_type: str, **overrides):
-    """A 2-layer, 64-wide config of `model_type` (4 heads of 16; 2 KV heads where GQA applies)."""
-    if model_type == "distilbert":
-        settings = dict(dim=HIDDEN, n_heads=HEADS, hidden_dim=INTERMEDIATE, n_layers=LAYERS)
-    else:
-        settings = dict(
-            hidden_size=HIDDEN, num_attention_heads=HEADS, intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS
-        )
-    if model_type in GQA_TYPES:
-        settings.update(num_key_value_heads=KV_HEADS, pad_token_id=0)
-    if model_type == "electra":
-        settings.update(embedding_size=HIDDEN)
-    settings.update(vocab_size=VOCAB, max_position_embeddings=64, num_labels=3)
+    """A 2-layer, 64-wide config of `model_type` (4 heads of 16; 2 KV heads where GQA applies).
+
+    The sizes are set through the attribute names the type's layout declares, so a newly registered
+    type gets its tiny model without a change here.
+    """
+    layout = get_layout(model_type)
+    settings = {
+        layout.hidden_size_attr: HIDDEN,
+        layout.num_heads_attr: HEADS,
+        layout.intermediate_size_attr: INTERMEDIATE,
+        "num_hidden_layers": LAYERS,
+    }
+    if layout.num_kv_heads_attr:
+        settings[layout.num_kv_heads_attr] = KV_HEADS
+    settings.update(vocab_size=VOCAB, max_position_embeddings=64, num_labels=3, pad_token_id=0)
     settings.update(overrides)
     return AutoConfig.for_model(model_type, **settings)
 
@@ -63,8 +67,6 @@ def labelled_batches(count: int = 4, batch: int = 4, seq: int = 12, num_labels: 
 @functools.cache
 def decoder_model_types() -> tuple[str, ...]:
     """The registered model types whose layers run causal self-attention (the decoders)."""
-    from nn_prune_ext import get_layout
-
     decoders = []
     for model_type in supported_model_types():
         model = tiny_model(model_type)

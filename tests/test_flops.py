@@ -1,4 +1,4 @@
-from nn_prune_ext import model_flops, optimize_model
+from nn_prune_ext import get_layout, model_flops, optimize_model
 from nn_prune_ext.flops import LayerShape, dense_layer_shapes, kept_layer_shapes, layer_macs, layer_shapes
 
 from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, tiny_model
@@ -16,7 +16,7 @@ def test_layer_macs_by_hand():
 def test_dense_model_shapes_and_flops(model_type):
     model = tiny_model(model_type)
     kv = KV_HEADS if model_type in GQA_TYPES else HEADS
-    gated = model_type in GQA_TYPES
+    gated = get_layout(model_type).ffn_gate is not None
     expected = LayerShape(HIDDEN, HEADS, kv, HIDDEN // HEADS, INTERMEDIATE, gated)
     assert layer_shapes(model) == [expected] * LAYERS
     assert model_flops(model, 32) == 2 * LAYERS * layer_macs(expected, 32)
@@ -34,5 +34,5 @@ def test_slim_model_flops_follow_the_report(model_type):
     assert model_flops(slim, 16) == model_flops(shapes, 16) < model_flops(dense, 16)
     assert shapes[-1].num_heads == 0 and layer_macs(shapes[-1], 16) == 0
     # The emptied last layer is dropped from a pre-norm model; the dense shapes still count it.
-    assert len(layer_shapes(slim)) == (1 if model_type in GQA_TYPES else LAYERS)
+    assert len(layer_shapes(slim)) == (1 if get_layout(model_type).norm_placement == "pre" else LAYERS)
     assert dense_layer_shapes(slim) == layer_shapes(dense)

@@ -39,8 +39,9 @@ def explicit_mask_gradients(model, batch) -> tuple[list[torch.Tensor], list[torc
     for layer in get_layout(model).iter_layers(model):
         head_mask = torch.ones(layer.num_heads, requires_grad=True)
         unit_mask = torch.ones(layer.ffn_down.in_features, requires_grad=True)
-        weights[names[layer.output] + ".weight"] = layer.output.weight * head_mask.repeat_interleave(layer.head_dim)
-        weights[names[layer.ffn_down] + ".weight"] = layer.ffn_down.weight * unit_mask
+        output, down = layer.output, layer.ffn_down
+        weights[names[output.module] + ".weight"] = output.as_stored(output.weight * head_mask.repeat_interleave(layer.head_dim))
+        weights[names[down.module] + ".weight"] = down.as_stored(down.weight * unit_mask)
         head_masks.append(head_mask)
         unit_masks.append(unit_mask)
     loss = functional_call(model, weights, args=(), kwargs=batch).loss
@@ -165,8 +166,8 @@ def test_heads_and_units_a_patched_model_masks_have_zero_gradient(model_type):
     gradients = collect_mask_gradients(masked, [labelled_batch()])
     for layer in get_layout(masked).iter_layers(masked):
         # The output projection's column mask is the query-head mask; the down projection's the unit mask.
-        heads_kept = layer.output.source.scores > 0
-        units_kept = layer.ffn_down.source.scores > 0
+        heads_kept = layer.output.module.source.scores > 0
+        units_kept = layer.ffn_down.module.source.scores > 0
         assert bool((gradients.heads[0, layer.index][~heads_kept] == 0).all())
         assert bool((gradients.units[0, layer.index][~units_kept] == 0).all())
     assert float(gradients.heads[0, 0, 0].abs()) > 0 and float(gradients.units[0, 0, 0].abs()) > 0  # always kept

@@ -83,7 +83,7 @@ def test_patch_train_step_bake_roundtrip(model_type, setup):
     layout = get_layout(model)
     kept = total = 0
     for layer in layout.iter_layers(model):
-        for linear in list(layer.attention_linears.values()) + list(layer.ffn_linears.values()):
+        for linear in list(layer.projections.values()):
             kept += int((linear.weight != 0).sum())
             total += linear.weight.numel()
     assert kept / total == pytest.approx(density["total"], abs=1e-9)
@@ -97,13 +97,13 @@ def test_head_granularity_shares_scores_per_head_and_kv_group(model_type):
     per_layer_attention = [g for g in groups if g.kind == "attention"]
     assert len(per_layer_attention) == LAYERS * (2 if gqa else 1)
     layer = next(get_layout(model).iter_layers(model))
-    assert layer.query.source is layer.output.source and layer.query.source.shape == (HEADS,)
-    assert layer.key.source is layer.value.source
-    assert layer.key.source.shape == ((KV_HEADS,) if gqa else (HEADS,))
-    assert (layer.query.grid_shape, layer.output.grid_shape) == ((HEADS, 1), (1, HEADS))
+    assert layer.query.module.source is layer.output.module.source and layer.query.module.source.shape == (HEADS,)
+    assert layer.key.module.source is layer.value.module.source
+    assert layer.key.module.source.shape == ((KV_HEADS,) if gqa else (HEADS,))
+    assert (layer.query.module.grid_shape, layer.output.module.grid_shape) == ((HEADS, 1), (1, HEADS))
     # FFN units: one vector shared by up (and gate) rows and down columns.
-    units = layer.ffn_up.source
-    assert units.shape == (INTERMEDIATE,) and layer.ffn_down.source is units
+    units = layer.ffn_up.module.source
+    assert units.shape == (INTERMEDIATE,) and layer.ffn_down.module.source is units
     assert len(units.members) == (3 if gqa else 2)
     # Only the owner registers the scores: no parameter is counted twice.
     names = [name for name, _ in model.named_parameters() if name.endswith("scores")]
@@ -115,7 +115,7 @@ def test_pruned_head_zeroes_the_whole_head_and_its_bias(model_type):
     patch_model(model, SparseArgs.struct())
     layer = next(get_layout(model).iter_layers(model))
     with torch.no_grad():
-        layer.query.source.scores[1] = -10.0  # prune head 1 (sigmoid << threshold)
+        layer.query.module.source.scores[1] = -10.0  # prune head 1 (sigmoid << threshold)
     set_thresholds(model, attention=0.1, dense=0.1)
     bake_model(model)
     head = slice(16, 32)
@@ -158,7 +158,7 @@ def test_masks_are_computed_once_per_forward_and_shared():
     # One hard-concrete sample serves the gate and up rows and the down columns.
     assert torch.equal(seen["ffn_gate"], seen["ffn_up"]) and torch.equal(seen["ffn_up"], seen["ffn_down"])
     # Outside a model forward, a change of threshold or scores is seen at once (no stale cache).
-    units = layer.ffn_up.source
+    units = layer.ffn_up.module.source
     model.eval()
     with torch.no_grad():
         model(**tiny_batch())
@@ -197,7 +197,7 @@ def test_reentrant_checkpointing_keeps_one_hard_concrete_sample_per_forward():
     samples = [sample for name in seen for sample in seen[name]]
     assert len(samples) == 6  # forward and recomputation, three members each
     assert all(torch.equal(sample, samples[0]) for sample in samples)
-    assert layer.ffn_up.source.scores.grad.abs().sum() > 0
+    assert layer.ffn_up.module.source.scores.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("model_type", ["bert", "llama"])

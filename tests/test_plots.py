@@ -54,8 +54,8 @@ def mask_fractions(model) -> dict[str, list[float]]:
     """What a patched head-and-unit model keeps, read from its raw scores (kept when > 0)."""
     result = {}
     for layer in get_layout(model).iter_layers(model):
-        for name, linear in {**layer.attention_linears, **layer.ffn_linears}.items():
-            result.setdefault(name, []).append(float((linear.source.scores > 0).float().mean()))
+        for name, projection in layer.projections.items():
+            result.setdefault(name, []).append(float((projection.module.source.scores > 0).float().mean()))
     return result
 
 

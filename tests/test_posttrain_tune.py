@@ -15,7 +15,7 @@ from nn_prune_ext import (
     prune_with_masks,
     supported_model_types,
 )
-from nn_prune_ext import layouts
+from nn_prune_ext.arch import registry
 from nn_prune_ext.importance import apply_masks
 from nn_prune_ext.posttrain.tune import LayerTaps, TuningResult, _NormalEquations, _solve, tune_masks
 
@@ -359,7 +359,7 @@ TUNING_CASES = [*supported_model_types(), *DECODER_VARIANTS, "opt"]
 
 @pytest.fixture
 def opt_registered(monkeypatch):
-    monkeypatch.setitem(layouts._REGISTRY, "opt", OPT_LAYOUT)
+    monkeypatch.setitem(registry._REGISTRY, "opt", OPT_LAYOUT)
 
 
 def case_model(case: str):

@@ -9,6 +9,7 @@ import textwrap
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import AutoConfig
 
 from nn_prune_ext import bake_model, get_layout, load_slim, optimize_model, supported_model_types
 from nn_prune_ext.slim import modeling_slim
@@ -100,7 +101,8 @@ def test_checkpoint_files(model_type, slim_checkpoints):
     assert config["auto_map"]["AutoModel"].startswith("modeling_nn_prune_slim.Slim")
     per_layer = config["per_layer_config"]
     if get_layout(model_type).norm_placement == "pre":  # the emptied layer is the identity: dropped
-        assert list(per_layer) == ["0"] and config["num_hidden_layers"] == 1
+        num_layers = AutoConfig.for_model(model_type).attribute_map.get("num_hidden_layers", "num_hidden_layers")
+        assert list(per_layer) == ["0"] and config[num_layers] == 1
         assert config[LAYERS_KEY]["kept"] == [0] and config[LAYERS_KEY]["dense_num_layers"] == 2
     else:
         assert 0 in per_layer[max(per_layer)].values()  # the emptied layer: no heads and no FFN units
@@ -116,12 +118,18 @@ def test_per_layer_sizes_match_the_weights(model_type, slim_checkpoints):
     spec = config[modeling_slim.SLIM_SPEC_KEY]
     with safe_open(os.path.join(folder, "model.safetensors"), "pt") as weights:
         shapes = {key: weights.get_slice(key).get_shape() for key in weights.keys()}
+    # The input dimension of a stored weight: the second of nn.Linear's (out, in), the first of Conv1D's.
+    inputs_at = {site["path"]: 0 if site["storage"] == "conv1d" else 1 for site in spec["sites"]}
     for index, sizes in config["per_layer_config"].items():
         heads, width = sizes[spec["num_heads_attr"]], sizes[spec["intermediate_size_attr"]]
         head_dim = sizes[spec["head_dim_attr"]]
         output = next(s for k, s in shapes.items() if f".{int(index)}.{spec['output']}.weight" in k)
         down = next(s for k, s in shapes.items() if f".{int(index)}.{spec['ffn_down']}.weight" in k)
-        assert output[1] == heads * head_dim and down[1] == width
+        assert heads * head_dim in output and width in down  # an empty Conv1D is stored as nn.Linear
+        if heads:
+            assert output[inputs_at[spec["output"]]] == heads * head_dim
+        if width:
+            assert down[inputs_at[spec["ffn_down"]]] == width
 
 
 def test_reloads_without_nn_prune_ext(model_type, remote_results):

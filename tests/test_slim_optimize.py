@@ -140,7 +140,7 @@ def test_uneven_kv_groups_are_padded_or_repeated():
         assert max_difference(slim(**batch).logits, reference) <= 1e-5
 
 
-@pytest.mark.parametrize("model_type", sorted(GQA_TYPES))
+@pytest.mark.parametrize("model_type", decoder_model_types())
 def test_generation_runs_through_an_empty_layer(model_type):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_config(model_type)).eval()

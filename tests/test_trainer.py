@@ -223,7 +223,7 @@ def test_unsupported_model_is_rejected_by_the_trainer(tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_config(
-        AutoConfig.for_model("gpt2", n_embd=32, n_head=2, n_layer=1, vocab_size=50)
+        AutoConfig.for_model("ctrl", n_embd=32, n_head=2, n_layer=1, dff=64, vocab_size=50)
     )
     with pytest.raises(UnsupportedArchitectureError, match="register_layout"):
         SparseTrainer(model=model, args=training_args(tmp_path), sparse_args=SparseArgs())
@@ -332,12 +332,12 @@ def test_filled_stage_loads_a_teacher_path_with_the_stock_class(tmp_path):
     assert type(trainer.teacher) is BertForSequenceClassification
 
 
-def test_save_model_of_a_patched_model_is_a_checkpoint_nn_prune_optimize_accepts(tmp_path):
+def test_save_model_of_a_patched_model_is_a_checkpoint_nn_prune_optimize_accepts(model_type, tmp_path):
     from nn_prune_ext.checkpoints import load_for_slimming
 
     sparse_args = SparseArgs.struct(attention_pruning_method="topK", dense_pruning_method="topK",
                                     regularization="disabled", final_threshold=0.5, initial_warmup=0, final_warmup=0)
-    trainer = SparseTrainer(model=tiny_model("bert"), args=training_args(tmp_path, max_steps=3),
+    trainer = SparseTrainer(model=tiny_model(model_type), args=training_args(tmp_path, max_steps=3),
                             train_dataset=tiny_dataset(), sparse_args=sparse_args)
     trainer.train()
     trainer.save_model(str(tmp_path / "final"))

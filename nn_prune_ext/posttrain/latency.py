@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..layouts import get_layout
+from ..arch import get_layout
 from ..masks import StructureMasks, prune_with_masks
 from ..slim.classes import stock_class
 from ..slim.modeling_slim import dense_config, is_slim_config

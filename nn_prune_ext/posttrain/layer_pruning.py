@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..importance import to_device
-from ..layouts import get_layout
+from ..arch import get_layout
 from ..patch import require_unpatched
 from ..slim.layers import drop_layers, layers_removed
 from ..transformers_internals import no_cache

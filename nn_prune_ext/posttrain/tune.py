@@ -38,7 +38,7 @@ from scipy.sparse.linalg import LinearOperator, lsmr
 from torch import nn
 
 from ..importance import apply_masks, to_device
-from ..layouts import ArchitectureLayout, LayerModules, get_layout
+from ..arch import ArchitectureLayout, LayerModules, get_layout
 from ..masks import StructureMasks
 from ..patch import require_unpatched
 from .layer_runner import LayerRunner, StopForward

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator
 
 from torch import nn
 
-from ..layouts import ArchitectureLayout, get_layout
+from ..arch import ArchitectureLayout, get_layout
 from ..patch import require_unpatched
 from . import modeling_slim
 

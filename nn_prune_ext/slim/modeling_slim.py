@@ -252,19 +252,44 @@ def _layers(model: nn.Module, spec: dict[str, Any]) -> nn.ModuleList:
     raise AttributeError(f"{type(model).__name__} has no layer list at {spec['layers']!r}.")
 
 
-def _resized_linear(old: nn.Linear, in_features: int, out_features: int, device) -> nn.Linear:
-    if (old.in_features, old.out_features) == (in_features, out_features) and device is None:
+# Every role, in the order of a fused module's rows; the same order as nn_prune_ext.arch.
+_ROLES = ("query", "key", "value", "output", "ffn_gate", "ffn_up", "ffn_down")
+_QKV = ("query", "key", "value")
+
+
+def _sites(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The projection modules of a layer: path, roles (in row order), interleave and storage.
+
+    Checkpoints of format 1 name one `nn.Linear` per role.
+    """
+    if "sites" in spec:
+        return spec["sites"]
+    return [
+        {"path": spec[role], "roles": [role], "interleave": "blocks", "storage": "linear"}
+        for role in _ROLES
+        if spec.get(role)
+    ]
+
+
+def _resized_projection(old: nn.Module, storage: str, in_features: int, out_features: int, device) -> nn.Module:
+    """A module like `old` (`nn.Linear`, or transformers' `Conv1D` storing `(in, out)`) of the given sizes.
+
+    A `Conv1D` without inputs is built as an `nn.Linear`: `Conv1D` cannot reshape a zero-width input.
+    """
+    device = old.weight.device if device is None else torch.device(device)
+    conv1d = storage == "conv1d" and in_features > 0
+    current = (old.in_features, old.out_features) if isinstance(old, nn.Linear) else tuple(old.weight.shape)
+    if current == (in_features, out_features) and isinstance(old, nn.Linear) != conv1d and device == old.weight.device:
         return old
     with warnings.catch_warnings():
         # A layer without heads or FFN units has zero-size projections; their init is a no-op.
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
-        return nn.Linear(
-            in_features,
-            out_features,
-            bias=old.bias is not None,
-            device=old.weight.device if device is None else device,
-            dtype=old.weight.dtype,
-        )
+        if conv1d:
+            from transformers.pytorch_utils import Conv1D
+
+            with torch.device(device):
+                return Conv1D(out_features, in_features).to(old.weight.dtype)
+        return nn.Linear(in_features, out_features, bias=old.bias is not None, device=device, dtype=old.weight.dtype)
 
 
 def _relative(path: str, prefix: str) -> str | None:
@@ -274,8 +299,8 @@ def _relative(path: str, prefix: str) -> str | None:
 def apply_slim_shapes(model: nn.Module, device: torch.device | str | None = None) -> list[nn.Module]:
     """Give every layer of `model` the sizes its config's `per_layer_config` describes.
 
-    Projections whose shape changes are replaced by new `nn.Linear` modules (uninitialized values
-    from `nn.Linear`'s own init); the head-count attributes of the attention module are updated; a
+    Projections whose shape changes are replaced by new modules of their kind (uninitialized values
+    from the module's own init); the head-count attributes of the attention module are updated; a
     layer without heads gets `EmptyAttention`.
 
     Args:
@@ -300,54 +325,53 @@ def apply_slim_shapes(model: nn.Module, device: torch.device | str | None = None
             raise ValueError(
                 f"Layer {index}: {heads} query heads cannot be grouped over {kv_heads} key/value heads."
             )
-        created += _resize_attention(layer, spec, index, heads, kv_heads, head_dim, hidden, device)
-        for name, in_features, out_features in (
-            ("ffn_up", hidden, width),
-            ("ffn_gate", hidden, width),
-            ("ffn_down", width, hidden),
-        ):
-            if spec.get(name):
-                old = _get(layer, spec[name])
-                new = _resized_linear(old, in_features, out_features, device)
-                if new is not old:
-                    _set(layer, spec[name], new)
-                    created.append(new)
+        # (inputs, outputs) of every role in this layer.
+        sizes = {
+            "query": (hidden, heads * head_dim),
+            "key": (hidden, kv_heads * head_dim),
+            "value": (hidden, kv_heads * head_dim),
+            "output": (heads * head_dim, hidden),
+            "ffn_gate": (hidden, width),
+            "ffn_up": (hidden, width),
+            "ffn_down": (width, hidden),
+        }
+        attention = _get(layer, spec["attention"]) if spec.get("attention") else None
+        for site in _sites(spec):
+            roles = site["roles"]
+            if set(roles) <= set(_QKV) and (heads == 0 or isinstance(attention, EmptyAttention)):
+                if heads:
+                    raise ValueError(f"Layer {index} has no attention heads left and cannot grow back to {heads}.")
+                continue  # replaced by EmptyAttention below, with the projections it held
+            old = _get(layer, site["path"])
+            new = _resized_projection(
+                old, site["storage"], sizes[roles[0]][0], sum(sizes[role][1] for role in roles), device
+            )
+            if new is not old:
+                _set(layer, site["path"], new)
+                created.append(new)
+        _empty_or_resize_attention(layer, spec, index, heads, kv_heads, head_dim)
     return created
 
 
-def _resize_attention(layer, spec, index, heads, kv_heads, head_dim, hidden, device) -> list[nn.Module]:
+def _empty_or_resize_attention(layer, spec, index, heads, kv_heads, head_dim) -> None:
+    """Replace the attention of a layer without heads by `EmptyAttention`; set the head-count attributes."""
     attention_path = spec.get("attention")
-    if attention_path is None and heads == 0:
-        raise ValueError(
-            f"Layer {index} has no heads left, but the layout names no attention module to replace; "
-            "register the layout with attention='<path of the attention module>'."
-        )
-    attention = _get(layer, attention_path) if attention_path else None
-    output_inside = _relative(spec["output"], attention_path) if attention_path else None
-    created: list[nn.Module] = []
-    if isinstance(attention, EmptyAttention):
-        if heads:
-            raise ValueError(f"Layer {index} has no attention heads left and cannot grow back to {heads}.")
-    else:
-        sizes = {"query": heads, "key": kv_heads, "value": kv_heads}
-        for name, count in sizes.items():
-            old = _get(layer, spec[name])
-            new = _resized_linear(old, hidden, count * head_dim, device)
-            if new is not old:
-                _set(layer, spec[name], new)
-                created.append(new)
-    old_output = _get(layer, spec["output"])
-    output = _resized_linear(old_output, heads * head_dim, hidden, device)
-    if output is not old_output:
-        _set(layer, spec["output"], output)
-        created.append(output)
+    if attention_path is None:
+        if heads == 0:
+            raise ValueError(
+                f"Layer {index} has no heads left, but the layout names no attention module to replace; "
+                "register the layout with attention='<path of the attention module>'."
+            )
+        return
+    attention = _get(layer, attention_path)
     if heads == 0 and not isinstance(attention, EmptyAttention):
+        output_inside = _relative(spec["output"], attention_path)
         if output_inside is not None and "." in output_inside:
             raise ValueError(f"The output projection path {spec['output']!r} is nested too deep to keep.")
         layer_idx = getattr(attention, "layer_idx", None)
         empty = empty_attention_like(
             attention,
-            output if output_inside is not None else None,
+            _get(layer, spec["output"]) if output_inside is not None else None,
             output_inside,
             head_dim,
             index if layer_idx is None else layer_idx,
@@ -361,9 +385,8 @@ def _resize_attention(layer, spec, index, heads, kv_heads, head_dim, hidden, dev
         "width": heads * head_dim,
     }
     for attribute, kind in spec.get("attention_attrs", {}).items():
-        if attention is not None and hasattr(attention, attribute):
+        if hasattr(attention, attribute):
             setattr(attention, attribute, values[kind])
-    return created
 
 
 # ----- the slim classes ---------------------------------------------------------------------

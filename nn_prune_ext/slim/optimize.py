@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from ..layouts import ArchitectureLayout, LayerModules, get_layout
+from ..arch import ArchitectureLayout, LayerModules, SlicedProjection, get_layout, store_projections
 from ..patch import bake_model, is_patched
 from . import modeling_slim
 from .classes import slim_class_for
@@ -130,17 +130,13 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     activation = _activation(model, layout)
     layers = list(layout.iter_layers(model))
     plans = [plan_layer(layer, activation) for layer in layers]
+    storages = layout.storages(model)
     with torch.no_grad():
         tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]
-        _describe_slim_config(model, layout, plans, parameters_before)
+        _describe_slim_config(model, layout, plans, parameters_before, storages)
         modeling_slim.apply_slim_shapes(model, device="meta")
-        spec = modeling_slim.slim_spec(model.config)
         for layer_module, layer_tensors in zip(layout.layer_list(model), tensors):
-            for name, (weight, bias) in layer_tensors.items():
-                linear = modeling_slim._get(layer_module, spec[name])
-                linear.weight = weight
-                if bias is not None:
-                    linear.bias = bias
+            store_projections(layer_module, layout, storages, layer_tensors, head_dim=plans[0].head_dim)
     if not isinstance(model, modeling_slim.SlimModelMixin):
         model.__class__ = slim_class_for(type(model))
     identity, notes = _identity_layers(layout, plans, tensors)
@@ -188,18 +184,18 @@ def _rows(weight: torch.Tensor, heads: list[int | None], head_dim: int) -> torch
     return torch.cat(pieces) if pieces else weight.new_zeros(0, *weight.shape[1:])
 
 
-def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, tuple[nn.Parameter, nn.Parameter | None]]:
-    """New (weight, bias) parameters of every projection of `layer` under `plan`.
+def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, SlicedProjection]:
+    """The `(out, in)` weight and bias of every role of `layer` under `plan`.
 
-    They keep the `requires_grad` of the parameters they are cut from, so frozen ones stay frozen.
+    Each remembers whether the parameters it is cut from require gradients, so frozen ones stay frozen.
     """
     d = plan.head_dim
     result: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     if plan.query_heads:
         for name, heads in (("query", plan.query_heads), ("key", plan.kv_heads), ("value", plan.kv_heads)):
-            linear = getattr(layer, name)
-            bias = _rows(linear.bias, heads, d) if linear.bias is not None else None
-            result[name] = (_rows(linear.weight, heads, d), bias)
+            projection = getattr(layer, name)
+            bias = _rows(projection.bias, heads, d) if projection.bias is not None else None
+            result[name] = (_rows(projection.weight, heads, d), bias)
     output = layer.output
     output_bias = output.bias
     if output_bias is not None and plan.output_bias_delta is not None:
@@ -207,21 +203,25 @@ def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, tuple[nn.Par
     result["output"] = (_rows(output.weight.t(), plan.query_heads, d).t().contiguous(), _clone(output_bias))
 
     units = torch.tensor(plan.ffn_units, dtype=torch.long, device=layer.ffn_down.weight.device)
-    ffn = {"ffn_up": layer.ffn_up, "ffn_gate": layer.ffn_gate}
-    for name, linear in ffn.items():
-        if linear is not None:
-            bias = linear.bias.index_select(0, units) if linear.bias is not None else None
-            result[name] = (linear.weight.index_select(0, units), bias)
+    for name in ("ffn_up", "ffn_gate"):
+        projection = getattr(layer, name)
+        if projection is not None:
+            bias = projection.bias.index_select(0, units) if projection.bias is not None else None
+            result[name] = (projection.weight.index_select(0, units), bias)
     down = layer.ffn_down
     down_bias = down.bias
     if down_bias is not None and plan.down_bias_delta is not None:
         down_bias = down_bias + plan.down_bias_delta
     result["ffn_down"] = (down.weight.index_select(1, units), _clone(down_bias))
-    linears = {**layer.attention_linears, **layer.ffn_linears}
+    projections = layer.projections
     return {
-        name: (
-            nn.Parameter(weight, requires_grad=linears[name].weight.requires_grad),
-            None if bias is None else nn.Parameter(bias, requires_grad=linears[name].bias.requires_grad),
+        name: SlicedProjection(
+            weight.contiguous(),
+            bias,
+            (
+                projections[name].stored_weight.requires_grad,
+                projections[name].stored_bias is not None and projections[name].stored_bias.requires_grad,
+            ),
         )
         for name, (weight, bias) in result.items()
     }
@@ -234,7 +234,7 @@ def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
 def _identity_layers(
     layout: ArchitectureLayout,
     plans: list[LayerPlan],
-    tensors: list[dict[str, tuple[nn.Parameter, nn.Parameter | None]]],
+    tensors: list[dict[str, SlicedProjection]],
 ) -> tuple[list[int], dict[int, str]]:
     """The layers to drop because they compute the identity, and a note for each empty layer.
 
@@ -250,7 +250,7 @@ def _identity_layers(
     for plan, layer_tensors in zip(plans, tensors):
         if plan.query_heads or plan.ffn_units:
             continue
-        biases = [layer_tensors[name][1] for name in ("output", "ffn_down")]
+        biases = [layer_tensors[name].bias for name in ("output", "ffn_down")]
         if layout.norm_placement == "post":
             notes[plan.index] = (
                 "kept without heads or FFN units: its post-norm LayerNorms still transform the hidden states"
@@ -267,14 +267,14 @@ def _identity_layers(
 
 
 def _describe_slim_config(
-    model: nn.Module, layout: ArchitectureLayout, plans: list[LayerPlan], parameters: int
+    model: nn.Module, layout: ArchitectureLayout, plans: list[LayerPlan], parameters: int, storages: dict[str, str]
 ) -> None:
     """Write the per-layer sizes (`per_layer_config`) and the layout description into the config."""
     config = model.config
     previous = getattr(config, modeling_slim.SLIM_SPEC_KEY, None) or {}
     head_dim = plans[0].head_dim if plans else layout.head_dim(config)
     canonical = lambda attribute: config.attribute_map.get(attribute, attribute)  # noqa: E731
-    spec = layout.slim_spec(config, head_dim)
+    spec = layout.slim_spec(config, head_dim, storages)
     for key in ("num_heads_attr", "num_kv_heads_attr", "head_dim_attr", "intermediate_size_attr", "hidden_size_attr"):
         if spec[key] is not None:
             spec[key] = canonical(spec[key])

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..layouts import LayerModules
+from ..arch import LayerModules
 
 __all__ = ["LayerPlan", "plan_layer", "slim_attention_sizes"]
 

@@ -12,7 +12,8 @@ from nn_prune_ext import (
     register_layout,
     supported_model_types,
 )
-from nn_prune_ext.layouts import _REGISTRY
+from nn_prune_ext.arch import UnsupportedProjectionError
+from nn_prune_ext.arch.registry import _REGISTRY
 
 from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, tiny_model
 
@@ -34,7 +35,7 @@ def test_layout_resolves_every_layer(model_type):
         assert layer.output.weight.shape == (HIDDEN, HIDDEN)
         assert layer.ffn_up.weight.shape == (INTERMEDIATE, HIDDEN)
         assert layer.ffn_down.weight.shape == (HIDDEN, INTERMEDIATE)
-        assert (layer.ffn_gate is not None) == (model_type in GQA_TYPES)
+        assert (layer.ffn_gate is not None) == (get_layout(model_type).ffn_gate is not None)
 
 
 def test_layout_works_on_the_bare_base_model(model_type):
@@ -44,12 +45,12 @@ def test_layout_works_on_the_bare_base_model(model_type):
 
 def test_unsupported_model_names_the_supported_types_and_the_fix():
     model = AutoModelForSequenceClassification.from_config(
-        AutoConfig.for_model("gpt2", n_embd=32, n_head=2, n_layer=1, vocab_size=50)
+        AutoConfig.for_model("ctrl", n_embd=32, n_head=2, n_layer=1, dff=64, vocab_size=50)
     )
     with pytest.raises(UnsupportedArchitectureError) as error:
         patch_model(model, SparseArgs())
     message = str(error.value)
-    assert "'gpt2'" in message and "register_layout" in message
+    assert "'ctrl'" in message and "register_layout" in message
     for model_type in ("bert", "llama", "distilbert"):
         assert model_type in message
 
@@ -108,3 +109,28 @@ def test_a_new_architecture_is_one_register_call():
         assert type(model.blocks[0].fc_out).__name__ == "MaskedLinear"
     finally:
         del _REGISTRY["toy-pruning-test"]
+
+
+class FusedToyBlock(nn.Module):
+    def __init__(self, config, qkv_rows: int):
+        super().__init__()
+        width = config.hidden_size
+        self.qkv, self.o = nn.Linear(width, qkv_rows), nn.Linear(width, width)
+        self.fc_in, self.fc_out = nn.Linear(width, config.intermediate_size), nn.Linear(config.intermediate_size, width)
+
+
+def test_a_fused_projection_of_an_unexpected_shape_names_the_module_and_the_shape():
+    layout = ArchitectureLayout(
+        model_types=("toy-fused-test",), layers="blocks", query="qkv", key="qkv", value="qkv", output="o",
+        ffn_up="fc_in", ffn_down="fc_out",
+    )
+    config = ToyConfig()
+    model = nn.Module()
+    model.config = config
+    model.blocks = nn.ModuleList([FusedToyBlock(config, 3 * 32)])
+    layer = next(layout.iter_layers(model))
+    assert [layer.query.out_features, layer.key.out_features, layer.value.out_features] == [32, 32, 32]
+    torch.testing.assert_close(layer.key.weight, model.blocks[0].qkv.weight[32:64], rtol=0, atol=0)
+    model.blocks = nn.ModuleList([FusedToyBlock(config, 80)])  # 32 query rows leave 48: not two equal shares
+    with pytest.raises(UnsupportedProjectionError, match=r"layer 0 qkv computes \['query', 'key', 'value'\] in 80"):
+        next(layout.iter_layers(model))

@@ -1,0 +1,96 @@
+"""The built-in layouts, one per family of models. Supporting a new family is one entry here.
+
+```python
+from nn_prune_ext import ArchitectureLayout, register_layout
+
+register_layout(
+    ArchitectureLayout(
+        model_types=("my_model",),
+        layers="decoder.blocks",
+        query="attn.q", key="attn.k", value="attn.v", output="attn.o",
+        ffn_up="mlp.fc_in", ffn_down="mlp.fc_out",
+    )
+)
+```
+
+Roles given one path are fused in that module (GPT-2's `c_attn`); `Conv1D` storage is recognized by
+the module's type.
+"""
+
+from __future__ import annotations
+
+from .layout import ArchitectureLayout
+from .registry import register_layout
+
+__all__ = ["BERT_LAYOUT", "DISTILBERT_LAYOUT", "LLAMA_LAYOUT", "GPT2_LAYOUT"]
+
+BERT_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("bert", "roberta", "xlm-roberta", "electra"),
+        layers="encoder.layer",
+        query="attention.self.query",
+        key="attention.self.key",
+        value="attention.self.value",
+        output="attention.output.dense",
+        ffn_up="intermediate.dense",
+        ffn_down="output.dense",
+        norm_placement="post",
+        attention="attention.self",
+        attention_attrs=(("num_attention_heads", "heads"), ("all_head_size", "width")),
+    )
+)
+
+DISTILBERT_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("distilbert",),
+        layers="transformer.layer",
+        query="attention.q_lin",
+        key="attention.k_lin",
+        value="attention.v_lin",
+        output="attention.out_lin",
+        ffn_up="ffn.lin1",
+        ffn_down="ffn.lin2",
+        intermediate_size_attr="hidden_dim",
+        norm_placement="post",
+        ffn_activation_attr="activation",
+        attention="attention",
+        attention_attrs=(("n_heads", "heads"),),
+    )
+)
+
+LLAMA_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("llama", "mistral", "qwen2"),
+        layers="layers",
+        query="self_attn.q_proj",
+        key="self_attn.k_proj",
+        value="self_attn.v_proj",
+        output="self_attn.o_proj",
+        ffn_up="mlp.up_proj",
+        ffn_gate="mlp.gate_proj",
+        ffn_down="mlp.down_proj",
+        num_kv_heads_attr="num_key_value_heads",
+        norm_placement="pre",
+        attention="self_attn",
+        attention_attrs=(("num_key_value_groups", "groups"),),
+    )
+)
+
+# Conv1D projections (stored (in, out)) and one fused [q | k | v] module.
+GPT2_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("gpt2",),
+        layers="h",
+        query="attn.c_attn",
+        key="attn.c_attn",
+        value="attn.c_attn",
+        output="attn.c_proj",
+        ffn_up="mlp.c_fc",
+        ffn_down="mlp.c_proj",
+        intermediate_size_attr="n_inner",
+        norm_placement="pre",
+        ffn_activation_attr="activation_function",
+        attention="attn",
+        attention_attrs=(("num_heads", "heads"), ("split_size", "width")),
+    )
+)

@@ -1,0 +1,65 @@
+"""The registry of architecture layouts: `model_type` -> `ArchitectureLayout`."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .layout import ArchitectureLayout
+
+__all__ = ["UnsupportedArchitectureError", "register_layout", "get_layout", "supported_model_types"]
+
+
+class UnsupportedArchitectureError(ValueError):
+    """Raised when a model's `model_type` has no registered layout."""
+
+
+_REGISTRY: dict[str, ArchitectureLayout] = {}
+
+
+def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> ArchitectureLayout:
+    """Register `layout` for each of its `model_types`.
+
+    Args:
+        layout: The layout to register.
+        overwrite: Replace an existing layout for the same `model_type` instead of raising.
+
+    Returns:
+        The registered layout.
+    """
+    for model_type in layout.model_types:
+        if model_type in _REGISTRY and not overwrite:
+            raise ValueError(
+                f"A layout for model_type {model_type!r} is already registered; pass overwrite=True to replace it."
+            )
+    for model_type in layout.model_types:
+        _REGISTRY[model_type] = layout
+    return layout
+
+
+def supported_model_types() -> list[str]:
+    """The `model_type` values that have a registered layout, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_layout(model_or_type: nn.Module | str) -> ArchitectureLayout:
+    """Return the layout of a model, a config or a `model_type` string.
+
+    Raises:
+        UnsupportedArchitectureError: If no layout is registered for the model type; the
+            message names the supported types and how to register a new one.
+    """
+    if isinstance(model_or_type, str):
+        model_type = model_or_type
+    else:
+        config = getattr(model_or_type, "config", model_or_type)
+        model_type = getattr(config, "model_type", None)
+    layout = _REGISTRY.get(model_type)
+    if layout is None:
+        raise UnsupportedArchitectureError(
+            f"nn_prune_ext has no layout for model_type {model_type!r}. Supported: "
+            f"{', '.join(supported_model_types())}. To add one, describe where its attention and FFN "
+            "projections live with nn_prune_ext.register_layout(ArchitectureLayout(model_types=(...), "
+            "layers=..., query=..., key=..., value=..., output=..., ffn_up=..., ffn_down=...)); "
+            "see nn_prune_ext/arch/families.py for the built-in ones."
+        )
+    return layout
