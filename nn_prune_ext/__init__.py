@@ -37,7 +37,7 @@ from .posttrain import (
 )
 from .schedule import SparsitySchedule
 from .scores import MaskedLinear, MaskScores
-from .slim import SlimReport, drop_layers, load_slim, optimize_model
+from .slim import SlimMismatchError, SlimReport, drop_layers, load_slim, optimize_model
 from .summary import LayerSummary, ModelSummary, summary
 from .timing import LatencyComparison, LatencyStats, compare_latency, inference_time
 from .trainer import SparseTrainer, SparsityController
@@ -65,6 +65,7 @@ __all__ = [
     "MaskScores",
     "optimize_model",
     "SlimReport",
+    "SlimMismatchError",
     "load_slim",
     "model_flops",
     "apply_masks",

@@ -6,13 +6,17 @@ import functools
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from nn_prune_ext import get_layout, supported_model_types
 
 HIDDEN, HEADS, KV_HEADS, INTERMEDIATE, LAYERS, VOCAB = 64, 4, 2, 128, 2, 128
+# The registered types with a sequence-classification class: the shared test table (`model_type`)
+# runs over these. The others (granite) have causal-LM heads only and are tested where noted.
+CLASSIFICATION_TYPES = tuple(t for t in supported_model_types() if t in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
 # The registered types with grouped-query attention (their tiny models get KV_HEADS key/value heads).
-GQA_TYPES = frozenset(t for t in supported_model_types() if get_layout(t).num_kv_heads_attr)
+GQA_TYPES = frozenset(t for t in CLASSIFICATION_TYPES if get_layout(t).num_kv_heads_attr)
 
 
 def tiny_config(model_type: str, **overrides):
@@ -30,9 +34,18 @@ def tiny_config(model_type: str, **overrides):
     }
     if layout.num_kv_heads_attr:
         settings[layout.num_kv_heads_attr] = KV_HEADS
+    if layout.head_dim_attr and getattr(AutoConfig.for_model(model_type), layout.head_dim_attr, None) is not None:
+        settings[layout.head_dim_attr] = HIDDEN // HEADS  # families with an explicit head size (Gemma: 256)
     settings.update(vocab_size=VOCAB, max_position_embeddings=64, num_labels=3, pad_token_id=0)
     settings.update(overrides)
     return AutoConfig.for_model(model_type, **settings)
+
+
+def empty_layers_are_dropped(model_or_type) -> bool:
+    """Whether slimming drops a layer left without heads and FFN units (and biases): its norms are
+    not applied to the residual sum (pre-norm or sandwich), so the layer is the identity."""
+    config = tiny_config(model_or_type) if isinstance(model_or_type, str) else model_or_type.config
+    return get_layout(config).norm_placement_for(config) != "post"
 
 
 def tiny_model(model_type: str, seed: int = 0, **overrides):
@@ -48,7 +61,7 @@ def tiny_batch(batch: int = 4, seq: int = 12, seed: int = 1) -> dict[str, torch.
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-@pytest.fixture(params=supported_model_types())
+@pytest.fixture(params=CLASSIFICATION_TYPES)
 def model_type(request) -> str:
     return request.param
 
@@ -69,7 +82,7 @@ def decoder_model_types() -> tuple[str, ...]:
     """The registered model types whose layers run causal self-attention (the decoders)."""
     decoders = []
     for model_type in supported_model_types():
-        model = tiny_model(model_type)
+        model = AutoModel.from_config(tiny_config(model_type))
         layout = get_layout(model)
         attention = layout.layer_list(model)[0].get_submodule(layout.attention)
         if getattr(attention, "is_causal", False):

@@ -1,7 +1,7 @@
 from nn_prune_ext import get_layout, model_flops, optimize_model
 from nn_prune_ext.flops import LayerShape, dense_layer_shapes, kept_layer_shapes, layer_macs, layer_shapes
 
-from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, tiny_model
+from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, empty_layers_are_dropped, tiny_model
 from slim_helpers import masked_model
 
 
@@ -34,5 +34,5 @@ def test_slim_model_flops_follow_the_report(model_type):
     assert model_flops(slim, 16) == model_flops(shapes, 16) < model_flops(dense, 16)
     assert shapes[-1].num_heads == 0 and layer_macs(shapes[-1], 16) == 0
     # The emptied last layer is dropped from a pre-norm model; the dense shapes still count it.
-    assert len(layer_shapes(slim)) == (1 if get_layout(model_type).norm_placement == "pre" else LAYERS)
+    assert len(layer_shapes(slim)) == (1 if empty_layers_are_dropped(slim) else LAYERS)
     assert dense_layer_shapes(slim) == layer_shapes(dense)

@@ -104,7 +104,7 @@ def test_head_granularity_shares_scores_per_head_and_kv_group(model_type):
     # FFN units: one vector shared by up (and gate) rows and down columns.
     units = layer.ffn_up.module.source
     assert units.shape == (INTERMEDIATE,) and layer.ffn_down.module.source is units
-    assert len(units.members) == (3 if gqa else 2)
+    assert len(units.members) == (3 if get_layout(model_type).ffn_gate else 2)
     # Only the owner registers the scores: no parameter is counted twice.
     names = [name for name, _ in model.named_parameters() if name.endswith("scores")]
     assert len(names) == len(groups)

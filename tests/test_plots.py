@@ -63,7 +63,7 @@ def test_matrix_densities_of_patched_baked_and_slim_models(model_type):
     masked = masked_model(model_type)
     densities = matrix_densities(masked)
     expected_names = ["query", "key", "value", "output", "ffn_up"]
-    expected_names += ["ffn_gate", "ffn_down"] if model_type in GQA_TYPES else ["ffn_down"]
+    expected_names += ["ffn_gate", "ffn_down"] if get_layout(model_type).ffn_gate else ["ffn_down"]
     assert list(densities) == expected_names
     assert densities == mask_fractions(masked)
     assert densities["query"][-1] == 0.0 and densities["ffn_down"][-1] == 0.0  # the emptied last layer

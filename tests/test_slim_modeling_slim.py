@@ -15,7 +15,7 @@ from nn_prune_ext import bake_model, get_layout, load_slim, optimize_model, supp
 from nn_prune_ext.slim import modeling_slim
 from nn_prune_ext.slim.layers import LAYERS_KEY
 
-from conftest import tiny_batch, tiny_model
+from conftest import CLASSIFICATION_TYPES, empty_layers_are_dropped, tiny_batch, tiny_model
 from slim_helpers import masked_model
 
 # Runs in a fresh interpreter whose import system cannot find nn_prune_ext: the repository root is
@@ -66,7 +66,7 @@ def slim_checkpoints(tmp_path_factory):
     from safetensors.torch import save_file
 
     folders, batch = {}, tiny_batch()
-    for model_type in supported_model_types():
+    for model_type in CLASSIFICATION_TYPES:
         masked = masked_model(model_type)
         with torch.no_grad():
             logits = masked(**batch).logits
@@ -100,7 +100,7 @@ def test_checkpoint_files(model_type, slim_checkpoints):
     assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_nn_prune_slim.Slim")
     assert config["auto_map"]["AutoModel"].startswith("modeling_nn_prune_slim.Slim")
     per_layer = config["per_layer_config"]
-    if get_layout(model_type).norm_placement == "pre":  # the emptied layer is the identity: dropped
+    if empty_layers_are_dropped(model_type):  # the emptied layer is the identity: dropped
         num_layers = AutoConfig.for_model(model_type).attribute_map.get("num_hidden_layers", "num_hidden_layers")
         assert list(per_layer) == ["0"] and config[num_layers] == 1
         assert config[LAYERS_KEY]["kept"] == [0] and config[LAYERS_KEY]["dense_num_layers"] == 2

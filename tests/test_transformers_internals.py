@@ -9,7 +9,7 @@ import inspect
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, BertConfig, BertForSequenceClassification, BertModel, Cache, Trainer
+from transformers import AutoModel, AutoModelForCausalLM, BertConfig, BertForSequenceClassification, BertModel, Cache, Trainer
 
 from nn_prune_ext import get_layout, supported_model_types
 from nn_prune_ext import transformers_internals as internals
@@ -177,7 +177,7 @@ def test_attention_modules_carry_the_attributes_slimming_updates(model_type):
 
 @pytest.mark.parametrize("model_type", decoder_model_types())
 def test_decoder_attention_knows_its_layer_index(model_type):
-    model = tiny_model(model_type)
+    model = AutoModel.from_config(tiny_config(model_type))
     layout = get_layout(model)
     indices = [layer.get_submodule(layout.attention).layer_idx for layer in layout.layer_list(model)]
     assert indices == list(range(LAYERS))

@@ -5,6 +5,7 @@
 - `projections`: adapters that read and cut a role as an `(out, in)` matrix whatever the storage
   (`nn.Linear`, `Conv1D`) or fusion (`[q | k | v]`, per-head interleaving, `[gate | up]`);
 - `registry`: `model_type` -> layout;
+- `inputs`: made-up inputs of a family's input kind, for checks and timing;
 - `families`: the built-in layouts.
 """
 
@@ -16,6 +17,7 @@ from .layout import (
     split_projections,
     store_projections,
 )
+from .inputs import probe_inputs
 from .projections import Projection, ProjectionSite, SplitProjection, UnsupportedProjectionError
 from .registry import UnsupportedArchitectureError, get_layout, register_layout, supported_model_types
 from . import families  # noqa: F401  (registers the built-in layouts)
@@ -32,6 +34,7 @@ __all__ = [
     "register_layout",
     "supported_model_types",
     "SlicedProjection",
+    "probe_inputs",
     "split_projections",
     "store_projections",
     "join_projections",

@@ -19,10 +19,23 @@ the module's type.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .layout import ArchitectureLayout
 from .registry import register_layout
 
-__all__ = ["BERT_LAYOUT", "DISTILBERT_LAYOUT", "LLAMA_LAYOUT", "GPT2_LAYOUT"]
+__all__ = [
+    "BERT_LAYOUT",
+    "DISTILBERT_LAYOUT",
+    "LLAMA_LAYOUT",
+    "GEMMA2_LAYOUT",
+    "GRANITE_LAYOUT",
+    "PHI_LAYOUT",
+    "STARCODER2_LAYOUT",
+    "OPT_LAYOUT",
+    "GPT2_LAYOUT",
+    "GPT_NEOX_LAYOUT",
+]
 
 BERT_LAYOUT = register_layout(
     ArchitectureLayout(
@@ -58,9 +71,10 @@ DISTILBERT_LAYOUT = register_layout(
     )
 )
 
+# Qwen 3's q/k norms work on one head at a time (size head_dim), so they follow any kept heads.
 LLAMA_LAYOUT = register_layout(
     ArchitectureLayout(
-        model_types=("llama", "mistral", "qwen2"),
+        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma"),
         layers="layers",
         query="self_attn.q_proj",
         key="self_attn.k_proj",
@@ -92,5 +106,73 @@ GPT2_LAYOUT = register_layout(
         ffn_activation_attr="activation_function",
         attention="attn",
         attention_attrs=(("num_heads", "heads"), ("split_size", "width")),
+    )
+)
+
+# Norms on the sublayers' inputs and outputs; Gemma 3's q/k norms work per head.
+GEMMA2_LAYOUT = register_layout(
+    replace(LLAMA_LAYOUT, model_types=("gemma2", "gemma3_text"), ffn_activation_attr="hidden_activation",
+            norm_placement="sandwich")
+)
+
+GRANITE_LAYOUT = register_layout(
+    replace(LLAMA_LAYOUT, model_types=("granite",), residual_scale_attr="residual_multiplier")
+)
+
+# Attention and FFN read the same normalised input (a parallel block).
+PHI_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("phi",),
+        layers="layers",
+        query="self_attn.q_proj",
+        key="self_attn.k_proj",
+        value="self_attn.v_proj",
+        output="self_attn.dense",
+        ffn_up="mlp.fc1",
+        ffn_down="mlp.fc2",
+        num_kv_heads_attr="num_key_value_heads",
+        norm_placement="pre",
+        attention="self_attn",
+        attention_attrs=(("num_key_value_groups", "groups"),),
+    )
+)
+
+STARCODER2_LAYOUT = register_layout(
+    replace(LLAMA_LAYOUT, model_types=("starcoder2",), ffn_up="mlp.c_fc", ffn_gate=None, ffn_down="mlp.c_proj")
+)
+
+# Norm placement is a config choice (do_layer_norm_before); the FFN flattens batch and sequence.
+OPT_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("opt",),
+        layers="decoder.layers",
+        query="self_attn.q_proj",
+        key="self_attn.k_proj",
+        value="self_attn.v_proj",
+        output="self_attn.out_proj",
+        ffn_up="fc1",
+        ffn_down="fc2",
+        intermediate_size_attr="ffn_dim",
+        pre_norm_attr="do_layer_norm_before",
+        ffn_activation_attr="activation_function",
+        attention="self_attn",
+        attention_attrs=(("num_heads", "heads"),),
+    )
+)
+
+# One fused projection interleaved per head ([q_h k_h v_h]); parallel residual by default.
+GPT_NEOX_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("gpt_neox",),
+        layers="layers",
+        query="attention.query_key_value",
+        key="attention.query_key_value",
+        value="attention.query_key_value",
+        output="attention.dense",
+        ffn_up="mlp.dense_h_to_4h",
+        ffn_down="mlp.dense_4h_to_h",
+        qkv_interleave="heads",
+        norm_placement="pre",
+        attention="attention",
     )
 )

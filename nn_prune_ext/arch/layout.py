@@ -37,6 +37,8 @@ __all__ = [
 # Every role, in the order of a fused module's rows (GPT-2's [q | k | v], Phi-3's [gate | up]).
 ROLES = ("query", "key", "value", "output", "ffn_gate", "ffn_up", "ffn_down")
 ATTENTION_ROLES = ("query", "key", "value", "output")
+NORM_PLACEMENTS = ("post", "pre", "sandwich")
+INPUT_KINDS = ("text",)
 FFN_ROLES = ("ffn_gate", "ffn_up", "ffn_down")
 
 
@@ -110,7 +112,14 @@ class ArchitectureLayout:
         intermediate_size_attr: Config attribute holding the FFN width.
         head_dim_attr: Config attribute holding an explicit head size; when it is absent or
             `None`, the head size is `hidden_size // num_heads`.
-        norm_placement: `"post"` (BERT: LayerNorm after the residual sum) or `"pre"` (Llama).
+        norm_placement: Where a layer normalises: `"post"` (BERT: LayerNorm after the residual sum),
+            `"pre"` (Llama: on the sublayer's input) or `"sandwich"` (Gemma 2, OLMo 2: also on the
+            sublayer's output, before it joins the residual stream; the norm must map 0 to 0, as
+            RMSNorm does).
+        pre_norm_attr: Config attribute that chooses between `"pre"` (true) and `"post"` (false)
+            placement per model (OPT's `do_layer_norm_before`); it overrides `norm_placement`.
+        residual_scale_attr: Config attribute holding a factor each sublayer's output is multiplied
+            by before it joins the residual stream (Granite's `residual_multiplier`).
         ffn_activation_attr: Config attribute naming the FFN activation.
         attention: Path of the module that turns a layer's hidden states into its attention
             output (it returns `(output, weights)`); by default the common parent of q/k/v.
@@ -119,6 +128,7 @@ class ArchitectureLayout:
         attention_attrs: Attributes of that module holding head counts, as pairs of attribute
             name and one of `"heads"`, `"kv_heads"`, `"groups"` (heads per key/value head) or
             `"width"` (heads x head size); slimming updates them per layer.
+        input_kind: What the model takes: `"text"` (`input_ids` and `attention_mask`).
     """
 
     model_types: tuple[str, ...]
@@ -137,15 +147,20 @@ class ArchitectureLayout:
     intermediate_size_attr: str = "intermediate_size"
     head_dim_attr: str | None = "head_dim"
     norm_placement: str = "post"
+    pre_norm_attr: str | None = None
+    residual_scale_attr: str | None = None
     ffn_activation_attr: str = "hidden_act"
     attention: str | None = None
     attention_attrs: tuple[tuple[str, str], ...] = ()
+    input_kind: str = "text"
 
     def __post_init__(self):
         if not self.model_types:
             raise ValueError("ArchitectureLayout needs at least one model_type.")
-        if self.norm_placement not in ("pre", "post"):
-            raise ValueError(f"norm_placement must be 'pre' or 'post', got {self.norm_placement!r}.")
+        if self.norm_placement not in NORM_PLACEMENTS:
+            raise ValueError(f"norm_placement must be one of {NORM_PLACEMENTS}, got {self.norm_placement!r}.")
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}.")
         if self.qkv_interleave not in ("blocks", "heads"):
             raise ValueError(f"qkv_interleave must be 'blocks' or 'heads', got {self.qkv_interleave!r}.")
         if self.attention is None:
@@ -221,6 +236,18 @@ class ArchitectureLayout:
             f"Could not find the layer list {self.layers!r} in {type(model).__name__}; "
             f"the layout for {self.model_types} does not match this model."
         )
+
+    def norm_placement_for(self, config) -> str:
+        """Where the layers of a model with this `config` normalise: `"post"`, `"pre"` or `"sandwich"`."""
+        if self.pre_norm_attr is not None:
+            return "pre" if getattr(config, self.pre_norm_attr) else "post"
+        return self.norm_placement
+
+    def residual_scale(self, config) -> float:
+        """The factor sublayer outputs are multiplied by before joining the residual stream (1 by default)."""
+        if self.residual_scale_attr is None:
+            return 1.0
+        return float(getattr(config, self.residual_scale_attr))
 
     def num_heads(self, config) -> int:
         return int(getattr(config, self.num_heads_attr))

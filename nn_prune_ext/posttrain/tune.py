@@ -7,10 +7,13 @@ so that each pruned sublayer reproduces what the dense model computes there. For
 calibration batches, the squared distance between the student's and the dense teacher's
 pre-normalisation sums:
 
-    student: x_s + sum_j s_j O_j + b        teacher: x_d + O_d + b
+    student: x_s + m (sum_j s_j O_j + b)        teacher: x_d + m (O_d + b)
 
 `O_j` is the contribution of kept head (unit) `j` to the output (down) projection, `x_s` / `x_d`
-the residual input of the sublayer. This is linear least squares in the scales `s`: the normal
+the residual input of the sublayer and `m` the factor some families scale sublayer outputs by
+(Granite's residual multiplier; 1 elsewhere). Where the sublayer's output is normalised before it
+joins the residual stream ("sandwich" norms: Gemma 2, OLMo 2), the fit matches that output itself,
+`sum_j s_j O_j + b` against `O_d + b`. This is linear least squares in the scales `s`: the normal
 equations are accumulated batch by batch without ever forming the `tokens x hidden` by `k`
 design matrix, and solved with `scipy.sparse.linalg.lsmr`. A solve that is not finite, does not
 converge, needs a scale beyond `max_scale` or does not lower the error is rejected, and that
@@ -108,26 +111,32 @@ class LayerTaps:
     Records the input and output of the attention output projection and of the FFN down
     projection, and the FFN input. Input hooks run before any masking hook (`apply_masks`), so the
     inputs are the raw, unscaled head outputs and unit activations; the outputs are those of the
-    masked layer. The pre-normalisation sums follow from the layout's `norm_placement`:
+    masked layer. The sums the fits match follow from the norm placement (`m`: the residual scale):
 
-    - attention: layer input + output-projection output (post- and pre-norm alike);
-    - FFN: residual + down-projection output, the residual being the FFN input for post-norm
-      layers (BERT: the attention block's LayerNorm output) and the layer input plus the
-      attention output for pre-norm layers (Llama).
+    - attention: layer input + m x output-projection output (post- and pre-norm alike);
+    - FFN: residual + m x down-projection output, the residual being the FFN input for post-norm
+      layers (BERT: the attention block's LayerNorm output) and the attention sum for pre-norm
+      layers (Llama), so that the FFN sum of a pre-norm layer is its output;
+    - sandwich norms: the projection outputs themselves (they are normalised before the residual sum).
 
     Sums are returned as `[tokens, hidden]` (batch and sequence flattened), whatever shape each
     term had: some layers (OPT) flatten the FFN's input themselves.
 
     Args:
         modules: The layer's projections (from the layout's `iter_layers`).
-        norm_placement: `"post"` or `"pre"`.
+        norm_placement: `"post"`, `"pre"` or `"sandwich"` (`ArchitectureLayout.norm_placement_for`).
+        residual_scale: The factor sublayer outputs join the residual stream with
+            (`ArchitectureLayout.residual_scale`).
         stop_before_ffn: End the forward when the FFN starts, with `StopForward` (the attention
             fit needs nothing after it, and skipping the FFN saves most of the compute).
     """
 
-    def __init__(self, modules: LayerModules, norm_placement: str, stop_before_ffn: bool = False):
+    def __init__(
+        self, modules: LayerModules, norm_placement: str, residual_scale: float = 1.0, stop_before_ffn: bool = False
+    ):
         self.modules = modules
         self.norm_placement = norm_placement
+        self.residual_scale = residual_scale
         self.stop_before_ffn = stop_before_ffn
         self.values: dict[str, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -183,19 +192,28 @@ class LayerTaps:
 
         return hook
 
-    def attention_sum(self, layer_input: torch.Tensor) -> torch.Tensor:
-        """The attention sublayer's pre-normalisation sum, `[tokens, hidden]`."""
-        return _token_rows(layer_input) + _token_rows(self.values["attention_output"])
+    @property
+    def output_scale(self) -> float:
+        """What the fits multiply a projection output by: the residual scale, or 1 where the output is matched itself."""
+        return 1.0 if self.norm_placement == "sandwich" else self.residual_scale
 
-    def ffn_residual(self, layer_input: torch.Tensor) -> torch.Tensor:
-        """The residual the FFN output is added to, `[tokens, hidden]`."""
-        if self.norm_placement == "post":
-            return _token_rows(self.values["ffn_up_input"])
-        return self.attention_sum(layer_input)
+    def attention_sum(self, layer_input: torch.Tensor) -> torch.Tensor:
+        """What the attention fit matches (the pre-normalisation sum), `[tokens, hidden]`."""
+        output = _token_rows(self.values["attention_output"])
+        if self.norm_placement == "sandwich":
+            return output
+        return _token_rows(layer_input) + self.residual_scale * output
 
     def ffn_sum(self, layer_input: torch.Tensor) -> torch.Tensor:
-        """The FFN sublayer's pre-normalisation sum (the layer output itself for pre-norm layers), `[tokens, hidden]`."""
-        return self.ffn_residual(layer_input) + _token_rows(self.values["ffn_output"])
+        """What the FFN fit matches (for pre-norm layers, the layer output itself), `[tokens, hidden]`."""
+        output = _token_rows(self.values["ffn_output"])
+        if self.norm_placement == "sandwich":
+            return output
+        if self.norm_placement == "post":
+            residual = _token_rows(self.values["ffn_up_input"])
+        else:
+            residual = self.attention_sum(layer_input)
+        return residual + self.residual_scale * output
 
 
 def _token_rows(tensor: torch.Tensor) -> torch.Tensor:
@@ -340,6 +358,8 @@ class _Tuner:
         solve_options: dict[str, Any],
     ):
         self.model, self.layout, self.masks, self.runner = model, layout, masks, runner
+        self.norm_placement = layout.norm_placement_for(model.config)
+        self.residual_scale = layout.residual_scale(model.config)
         hidden = [runner.first_input(batch) for batch in range(len(runner.inputs))]
         self.tokens = [_real_tokens(inputs, states) for inputs, states in zip(runner.inputs, hidden)]
         self.teacher_hidden, self.student_hidden = hidden, list(hidden)
@@ -361,10 +381,13 @@ class _Tuner:
         unit_masks[index] = self.masks.units[index].to(self.device)
         return apply_masks(self.model, head_masks, unit_masks)
 
+    def _taps(self, modules: LayerModules, stop_before_ffn: bool = False) -> LayerTaps:
+        return LayerTaps(modules, self.norm_placement, self.residual_scale, stop_before_ffn=stop_before_ffn)
+
     def _teacher(self, modules: LayerModules) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Run the dense layer on the teacher's hidden states; its sums per batch, as real tokens."""
         attention_sums, ffn_sums = [], []
-        with LayerTaps(modules, self.layout.norm_placement) as taps:
+        with self._taps(modules) as taps:
             for batch, hidden in enumerate(self.teacher_hidden):
                 taps.clear()
                 self.teacher_hidden[batch] = self.runner.run(modules.index, batch, hidden)
@@ -383,7 +406,7 @@ class _Tuner:
         stop = sublayer == "attention"
         error = 0.0
         outputs: list[torch.Tensor] = []
-        with self._masked(modules.index), LayerTaps(modules, self.layout.norm_placement, stop_before_ffn=stop) as taps:
+        with self._masked(modules.index), self._taps(modules, stop_before_ffn=stop) as taps:
             for batch, (hidden, target) in enumerate(zip(self.student_hidden, targets)):
                 taps.clear()
                 output = self.runner.run(modules.index, batch, hidden, allow_stop=stop)
@@ -412,9 +435,12 @@ class _Tuner:
         index = modules.index
         values = (self.masks.heads if sublayer == "attention" else self.masks.units)[index]
         kept = values.nonzero().flatten()
-        weight = (modules.output if sublayer == "attention" else modules.ffn_down).weight
+        weight = (modules.output if sublayer == "attention" else modules.ffn_down).weight.detach()
+        scale = self._taps(modules).output_scale
+        if scale != 1.0:  # a residual scale multiplies every contribution
+            weight = weight * scale
         group_size = modules.head_dim if sublayer == "attention" else 1
-        equations = _NormalEquations(weight.detach(), kept, group_size) if kept.numel() else None
+        equations = _NormalEquations(weight, kept, group_size) if kept.numel() else None
         error, outputs = self._student(modules, targets, sublayer, equations)
         scales, after, reason = None, error, None
         if equations is None:

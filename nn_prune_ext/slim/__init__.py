@@ -5,6 +5,7 @@ from .classes import load_slim, slim_class_for
 from .layers import drop_layers
 from .model_card import write_model_card
 from .optimize import LayerReport, SlimReport, is_slim_model, optimize_model
+from .verify import SlimMismatchError
 
 if write_model_card not in modeling_slim.SAVE_HOOKS:
     modeling_slim.SAVE_HOOKS.append(write_model_card)
@@ -13,6 +14,7 @@ __all__ = [
     "optimize_model",
     "SlimReport",
     "LayerReport",
+    "SlimMismatchError",
     "drop_layers",
     "is_slim_model",
     "load_slim",

@@ -25,6 +25,7 @@ from . import modeling_slim
 from .classes import slim_class_for
 from .layers import dense_num_parameters, drop_layers
 from .structure import LayerPlan, plan_layer
+from .verify import check_against, reference_probe
 
 __all__ = ["optimize_model", "SlimReport", "LayerReport", "is_slim_model"]
 
@@ -88,7 +89,7 @@ class SlimReport:
         return "\n".join(rows)
 
 
-def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = False) -> nn.Module:
+def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = False, verify: bool = True) -> nn.Module:
     """Remove the attention heads and FFN units whose removal leaves every output unchanged.
 
     Accepts a patched model (it is baked first with its evaluation-mode masks at the current
@@ -105,6 +106,9 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
         mode: `"dense"`: the result is a smaller dense model. (nn_pruning's block-sparse mode needs
             special kernels and is not offered.)
         inplace: Modify `model` itself instead of a copy (saves memory on large models).
+        verify: Check the result on a small made-up input against the model before slimming (two
+            forward passes of a few tokens) and refuse it, naming the first layer and tensor that
+            differ, rather than return a model that computes something else.
 
     Returns:
         A model of the slim variant of the input's class, in eval mode, with `slim_report` (a
@@ -114,6 +118,8 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     Raises:
         ValueError: For another `mode`.
         UnsupportedArchitectureError: For a model without a registered layout.
+        SlimMismatchError: If `verify` finds the slim model computing something else than the masked
+            model (a layout that misses state following the heads).
     """
     if mode != "dense":
         raise ValueError(
@@ -126,6 +132,7 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     if is_patched(model):
         bake_model(model)
     model.eval()
+    reference = reference_probe(model) if verify else None
     parameters_before = count_parameters(model)
     activation = _activation(model, layout)
     layers = list(layout.iter_layers(model))
@@ -139,9 +146,11 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
             store_projections(layer_module, layout, storages, layer_tensors, head_dim=plans[0].head_dim)
     if not isinstance(model, modeling_slim.SlimModelMixin):
         model.__class__ = slim_class_for(type(model))
-    identity, notes = _identity_layers(layout, plans, tensors)
+    identity, notes = _identity_layers(layout.norm_placement_for(model.config), plans, tensors)
     drop_layers(model, identity, inplace=True)
     model.eval()
+    if reference is not None:
+        check_against(reference, model)
     model.slim_report = SlimReport(
         layers=[_layer_report(plan, plan.index in identity, notes.get(plan.index)) for plan in plans],
         parameters=(parameters_before, count_parameters(model)),
@@ -232,14 +241,14 @@ def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _identity_layers(
-    layout: ArchitectureLayout,
+    norm_placement: str,
     plans: list[LayerPlan],
     tensors: list[dict[str, SlicedProjection]],
 ) -> tuple[list[int], dict[int, str]]:
     """The layers to drop because they compute the identity, and a note for each empty layer.
 
     Args:
-        layout: The model's layout.
+        norm_placement: Where the model's layers normalise (`ArchitectureLayout.norm_placement_for`).
         plans: The plan of every layer.
         tensors: The sliced parameters of every layer (`_slice_layer`), biases with folded constants.
 
@@ -251,7 +260,7 @@ def _identity_layers(
         if plan.query_heads or plan.ffn_units:
             continue
         biases = [layer_tensors[name].bias for name in ("output", "ffn_down")]
-        if layout.norm_placement == "post":
+        if norm_placement == "post":
             notes[plan.index] = (
                 "kept without heads or FFN units: its post-norm LayerNorms still transform the hidden states"
             )

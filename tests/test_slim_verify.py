@@ -1,0 +1,70 @@
+"""optimize_model checks its result on a probe input and names the first layer and tensor that differ."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from nn_prune_ext import ArchitectureLayout, SlimMismatchError, get_layout, optimize_model, register_layout
+from nn_prune_ext.arch import registry
+from nn_prune_ext.slim import optimize as optimize_module
+from nn_prune_ext.slim.verify import check_against, record_probe
+
+from conftest import HEADS, HIDDEN, INTERMEDIATE, tiny_model
+from slim_helpers import masked_model
+
+
+def test_a_faithful_slim_model_passes_and_the_record_covers_every_layer(model_type):
+    masked = masked_model(model_type)
+    reference = record_probe(masked)
+    slim = optimize_model(masked, verify=False)
+    check_against(reference, slim)  # no error
+    layers = len(get_layout(masked).layer_list(masked))
+    assert {key for key in reference.tensors} == {(i, what) for i in range(layers) for what in ("attention", "ffn", "layer")}
+
+
+def test_a_wrong_slice_is_refused_naming_the_layer_and_tensor(monkeypatch):
+    original = optimize_module._slice_layer
+
+    def corrupted(layer, plan):
+        sliced = original(layer, plan)
+        if layer.index == 1:  # a wrong FFN weight in the second layer
+            down = sliced["ffn_down"]
+            sliced["ffn_down"] = down._replace(weight=down.weight + 0.1)
+        return sliced
+
+    monkeypatch.setattr(optimize_module, "_slice_layer", corrupted)
+    masked = masked_model("bert", empty_last_layer=False)
+    with pytest.raises(SlimMismatchError, match=r"in layer 1, the FFN output \(output of output\.dense\) differs by"):
+        optimize_model(masked)
+    optimize_model(masked, verify=False)  # the check can be turned off
+
+
+def test_a_layout_missing_whole_width_qk_norms_is_refused(monkeypatch):
+    """OLMo 2 normalises q and k over all heads at once: cutting heads leaves a norm of the wrong width."""
+    layout = ArchitectureLayout(
+        model_types=("olmo2",), layers="layers", query="self_attn.q_proj", key="self_attn.k_proj",
+        value="self_attn.v_proj", output="self_attn.o_proj", ffn_up="mlp.up_proj", ffn_gate="mlp.gate_proj",
+        ffn_down="mlp.down_proj", num_kv_heads_attr="num_key_value_heads", norm_placement="sandwich",
+        attention="self_attn", attention_attrs=(("num_key_value_groups", "groups"),),
+    )
+    monkeypatch.setitem(registry._REGISTRY, "olmo2", layout)
+    config = AutoConfig.for_model(
+        "olmo2", hidden_size=HIDDEN, num_attention_heads=HEADS, num_key_value_heads=HEADS,
+        intermediate_size=INTERMEDIATE, num_hidden_layers=2, vocab_size=128,
+    )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        next(layout.iter_layers(model)).output.weight[:, :16] = 0  # remove head 0 of layer 0
+    with pytest.raises(SlimMismatchError, match=r"fails on a probe input in layer 0 .*'olmo2'"):
+        optimize_model(model)
+
+
+def test_a_model_with_broken_weights_is_refused_before_slimming():
+    model = tiny_model("llama")
+    with torch.no_grad():
+        model.score.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite values on a made-up input before slimming"):
+        optimize_model(model)
