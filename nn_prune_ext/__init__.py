@@ -23,7 +23,7 @@ from .arch import (
     register_layout,
     supported_model_types,
 )
-from .masks import StructureMasks, fold_masks, prune_with_masks
+from .masks import StructureMasks, fold_masks, masks_from_scores, prune_with_masks
 from .optim import ScoreOptimizer
 from .patch import bake_model, densities, is_patched, iter_mask_scores, patch_model, set_thresholds
 from .posttrain import (
@@ -80,6 +80,7 @@ __all__ = [
     "LatencyComparison",
     "StructureMasks",
     "fold_masks",
+    "masks_from_scores",
     "prune_with_masks",
     "magnitude_importance",
     "PostTrainingArgs",

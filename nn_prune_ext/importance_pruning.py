@@ -325,6 +325,8 @@ def importance_masks(
             options, no batches, or batches the model computes no loss from.
     """
     args = _resolve(args, kwargs)
+    if args.target_num_heads is not None:
+        get_layout(model).require_removable_heads(f"target_num_heads={args.target_num_heads}")
     heads = None if args.target_num_heads is None else _heads_part(model, args.target_num_heads, args.whole_kv_groups)
     units = None if args.target_ffn_width is None else _units_part(model, args.target_ffn_width, args.multiple_of)
     if args.rounds > 1 and isinstance(batches, Iterator):

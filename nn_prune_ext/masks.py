@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from .arch import get_layout
-from .patch import bake_model, is_patched, require_unpatched
+from .patch import bake_model, eval_grids, is_patched, require_unpatched
+from .scores.masked_linear import MaskedLinear
 from .slim import optimize_model
 
-__all__ = ["StructureMasks", "fold_masks", "prune_with_masks"]
+__all__ = ["StructureMasks", "fold_masks", "masks_from_scores", "prune_with_masks"]
 
 
 @dataclass
@@ -174,6 +175,8 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
     """
     require_unpatched(model, "fold_masks (prune_with_masks bakes a patched model itself)")
     masks.check(model)
+    if any(bool((mask == 0).any()) for mask in masks.heads):
+        get_layout(model).require_removable_heads("These masks")
     for layer, head_mask, unit_mask in zip(get_layout(model).iter_layers(model), masks.heads, masks.units):
         if head_mask.numel():
             weight = layer.output.weight
@@ -183,6 +186,48 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
             weight = layer.ffn_down.weight
             weight.mul_(unit_mask.to(weight.device, weight.dtype))
     return model
+
+
+@torch.no_grad()
+def masks_from_scores(model: nn.Module) -> StructureMasks:
+    """The heads and FFN units a patched model's evaluation-mode masks remove, as `StructureMasks`.
+
+    A head is removed when its mask leaves none of its output-projection columns, an FFN unit when
+    its mask leaves nothing of its down-projection column: exactly what slimming removes, so
+    `prune_with_masks(model, masks_from_scores(model))` is the model `optimize_model(model)` gives.
+    What the masks remove inside kept heads and units (blocks, rows, value heads) stays as zeros in the
+    weights when the model is baked; slimming removes what of it is removable.
+
+    Args:
+        model: A model patched by `patch_model` or `SparseTrainer` (at its current thresholds, which
+            are the final ones after training).
+
+    Returns:
+        Binary masks (1 kept, 0 removed), one per head and FFN unit of every layer.
+
+    Raises:
+        ValueError: If the model is not patched.
+    """
+    if not is_patched(model):
+        raise ValueError(
+            "masks_from_scores needs a model patched for movement pruning (patch_model or SparseTrainer); for a "
+            "dense or baked model, build the masks with StructureMasks.from_kept or an importance method."
+        )
+    grids = eval_grids(model)
+    masks = StructureMasks.ones(model)
+    for layer, head_mask, unit_mask in zip(get_layout(model).iter_layers(model), masks.heads, masks.units):
+        output, down = layer.output.module, layer.ffn_down.module
+        if isinstance(output, MaskedLinear) and layer.num_heads:
+            head_mask.copy_(_kept_columns(grids[output], output.in_features).view(layer.num_heads, -1).any(dim=1))
+        if isinstance(down, MaskedLinear) and down.in_features:
+            unit_mask.copy_(_kept_columns(grids[down], down.in_features))
+    return masks
+
+
+def _kept_columns(grid: torch.Tensor, in_features: int) -> torch.Tensor:
+    """Per input column of a masked linear: does its mask keep any entry of it."""
+    kept = (grid != 0).any(dim=0).cpu()
+    return kept.repeat_interleave(in_features // kept.numel())
 
 
 def prune_with_masks(model: nn.Module, masks: StructureMasks, *, inplace: bool = False) -> nn.Module:

@@ -10,6 +10,7 @@ saves as an ordinary checkpoint with zeros where it was pruned.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -30,6 +31,8 @@ __all__ = [
     "set_thresholds",
     "densities",
 ]
+
+logger = logging.getLogger(__name__)
 
 _SCORES_ATTR = "_nn_prune_ext_scores"
 _HOOKS_ATTR = "_nn_prune_ext_hooks"
@@ -177,13 +180,18 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
         raise ValueError("The model is already patched; bake_model() it first to patch it again.")
     sparse_args.validate()
     layout = layout or get_layout(model)
+    if layout.fixed_heads is not None:
+        logger.warning(
+            "Heads of %s cannot be removed exactly (%s): patch_model scores the FFN units only.",
+            "/".join(layout.model_types), layout.fixed_heads,
+        )
     split_projections(model, layout)
     layer_list = layout.layer_list(model)
     all_scores: list[MaskScores] = []
     for layer in list(layout.iter_layers(model)):  # resolve everything before replacing anything
         projections = layer.projections
         # A slimmed layer may have no heads or no FFN units left: nothing to score there.
-        groups = _attention_groups(layer, sparse_args) if layer.num_heads else []
+        groups = _attention_groups(layer, sparse_args) if layer.num_heads and layout.fixed_heads is None else []
         groups += _dense_groups(layer, sparse_args) if layer.ffn_down.in_features else []
         for group in groups:
             weight = projections[group.members[0].name].weight

@@ -12,9 +12,13 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 from nn_prune_ext import get_layout, supported_model_types
 
 HIDDEN, HEADS, KV_HEADS, INTERMEDIATE, LAYERS, VOCAB = 64, 4, 2, 128, 2, 128
-# The registered types with a sequence-classification class: the shared test table (`model_type`)
-# runs over these. The others (granite) have causal-LM heads only and are tested where noted.
-CLASSIFICATION_TYPES = tuple(t for t in supported_model_types() if t in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+# The shared test table (`model_type`) runs over the registered types with a sequence-classification
+# class and removable heads. The others are tested where noted: granite (causal-LM heads only) in
+# test_posttrain_tune and test_slim_optimize's decoder tests, olmo2 (heads fixed) in test_arch_fixed_heads.
+CLASSIFICATION_TYPES = tuple(
+    t for t in supported_model_types()
+    if t in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES and get_layout(t).fixed_heads is None
+)
 # The registered types with grouped-query attention (their tiny models get KV_HEADS key/value heads).
 GQA_TYPES = frozenset(t for t in CLASSIFICATION_TYPES if get_layout(t).num_kv_heads_attr)
 
@@ -79,9 +83,11 @@ def labelled_batches(count: int = 4, batch: int = 4, seq: int = 12, num_labels: 
 
 @functools.cache
 def decoder_model_types() -> tuple[str, ...]:
-    """The registered model types whose layers run causal self-attention (the decoders)."""
+    """The registered model types whose layers run causal self-attention (the decoders), heads removable."""
     decoders = []
     for model_type in supported_model_types():
+        if get_layout(model_type).fixed_heads is not None:
+            continue
         model = AutoModel.from_config(tiny_config(model_type))
         layout = get_layout(model)
         attention = layout.layer_list(model)[0].get_submodule(layout.attention)

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -134,3 +136,9 @@ def test_a_fused_projection_of_an_unexpected_shape_names_the_module_and_the_shap
     model.blocks = nn.ModuleList([FusedToyBlock(config, 80)])  # 32 query rows leave 48: not two equal shares
     with pytest.raises(UnsupportedProjectionError, match=r"layer 0 qkv computes \['query', 'key', 'value'\] in 80"):
         next(layout.iter_layers(model))
+
+
+def test_the_readme_lists_every_supported_type():
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    missing = [model_type for model_type in supported_model_types() if f"`{model_type}`" not in readme]
+    assert not missing, f"README.md does not list {missing}"

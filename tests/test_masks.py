@@ -5,10 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nn_prune_ext import SparseArgs, StructureMasks, apply_masks, fold_masks, patch_model, prune_with_masks
+from nn_prune_ext import (
+    SparseArgs,
+    StructureMasks,
+    apply_masks,
+    fold_masks,
+    iter_mask_scores,
+    masks_from_scores,
+    optimize_model,
+    patch_model,
+    prune_with_masks,
+)
 from nn_prune_ext.flops import kept_layer_shapes
 
-from conftest import HEADS, INTERMEDIATE, LAYERS, tiny_batch, tiny_model
+from conftest import GQA_TYPES, HEADS, INTERMEDIATE, LAYERS, tiny_batch, tiny_model
+from slim_helpers import HEAD_AND_UNIT_ARGS, masked_model
 
 
 def _scaled_masks(model) -> StructureMasks:
@@ -94,3 +105,40 @@ def test_fold_masks_refuses_a_patched_model():
     model = patch_model(tiny_model("bert"), SparseArgs.struct())
     with pytest.raises(ValueError, match="fold_masks.*bake_model"):
         fold_masks(model, StructureMasks.ones(model))
+
+
+@pytest.mark.parametrize("preset", ["heads_and_units", "hybrid"])
+def test_masks_from_scores_slim_like_optimize_model(model_type, preset):
+    """The masks a patched model's scores give are the contract: slimming by them is optimize_model's result."""
+    if preset == "heads_and_units":
+        model = masked_model(model_type)
+    else:  # 16x16 attention blocks, FFN units, random scores at threshold 0
+        model = tiny_model(model_type)
+        patch_model(model, SparseArgs(**{**HEAD_AND_UNIT_ARGS, "attention_granularity": "block",
+                                         "attention_block_rows": 16, "attention_block_cols": 16}))
+        generator = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            for scores in iter_mask_scores(model):
+                scores.scores.copy_(torch.randn(scores.shape, generator=generator) - 1.0)
+    masks = masks_from_scores(model)
+    by_masks = prune_with_masks(model, masks)
+    by_zeros = optimize_model(model)
+    sizes = lambda slim: [(r.heads, r.kv_heads, r.ffn_width) for r in slim.slim_report.layers]  # noqa: E731
+    assert sizes(by_masks) == sizes(by_zeros)
+    batch = tiny_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(by_masks(**batch).logits, by_zeros(**batch).logits, rtol=0, atol=1e-5)
+    heads_after = [r.heads[1] for r in by_zeros.slim_report.layers]
+    units_after = [r.ffn_width[1] for r in by_zeros.slim_report.layers]
+    assert masks.kept_units() == units_after  # FFN units are scored whole in both presets
+    if model_type not in GQA_TYPES:  # (grouped-query slimming may add zero padding heads)
+        if preset == "heads_and_units":  # whole heads: the masks say all there is
+            assert masks.kept_heads() == heads_after
+        else:  # blocks: a head is removed when no block of its output columns is kept; zeros may remove more
+            assert all(kept >= after for kept, after in zip(masks.kept_heads(), heads_after))
+            assert masks.kept_heads() != [HEADS] * LAYERS  # the random scores did remove heads
+
+
+def test_masks_from_scores_needs_a_patched_model():
+    with pytest.raises(ValueError, match="needs a model patched for movement pruning"):
+        masks_from_scores(tiny_model("bert"))

@@ -35,6 +35,7 @@ __all__ = [
     "OPT_LAYOUT",
     "GPT2_LAYOUT",
     "GPT_NEOX_LAYOUT",
+    "OLMO2_LAYOUT",
 ]
 
 BERT_LAYOUT = register_layout(
@@ -174,5 +175,15 @@ GPT_NEOX_LAYOUT = register_layout(
         qkv_interleave="heads",
         norm_placement="pre",
         attention="attention",
+    )
+)
+
+# q and k are normalised over all heads at once: heads stay, FFN units are pruned.
+OLMO2_LAYOUT = register_layout(
+    replace(
+        LLAMA_LAYOUT,
+        model_types=("olmo2",),
+        norm_placement="sandwich",
+        fixed_heads="its q and k norms normalise all heads together, so removing a head changes the others",
     )
 )

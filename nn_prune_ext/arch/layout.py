@@ -129,6 +129,9 @@ class ArchitectureLayout:
             name and one of `"heads"`, `"kv_heads"`, `"groups"` (heads per key/value head) or
             `"width"` (heads x head size); slimming updates them per layer.
         input_kind: What the model takes: `"text"` (`input_ids` and `attention_mask`).
+        fixed_heads: Why heads of this family cannot be removed exactly, or `None` when they can.
+            When set, slimming keeps every head (zeroed ones compute zeros), movement pruning
+            scores FFN units only, and the ways in that would remove heads refuse with this reason.
     """
 
     model_types: tuple[str, ...]
@@ -153,6 +156,7 @@ class ArchitectureLayout:
     attention: str | None = None
     attention_attrs: tuple[tuple[str, str], ...] = ()
     input_kind: str = "text"
+    fixed_heads: str | None = None
 
     def __post_init__(self):
         if not self.model_types:
@@ -236,6 +240,15 @@ class ArchitectureLayout:
             f"Could not find the layer list {self.layers!r} in {type(model).__name__}; "
             f"the layout for {self.model_types} does not match this model."
         )
+
+    def require_removable_heads(self, action: str) -> None:
+        """Raise a `ValueError` saying why `action` cannot remove heads of this family, and what it can do instead."""
+        if self.fixed_heads is not None:
+            raise ValueError(
+                f"{action} would remove attention heads, but heads of {', '.join(self.model_types)} cannot be removed "
+                f"exactly: {self.fixed_heads}. Prune FFN units only: keep every head (1 in every head mask), or use "
+                "prune_by_importance with target_ffn_width alone, or SparseTrainer (which scores FFN units only here)."
+            )
 
     def norm_placement_for(self, config) -> str:
         """Where the layers of a model with this `config` normalise: `"post"`, `"pre"` or `"sandwich"`."""

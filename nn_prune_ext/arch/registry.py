@@ -14,6 +14,10 @@ class UnsupportedArchitectureError(ValueError):
 
 
 _REGISTRY: dict[str, ArchitectureLayout] = {}
+# Layouts derived from a model's tensor-parallel plan and checked (`fallback`), and the reasons
+# derivation failed, per model_type: each type is checked once per process.
+_DERIVED: dict[str, ArchitectureLayout] = {}
+_REFUSED: dict[str, str] = {}
 
 
 def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> ArchitectureLayout:
@@ -33,6 +37,8 @@ def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> A
             )
     for model_type in layout.model_types:
         _REGISTRY[model_type] = layout
+        _DERIVED.pop(model_type, None)
+        _REFUSED.pop(model_type, None)
     return layout
 
 
@@ -44,19 +50,32 @@ def supported_model_types() -> list[str]:
 def get_layout(model_or_type: nn.Module | str) -> ArchitectureLayout:
     """Return the layout of a model, a config or a `model_type` string.
 
+    A model of an unregistered type gets a layout derived from its config's `base_model_tp_plan`
+    when slimming a tiny copy of the model with it gives exactly the masked model's outputs
+    (`nn_prune_ext.arch.fallback`); the check runs once per type.
+
     Raises:
-        UnsupportedArchitectureError: If no layout is registered for the model type; the
-            message names the supported types and how to register a new one.
+        UnsupportedArchitectureError: If no layout is registered for the model type and none could
+            be derived; the message names the supported types and how to register a new one.
     """
     if isinstance(model_or_type, str):
         model_type = model_or_type
     else:
         config = getattr(model_or_type, "config", model_or_type)
         model_type = getattr(config, "model_type", None)
-    layout = _REGISTRY.get(model_type)
+    layout = _REGISTRY.get(model_type) or _DERIVED.get(model_type)
+    derivable = isinstance(model_or_type, nn.Module) and hasattr(model_or_type, "config") and model_type is not None
+    if layout is None and derivable and model_type not in _REFUSED:
+        from .fallback import FallbackError, verified_layout
+
+        try:
+            layout = _DERIVED[model_type] = verified_layout(model_or_type)
+        except FallbackError as error:
+            _REFUSED[model_type] = str(error)
     if layout is None:
+        reason = f" and could not derive one: {_REFUSED[model_type]}" if model_type in _REFUSED else ""
         raise UnsupportedArchitectureError(
-            f"nn_prune_ext has no layout for model_type {model_type!r}. Supported: "
+            f"nn_prune_ext has no layout for model_type {model_type!r}{reason}. Supported: "
             f"{', '.join(supported_model_types())}. To add one, describe where its attention and FFN "
             "projections live with nn_prune_ext.register_layout(ArchitectureLayout(model_types=(...), "
             "layers=..., query=..., key=..., value=..., output=..., ffn_up=..., ffn_down=...)); "

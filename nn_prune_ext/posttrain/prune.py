@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from ..arch import get_layout
 from ..importance import collect_mask_gradients, to_device
 from ..masks import StructureMasks, prune_with_masks
 from ..patch import require_unpatched
@@ -219,6 +220,7 @@ def post_training_prune(
     elif overrides:
         args = PostTrainingArgs(**{**args.__dict__, **overrides})
     require_unpatched(model, "post_training_prune")
+    get_layout(model).require_removable_heads("post_training_prune (its search trades heads against FFN units)")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     batches = [with_labels(model, batch) for batch in itertools.islice(batches, args.max_batches)]

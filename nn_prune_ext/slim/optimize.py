@@ -136,7 +136,7 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     parameters_before = count_parameters(model)
     activation = _activation(model, layout)
     layers = list(layout.iter_layers(model))
-    plans = [plan_layer(layer, activation) for layer in layers]
+    plans = [plan_layer(layer, activation, keep_heads=layout.fixed_heads is not None) for layer in layers]
     storages = layout.storages(model)
     with torch.no_grad():
         tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]

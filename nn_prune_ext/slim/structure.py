@@ -77,7 +77,7 @@ def _zero_bias_blocks(bias: torch.Tensor | None, count: int, device: torch.devic
 
 
 @torch.no_grad()
-def plan_layer(layer: LayerModules, activation: nn.Module | None) -> LayerPlan:
+def plan_layer(layer: LayerModules, activation: nn.Module | None, keep_heads: bool = False) -> LayerPlan:
     """Plan the slimming of one layer from its (baked or zero-filled) weights.
 
     Args:
@@ -85,11 +85,12 @@ def plan_layer(layer: LayerModules, activation: nn.Module | None) -> LayerPlan:
         activation: The FFN activation (used to decide whether a zeroed unit outputs zero and to
             fold constant units); `None` when unknown, in which case only units with a zero down
             column or a zero gate/up product are removed.
+        keep_heads: Keep every head, zero or not (families whose heads cannot be removed exactly).
 
     Returns:
         The plan.
     """
-    attention = _plan_attention(layer)
+    attention = _keep_every_head(layer) if keep_heads else _plan_attention(layer)
     ffn_units, down_delta, ffn_notes = _plan_ffn(layer, activation)
     query_heads, kv_heads, output_delta, notes = attention
     return LayerPlan(
@@ -105,6 +106,14 @@ def plan_layer(layer: LayerModules, activation: nn.Module | None) -> LayerPlan:
         down_bias_delta=down_delta,
         notes=notes + ffn_notes,
     )
+
+
+def _keep_every_head(layer: LayerModules):
+    notes = []
+    dead = int(_zero_blocks(layer.output.weight, layer.num_heads, 1).sum()) if layer.num_heads else 0
+    if dead:
+        notes.append(f"kept {dead} zero head(s): heads of this family cannot be removed exactly")
+    return list(range(layer.num_heads)), list(range(layer.num_kv_heads)), None, notes
 
 
 def _plan_attention(layer: LayerModules):

@@ -1,0 +1,90 @@
+"""Unregistered decoders: a layout derived from base_model_tp_plan, used only after a check on a tiny copy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from nn_prune_ext import UnsupportedArchitectureError, get_layout, optimize_model, supported_model_types
+from nn_prune_ext.arch import registry
+from nn_prune_ext.arch.fallback import FallbackError, derive_layout
+
+from conftest import HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, VOCAB
+
+
+@pytest.fixture(autouse=True)
+def fresh_fallbacks(monkeypatch):
+    """Each test derives (and checks) layouts afresh, and leaves no derived layout behind."""
+    monkeypatch.setattr(registry, "_DERIVED", {})
+    monkeypatch.setattr(registry, "_REFUSED", {})
+
+
+def causal_lm(model_type: str, **overrides):
+    config = AutoConfig.for_model(
+        model_type, hidden_size=HIDDEN, num_attention_heads=HEADS, intermediate_size=INTERMEDIATE,
+        num_hidden_layers=2, vocab_size=VOCAB, pad_token_id=0, **overrides,
+    )
+    if hasattr(config, "num_key_value_heads"):
+        config.num_key_value_heads = KV_HEADS
+    if getattr(config, "head_dim", None) is not None:
+        config.head_dim = HIDDEN // HEADS
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def test_a_llama_shaped_plan_gives_the_roles():
+    layout = derive_layout(AutoConfig.for_model("olmo"))
+    assert (layout.layers, layout.attention) == ("layers", "self_attn")
+    assert (layout.query, layout.key, layout.value, layout.output) == (
+        "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"
+    )
+    assert (layout.ffn_gate, layout.ffn_up, layout.ffn_down) == ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    assert layout.num_kv_heads_attr == "num_key_value_heads" and layout.norm_placement == "pre"
+
+
+@pytest.mark.parametrize("model_type", ["olmo", "cohere", "helium"])
+def test_an_unregistered_decoder_slims_exactly_through_the_derived_layout(model_type):
+    assert model_type not in supported_model_types()
+    model = causal_lm(model_type)
+    layout = get_layout(model)
+    assert layout.model_types == (model_type,) and model_type in registry._DERIVED
+    layers = list(layout.iter_layers(model))
+    with torch.no_grad():
+        layers[0].output.weight[:, : 2 * (HIDDEN // HEADS)] = 0  # heads 0 and 1: the first key/value group
+        layers[1].output.weight.zero_()  # no heads left
+        layers[1].ffn_down.weight[:, ::3] = 0
+    prompt = torch.randint(1, VOCAB, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected_logits = model(prompt).logits
+    expected = model.generate(prompt, max_new_tokens=4, do_sample=False)
+    slim = optimize_model(model)
+    assert [(r.heads[1], r.ffn_width[1]) for r in slim.slim_report.layers] == [
+        (HEADS - 2, INTERMEDIATE), (0, INTERMEDIATE - len(range(0, INTERMEDIATE, 3)))
+    ]
+    with torch.no_grad():
+        torch.testing.assert_close(slim(prompt).logits, expected_logits, rtol=0, atol=1e-5)
+    assert torch.equal(slim.generate(prompt, max_new_tokens=4, do_sample=False), expected)
+
+
+def test_experts_are_refused_with_the_reason_and_the_supported_types():
+    with pytest.raises(UnsupportedArchitectureError) as error:
+        get_layout(causal_lm("mixtral", num_local_experts=2, num_experts_per_tok=1))
+    message = str(error.value)
+    assert "'mixtral' and could not derive one: its layers hold mixture-of-experts FFNs" in message
+    assert "llama" in message and "register_layout" in message
+
+
+def test_a_layout_that_fails_its_check_is_refused(monkeypatch):
+    """OLMo 2 normalises q and k over all heads at once: the layout derived for it cannot cut heads exactly."""
+    monkeypatch.delitem(registry._REGISTRY, "olmo2")  # as if it were not built in
+    with pytest.raises(UnsupportedArchitectureError, match="did not slim a tiny copy exactly"):
+        get_layout(causal_lm("olmo2"))
+    assert "olmo2" in registry._REFUSED and "olmo2" not in registry._DERIVED
+
+
+def test_fused_projections_are_not_derived():
+    with pytest.raises(FallbackError, match="not one attention module with separate query, key and value"):
+        derive_layout(AutoConfig.for_model("phi3"))
+    with pytest.raises(FallbackError, match="no base_model_tp_plan"):
+        derive_layout(AutoConfig.for_model("bloom"))
