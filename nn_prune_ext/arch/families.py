@@ -36,6 +36,7 @@ __all__ = [
     "GPT2_LAYOUT",
     "GPT_NEOX_LAYOUT",
     "OLMO2_LAYOUT",
+    "PHI3_LAYOUT",
 ]
 
 BERT_LAYOUT = register_layout(
@@ -185,5 +186,26 @@ OLMO2_LAYOUT = register_layout(
         model_types=("olmo2",),
         norm_placement="sandwich",
         fixed_heads="its q and k norms normalise all heads together, so removing a head changes the others",
+    )
+)
+
+# Fused [q | k | v] (grouped-query) and fused [gate | up] projections; the attention reads the number
+# of query heads from its config while it runs.
+PHI3_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("phi3",),
+        layers="layers",
+        query="self_attn.qkv_proj",
+        key="self_attn.qkv_proj",
+        value="self_attn.qkv_proj",
+        output="self_attn.o_proj",
+        ffn_gate="mlp.gate_up_proj",
+        ffn_up="mlp.gate_up_proj",
+        ffn_down="mlp.down_proj",
+        num_kv_heads_attr="num_key_value_heads",
+        norm_placement="pre",
+        attention="self_attn",
+        attention_attrs=(("num_key_value_groups", "groups"), ("num_key_value_heads", "kv_heads")),
+        attention_reads_config=True,
     )
 )

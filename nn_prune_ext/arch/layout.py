@@ -128,6 +128,8 @@ class ArchitectureLayout:
         attention_attrs: Attributes of that module holding head counts, as pairs of attribute
             name and one of `"heads"`, `"kv_heads"`, `"groups"` (heads per key/value head) or
             `"width"` (heads x head size); slimming updates them per layer.
+        attention_reads_config: The attention module reads head counts from its config while it runs
+            (Phi-3); a slim layer's attention then gets a view of the config with that layer's sizes.
         input_kind: What the model takes: `"text"` (`input_ids` and `attention_mask`).
         fixed_heads: Why heads of this family cannot be removed exactly, or `None` when they can.
             When set, slimming keeps every head (zeroed ones compute zeros), movement pruning
@@ -155,6 +157,7 @@ class ArchitectureLayout:
     ffn_activation_attr: str = "hidden_act"
     attention: str | None = None
     attention_attrs: tuple[tuple[str, str], ...] = ()
+    attention_reads_config: bool = False
     input_kind: str = "text"
     fixed_heads: str | None = None
 
@@ -219,6 +222,7 @@ class ArchitectureLayout:
             **{role: self.role_path(role) for role in ROLES},
             "sites": [{**site.to_dict(), "storage": storages[site.path]} for site in self.sites],
             "attention_attrs": dict(self.attention_attrs),
+            "attention_reads_config": self.attention_reads_config,
             "num_heads_attr": self.num_heads_attr,
             "num_kv_heads_attr": self.num_kv_heads_attr,
             "head_dim_attr": self.head_dim_attr or "head_dim",

@@ -350,7 +350,42 @@ def apply_slim_shapes(model: nn.Module, device: torch.device | str | None = None
                 _set(layer, site["path"], new)
                 created.append(new)
         _empty_or_resize_attention(layer, spec, index, heads, kv_heads, head_dim)
+        if spec.get("attention_reads_config") and spec.get("attention"):
+            attention = _get(layer, spec["attention"])
+            sizes = {spec["num_heads_attr"]: heads, spec["head_dim_attr"]: head_dim}
+            if spec.get("num_kv_heads_attr"):
+                sizes[spec["num_kv_heads_attr"]] = kv_heads
+            attention.config = LayerConfig(config, sizes)
     return created
+
+
+class LayerConfig:
+    """What the attention of one slim layer reads as its config: the layer's sizes, the rest from the model's.
+
+    For attention modules that read head counts from their config while they run (Phi-3). Everything
+    not overridden, `_attn_implementation` included, is read from the model's config when asked, so
+    a later change of the attention implementation reaches the layer.
+
+    Args:
+        config: The model's config.
+        sizes: `{attribute: value}` of this layer (number of heads, of key/value heads, head size).
+    """
+
+    def __init__(self, config, sizes: dict[str, int]):
+        self.__dict__["_config"] = config
+        self.__dict__["_sizes"] = dict(sizes)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("_config", "_sizes"):
+            raise AttributeError(name)
+        sizes = self.__dict__["_sizes"]
+        if name in sizes:
+            return sizes[name]
+        # Other per-layer sizes stay unreadable here, as on the model's config: a wrong size fails loudly.
+        return getattr(self.__dict__["_config"], name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self.__dict__["_config"], name, value)
 
 
 def _empty_or_resize_attention(layer, spec, index, heads, kv_heads, head_dim) -> None:
