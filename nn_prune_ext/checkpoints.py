@@ -24,11 +24,10 @@ from .patch import patch_model, set_thresholds
 from .slim import load_slim
 from .slim.classes import hub_kwargs
 from .slim.modeling_slim import is_slim_config
-from .trainer import SPARSE_STATE_NAME
+from .trainer import MASK_SCORES_NAME, SCORES_MARKER, SPARSE_STATE_NAME
 
 __all__ = ["load_for_slimming"]
 
-_SCORES_MARKER = ".mask_scores."
 
 
 def _model_class(config, path: Path) -> type:
@@ -43,13 +42,16 @@ def _model_class(config, path: Path) -> type:
 
 
 def _saved_scores(path: Path) -> dict:
-    files = sorted(path.glob("*.safetensors"))
+    """The mask scores of a checkpoint: from `mask_scores.safetensors` (under the model's own parameter
+    names) when `SparseTrainer` wrote one, else from the weight files (checkpoints of older versions)."""
+    own = path / MASK_SCORES_NAME
+    files = [own] if own.is_file() else sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} holds no .safetensors weights (nn_prune_ext loads no pickled weights).")
     scores = {}
     for file in files:
         with safe_open(str(file), "pt") as handle:
-            scores.update({key: handle.get_tensor(key) for key in handle.keys() if _SCORES_MARKER in key})
+            scores.update({key: handle.get_tensor(key) for key in handle.keys() if SCORES_MARKER in key})
     return scores
 
 
@@ -88,7 +90,7 @@ def load_for_slimming(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.M
     sparse_args = SparseArgs(**json.loads(state_file.read_text())["sparse_args"])
     patch_model(model, sparse_args)
     missing, unexpected = model.load_state_dict(scores, strict=False)
-    expected = {key for key in model.state_dict() if _SCORES_MARKER in key}
+    expected = {key for key in model.state_dict() if SCORES_MARKER in key}
     if unexpected or expected - set(scores):
         raise ValueError(
             f"The mask scores in {path} do not match the model patched with its {SPARSE_STATE_NAME}: "

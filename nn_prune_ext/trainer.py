@@ -15,6 +15,7 @@ import os
 from typing import Any, Iterator
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -27,9 +28,13 @@ from .schedule import SparsitySchedule
 from .slim.classes import stock_class
 from .transformers_internals import loss_is_per_batch_mean
 
-__all__ = ["SparseTrainer", "SparsityController", "SPARSE_STATE_NAME"]
+__all__ = ["SparseTrainer", "SparsityController", "SPARSE_STATE_NAME", "MASK_SCORES_NAME"]
 
 SPARSE_STATE_NAME = "sparse_state.json"
+# The mask scores under the model's own parameter names. The weights file has them too, but some
+# families' save_pretrained writes older key names there (ViT), which only from_pretrained maps back.
+MASK_SCORES_NAME = "mask_scores.safetensors"
+SCORES_MARKER = ".mask_scores."  # in the state-dict name of every score tensor
 
 
 class SparsityController:
@@ -112,6 +117,17 @@ def _write_json_atomically(path: str, payload: dict) -> None:
     temporary = f"{path}.tmp-{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+def _write_scores_atomically(path: str, model: nn.Module) -> None:
+    scores = {
+        name: tensor.detach().cpu().contiguous()
+        for name, tensor in model.state_dict(keep_vars=True).items()
+        if SCORES_MARKER in name
+    }
+    temporary = f"{path}.tmp-{os.getpid()}"
+    save_file(scores, temporary)
     os.replace(temporary, path)
 
 
@@ -265,6 +281,7 @@ class SparseTrainer(Trainer):
         super()._save(output_dir, state_dict)
         if self.args.should_save and is_patched(self.model):
             folder = output_dir if output_dir is not None else self.args.output_dir
+            _write_scores_atomically(os.path.join(folder, MASK_SCORES_NAME), self.accelerator.unwrap_model(self.model))
             _write_json_atomically(os.path.join(folder, SPARSE_STATE_NAME), self.controller.state())
 
     def evaluation_loop(self, *args, **kwargs):

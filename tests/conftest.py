@@ -6,18 +6,27 @@ import functools
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
-from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForSequenceClassification
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
 
 from nn_prune_ext import get_layout, supported_model_types
 
 HIDDEN, HEADS, KV_HEADS, INTERMEDIATE, LAYERS, VOCAB = 64, 4, 2, 128, 2, 128
+IMAGE_SIZE, PATCH_SIZE, CHANNELS = 16, 4, 3  # vision families: 16 patches and a class token
+# Per input kind: the classifier class the shared table uses, and the names it is mapped under.
+CLASSIFIERS = {
+    "text": (AutoModelForSequenceClassification, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES),
+    "pixels": (AutoModelForImageClassification, MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES),
+}
 # The shared test table (`model_type`) runs over the registered types with a sequence-classification
 # class and removable heads. The others are tested where noted: granite (causal-LM heads only) in
 # test_posttrain_tune and test_slim_optimize's decoder tests, olmo2 (heads fixed) in test_arch_fixed_heads.
 CLASSIFICATION_TYPES = tuple(
     t for t in supported_model_types()
-    if t in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES and get_layout(t).fixed_heads is None
+    if t in CLASSIFIERS[get_layout(t).input_kind][1] and get_layout(t).fixed_heads is None
 )
 # The registered types with grouped-query attention (their tiny models get KV_HEADS key/value heads).
 GQA_TYPES = frozenset(t for t in CLASSIFICATION_TYPES if get_layout(t).num_kv_heads_attr)
@@ -40,6 +49,8 @@ def tiny_config(model_type: str, **overrides):
         settings[layout.num_kv_heads_attr] = KV_HEADS
     if layout.head_dim_attr and getattr(AutoConfig.for_model(model_type), layout.head_dim_attr, None) is not None:
         settings[layout.head_dim_attr] = HIDDEN // HEADS  # families with an explicit head size (Gemma: 256)
+    if layout.input_kind == "pixels":
+        settings.update(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=CHANNELS)
     settings.update(vocab_size=VOCAB, max_position_embeddings=64, num_labels=3, pad_token_id=0)
     settings.update(overrides)
     return AutoConfig.for_model(model_type, **settings)
@@ -53,12 +64,19 @@ def empty_layers_are_dropped(model_or_type) -> bool:
 
 
 def tiny_model(model_type: str, seed: int = 0, **overrides):
+    """A tiny classifier of `model_type` (sequence or image classification, by the family's input kind)."""
     torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(tiny_config(model_type, **overrides)).eval()
+    classifier = CLASSIFIERS[get_layout(model_type).input_kind][0]
+    return classifier.from_config(tiny_config(model_type, **overrides)).eval()
 
 
-def tiny_batch(batch: int = 4, seq: int = 12, seed: int = 1) -> dict[str, torch.Tensor]:
+def tiny_batch(model_type=None, batch: int = 4, seq: int = 12, seed: int = 1) -> dict[str, torch.Tensor]:
+    """Deterministic inputs of the input kind of `model_type` (a type name or a model): token ids with
+    some padding (the default), or images."""
     generator = torch.Generator().manual_seed(seed)
+    if model_type is not None and get_layout(model_type).input_kind == "pixels":
+        shape = (batch, CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
+        return {"pixel_values": torch.randn(shape, generator=generator)}
     input_ids = torch.randint(1, VOCAB, (batch, seq), generator=generator)
     attention_mask = torch.ones_like(input_ids)
     attention_mask[0, -3:] = 0  # some padding, so masking paths are exercised
@@ -70,11 +88,13 @@ def model_type(request) -> str:
     return request.param
 
 
-def labelled_batches(count: int = 4, batch: int = 4, seq: int = 12, num_labels: int = 3) -> list[dict[str, torch.Tensor]]:
-    """`count` batches of `tiny_batch` inputs with sequence-classification labels (deterministic)."""
+def labelled_batches(
+    count: int = 4, batch: int = 4, seq: int = 12, num_labels: int = 3, model_type: str | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """`count` batches of `tiny_batch` inputs with class labels (deterministic)."""
     batches = []
     for index in range(count):
-        inputs = tiny_batch(batch=batch, seq=seq, seed=100 + index)
+        inputs = tiny_batch(model_type, batch=batch, seq=seq, seed=100 + index)
         generator = torch.Generator().manual_seed(200 + index)
         inputs["labels"] = torch.randint(0, num_labels, (batch,), generator=generator)
         batches.append(inputs)

@@ -98,7 +98,7 @@ def test_auto_slim_trains_then_slims_to_the_topk_sizes(model_type, mha, tmp_path
     from test_trainer import tiny_dataset, training_args
 
     trainer = SparseTrainer(
-        model=tiny_model(model_type), args=training_args(tmp_path, max_steps=8), train_dataset=tiny_dataset(32),
+        model=tiny_model(model_type), args=training_args(tmp_path, max_steps=8), train_dataset=tiny_dataset(32, model_type=model_type),
         sparse_args=SparseArgs.auto_slim(ffn2_sparsity=0.3, mha_sparsity=mha, initial_warmup=1, final_warmup=2),
     )
     trainer.train()
@@ -122,6 +122,6 @@ def test_auto_slim_trains_then_slims_to_the_topk_sizes(model_type, mha, tmp_path
     else:
         heads = 4 if mha is None else 3  # floor(0.75 * 4) with mha 0.25
         assert sizes == [(heads, heads, 89)] * LAYERS
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     with torch.no_grad():
         torch.testing.assert_close(slim(**batch).logits, masked(**batch).logits, atol=1e-5, rtol=1e-4)

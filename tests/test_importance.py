@@ -19,8 +19,8 @@ from conftest import HEADS, INTERMEDIATE, LAYERS, empty_layers_are_dropped, tiny
 from slim_helpers import masked_model
 
 
-def labelled_batch(seed: int = 1) -> dict[str, torch.Tensor]:
-    batch = tiny_batch(seed=seed)
+def labelled_batch(seed: int = 1, model_type: str | None = None) -> dict[str, torch.Tensor]:
+    batch = tiny_batch(model_type, seed=seed)
     batch["labels"] = torch.tensor([0, 1, 2, 1])
     return batch
 
@@ -60,7 +60,7 @@ def assert_matches_explicit(gradients: MaskGradients, model, batch, batch_index:
 
 def test_gradients_per_batch_match_autograd_on_explicit_masks(model_type):
     model = tiny_model(model_type)
-    batches = [labelled_batch(seed) for seed in (1, 2, 3)]
+    batches = [labelled_batch(seed, model_type=model_type) for seed in (1, 2, 3)]
     gradients = collect_mask_gradients(model, batches)
     assert gradients.heads.shape == (3, LAYERS, HEADS)
     assert gradients.units.shape == (3, LAYERS, INTERMEDIATE)
@@ -79,8 +79,8 @@ def test_collection_leaves_model_state_alone(model_type):
     sentinel = torch.full_like(parameters[0], 3.0)
     parameters[0].grad = sentinel.clone()
     hooks_before = pre_hook_counts(model)
-    first = collect_mask_gradients(model, [labelled_batch()])
-    second = collect_mask_gradients(model, [labelled_batch()])
+    first = collect_mask_gradients(model, [labelled_batch(model_type=model_type)])
+    second = collect_mask_gradients(model, [labelled_batch(model_type=model_type)])
     # Eval mode during collection: no dropout, so the same batch gives the same gradients.
     assert torch.equal(first.heads, second.heads) and torch.equal(first.units, second.units)
     assert model.training
@@ -107,7 +107,7 @@ def test_max_batches_stops_early():
 
 def test_a_zero_mask_equals_zeroed_projection_columns(model_type):
     model = tiny_model(model_type)
-    batch = labelled_batch()
+    batch = labelled_batch(model_type=model_type)
     layers = list(get_layout(model).iter_layers(model))
     head_masks = [torch.ones(layer.num_heads) for layer in layers]
     unit_masks = [torch.ones(layer.ffn_down.in_features) for layer in layers]
@@ -148,7 +148,7 @@ def test_slim_model_with_uneven_and_empty_layers(model_type):
     else:
         assert heads[-1] == 0 and widths[-1] == 0  # a post-norm layer keeps its LayerNorms
     assert 0 < heads[0] < HEADS
-    batch = labelled_batch()
+    batch = labelled_batch(model_type=model_type)
     gradients = collect_mask_gradients(slim, [batch])
     assert gradients.num_heads == heads and gradients.ffn_widths == widths
     assert gradients.heads.shape == (1, len(layers), max(heads))
@@ -163,7 +163,7 @@ def test_slim_model_with_uneven_and_empty_layers(model_type):
 
 def test_heads_and_units_a_patched_model_masks_have_zero_gradient(model_type):
     masked = masked_model(model_type)
-    gradients = collect_mask_gradients(masked, [labelled_batch()])
+    gradients = collect_mask_gradients(masked, [labelled_batch(model_type=model_type)])
     for layer in get_layout(masked).iter_layers(masked):
         # The output projection's column mask is the query-head mask; the down projection's the unit mask.
         heads_kept = layer.output.module.source.scores > 0
@@ -196,7 +196,7 @@ def test_gradients_at_given_masks_match_explicitly_masked_weights(model_type):
     masks = StructureMasks.ones(model)
     masks.heads[0] = torch.tensor([1.0, 0.0, 0.5, 1.0])
     masks.units[1] = (torch.arange(INTERMEDIATE) % 3 != 0).float()
-    batch = labelled_batch()
+    batch = labelled_batch(model_type=model_type)
     gradients = collect_mask_gradients(model, [batch], masks=masks)
     folded = fold_masks(copy.deepcopy(model), masks)
     # d loss / d m_i at m equals (d loss / d m'_i at ones on the folded model) / m_i where m_i != 0.

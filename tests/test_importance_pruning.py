@@ -39,7 +39,7 @@ def fake_gradients(monkeypatch, *rounds: tuple[list[list[float]], list[list[floa
 
 
 def test_even_keeps_the_most_important_heads_and_units_of_every_layer(model_type):
-    model, batches = tiny_model(model_type), labelled_batches(3)
+    model, batches = tiny_model(model_type), labelled_batches(3, model_type=model_type)
     before = {name: value.clone() for name, value in model.state_dict().items()}
     masks = importance_masks(model, batches, target_num_heads=2, target_ffn_width=48)
 
@@ -54,7 +54,7 @@ def test_even_keeps_the_most_important_heads_and_units_of_every_layer(model_type
     slim = prune_by_importance(model, batches, target_num_heads=2, target_ffn_width=48)
     assert [(layer.num_heads, layer.num_kv_heads, layer.ffn_down.in_features)
             for layer in get_layout(slim).iter_layers(slim)] == [(2, 2 // group, 48)] * LAYERS
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     with torch.no_grad():
         torch.testing.assert_close(slim(**batch).logits, masked_logits(model, masks, batch), atol=1e-5, rtol=1e-4)
     assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())  # left unchanged
@@ -157,7 +157,7 @@ def test_single_query_heads_under_gqa(monkeypatch):
 )
 def test_bad_arguments_name_the_fix(model_type, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        importance_masks(tiny_model(model_type), labelled_batches(1), **kwargs)
+        importance_masks(tiny_model(model_type), labelled_batches(1, model_type=model_type), **kwargs)
 
 
 def test_batches_without_labels_or_no_batches_are_refused():

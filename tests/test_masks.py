@@ -41,7 +41,7 @@ def _masked_logits(model, masks: StructureMasks, batch) -> torch.Tensor:
 def test_prune_with_masks_equals_masked_model(model_type):
     model = tiny_model(model_type)
     masks = _scaled_masks(model)
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     expected = _masked_logits(model, masks, batch)
     slim = prune_with_masks(model, masks)
     torch.testing.assert_close(slim(**batch).logits, expected, rtol=0, atol=1e-5)
@@ -56,7 +56,7 @@ def test_prune_with_masks_equals_masked_model(model_type):
 def test_fold_masks_is_in_place_and_exact(model_type):
     model = tiny_model(model_type)
     masks = _scaled_masks(model)
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     expected = _masked_logits(model, masks, batch)
     assert fold_masks(model, masks) is model
     with torch.no_grad():
@@ -125,7 +125,7 @@ def test_masks_from_scores_slim_like_optimize_model(model_type, preset):
     by_zeros = optimize_model(model)
     sizes = lambda slim: [(r.heads, r.kv_heads, r.ffn_width) for r in slim.slim_report.layers]  # noqa: E731
     assert sizes(by_masks) == sizes(by_zeros)
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     with torch.no_grad():
         torch.testing.assert_close(by_masks(**batch).logits, by_zeros(**batch).logits, rtol=0, atol=1e-5)
     heads_after = [r.heads[1] for r in by_zeros.slim_report.layers]

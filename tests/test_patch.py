@@ -50,7 +50,7 @@ def test_patch_train_step_bake_roundtrip(model_type, setup):
         pytest.skip("q/k/v score sharing needs equal shapes; GQA raises (tested below)")
     sparse_args = SETUPS[setup]()
     model = tiny_model(model_type)
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     reference = model(**batch).logits
     names_before = set(model.state_dict())
 
@@ -209,7 +209,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(model_type):
         if checkpointing:
             assert enable_checkpointing(model, use_reentrant=False)
         model.train()
-        model(**tiny_batch()).logits.square().sum().backward()
+        model(**tiny_batch(model_type)).logits.square().sum().backward()
         return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
     model_sparse_args = SparseArgs.hybrid()

@@ -28,7 +28,7 @@ def layer_inputs(model, inputs, layers=None) -> list[torch.Tensor]:
 
 def test_layer_by_layer_equals_one_forward(model_type):
     model = tiny_model(model_type)
-    batches = [tiny_batch(seed=1), tiny_batch(seed=2)]
+    batches = [tiny_batch(model_type, seed=1), tiny_batch(model_type, seed=2)]
     runner = LayerRunner(model, get_layout(model).layer_list(model), batches)
     for batch, inputs in enumerate(batches):
         expected = layer_inputs(model, inputs)
@@ -43,7 +43,7 @@ def test_layer_by_layer_equals_one_forward(model_type):
 def test_the_given_hidden_states_are_what_the_layer_computes_on(model_type):
     """Earlier layers are skipped: a run of layer 1 depends only on the hidden states given to it."""
     model = tiny_model(model_type)
-    inputs = tiny_batch()
+    inputs = tiny_batch(model_type)
     layers = get_layout(model).layer_list(model)
     runner = LayerRunner(model, layers, [inputs])
     with torch.no_grad():

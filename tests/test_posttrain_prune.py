@@ -23,16 +23,19 @@ from conftest import labelled_batches, tiny_batch, tiny_config, tiny_model
 @pytest.mark.parametrize("granularity", ["head", "group"])
 def test_flops_budget_slim_model_equals_masked_model(model_type, granularity):
     model = tiny_model(model_type)
-    batches = labelled_batches(4)
+    batches = labelled_batches(4, model_type=model_type)
     result = post_training_prune(model, batches, flops_budget=0.5, head_granularity=granularity)
-    seq_len = mean_sequence_length(batches)
-    assert seq_len == round(sum(int(b["attention_mask"].sum()) for b in batches) / 16)
+    seq_len = mean_sequence_length(model, batches)
+    if "attention_mask" in batches[0]:
+        assert seq_len == round(sum(int(b["attention_mask"].sum()) for b in batches) / 16)
+    else:  # images: every patch and the class token
+        assert seq_len == (model.config.image_size // model.config.patch_size) ** 2 + 1
     assert model_flops(result.model, seq_len) <= 0.5 * model_flops(model, seq_len)
     assert model_flops(result.model, seq_len) == result.search.cost
     # Rearrangement and tuning keep the searched sizes.
     assert result.masks.kept_heads() == result.searched_masks.kept_heads()
     assert result.masks.kept_units() == result.searched_masks.kept_units()
-    batch = tiny_batch(seed=7)
+    batch = tiny_batch(model_type, seed=7)
     with torch.no_grad(), apply_masks(model, result.masks.heads, result.masks.units):
         expected = model(**batch).logits
     torch.testing.assert_close(result.model(**batch).logits, expected, rtol=0, atol=1e-5)
@@ -85,7 +88,7 @@ def test_predicted_labels_come_from_eval_mode_and_regression_is_refused():
     with pytest.raises(ValueError, match="single output"):
         with_labels(regression, batch)
     with pytest.raises(ValueError, match="no input_ids"):
-        mean_sequence_length([{"attention_mask": batch["attention_mask"]}])
+        mean_sequence_length(model, [{"attention_mask": batch["attention_mask"]}])
 
 
 def test_errors():

@@ -50,7 +50,7 @@ def test_partitions_keep_counts_per_partition():
 def test_rearranged_masks_keep_sizes_and_cost(model_type, granularity):
     model = tiny_model(model_type)
     structure = PruningUnits.for_model(model, granularity)
-    gradients = UnitGradients.from_gradients(collect_mask_gradients(model, labelled_batches(6)), structure)
+    gradients = UnitGradients.from_gradients(collect_mask_gradients(model, labelled_batches(6, model_type=model_type)), structure)
     heads, units = gradients.fisher()
     cost = FlopsCost(structure.shapes, seq_len=12)
     searched = search_masks(heads, units, structure, cost, 0.5 * model_flops(model, 12)).masks

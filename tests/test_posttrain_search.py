@@ -20,7 +20,8 @@ SEQ = 12
 
 def _fisher(model, granularity="head"):
     structure = PruningUnits.for_model(model, granularity)
-    gradients = UnitGradients.from_gradients(collect_mask_gradients(model, labelled_batches()), structure)
+    batches = labelled_batches(model_type=model.config.model_type)
+    gradients = UnitGradients.from_gradients(collect_mask_gradients(model, batches), structure)
     heads, units = gradients.fisher()
     return structure, heads, units
 

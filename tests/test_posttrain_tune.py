@@ -34,11 +34,11 @@ from conftest import (
 SUBLAYERS = ("attention", "ffn")
 
 
-def calibration_batches(padding: int = 0) -> list[dict[str, torch.Tensor]]:
+def calibration_batches(padding: int = 0, model_type: str | None = None) -> list[dict[str, torch.Tensor]]:
     """Three batches with some padding; `padding` extra padded positions of random ids at the end."""
     batches = []
     for seed in (1, 2, 3):
-        batch = tiny_batch(seed=seed)
+        batch = tiny_batch(model_type, seed=seed)
         if padding:
             generator = torch.Generator().manual_seed(100 + seed)
             extra = torch.randint(1, VOCAB, (batch["input_ids"].shape[0], padding), generator=generator)
@@ -98,7 +98,8 @@ def layer_records(model, batch, masks: StructureMasks | None = None) -> dict[tup
     finally:
         for handle in handles:
             handle.remove()
-    real = batch["attention_mask"].reshape(-1).bool()
+    mask = batch.get("attention_mask")  # images have no padding: every token is real
+    real = slice(None) if mask is None else mask.reshape(-1).bool()
     # Rows of [tokens, features]: some layers (OPT) flatten batch and sequence inside the FFN.
     rows = {key: value.reshape(-1, value.shape[-1]) for key, value in seen.items()}
     records = {}
@@ -161,7 +162,7 @@ def tuning(tuning_cache, model_type) -> Tuning:
     """`pruned_masks` tuned on `calibration_batches`, once per model type for the whole module."""
     if model_type not in tuning_cache:
         model = tiny_model(model_type)
-        masks, batches = pruned_masks(model), calibration_batches()
+        masks, batches = pruned_masks(model), calibration_batches(model_type=model_type)
         state = copy.deepcopy(model.state_dict())
         tuning_cache[model_type] = Tuning(model, masks, batches, tune_masks(model, masks, batches), state)
     return tuning_cache[model_type]
@@ -176,7 +177,7 @@ def test_layer_taps_sums_are_the_normalisation_inputs(model_type):
     """
     model = tiny_model(model_type)
     layout = get_layout(model)
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     masks = pruned_masks(model)
     for index, (layer, modules) in enumerate(zip(layout.layer_list(model), layout.iter_layers(model))):
         norm_inputs, seen = [], {}
@@ -272,7 +273,7 @@ def test_tuned_masks_slim_to_the_same_outputs(tuning):
 def test_all_ones_masks_are_left_alone(model_type):
     model = tiny_model(model_type)
     ones = StructureMasks.ones(model)
-    result = tune_masks(model, ones, calibration_batches())
+    result = tune_masks(model, ones, calibration_batches(model_type=model_type))
     for record in result.layers:
         assert (record.error_before, record.error_after, record.tuned) == (0.0, 0.0, False)
         assert record.reason == "the sublayer already matches the dense model"
@@ -286,7 +287,7 @@ def test_all_ones_masks_are_left_alone(model_type):
 def test_guard_rejects_an_unstable_solve(model_type, options, reason):
     model = tiny_model(model_type)
     masks = pruned_masks(model)
-    result = tune_masks(model, masks, calibration_batches(), **options)
+    result = tune_masks(model, masks, calibration_batches(model_type=model_type), **options)
     for record in result.layers:
         assert not record.tuned and reason in record.reason
         assert record.error_after == record.error_before > 0
@@ -313,10 +314,12 @@ def test_guard_rejects_degenerate_normal_equations(inputs, reason):
 
 
 def test_padding_does_not_count(model_type):
+    if get_layout(model_type).input_kind != "text":
+        pytest.skip("images have no padding")
     model = tiny_model(model_type)
     masks = pruned_masks(model)
-    plain = tune_masks(model, masks, calibration_batches())
-    padded = tune_masks(model, masks, calibration_batches(padding=5))
+    plain = tune_masks(model, masks, calibration_batches(model_type=model_type))
+    padded = tune_masks(model, masks, calibration_batches(padding=5, model_type=model_type))
     for a, b in zip(plain.layers, padded.layers):
         assert (a.error_before, a.error_after) == pytest.approx((b.error_before, b.error_after), rel=1e-4)
     for a, b in zip(plain.masks.heads + plain.masks.units, padded.masks.heads + padded.masks.units):
@@ -380,11 +383,12 @@ def case_model(case: str, **extra):
     return tiny_model(model_type, **overrides)
 
 
-def unpadded_batches() -> list[dict[str, torch.Tensor]]:
+def unpadded_batches(model_type: str | None = None) -> list[dict[str, torch.Tensor]]:
     """`calibration_batches` with every token real: fixed-length chunks, as causal-LM calibration uses."""
-    batches = calibration_batches()
+    batches = calibration_batches(model_type=model_type)
     for batch in batches:
-        batch["attention_mask"] = torch.ones_like(batch["attention_mask"])
+        if "attention_mask" in batch:
+            batch["attention_mask"] = torch.ones_like(batch["attention_mask"])
     return batches
 
 
@@ -432,7 +436,8 @@ def test_tuning_equals_fits_on_fresh_forwards(case, padded):
     """
     model = case_model(case)
     masks = pruned_masks(model)
-    batches = calibration_batches() if padded else unpadded_batches()
+    model_type = model.config.model_type
+    batches = calibration_batches(model_type=model_type) if padded else unpadded_batches(model_type)
     result = tune_masks(model, masks, batches)
     assert all(record.tuned for record in result.layers), str(result)
     expected = reference_tuning(model, masks, batches)

@@ -20,7 +20,7 @@ from nn_prune_ext.slim.layers import (
 )
 from nn_prune_ext.slim.optimize import count_parameters
 
-from conftest import tiny_batch, tiny_config, tiny_model
+from conftest import CLASSIFIERS, tiny_batch, tiny_config, tiny_model
 from slim_helpers import masked_model
 
 
@@ -37,7 +37,7 @@ def skip_layers(model, indices) -> list:
 
 def logits(model, batch=None) -> torch.Tensor:
     with torch.no_grad():
-        return model(**(batch or tiny_batch())).logits
+        return model(**(batch or tiny_batch(model))).logits
 
 
 def layer_indices(model) -> list[int]:
@@ -69,7 +69,7 @@ def test_a_dense_model_saves_and_loads_with_its_stock_class(model_type, tmp_path
     dropped.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved[LAYERS_KEY]["kept"] == [0, 2] and "per_layer_config" not in saved
-    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    reloaded = CLASSIFIERS[get_layout(model_type).input_kind][0].from_pretrained(tmp_path).eval()
     assert type(reloaded) is type(model)
     assert reloaded.config.num_hidden_layers == 2 and kept_layer_indices(reloaded.config) == [0, 2]
     torch.testing.assert_close(logits(reloaded), logits(dropped), rtol=0, atol=0)

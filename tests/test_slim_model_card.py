@@ -1,9 +1,9 @@
 import xml.etree.ElementTree as ElementTree
 
-from nn_prune_ext import model_flops, optimize_model
+from nn_prune_ext import get_layout, model_flops, optimize_model
 from nn_prune_ext.slim.model_card import FLOPS_SEQ_LEN, PICTURE_NAME
 
-from conftest import tiny_model
+from conftest import CLASSIFIERS, tiny_model
 from slim_helpers import masked_model
 
 
@@ -26,7 +26,8 @@ def test_model_card_describes_every_layer(model_type, tmp_path):
     dropped = "Layer(s) 1 of the 2 layers of the dense model were removed whole" in card
     assert dropped == (slim.slim_report.dropped_layers == [1])
     assert "trust_remote_code=True" in card and "load_slim" in card
-    assert "from transformers import AutoModelForSequenceClassification\n" in card  # the saved class
+    classifier = CLASSIFIERS[get_layout(model_type).input_kind][0].__name__
+    assert f"from transformers import {classifier}\n" in card  # the saved class
     assert f"]({PICTURE_NAME})" in card
     picture = ElementTree.parse(tmp_path / PICTURE_NAME).getroot()
     bars = [rect for rect in picture.iter("{http://www.w3.org/2000/svg}rect") if rect.get("height") == "9"]

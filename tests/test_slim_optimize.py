@@ -17,7 +17,7 @@ from nn_prune_ext.slim.modeling_slim import EmptyAttention, SlimModelMixin
 from nn_prune_ext.slim.optimize import count_parameters
 from nn_prune_ext.slim.structure import _best_ratio
 
-from conftest import GQA_TYPES, INTERMEDIATE, decoder_model_types, empty_layers_are_dropped, tiny_batch, tiny_config, tiny_model
+from conftest import CLASSIFIERS, GQA_TYPES, INTERMEDIATE, decoder_model_types, empty_layers_are_dropped, tiny_batch, tiny_config, tiny_model
 from slim_helpers import masked_model
 
 
@@ -34,7 +34,7 @@ def test_slim_model_equals_the_masked_one(model_type, attention):
     if attention == "sdpa" and not tiny_model(model_type)._supports_sdpa:
         pytest.skip(f"{model_type} has no SDPA attention")
     masked = masked_model(model_type, attn_implementation=attention)
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     with torch.no_grad():
         reference = masked(**batch).logits
     slim = optimize_model(masked)
@@ -187,7 +187,7 @@ def test_zero_filled_checkpoint_slims_like_the_masked_model(model_type, tmp_path
     from_masks = optimize_model(masked)
     filled = bake_model(masked)  # full shapes, zeros where pruned: nn_pruning's hybrid-filled checkpoints
     filled.save_pretrained(tmp_path)
-    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    reloaded = CLASSIFIERS[get_layout(model_type).input_kind][0].from_pretrained(tmp_path)
     from_zeros = optimize_model(reloaded)
     expected, got = from_masks.state_dict(), from_zeros.state_dict()
     assert expected.keys() == got.keys()
@@ -204,7 +204,7 @@ def test_slimming_twice_changes_nothing_and_a_slim_model_can_be_patched(model_ty
     ]
     assert again.slim_report.dropped_layers == []
     patch_model(slim, SparseArgs.struct())  # the empty layer gets no scores
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     with torch.no_grad():
         slim(**batch)
 
@@ -279,7 +279,7 @@ def test_block_masks_slim_exactly(model_type):
             if isinstance(scores, MaskScores):
                 scores.scores.copy_(torch.rand(scores.shape, generator=generator) - 0.7)
     model.eval()
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     with torch.no_grad():
         reference = model(**batch).logits
         slim = optimize_model(model)
@@ -290,7 +290,7 @@ def test_block_masks_slim_exactly(model_type):
 def test_attentions_keep_one_entry_per_layer(model_type):
     slim = optimize_model(masked_model(model_type, attn_implementation="eager"))
     with torch.no_grad():
-        outputs = slim(**tiny_batch(), output_attentions=True, output_hidden_states=True)
+        outputs = slim(**tiny_batch(model_type), output_attentions=True, output_hidden_states=True)
     heads = [report.heads[1] for report in slim.slim_report.layers if not report.dropped]
     assert [a.shape[1] for a in outputs.attentions] == heads
     assert len(outputs.hidden_states) == len(heads) + 1
@@ -324,7 +324,7 @@ def test_optimize_right_after_training(tmp_path):
 def test_every_parameter_of_an_empty_layer_gets_a_gradient(model_type):
     # DDP (without find_unused_parameters) needs a gradient for every parameter, dead or not.
     slim = optimize_model(masked_model(model_type)).train()
-    slim(**tiny_batch(), labels=torch.tensor([0, 1, 2, 0])).loss.backward()
+    slim(**tiny_batch(model_type), labels=torch.tensor([0, 1, 2, 0])).loss.backward()
     assert [name for name, p in slim.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
@@ -353,7 +353,7 @@ def emptied(model_class, model_type: str, empty: list[int], layers: int = 3, **o
 @pytest.mark.parametrize("model_type", sorted(GQA_TYPES))
 def test_an_empty_pre_norm_layer_is_dropped(model_type, position):
     model = emptied(AutoModelForSequenceClassification, model_type, [position])
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     with torch.no_grad():
         reference = model(**batch).logits
     slim = optimize_model(model)
@@ -373,7 +373,7 @@ def test_an_empty_pre_norm_layer_is_dropped(model_type, position):
 @pytest.mark.parametrize("model_type", ["bert", "distilbert"])
 def test_an_empty_post_norm_layer_is_kept_with_a_note(model_type):
     model = emptied(AutoModelForSequenceClassification, model_type, [1])
-    batch = tiny_batch()
+    batch = tiny_batch(model_type)
     with torch.no_grad():
         reference = model(**batch).logits
     slim = optimize_model(model)

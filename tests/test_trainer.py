@@ -15,20 +15,24 @@ from nn_prune_ext import (
     UnsupportedArchitectureError,
     bake_model,
     densities,
+    get_layout,
     is_patched,
     iter_mask_scores,
     set_thresholds,
 )
 from nn_prune_ext.trainer import SPARSE_STATE_NAME
 
-from conftest import VOCAB, tiny_model
+from conftest import VOCAB, tiny_batch, tiny_model
 
 hf_logging.set_verbosity_error()
 
 
-def tiny_dataset(size: int = 64, seq: int = 12, seed: int = 0) -> Dataset:
-    """A learnable toy task: the label is the first token modulo 3."""
+def tiny_dataset(size: int = 64, seq: int = 12, seed: int = 0, model_type: str | None = None) -> Dataset:
+    """A learnable toy task: the label is the first token modulo 3 (for images: the sign of the first pixel)."""
     generator = torch.Generator().manual_seed(seed)
+    if model_type is not None and get_layout(model_type).input_kind == "pixels":
+        pixels = tiny_batch(model_type, batch=size, seed=seed)["pixel_values"]
+        return Dataset.from_dict({"pixel_values": pixels.tolist(), "labels": (pixels[:, 0, 0, 0] > 0).long().tolist()})
     ids = torch.randint(1, VOCAB, (size, seq), generator=generator)
     return Dataset.from_dict(
         {"input_ids": ids.tolist(), "attention_mask": [[1] * seq] * size, "labels": (ids[:, 0] % 3).tolist()}
@@ -53,7 +57,7 @@ def test_density_follows_the_schedule(model_type, tmp_path):
     # scheduled threshold up to one block per matrix.
     sparse_args = SparseArgs(attention_block_rows=4, attention_block_cols=4, dense_block_rows=4, dense_block_cols=4,
                              initial_threshold=1.0, final_threshold=0.2, initial_warmup=3, final_warmup=5)
-    trainer = SparseTrainer(model=tiny_model(model_type), args=training_args(tmp_path), train_dataset=tiny_dataset(),
+    trainer = SparseTrainer(model=tiny_model(model_type), args=training_args(tmp_path), train_dataset=tiny_dataset(model_type=model_type),
                             sparse_args=sparse_args)
     trainer.train()
     schedule = SparsitySchedule.from_args(sparse_args, 24)
@@ -338,7 +342,7 @@ def test_save_model_of_a_patched_model_is_a_checkpoint_nn_prune_optimize_accepts
     sparse_args = SparseArgs.struct(attention_pruning_method="topK", dense_pruning_method="topK",
                                     regularization="disabled", final_threshold=0.5, initial_warmup=0, final_warmup=0)
     trainer = SparseTrainer(model=tiny_model(model_type), args=training_args(tmp_path, max_steps=3),
-                            train_dataset=tiny_dataset(), sparse_args=sparse_args)
+                            train_dataset=tiny_dataset(model_type=model_type), sparse_args=sparse_args)
     trainer.train()
     trainer.save_model(str(tmp_path / "final"))
     trainer.save_model(str(tmp_path / "internal"), _internal_call=True)  # the path push_to_hub takes
@@ -346,7 +350,8 @@ def test_save_model_of_a_patched_model_is_a_checkpoint_nn_prune_optimize_accepts
     state = json.loads((tmp_path / "final" / SPARSE_STATE_NAME).read_text())
     assert state["step"] == 3 and state["sparse_args"]["final_threshold"] == 0.5
     reloaded = load_for_slimming(tmp_path / "final")
-    batch = {"input_ids": torch.tensor(tiny_dataset(4)["input_ids"])}
+    batch = {key: value for key, value in tiny_dataset(4, model_type=model_type).with_format("torch")[:].items()
+             if key != "labels"}
     with trainer.controller.evaluation(trainer.model), torch.no_grad():
         expected = trainer.model.eval()(**batch).logits
     with torch.no_grad():

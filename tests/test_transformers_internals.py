@@ -31,12 +31,13 @@ def test_layers_are_called_once_each_in_order_with_the_previous_output(model_typ
         ))
         handles.append(layer.register_forward_hook(lambda module, args, output: outputs.append(output)))
     with torch.no_grad():
-        model(**tiny_batch())
+        model(**tiny_batch(model_type))
     for handle in handles:
         handle.remove()
     assert [index for index, _ in calls] == list(range(LAYERS))
     for index, hidden in calls:
-        assert isinstance(hidden, torch.Tensor) and tuple(hidden.shape) == (4, 12, model.config.hidden_size)
+        assert isinstance(hidden, torch.Tensor) and hidden.shape[::2] == (4, model.config.hidden_size)
+        assert hidden.shape == calls[0][1].shape  # every layer sees [batch, tokens, hidden]
         if index:
             torch.testing.assert_close(hidden, internals.layer_output(outputs[index - 1]), rtol=0, atol=0)
     for output in outputs:
@@ -60,7 +61,7 @@ def test_a_layers_input_can_be_swapped_by_a_pre_hook(model_type):
         layer.register_forward_pre_hook(lambda m, args, kwargs: seen.append(internals.layer_input(args, kwargs)), with_kwargs=True),
     ]
     with torch.no_grad():
-        model(**tiny_batch())
+        model(**tiny_batch(model_type))
     for handle in handles:
         handle.remove()
     assert len(seen) == 1 and not seen[0].any()
@@ -160,7 +161,7 @@ def test_decoder_layers_hand_their_attention_a_cache_object(model_type):
         lambda module, args, kwargs: found.append(modeling_slim._cache_argument(args, kwargs)), with_kwargs=True
     )
     with torch.no_grad():
-        model(**tiny_batch(), use_cache=True)
+        model(**tiny_batch(model_type), use_cache=True)
     handle.remove()
     assert len(found) == 1 and isinstance(found[0], Cache)
 

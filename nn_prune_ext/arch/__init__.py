@@ -17,7 +17,7 @@ from .layout import (
     split_projections,
     store_projections,
 )
-from .inputs import probe_inputs
+from .inputs import probe_inputs, tokens_per_example
 from .projections import Projection, ProjectionSite, SplitProjection, UnsupportedProjectionError
 from .registry import UnsupportedArchitectureError, get_layout, register_layout, supported_model_types
 from . import families  # noqa: F401  (registers the built-in layouts)
@@ -35,6 +35,7 @@ __all__ = [
     "supported_model_types",
     "SlicedProjection",
     "probe_inputs",
+    "tokens_per_example",
     "split_projections",
     "store_projections",
     "join_projections",

@@ -37,6 +37,7 @@ __all__ = [
     "GPT_NEOX_LAYOUT",
     "OLMO2_LAYOUT",
     "PHI3_LAYOUT",
+    "VIT_LAYOUT",
 ]
 
 BERT_LAYOUT = register_layout(
@@ -207,5 +208,23 @@ PHI3_LAYOUT = register_layout(
         attention="self_attn",
         attention_attrs=(("num_key_value_groups", "groups"), ("num_key_value_heads", "kv_heads")),
         attention_reads_config=True,
+    )
+)
+
+# Images in, patches as tokens; pre-norm encoder layers.
+VIT_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("vit",),
+        layers="layers",
+        query="attention.q_proj",
+        key="attention.k_proj",
+        value="attention.v_proj",
+        output="attention.o_proj",
+        ffn_up="mlp.fc1",
+        ffn_down="mlp.fc2",
+        norm_placement="pre",
+        attention="attention",
+        attention_attrs=(("num_attention_heads", "heads"),),
+        input_kind="pixels",
     )
 )

@@ -1,7 +1,7 @@
 """Inputs a model of a registered family takes, made up for checks and timing (no data needed).
 
 The input kind is a property of the family (`ArchitectureLayout.input_kind`): `"text"` models take
-`input_ids` and an `attention_mask`. Code that runs a model on made-up inputs (the check of a slim
+`input_ids` and an `attention_mask`, `"pixels"` models `pixel_values`. Code that runs a model on made-up inputs (the check of a slim
 model against its masked twin, latency tables) asks for them here instead of assuming text.
 """
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from .registry import get_layout
 
-__all__ = ["probe_inputs"]
+__all__ = ["probe_inputs", "tokens_per_example"]
 
 
 def probe_inputs(model: nn.Module, batch_size: int = 1, seq_len: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -29,11 +29,35 @@ def probe_inputs(model: nn.Module, batch_size: int = 1, seq_len: int = 8, seed: 
     """
     layout = get_layout(model)
     device = next(model.parameters()).device
-    if layout.input_kind != "text":
-        raise NotImplementedError(f"No made-up inputs for input kind {layout.input_kind!r}.")
+    generator = torch.Generator().manual_seed(seed)
+    if layout.input_kind == "pixels":  # seq_len does not apply: the image size sets the number of patches
+        config = model.config
+        shape = (batch_size, int(config.num_channels), int(config.image_size), int(config.image_size))
+        dtype = next(model.parameters()).dtype
+        return {"pixel_values": torch.randn(shape, generator=generator).to(device=device, dtype=dtype)}
     embeddings = model.get_input_embeddings()
     vocab = int(getattr(embeddings, "num_embeddings", None) or getattr(model.config, "vocab_size", 100))
-    generator = torch.Generator().manual_seed(seed)
     # Ids from 5 up: the special tokens (padding, start, end) sit at the bottom of most vocabularies.
     input_ids = torch.randint(min(5, vocab - 1), vocab, (batch_size, seq_len), generator=generator)
     return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids, device=device)}
+
+
+def tokens_per_example(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """`(real tokens, examples)` in a batch of `model`'s inputs.
+
+    Text: the ones of `attention_mask` (all of `input_ids` without one). Pixels: one token per image
+    patch plus the class token (`(image_size // patch_size) ** 2 + 1` per image).
+
+    Raises:
+        ValueError: If the batch lacks the inputs of the model's input kind.
+    """
+    kind = get_layout(model).input_kind
+    key = "pixel_values" if kind == "pixels" else "input_ids"
+    if key not in batch:
+        raise ValueError(f"A batch has no {key} (keys: {sorted(batch)}): pass the model's inputs ({kind}).")
+    examples = int(batch[key].shape[0])
+    if kind == "pixels":
+        config = model.config
+        return examples * ((int(config.image_size) // int(config.patch_size)) ** 2 + 1), examples
+    mask = batch.get("attention_mask")
+    return (int(mask.sum()) if mask is not None else batch[key].numel()), examples

@@ -38,7 +38,7 @@ __all__ = [
 ROLES = ("query", "key", "value", "output", "ffn_gate", "ffn_up", "ffn_down")
 ATTENTION_ROLES = ("query", "key", "value", "output")
 NORM_PLACEMENTS = ("post", "pre", "sandwich")
-INPUT_KINDS = ("text",)
+INPUT_KINDS = ("text", "pixels")
 FFN_ROLES = ("ffn_gate", "ffn_up", "ffn_down")
 
 
@@ -130,7 +130,8 @@ class ArchitectureLayout:
             `"width"` (heads x head size); slimming updates them per layer.
         attention_reads_config: The attention module reads head counts from its config while it runs
             (Phi-3); a slim layer's attention then gets a view of the config with that layer's sizes.
-        input_kind: What the model takes: `"text"` (`input_ids` and `attention_mask`).
+        input_kind: What the model takes: `"text"` (`input_ids` and `attention_mask`) or `"pixels"`
+            (`pixel_values` of `config.num_channels` x `config.image_size` squared).
         fixed_heads: Why heads of this family cannot be removed exactly, or `None` when they can.
             When set, slimming keeps every head (zeroed ones compute zeros), movement pruning
             scores FFN units only, and the ways in that would remove heads refuse with this reason.

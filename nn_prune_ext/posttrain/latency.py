@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..arch import get_layout
+from ..arch import get_layout, probe_inputs
 from ..masks import StructureMasks, prune_with_masks
 from ..slim.classes import stock_class
 from ..slim.modeling_slim import dense_config, is_slim_config
@@ -182,13 +182,7 @@ def measure_latency_table(
     variants = {"empty": _sliced(one, 0, 0)}
     variants.update({f"heads={h}": _sliced(one, kept_first[h], 0) for h in head_counts})
     variants.update({f"units={w}": _sliced(one, 0, w) for w in widths})
-    device = next(one.parameters()).device
-    vocab = int(getattr(one.config, "vocab_size", 100))
-    generator = torch.Generator().manual_seed(0)
-    inputs = {
-        "input_ids": torch.randint(min(5, vocab - 1), vocab, (batch_size, seq_len), generator=generator).to(device),
-        "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long, device=device),
-    }
+    inputs = probe_inputs(one, batch_size=batch_size, seq_len=seq_len)
     stats = compare_latency(variants, inputs, warmup=warmup, repeats=repeats, threads=threads).results
     # The fastest repeat: the least disturbed by other work on the machine (medians of single
     # layers of a few milliseconds swing by tens of percent on a shared CPU).

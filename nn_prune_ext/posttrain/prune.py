@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from ..arch import get_layout
+from ..arch import get_layout, tokens_per_example
 from ..importance import collect_mask_gradients, to_device
 from ..masks import StructureMasks, prune_with_masks
 from ..patch import require_unpatched
@@ -118,18 +118,15 @@ class PostTrainingResult:
         return "\n".join(rows)
 
 
-def mean_sequence_length(batches: list[Mapping[str, Any]]) -> int:
-    """Mean number of real tokens per sequence (from `attention_mask`, else the padded length)."""
+def mean_sequence_length(model: nn.Module, batches: list[Mapping[str, Any]]) -> int:
+    """Mean number of real tokens per example (`arch.tokens_per_example`)."""
     tokens = sequences = 0
     for batch in batches:
-        if "input_ids" not in batch:
-            raise ValueError(f"A calibration batch has no input_ids (keys: {sorted(batch)}): pass tokenized batches.")
-        mask = batch.get("attention_mask")
-        ids = batch["input_ids"]
-        tokens += int(mask.sum()) if mask is not None else ids.numel()
-        sequences += ids.shape[0]
+        batch_tokens, examples = tokens_per_example(model, batch)
+        tokens += batch_tokens
+        sequences += examples
     if not sequences:
-        raise ValueError("No calibration batches: pass at least one batch with input_ids.")
+        raise ValueError("No calibration batches: pass at least one batch of model inputs.")
     return max(1, round(tokens / sequences))
 
 
@@ -224,7 +221,7 @@ def post_training_prune(
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     batches = [with_labels(model, batch) for batch in itertools.islice(batches, args.max_batches)]
-    seq_len = mean_sequence_length(batches)
+    seq_len = mean_sequence_length(model, batches)
     gradients = collect_mask_gradients(model, batches)
     structure = PruningUnits.for_model(model, args.head_granularity)
     unit_gradients = UnitGradients.from_gradients(gradients, structure)
