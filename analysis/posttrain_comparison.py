@@ -157,7 +157,7 @@ def main() -> None:
     test = batched(tokenized["test"], collator, 128)
     labels = torch.tensor(tokenized["test"]["labels"])
     dense_logits, dense_embeddings = outputs(dense, test)
-    seq_len = mean_sequence_length(calibration)
+    seq_len = mean_sequence_length(dense, calibration)
 
     runs: dict[str, dict] = {}
 

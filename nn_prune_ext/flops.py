@@ -6,7 +6,9 @@ Per token of a sequence of length `seq_len`, a layer costs:
 - projections: `hidden * head_dim * (2 * heads + 2 * kv_heads)` (q and o per query head, k and v per
   key/value head);
 - attention: `2 * heads * head_dim * seq_len` (scores q.k and the weighted sum of values);
-- FFN: `hidden * width * (3 if gated else 2)`.
+- FFN: `hidden * width * (3 if gated else 2)`;
+- cross-attention (an encoder-decoder's decoder layers): projections and attention as above with
+  the cross-attention's heads, keys and values read from an encoder output of the same `seq_len`.
 
 FLOPs are twice the MACs. A layer that was dropped whole (`nn_prune_ext.slim.layers`) costs nothing;
 `dense_layer_shapes` still lists it, with the shape it had in the dense model.
@@ -25,7 +27,7 @@ __all__ = ["LayerShape", "dense_layer_shapes", "kept_layer_shapes", "layer_macs"
 
 @dataclass(frozen=True)
 class LayerShape:
-    """The sizes that decide a layer's cost."""
+    """The sizes that decide a layer's cost (`cross_heads`: of an encoder-decoder's cross-attention)."""
 
     hidden: int
     num_heads: int
@@ -33,14 +35,18 @@ class LayerShape:
     head_dim: int
     ffn_width: int
     gated: bool = False
+    cross_heads: int = 0
+    cross_kv_heads: int = 0
 
 
 def layer_macs(shape: LayerShape, seq_len: int) -> int:
     """MACs of one layer over a sequence of `seq_len` tokens."""
-    projections = shape.hidden * shape.head_dim * (2 * shape.num_heads + 2 * shape.num_kv_heads)
-    attention = 2 * shape.num_heads * shape.head_dim * seq_len
     ffn = shape.hidden * shape.ffn_width * (3 if shape.gated else 2)
-    return seq_len * (projections + attention + ffn)
+    attention = 0
+    for heads, kv_heads in ((shape.num_heads, shape.num_kv_heads), (shape.cross_heads, shape.cross_kv_heads)):
+        attention += shape.hidden * shape.head_dim * (2 * heads + 2 * kv_heads)  # projections
+        attention += 2 * heads * shape.head_dim * seq_len  # scores and weighted values
+    return seq_len * (attention + ffn)
 
 
 def layer_shapes(model: nn.Module) -> list[LayerShape]:
@@ -58,6 +64,8 @@ def layer_shapes(model: nn.Module) -> list[LayerShape]:
             head_dim=layer.head_dim,
             ffn_width=layer.ffn_down.in_features,
             gated=layer.ffn_gate is not None,
+            cross_heads=layer.cross.num_heads if layer.cross is not None else 0,
+            cross_kv_heads=layer.cross.num_kv_heads if layer.cross is not None else 0,
         )
         for layer in layers
     ]
@@ -72,9 +80,9 @@ def dense_layer_shapes(model: nn.Module) -> list[LayerShape]:
     Returns:
         One shape per layer of the dense model, dropped layers included (so the list can be longer
         than the model's layer list; `kept_layer_shapes` aligns the model's own shapes with it).
-        A slim model's layers get the dense head counts and FFN width its config keeps globally
-        (hidden size, head size and gating do not change under slimming); any other model is still
-        dense-shaped, and its own `layer_shapes` are used.
+        A slim model's are those its config recorded when it was slimmed (`dense_shapes`; older
+        checkpoints: the dense head counts and FFN width its config keeps globally); any other model
+        is still dense-shaped, and its own `layer_shapes` are used.
     """
     # Imported here: nn_prune_ext.slim imports this module, so a top-level import would be circular.
     from .slim.layers import dense_num_layers, kept_layer_indices
@@ -82,14 +90,19 @@ def dense_layer_shapes(model: nn.Module) -> list[LayerShape]:
 
     shapes = layer_shapes(model)
     config = model.config
+    if is_slim_config(config) and "dense_shapes" in slim_spec(config):
+        return [LayerShape(**shape) for shape in slim_spec(config)["dense_shapes"]]
     if is_slim_config(config):
         spec = slim_spec(config)
         with global_size_access(config):  # the global sizes are the dense ones
             heads = int(getattr(config, spec["num_heads_attr"]))
             kv_attr = spec.get("num_kv_heads_attr")
             kv_heads = getattr(config, kv_attr, None) if kv_attr else None
-            width = int(getattr(config, spec["intermediate_size_attr"]))
+            width = getattr(config, spec["intermediate_size_attr"], None)
         kv_heads = heads if kv_heads is None else int(kv_heads)
+        # A width of None means a family default (GPT-2's n_inner: 4 x hidden); the widest layer left is
+        # the best guess then.
+        width = int(width) if width is not None else max(shape.ffn_width for shape in shapes)
         shapes = [LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in shapes]
     # Every layer of a dense model has the same shape, so a dropped layer had that of any kept one.
     dense = [shapes[0]] * dense_num_layers(config) if shapes else []

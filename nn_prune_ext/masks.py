@@ -36,29 +36,52 @@ __all__ = ["StructureMasks", "fold_masks", "masks_from_scores", "prune_with_mask
 class StructureMasks:
     """One value per attention head and per FFN unit of every layer.
 
+    Layers are those of `ArchitectureLayout.iter_layers`: for an encoder-decoder, the encoder's
+    layers and then the decoder's.
+
     Args:
-        heads: Per layer, a float tensor of shape `[num_heads]` (query heads).
+        heads: Per layer, a float tensor of shape `[num_heads]` (query heads of the self-attention).
         units: Per layer, a float tensor of shape `[ffn_width]`.
+        cross_heads: Per layer, the cross-attention heads of an encoder-decoder's decoder layers (an
+            empty tensor for layers without cross-attention); `None` keeps every cross-attention head.
     """
 
     heads: list[torch.Tensor]
     units: list[torch.Tensor]
+    cross_heads: list[torch.Tensor] | None = None
 
     def __post_init__(self):
-        if len(self.heads) != len(self.units):
+        if len(self.heads) != len(self.units) or self.cross_heads is not None and len(self.cross_heads) != len(self.heads):
+            cross = f", {len(self.cross_heads)} cross-attention head masks" if self.cross_heads is not None else ""
             raise ValueError(
-                f"StructureMasks got {len(self.heads)} head masks and {len(self.units)} FFN-unit masks: "
+                f"StructureMasks got {len(self.heads)} head masks and {len(self.units)} FFN-unit masks{cross}: "
                 "pass one of each per layer."
             )
         self.heads = [_as_vector(mask, f"head mask of layer {i}") for i, mask in enumerate(self.heads)]
         self.units = [_as_vector(mask, f"FFN-unit mask of layer {i}") for i, mask in enumerate(self.units)]
+        if self.cross_heads is not None:
+            self.cross_heads = [
+                _as_vector(mask, f"cross-attention head mask of layer {i}") for i, mask in enumerate(self.cross_heads)
+            ]
+
+    def _map(self, function) -> "StructureMasks":
+        """The masks with `function` applied to every tensor."""
+        cross = None if self.cross_heads is None else [function(mask) for mask in self.cross_heads]
+        return StructureMasks(
+            heads=[function(mask) for mask in self.heads], units=[function(mask) for mask in self.units],
+            cross_heads=cross,
+        )
 
     # ----- construction ------------------------------------------------------------------
     @classmethod
     def ones(cls, model: nn.Module) -> "StructureMasks":
         """Masks keeping everything in `model` (a model of a registered architecture)."""
         heads, widths = model_sizes(model)
-        return cls(heads=[torch.ones(h) for h in heads], units=[torch.ones(w) for w in widths])
+        cross = cross_head_counts(model)
+        return cls(
+            heads=[torch.ones(h) for h in heads], units=[torch.ones(w) for w in widths],
+            cross_heads=None if cross is None else [torch.ones(h) for h in cross],
+        )
 
     @classmethod
     def from_kept(
@@ -94,14 +117,16 @@ class StructureMasks:
         """FFN units kept (nonzero) per layer."""
         return [int(mask.count_nonzero()) for mask in self.units]
 
+    def kept_cross_heads(self) -> list[int] | None:
+        """Cross-attention heads kept (nonzero) per layer, or `None` when the masks keep them all."""
+        return None if self.cross_heads is None else [int(mask.count_nonzero()) for mask in self.cross_heads]
+
     def binary(self) -> "StructureMasks":
         """The same structure with every kept entry set to 1 (scales dropped)."""
-        return StructureMasks(
-            heads=[(mask != 0).float() for mask in self.heads], units=[(mask != 0).float() for mask in self.units]
-        )
+        return self._map(lambda mask: (mask != 0).float())
 
     def clone(self) -> "StructureMasks":
-        return StructureMasks(heads=[m.clone() for m in self.heads], units=[m.clone() for m in self.units])
+        return self._map(torch.clone)
 
     def check(self, model: nn.Module) -> None:
         """Raise a `ValueError` naming the first mask whose shape does not fit `model`."""
@@ -111,7 +136,16 @@ class StructureMasks:
                 f"The masks cover {self.num_layers} layers but the model has {len(num_heads)}: "
                 "build them for this model (StructureMasks.ones(model) gives the right shapes)."
             )
-        for what, masks, sizes in (("head", self.heads, num_heads), ("FFN unit", self.units, widths)):
+        checks = [("head", self.heads, num_heads), ("FFN unit", self.units, widths)]
+        if self.cross_heads is not None:
+            cross = cross_head_counts(model)
+            if cross is None:
+                raise ValueError(
+                    "The masks have cross-attention head masks, but the model has no cross-attention: pass "
+                    "cross_heads=None."
+                )
+            checks.append(("cross-attention head", self.cross_heads, cross))
+        for what, masks, sizes in checks:
             for index, (mask, size) in enumerate(zip(masks, sizes)):
                 if mask.numel() != size:
                     raise ValueError(
@@ -121,7 +155,10 @@ class StructureMasks:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form (lists of floats)."""
-        return {"heads": [m.tolist() for m in self.heads], "units": [m.tolist() for m in self.units]}
+        data = {"heads": [m.tolist() for m in self.heads], "units": [m.tolist() for m in self.units]}
+        if self.cross_heads is not None:
+            data["cross_heads"] = [m.tolist() for m in self.cross_heads]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StructureMasks":
@@ -129,7 +166,12 @@ class StructureMasks:
         missing = {"heads", "units"} - set(data)
         if missing:
             raise ValueError(f"Masks need 'heads' and 'units' lists (one entry per layer); missing {sorted(missing)}.")
-        return cls(heads=[torch.tensor(m) for m in data["heads"]], units=[torch.tensor(m) for m in data["units"]])
+        cross = data.get("cross_heads")
+        return cls(
+            heads=[torch.tensor(m) for m in data["heads"]],
+            units=[torch.tensor(m) for m in data["units"]],
+            cross_heads=None if cross is None else [torch.tensor(m) for m in cross],
+        )
 
 
 def _as_vector(mask: Any, what: str) -> torch.Tensor:
@@ -143,9 +185,17 @@ def _as_vector(mask: Any, what: str) -> torch.Tensor:
 
 
 def model_sizes(model: nn.Module) -> tuple[list[int], list[int]]:
-    """Query heads and FFN width of every layer of `model`."""
+    """Query heads (of the self-attention) and FFN width of every layer of `model`."""
     layers = list(get_layout(model).iter_layers(model))
     return [layer.num_heads for layer in layers], [layer.ffn_down.in_features for layer in layers]
+
+
+def cross_head_counts(model: nn.Module) -> list[int] | None:
+    """Cross-attention query heads of every layer (0 where a layer has none), or `None` without cross-attention."""
+    layers = list(get_layout(model).iter_layers(model))
+    if not any(layer.cross is not None for layer in layers):
+        return None
+    return [layer.cross.num_heads if layer.cross is not None else 0 for layer in layers]
 
 
 def _indicator(size: int, kept: Iterable[int], what: str) -> torch.Tensor:
@@ -175,13 +225,15 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
     """
     require_unpatched(model, "fold_masks (prune_with_masks bakes a patched model itself)")
     masks.check(model)
-    if any(bool((mask == 0).any()) for mask in masks.heads):
+    cross_masks = masks.cross_heads or [None] * masks.num_layers
+    if any(bool((mask == 0).any()) for mask in masks.heads + [m for m in cross_masks if m is not None]):
         get_layout(model).require_removable_heads("These masks")
-    for layer, head_mask, unit_mask in zip(get_layout(model).iter_layers(model), masks.heads, masks.units):
-        if head_mask.numel():
-            weight = layer.output.weight
-            scale = head_mask.to(weight.device, weight.dtype).repeat_interleave(layer.head_dim)
-            weight.mul_(scale)
+    layers = get_layout(model).iter_layers(model)
+    for layer, head_mask, unit_mask, cross_mask in zip(layers, masks.heads, masks.units, cross_masks):
+        for block, mask in ((layer.self_attention, head_mask), (layer.cross, cross_mask)):
+            if block is not None and mask is not None and mask.numel():
+                weight = block.output.weight
+                weight.mul_(mask.to(weight.device, weight.dtype).repeat_interleave(block.head_dim))
         if unit_mask.numel():
             weight = layer.ffn_down.weight
             weight.mul_(unit_mask.to(weight.device, weight.dtype))
@@ -215,10 +267,14 @@ def masks_from_scores(model: nn.Module) -> StructureMasks:
         )
     grids = eval_grids(model)
     masks = StructureMasks.ones(model)
-    for layer, head_mask, unit_mask in zip(get_layout(model).iter_layers(model), masks.heads, masks.units):
-        output, down = layer.output.module, layer.ffn_down.module
-        if isinstance(output, MaskedLinear) and layer.num_heads:
-            head_mask.copy_(_kept_columns(grids[output], output.in_features).view(layer.num_heads, -1).any(dim=1))
+    cross_masks = masks.cross_heads or [None] * masks.num_layers
+    layers = get_layout(model).iter_layers(model)
+    for layer, head_mask, unit_mask, cross_mask in zip(layers, masks.heads, masks.units, cross_masks):
+        for block, mask in ((layer.self_attention, head_mask), (layer.cross, cross_mask)):
+            output = block.output.module if block is not None else None
+            if isinstance(output, MaskedLinear) and block.num_heads:
+                mask.copy_(_kept_columns(grids[output], output.in_features).view(block.num_heads, -1).any(dim=1))
+        down = layer.ffn_down.module
         if isinstance(down, MaskedLinear) and down.in_features:
             unit_mask.copy_(_kept_columns(grids[down], down.in_features))
     return masks

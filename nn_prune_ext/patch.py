@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .args import SparseArgs
-from .arch import ArchitectureLayout, LayerModules, get_layout, join_projections, split_projections
+from .arch import ArchitectureLayout, AttentionBlock, LayerModules, get_layout, join_projections, split_projections
 from .scores.masked_linear import MaskedLinear, MaskScores, release_scratch_buffers
 from .scores.methods import PruningMethod
 
@@ -77,10 +77,10 @@ def _separate_groups(
     return [_Group(kind, method, grids[name], [_Member(name, grids[name])]) for name in names]
 
 
-def _attention_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
+def _attention_groups(layer: AttentionBlock, args: SparseArgs, where: str) -> list[_Group]:
+    """The score groups of one attention block; member names are the block's own (`query`, ...)."""
     linears = layer.attention_projections
     method = args.attention_method
-    where = f"layer {layer.index} {{}}"
     if args.attention_output_with_dense:
         block = (args.dense_block_rows, args.dense_block_cols)
         output_grid = _literal_grid(layer.output, args.dense_granularity, block, where.format("output"))
@@ -115,13 +115,21 @@ def _attention_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
     if args.shared_qkv_scores:
         if len({grids["query"], grids["key"], grids["value"]}) != 1:
             raise ValueError(
-                f"shared_qkv_scores needs q, k and v grids of one shape; layer {layer.index} has "
+                f"shared_qkv_scores needs q, k and v grids of one shape; {where.format('attention')} has "
                 f"{grids['query']}, {grids['key']}, {grids['value']} (grouped-query attention?). "
                 "Set shared_qkv_scores=False or use attention_granularity='head'."
             )
         shared = _Group("attention", method, grids["query"], [_Member(n, grids[n]) for n in ("query", "key", "value")])
         return groups + [shared] + _separate_groups(qkv[3:], "attention", method, grids)
     return groups + _separate_groups(qkv, "attention", method, grids)
+
+
+def _block_groups(block: AttentionBlock, args: SparseArgs, where: str) -> list[_Group]:
+    """`_attention_groups` of `block`, its members named by their layer-wide role (`cross_query`, ...)."""
+    groups = _attention_groups(block, args, where)
+    for group in groups:
+        group.members = [_Member(block.role(member.name), member.grid) for member in group.members]
+    return groups
 
 
 def _dense_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
@@ -133,7 +141,7 @@ def _dense_groups(layer: LayerModules, args: SparseArgs) -> list[_Group]:
         members = [_Member(name, (units, 1)) for name in inputs] + [_Member("ffn_down", (1, units))]
         return [_Group("dense", method, (units,), members)]
     block = (args.dense_block_rows, args.dense_block_cols)
-    where = f"layer {layer.index} {{}}"
+    where = f"{layer.name} {{}}"
     grids = {name: _literal_grid(linears[name], args.dense_granularity, block, where.format(name)) for name in inputs}
     grids["ffn_down"] = _literal_grid(
         layer.ffn_down, args.dense_granularity, block[::-1] if args.dense_granularity == "block" else block,
@@ -185,14 +193,16 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
             "Heads of %s cannot be removed exactly (%s): patch_model scores the FFN units only.",
             "/".join(layout.model_types), layout.fixed_heads,
         )
-    split_projections(model, layout)
-    layer_list = layout.layer_list(model)
+    split = split_projections(model, layout)
+    try:  # every group is checked (block sizes) before any module is replaced
+        planned = [(layer, _layer_groups(layer, sparse_args, layout)) for layer in layout.iter_layers(model)]
+    except Exception:
+        if split:
+            join_projections(model)
+        raise
     all_scores: list[MaskScores] = []
-    for layer in list(layout.iter_layers(model)):  # resolve everything before replacing anything
+    for layer, groups in planned:
         projections = layer.projections
-        # A slimmed layer may have no heads or no FFN units left: nothing to score there.
-        groups = _attention_groups(layer, sparse_args) if layer.num_heads and layout.fixed_heads is None else []
-        groups += _dense_groups(layer, sparse_args) if layer.ffn_down.in_features else []
         for group in groups:
             weight = projections[group.members[0].name].weight
             scores = MaskScores(group.method, group.shape, group.kind, sparse_args.initial_threshold)
@@ -202,7 +212,7 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
                 masked = MaskedLinear.from_linear(
                     projection.module, scores, member.grid, owner=position == 0, mask_bias=sparse_args.bias_mask
                 )
-                _replace(layer_list[layer.index], projection.path, masked.train(model.training))
+                _replace(layer.module, projection.path, masked.train(model.training))
             all_scores.append(scores)
 
     base = getattr(model, "base_model", model)
@@ -210,6 +220,17 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
     hooks = [base.register_forward_pre_hook(_begin_forward)]
     setattr(base, _HOOKS_ATTR, hooks)
     return model
+
+
+def _layer_groups(layer: LayerModules, args: SparseArgs, layout: ArchitectureLayout) -> list[_Group]:
+    """The score groups of one layer: each attention block's, then the FFN's."""
+    groups = []
+    if layout.fixed_heads is None:
+        for block in layer.attention_blocks:
+            if block.num_heads:  # a slimmed block may have no heads left: nothing to score there
+                where = f"{layer.name} {block.kind + '-' if block.kind != 'self' else ''}{{}}"
+                groups += _block_groups(block, args, where)
+    return groups + (_dense_groups(layer, args) if layer.ffn_down.in_features else [])
 
 
 def is_patched(model: nn.Module) -> bool:

@@ -55,6 +55,8 @@ class LayerSummary:
         flops: FLOPs of the layer for one sequence of the summary's `seq_len` tokens.
         dense_flops: The same for the dense layer.
         dropped: Whether the layer was removed whole (everything above is then 0 but the dense sizes).
+        name: How the layer is named where the index alone is ambiguous (`"decoder layer 1"`).
+        cross_heads, dense_cross_heads: Cross-attention query heads (an encoder-decoder's decoder layers).
     """
 
     index: int
@@ -70,6 +72,9 @@ class LayerSummary:
     flops: int
     dense_flops: int
     dropped: bool = False
+    name: str = ""
+    cross_heads: int = 0
+    dense_cross_heads: int = 0
 
     @property
     def parameters(self) -> int:
@@ -135,12 +140,16 @@ class ModelSummary:
         lines.append(total)
         width = max((len(name) for name in self.modules), default=0)
         lines += [f"  {name:<{width}}  {count:>14,}" for name, count in self.modules.items()]
-        header = ("layer", "heads", "kv heads", "FFN width", "attention", "FFN", "other", "FLOPs")
+        cross = any(layer.dense_cross_heads for layer in self.layers)
+        header = ("layer", "heads", "kv heads") + (("cross heads",) if cross else ()) + (
+            "FFN width", "attention", "FFN", "other", "FLOPs"
+        )
         rows = [
             (
-                f"{layer.index}{' (dropped)' if layer.dropped else ''}",
+                f"{layer.name or layer.index}{' (dropped)' if layer.dropped else ''}",
                 f"{layer.heads}/{layer.dense_heads}",
                 f"{layer.kv_heads}/{layer.dense_kv_heads}",
+                *((f"{layer.cross_heads}/{layer.dense_cross_heads}",) if cross else ()),
                 f"{layer.ffn_width}/{layer.dense_ffn_width}",
                 f"{layer.attention_parameters:,}",
                 f"{layer.ffn_parameters:,}",
@@ -168,29 +177,25 @@ def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
 
 
-def _module_names(model: nn.Module) -> tuple[str, str]:
-    """Qualified names of the base model and of the layer list inside `model`."""
-    names = {id(module): name for name, module in model.named_modules(remove_duplicate=False)}
-    layer_list = get_layout(model).layer_list(model)
-    base = getattr(model, "base_model", model)
-    return names.get(id(base), ""), names[id(layer_list)]
-
-
 def _parameter_groups(model: nn.Module) -> tuple[dict[str, int], dict[int, dict[str, int]]]:
-    """Parameters per top-level module, and per layer and part ("attention", "ffn", "other")."""
-    base_name, layers_name = _module_names(model)
-    parts: dict[int, str] = {}
+    """Parameters per top-level module, and per layer (`iter_layers` index) and part ("attention", "ffn", "other")."""
+    names = {id(module): name for name, module in model.named_modules(remove_duplicate=False)}
+    base_name = names.get(id(getattr(model, "base_model", model)), "")
+    owners: dict[int, tuple[int, str]] = {}  # parameter -> (layer, part)
     for layer in get_layout(model).iter_layers(model):
+        parts: dict[int, str] = {}
         for part, projections in (("attention", layer.attention_projections), ("ffn", layer.ffn_projections)):
             for projection in projections.values():
                 parts.update((id(parameter), part) for parameter in projection.parameters())
+        for parameter in layer.module.parameters():
+            owners.setdefault(id(parameter), (layer.index, parts.get(id(parameter), "other")))
     modules: dict[str, int] = {}
     per_layer: dict[int, dict[str, int]] = {}
     for name, parameter in model.named_parameters():  # tied parameters once, under their first name
-        if name.startswith(layers_name + "."):
-            index = int(name[len(layers_name) + 1 :].split(".", 1)[0])
+        if id(parameter) in owners:
+            index, part = owners[id(parameter)]
             counts = per_layer.setdefault(index, {"attention": 0, "ffn": 0, "other": 0})
-            counts[parts.get(id(parameter), "other")] += parameter.numel()
+            counts[part] += parameter.numel()
             module = LAYERS
         else:
             inside_base = base_name and name.startswith(base_name + ".")
@@ -242,6 +247,8 @@ def summary(model: nn.Module, seq_len: int = 128) -> ModelSummary:
     slim, patched = is_slim_config(model.config), is_patched(model)
     # Parameters are counted per position in the model's layer list; rows are per layer of the dense model.
     positions = {dense_index: position for position, dense_index in enumerate(kept_layer_indices(model.config))}
+    layout = get_layout(model)
+    names = {layer.index: layer.name for layer in layout.iter_layers(model)} if layout.decoder is not None else {}
     layers = []
     for index, (shape, dense) in enumerate(zip(kept_layer_shapes(model), dense_layer_shapes(model))):
         counts = per_layer.get(positions.get(index), {})
@@ -260,6 +267,9 @@ def summary(model: nn.Module, seq_len: int = 128) -> ModelSummary:
                 flops=2 * layer_macs(shape, seq_len),
                 dense_flops=2 * layer_macs(dense, seq_len),
                 dropped=index not in positions,
+                name=names.get(index, ""),
+                cross_heads=shape.cross_heads,
+                dense_cross_heads=dense.cross_heads,
             )
         )
     return ModelSummary(

@@ -20,14 +20,18 @@ IMAGE_SIZE, PATCH_SIZE, CHANNELS = 16, 4, 3  # vision families: 16 patches and a
 CLASSIFIERS = {
     "text": (AutoModelForSequenceClassification, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES),
     "pixels": (AutoModelForImageClassification, MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES),
+    "seq2seq": (AutoModelForSequenceClassification, MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES),
 }
 # The shared test table (`model_type`) runs over the registered types with a sequence-classification
-# class and removable heads. The others are tested where noted: granite (causal-LM heads only) in
-# test_posttrain_tune and test_slim_optimize's decoder tests, olmo2 (heads fixed) in test_arch_fixed_heads.
+# class and removable heads, with one stack of layers. The others are tested where noted: granite
+# (causal-LM heads only) in test_posttrain_tune and test_slim_optimize's decoder tests, olmo2 (heads
+# fixed) in test_arch_fixed_heads, the encoder-decoders in test_arch_encoder_decoder.
 CLASSIFICATION_TYPES = tuple(
     t for t in supported_model_types()
     if t in CLASSIFIERS[get_layout(t).input_kind][1] and get_layout(t).fixed_heads is None
+    and get_layout(t).decoder is None
 )
+ENCODER_DECODER_TYPES = tuple(t for t in supported_model_types() if get_layout(t).decoder is not None)
 # The registered types with grouped-query attention (their tiny models get KV_HEADS key/value heads).
 GQA_TYPES = frozenset(t for t in CLASSIFICATION_TYPES if get_layout(t).num_kv_heads_attr)
 
@@ -106,7 +110,7 @@ def decoder_model_types() -> tuple[str, ...]:
     """The registered model types whose layers run causal self-attention (the decoders), heads removable."""
     decoders = []
     for model_type in supported_model_types():
-        if get_layout(model_type).fixed_heads is not None:
+        if get_layout(model_type).fixed_heads is not None or get_layout(model_type).decoder is not None:
             continue
         model = AutoModel.from_config(tiny_config(model_type))
         layout = get_layout(model)

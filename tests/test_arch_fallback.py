@@ -18,6 +18,7 @@ def fresh_fallbacks(monkeypatch):
     """Each test derives (and checks) layouts afresh, and leaves no derived layout behind."""
     monkeypatch.setattr(registry, "_DERIVED", {})
     monkeypatch.setattr(registry, "_REFUSED", {})
+    monkeypatch.setattr(registry, "_DERIVED_BY_TYPE", {})
 
 
 def causal_lm(model_type: str, **overrides):
@@ -48,7 +49,7 @@ def test_an_unregistered_decoder_slims_exactly_through_the_derived_layout(model_
     assert model_type not in supported_model_types()
     model = causal_lm(model_type)
     layout = get_layout(model)
-    assert layout.model_types == (model_type,) and model_type in registry._DERIVED
+    assert layout.model_types == (model_type,) and model_type in registry._DERIVED_BY_TYPE
     layers = list(layout.iter_layers(model))
     with torch.no_grad():
         layers[0].output.weight[:, : 2 * (HIDDEN // HEADS)] = 0  # heads 0 and 1: the first key/value group
@@ -80,7 +81,7 @@ def test_a_layout_that_fails_its_check_is_refused(monkeypatch):
     monkeypatch.delitem(registry._REGISTRY, "olmo2")  # as if it were not built in
     with pytest.raises(UnsupportedArchitectureError, match="did not slim a tiny copy exactly"):
         get_layout(causal_lm("olmo2"))
-    assert "olmo2" in registry._REFUSED and "olmo2" not in registry._DERIVED
+    assert any(key[1] == "olmo2" for key in registry._REFUSED) and "olmo2" not in registry._DERIVED_BY_TYPE
 
 
 def test_fused_projections_are_not_derived():
@@ -88,3 +89,23 @@ def test_fused_projections_are_not_derived():
         derive_layout(AutoConfig.for_model("phi3"))
     with pytest.raises(FallbackError, match="no base_model_tp_plan"):
         derive_layout(AutoConfig.for_model("bloom"))
+
+
+def test_deriving_a_layout_leaves_the_callers_random_state_alone():
+    model = causal_lm("olmo")
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    get_layout(model)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_derived_layouts_are_kept_per_config_not_per_type(monkeypatch):
+    """A refusal for one config of a type does not refuse another config of the same type."""
+    model = causal_lm("olmo")
+    broken = causal_lm("olmo")
+    broken.config.base_model_tp_plan = {"layers.*.self_attn.q_proj": "colwise"}  # an odd plan of this config only
+    with pytest.raises(UnsupportedArchitectureError, match="not one attention module"):
+        get_layout(broken)
+    assert get_layout(model).model_types == ("olmo",)
+    slim = optimize_model(model)
+    assert get_layout(slim) is get_layout(model)  # the slim model (another class) keeps its layout

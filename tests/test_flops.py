@@ -36,3 +36,20 @@ def test_slim_model_flops_follow_the_report(model_type):
     # The emptied last layer is dropped from a pre-norm model; the dense shapes still count it.
     assert len(layer_shapes(slim)) == (1 if empty_layers_are_dropped(slim) else LAYERS)
     assert dense_layer_shapes(slim) == layer_shapes(dense)
+
+
+def test_gpt2_without_an_explicit_ffn_width_counts_its_dense_width():
+    """GPT-2's n_inner=None means 4 x hidden: the dense shapes of a slim GPT-2 must still be known."""
+    import torch
+
+    from nn_prune_ext import summary
+
+    model = tiny_model("gpt2", n_inner=None)
+    assert model.config.n_inner is None
+    layers = list(get_layout(model).iter_layers(model))
+    with torch.no_grad():
+        layers[0].ffn_down.weight[:, : 2 * HIDDEN] = 0  # the first half of the units (an (out, in) view)
+    slim = optimize_model(model)
+    assert [shape.ffn_width for shape in dense_layer_shapes(slim)] == [4 * HIDDEN] * LAYERS
+    assert [layer.ffn_width for layer in slim.slim_report.layers] == [(4 * HIDDEN, 2 * HIDDEN), (4 * HIDDEN, 4 * HIDDEN)]
+    str(summary(slim))  # no error

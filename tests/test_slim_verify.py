@@ -68,3 +68,31 @@ def test_a_model_with_broken_weights_is_refused_before_slimming():
         model.score.weight.fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN or infinite values on a made-up input before slimming"):
         optimize_model(model)
+
+
+def test_a_failure_after_the_last_layer_names_no_layer():
+    from nn_prune_ext.slim.verify import ProbeFailure
+
+    model = tiny_model("bert")
+
+    def broken(module, args):
+        raise RuntimeError("broken classifier")
+
+    model.classifier.register_forward_pre_hook(broken)
+    with pytest.raises(ProbeFailure) as failure:
+        record_probe(model)
+    assert failure.value.layer is None and "broken classifier" in str(failure.value)
+
+
+def test_inplace_slimming_says_the_model_was_changed_when_refused(monkeypatch):
+    original = optimize_module._slice_layer
+
+    def corrupted(layer, plan):
+        sliced = original(layer, plan)
+        down = sliced["ffn_down"]
+        sliced["ffn_down"] = down._replace(weight=down.weight + 0.1)
+        return sliced
+
+    monkeypatch.setattr(optimize_module, "_slice_layer", corrupted)
+    with pytest.raises(SlimMismatchError, match="With inplace=True the model passed in was slimmed"):
+        optimize_model(masked_model("bert", empty_last_layer=False), inplace=True)

@@ -11,6 +11,7 @@
 
 from .layout import (
     ArchitectureLayout,
+    AttentionBlock,
     LayerModules,
     SlicedProjection,
     join_projections,
@@ -24,6 +25,7 @@ from . import families  # noqa: F401  (registers the built-in layouts)
 
 __all__ = [
     "ArchitectureLayout",
+    "AttentionBlock",
     "LayerModules",
     "Projection",
     "ProjectionSite",

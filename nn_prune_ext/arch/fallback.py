@@ -27,6 +27,8 @@ __all__ = ["derive_layout", "verified_layout", "FallbackError"]
 logger = logging.getLogger(__name__)
 
 COLWISE = ("colwise", "colwise_gather_output")
+# Config attributes holding the number of experts of a mixture-of-experts FFN.
+EXPERT_COUNT_ATTRS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 ROWWISE = ("rowwise", "rowwise_split_input")
 # Attributes of an attention module that may hold a head count, and the kind each value means.
 HEAD_COUNT_KINDS = ("heads", "kv_heads", "groups")
@@ -47,6 +49,11 @@ def derive_layout(config: Any) -> ArchitectureLayout:
             experts, several layer lists).
     """
     plan = getattr(config, "base_model_tp_plan", None) or {}
+    # Since transformers 5.25 expert FFNs are left out of the tensor-parallel plan (an expert-parallel
+    # plan covers them), so the config's expert count is checked as well as the plan.
+    experts = [name for name in EXPERT_COUNT_ATTRS if isinstance(getattr(config, name, None), int) and getattr(config, name) > 1]
+    if experts or getattr(config, "base_model_ep_plan", None):
+        raise FallbackError("its layers hold mixture-of-experts FFNs, which the derived layouts do not cover")
     if not plan:
         raise FallbackError("its config has no base_model_tp_plan to derive a layout from")
     layers, groups = None, {}
@@ -144,8 +151,9 @@ def verified_layout(model: nn.Module) -> ArchitectureLayout:
     config = model.config
     layout = derive_layout(config)
     try:
-        torch.manual_seed(0)
-        tiny = build_model(type(model), _tiny_config(config, layout)).eval()
+        with torch.random.fork_rng(devices=[]):  # seeded for a reproducible check; the caller's RNG untouched
+            torch.manual_seed(0)
+            tiny = build_model(type(model), _tiny_config(config, layout)).eval()
         attention = get_submodule(layout.layer_list(tiny)[0], layout.attention)
         layout = _with_head_counts(layout, attention)
         group = TINY["heads"] // (TINY["kv_heads"] if layout.num_kv_heads_attr else TINY["heads"])

@@ -38,6 +38,7 @@ __all__ = [
     "OLMO2_LAYOUT",
     "PHI3_LAYOUT",
     "VIT_LAYOUT",
+    "BART_LAYOUT",
 ]
 
 BERT_LAYOUT = register_layout(
@@ -226,5 +227,52 @@ VIT_LAYOUT = register_layout(
         attention="attention",
         attention_attrs=(("num_attention_heads", "heads"),),
         input_kind="pixels",
+    )
+)
+
+# Encoder-decoder: the layout's own layers are the encoder's; the decoder's layers add a cross-attention
+# block (queries from the decoder, keys and values from the encoder's output). Post-norm, like BERT.
+BART_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("bart",),
+        layers="encoder.layers",
+        query="self_attn.q_proj",
+        key="self_attn.k_proj",
+        value="self_attn.v_proj",
+        output="self_attn.out_proj",
+        ffn_up="fc1",
+        ffn_down="fc2",
+        num_heads_attr="encoder_attention_heads",
+        num_layers_attr="encoder_layers",
+        hidden_size_attr="d_model",
+        intermediate_size_attr="encoder_ffn_dim",
+        head_dim_attr=None,
+        norm_placement="post",
+        ffn_activation_attr="activation_function",
+        attention="self_attn",
+        attention_attrs=(("num_heads", "heads"),),
+        decoder=ArchitectureLayout(
+            model_types=("bart",),
+            layers="decoder.layers",
+            query="self_attn.q_proj",
+            key="self_attn.k_proj",
+            value="self_attn.v_proj",
+            output="self_attn.out_proj",
+            cross_query="encoder_attn.q_proj",
+            cross_key="encoder_attn.k_proj",
+            cross_value="encoder_attn.v_proj",
+            cross_output="encoder_attn.out_proj",
+            ffn_up="fc1",
+            ffn_down="fc2",
+            num_heads_attr="decoder_attention_heads",
+            num_layers_attr="decoder_layers",
+            hidden_size_attr="d_model",
+            intermediate_size_attr="decoder_ffn_dim",
+            head_dim_attr=None,
+            norm_placement="post",
+            ffn_activation_attr="activation_function",
+            attention="self_attn",
+            attention_attrs=(("num_heads", "heads"),),
+        ),
     )
 )

@@ -1,7 +1,8 @@
 """Inputs a model of a registered family takes, made up for checks and timing (no data needed).
 
 The input kind is a property of the family (`ArchitectureLayout.input_kind`): `"text"` models take
-`input_ids` and an `attention_mask`, `"pixels"` models `pixel_values`. Code that runs a model on made-up inputs (the check of a slim
+`input_ids` and an `attention_mask`, `"pixels"` models `pixel_values`, `"seq2seq"` models (encoder-
+decoders) also `decoder_input_ids`. Code that runs a model on made-up inputs (the check of a slim
 model against its masked twin, latency tables) asks for them here instead of assuming text.
 """
 
@@ -12,7 +13,7 @@ from torch import nn
 
 from .registry import get_layout
 
-__all__ = ["probe_inputs", "tokens_per_example"]
+__all__ = ["probe_inputs", "seq2seq_inputs", "tokens_per_example"]
 
 
 def probe_inputs(model: nn.Module, batch_size: int = 1, seq_len: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -39,7 +40,31 @@ def probe_inputs(model: nn.Module, batch_size: int = 1, seq_len: int = 8, seed: 
     vocab = int(getattr(embeddings, "num_embeddings", None) or getattr(model.config, "vocab_size", 100))
     # Ids from 5 up: the special tokens (padding, start, end) sit at the bottom of most vocabularies.
     input_ids = torch.randint(min(5, vocab - 1), vocab, (batch_size, seq_len), generator=generator)
-    return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids, device=device)}
+    inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    if layout.input_kind == "seq2seq":
+        inputs.update(seq2seq_inputs(model.config, input_ids))
+    return {name: tensor.to(device) for name, tensor in inputs.items()}
+
+
+def seq2seq_inputs(config, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The encoder-decoder part of made-up inputs: rows that end with the end-of-sequence token (sequence
+    classification heads read the decoder state there), and the decoder inputs they imply (shifted right
+    behind the decoder's start token).
+
+    Args:
+        config: The model's config.
+        input_ids: `[batch, length]` token ids, changed in place (the last column becomes the end token).
+
+    Returns:
+        `{"decoder_input_ids": ...}`.
+    """
+    eos = getattr(config, "eos_token_id", None)
+    if isinstance(eos, int):
+        input_ids[:, -1] = eos
+    start = getattr(config, "decoder_start_token_id", None)
+    start = start if isinstance(start, int) else getattr(config, "pad_token_id", None) or 0
+    decoder_input_ids = torch.cat([torch.full_like(input_ids[:, :1], start), input_ids[:, :-1]], dim=1)
+    return {"decoder_input_ids": decoder_input_ids}
 
 
 def tokens_per_example(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[int, int]:

@@ -1,10 +1,16 @@
 """`ArchitectureLayout`: where the prunable projections of one family's layers live, resolved on a model.
 
 A layout names, for one family of models, the layer list and the module of every role of a layer
-(`query`, `key`, `value`, `output`, `ffn_up`, `ffn_gate`, `ffn_down`). Roles that share a module
-path are fused in that module (GPT-2's `c_attn` computes query, key and value); how the module stores
-its weight (`nn.Linear` or `Conv1D`) is read from the module itself. `iter_layers` resolves a layout
-on a model into `LayerModules`, whose roles are `Projection` views with `(out, in)` weights.
+(`query`, `key`, `value`, `output`, `ffn_up`, `ffn_gate`, `ffn_down`, and `cross_query` ...
+`cross_output` for a decoder layer's cross-attention). Roles that share a module path are fused in
+that module (GPT-2's `c_attn` computes query, key and value); how the module stores its weight
+(`nn.Linear` or `Conv1D`) is read from the module itself.
+
+A model is one or more *stacks* of layers: one for encoders and decoders, two for encoder-decoders
+(the layout's own layers are the encoder, `decoder` describes the decoder's). A layer has one or two
+*attention blocks* (self-attention; cross-attention in an encoder-decoder's decoder) and an FFN.
+`iter_layers` resolves a layout on a model into `LayerModules`, stack after stack, whose roles are
+`Projection` views with `(out, in)` weights.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from .projections import (
 
 __all__ = [
     "ArchitectureLayout",
+    "AttentionBlock",
     "LayerModules",
     "ROLES",
     "SlicedProjection",
@@ -35,11 +42,59 @@ __all__ = [
 ]
 
 # Every role, in the order of a fused module's rows (GPT-2's [q | k | v], Phi-3's [gate | up]).
-ROLES = ("query", "key", "value", "output", "ffn_gate", "ffn_up", "ffn_down")
-ATTENTION_ROLES = ("query", "key", "value", "output")
+ROLES = (
+    "query", "key", "value", "output",
+    "cross_query", "cross_key", "cross_value", "cross_output",
+    "ffn_gate", "ffn_up", "ffn_down",
+)
+# The roles of each kind of attention block; cross-attention roles are the self-attention ones prefixed.
+BLOCK_ROLES = {
+    "self": ("query", "key", "value", "output"),
+    "cross": ("cross_query", "cross_key", "cross_value", "cross_output"),
+}
+ATTENTION_ROLES = BLOCK_ROLES["self"] + BLOCK_ROLES["cross"]
 NORM_PLACEMENTS = ("post", "pre", "sandwich")
-INPUT_KINDS = ("text", "pixels")
+INPUT_KINDS = ("text", "pixels", "seq2seq")
 FFN_ROLES = ("ffn_gate", "ffn_up", "ffn_down")
+
+
+@dataclass(frozen=True)
+class AttentionBlock:
+    """One attention block of a layer (self- or cross-attention), resolved on a concrete model.
+
+    Its projections are named by their self-attention role (`query`, ..., `output`) whatever the
+    block; `role(name)` gives the layer-wide role name (`cross_query` in a cross-attention block).
+
+    Args:
+        kind: `"self"` or `"cross"`.
+        index: Position of the layer in `iter_layers` (over all stacks).
+        query, key, value: Projections; `None` in a slimmed block without heads.
+        output: The output projection.
+        num_heads: Query heads.
+        num_kv_heads: Key/value heads (equal to `num_heads` without GQA).
+        head_dim: Size of one head.
+    """
+
+    kind: str
+    index: int
+    query: Projection | None
+    key: Projection | None
+    value: Projection | None
+    output: Projection
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+    def role(self, name: str) -> str:
+        """The layer-wide role of this block's projection `name` (`"query"` -> `"cross_query"` in cross-attention)."""
+        return name if self.kind == "self" else f"cross_{name}"
+
+    @property
+    def attention_projections(self) -> dict[str, Projection]:
+        """`{self-attention role name: projection}` of this block."""
+        if self.query is None:
+            return {"output": self.output}
+        return {"query": self.query, "key": self.key, "value": self.value, "output": self.output}
 
 
 @dataclass(frozen=True)
@@ -47,7 +102,8 @@ class LayerModules:
     """The prunable projections of one transformer layer, resolved on a concrete model.
 
     Args:
-        index: Position of the layer in the model's layer list.
+        index: Position of the layer in `iter_layers` (stack after stack; the position in the model's
+            layer list for single-stack models).
         query, key, value, output: The attention projections; query, key and value are `None` in a
             slimmed layer that has no heads left.
         ffn_up: The FFN input projection.
@@ -56,6 +112,12 @@ class LayerModules:
         num_heads: Query heads of this layer.
         num_kv_heads: Key/value heads of this layer (equal to `num_heads` without GQA).
         head_dim: Size of one head.
+        cross: The cross-attention block of an encoder-decoder's decoder layer, `None` elsewhere.
+        stack: Name of the stack holding the layer (`""` for single-stack models, else `"encoder"`
+            or `"decoder"`).
+        position: Position of the layer in its stack's layer list.
+        module: The layer module itself.
+        layout: The layout of the layer's stack (for an encoder-decoder's decoder, the `decoder` layout).
     """
 
     index: int
@@ -69,12 +131,33 @@ class LayerModules:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+    cross: AttentionBlock | None = None
+    stack: str = ""
+    position: int = 0
+    module: nn.Module | None = None
+    layout: "ArchitectureLayout | None" = None
+
+    @property
+    def name(self) -> str:
+        """How messages name this layer: `"layer 3"`, or `"decoder layer 3"` in an encoder-decoder."""
+        return f"{self.stack} layer {self.position}".strip() if self.stack else f"layer {self.index}"
+
+    @property
+    def self_attention(self) -> AttentionBlock:
+        return AttentionBlock(
+            "self", self.index, self.query, self.key, self.value, self.output,
+            self.num_heads, self.num_kv_heads, self.head_dim,
+        )
+
+    @property
+    def attention_blocks(self) -> tuple[AttentionBlock, ...]:
+        """The self-attention block, then the cross-attention block where the layer has one."""
+        return (self.self_attention,) if self.cross is None else (self.self_attention, self.cross)
 
     @property
     def attention_projections(self) -> dict[str, Projection]:
-        if self.query is None:
-            return {"output": self.output}
-        return {"query": self.query, "key": self.key, "value": self.value, "output": self.output}
+        """`{role: projection}` of every attention block (cross-attention roles prefixed `cross_`)."""
+        return {block.role(name): p for block in self.attention_blocks for name, p in block.attention_projections.items()}
 
     @property
     def ffn_projections(self) -> dict[str, Projection]:
@@ -130,11 +213,21 @@ class ArchitectureLayout:
             `"width"` (heads x head size); slimming updates them per layer.
         attention_reads_config: The attention module reads head counts from its config while it runs
             (Phi-3); a slim layer's attention then gets a view of the config with that layer's sizes.
-        input_kind: What the model takes: `"text"` (`input_ids` and `attention_mask`) or `"pixels"`
-            (`pixel_values` of `config.num_channels` x `config.image_size` squared).
+        input_kind: What the model takes: `"text"` (`input_ids` and `attention_mask`), `"pixels"`
+            (`pixel_values` of `config.num_channels` x `config.image_size` squared) or `"seq2seq"`
+            (an encoder-decoder's `input_ids` and `decoder_input_ids`; the default with a `decoder`).
         fixed_heads: Why heads of this family cannot be removed exactly, or `None` when they can.
             When set, slimming keeps every head (zeroed ones compute zeros), movement pruning
             scores FFN units only, and the ways in that would remove heads refuse with this reason.
+        cross_query, cross_key, cross_value, cross_output: Paths of the cross-attention projections
+            of a decoder layer in an encoder-decoder (keys and values read the encoder's output).
+        cross_attention: Path of the cross-attention module (by default the common parent of its
+            q/k/v); slimming replaces it when the layer loses all its cross-attention heads. Its head
+            counts are kept in the attributes `attention_attrs` names.
+        num_layers_attr: Config attribute holding the number of layers of this stack.
+        decoder: For an encoder-decoder, the layout of the decoder's layers (its `layers` path is
+            relative to the base model too); this layout's own layers are then the encoder's.
+            Model-wide fields (`model_types`, `input_kind`, `fixed_heads`) are read from the outer layout.
     """
 
     model_types: tuple[str, ...]
@@ -161,6 +254,13 @@ class ArchitectureLayout:
     attention_reads_config: bool = False
     input_kind: str = "text"
     fixed_heads: str | None = None
+    cross_query: str | None = None
+    cross_key: str | None = None
+    cross_value: str | None = None
+    cross_output: str | None = None
+    cross_attention: str | None = None
+    num_layers_attr: str = "num_hidden_layers"
+    decoder: "ArchitectureLayout | None" = None
 
     def __post_init__(self):
         if not self.model_types:
@@ -172,25 +272,53 @@ class ArchitectureLayout:
         if self.qkv_interleave not in ("blocks", "heads"):
             raise ValueError(f"qkv_interleave must be 'blocks' or 'heads', got {self.qkv_interleave!r}.")
         if self.attention is None:
-            parents = {path.rpartition(".")[0] for path in (self.query, self.key, self.value)}
-            if len(parents) == 1 and next(iter(parents)):
-                object.__setattr__(self, "attention", parents.pop())
+            object.__setattr__(self, "attention", _common_parent((self.query, self.key, self.value)))
+        cross = [self.cross_query, self.cross_key, self.cross_value, self.cross_output]
+        if any(cross) and not all(cross):
+            raise ValueError(
+                "A cross-attention block needs all of cross_query, cross_key, cross_value and cross_output; "
+                f"got {dict(zip(BLOCK_ROLES['cross'], cross))}."
+            )
+        if self.cross_attention is None and self.cross_query is not None:
+            object.__setattr__(
+                self, "cross_attention", _common_parent((self.cross_query, self.cross_key, self.cross_value))
+            )
+        if self.decoder is not None and self.input_kind == "text":
+            object.__setattr__(self, "input_kind", "seq2seq")
+        if self.decoder is not None and self.decoder.decoder is not None:
+            raise ValueError("A decoder layout cannot have a decoder of its own: a model has at most two stacks.")
         for attribute, kind in self.attention_attrs:
             if kind not in ("heads", "kv_heads", "groups", "width"):
                 raise ValueError(
                     f"attention_attrs[{attribute!r}] must be 'heads', 'kv_heads', 'groups' or 'width', got {kind!r}."
                 )
         for site in self.sites:
-            mixed = set(site.roles) & set(ATTENTION_ROLES) and set(site.roles) & set(FFN_ROLES)
-            if mixed or "output" in site.roles and site.fused or "ffn_down" in site.roles and site.fused:
+            fusable = [set(BLOCK_ROLES[kind][:3]) for kind in BLOCK_ROLES] + [{"ffn_gate", "ffn_up"}]
+            if site.fused and not any(set(site.roles) <= roles for roles in fusable):
                 raise ValueError(
-                    f"Roles {list(site.roles)} share the module {site.path!r}; only query/key/value, or gate/up, "
-                    "can be fused in one module."
+                    f"Roles {list(site.roles)} share the module {site.path!r}; only query/key/value (of one "
+                    "attention block), or gate/up, can be fused in one module."
                 )
 
     # ----- the structure ---------------------------------------------------------------------
     def role_path(self, role: str) -> str | None:
         return getattr(self, role)
+
+    @property
+    def stacks(self) -> tuple[tuple[str, "ArchitectureLayout"], ...]:
+        """`(name, layout)` of every stack: `(("", self),)`, or encoder and decoder for an encoder-decoder."""
+        if self.decoder is None:
+            return (("", self),)
+        return (("encoder", self), ("decoder", self.decoder))
+
+    @property
+    def block_kinds(self) -> tuple[str, ...]:
+        """The attention blocks of this stack's layers: `("self",)` or `("self", "cross")`."""
+        return ("self",) if self.cross_query is None else ("self", "cross")
+
+    def attention_path(self, kind: str) -> str | None:
+        """Path of the module of attention block `kind` (`"self"` or `"cross"`) in a layer."""
+        return self.attention if kind == "self" else self.cross_attention
 
     @property
     def sites(self) -> tuple[ProjectionSite, ...]:
@@ -201,40 +329,72 @@ class ArchitectureLayout:
             if path is not None:
                 roles_by_path.setdefault(path, []).append(role)
         return tuple(
-            ProjectionSite(path, tuple(roles), self.qkv_interleave if "query" in roles else "blocks")
+            ProjectionSite(
+                path, tuple(roles), self.qkv_interleave if {"query", "cross_query"} & set(roles) else "blocks"
+            )
             for path, roles in roles_by_path.items()
         )
 
-    def slim_spec(self, config, head_dim: int, storages: dict[str, str]) -> dict:
+    def slim_spec(self, model: nn.Module) -> dict:
         """The description a slim checkpoint's config carries (`config.nn_prune_slim`).
 
         It holds the module paths and attribute names the self-contained slim modeling file needs
-        to rebuild a model without nn_prune_ext.
+        to rebuild a model without nn_prune_ext: for a single stack, format 2 (the stack's entries at
+        the top level); for an encoder-decoder, format 3 (`stacks`, one entry per stack, which the
+        slimming fills with every layer's sizes under `shapes`).
 
         Args:
-            config: The model's config.
-            head_dim: Size of one head.
-            storages: `{site path: "linear" or "conv1d"}` of the model being slimmed.
+            model: The model being slimmed.
         """
+        stacks = [{"name": name, **stack._stack_spec(model)} for name, stack in self.stacks]
+        if len(stacks) == 1:
+            del stacks[0]["name"]
+            return {"format_version": 2, **stacks[0]}
+        return {"format_version": 3, "stacks": stacks}
+
+    def _stack_spec(self, model: nn.Module) -> dict:
+        config = model.config
+        storages = self.storages(model)
+        # A site whose module is gone in every layer (all heads removed earlier) keeps its last storage.
+        previous = {site["path"]: site.get("storage") for site in _previous_sites(config, self)}
         return {
-            "format_version": 2,
             "layers": self.layers,
             "attention": self.attention,
+            "cross_attention": self.cross_attention,
             **{role: self.role_path(role) for role in ROLES},
-            "sites": [{**site.to_dict(), "storage": storages[site.path]} for site in self.sites],
+            "sites": [
+                {**site.to_dict(), "storage": storages.get(site.path) or previous.get(site.path) or "linear"}
+                for site in self.sites
+            ],
             "attention_attrs": dict(self.attention_attrs),
             "attention_reads_config": self.attention_reads_config,
             "num_heads_attr": self.num_heads_attr,
             "num_kv_heads_attr": self.num_kv_heads_attr,
             "head_dim_attr": self.head_dim_attr or "head_dim",
-            "head_dim": head_dim,
+            "head_dim": self.head_dim(config),
             "hidden_size_attr": self.hidden_size_attr,
             "intermediate_size_attr": self.intermediate_size_attr,
         }
 
     # ----- resolving on a model -------------------------------------------------------
     def layer_list(self, model: nn.Module) -> nn.ModuleList:
-        """Return the `nn.ModuleList` of transformer layers of `model` (any head class)."""
+        """Return the `nn.ModuleList` of transformer layers of `model` (any head class).
+
+        Raises:
+            ValueError: For an encoder-decoder layout, which has two layer lists (`layer_lists`).
+        """
+        if self.decoder is not None:
+            raise ValueError(
+                f"{'/'.join(self.model_types)} models have an encoder and a decoder stack; this operation works on "
+                "models with one stack of layers (encoders and decoders) and does not support encoder-decoders yet."
+            )
+        return self._own_layer_list(model)
+
+    def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
+        """The layer list of every stack of `model` (`stacks` order)."""
+        return [stack._own_layer_list(model) for _, stack in self.stacks]
+
+    def _own_layer_list(self, model: nn.Module) -> nn.ModuleList:
         base = getattr(model, "base_model", model)
         for root in (base, model):
             try:
@@ -245,6 +405,14 @@ class ArchitectureLayout:
             f"Could not find the layer list {self.layers!r} in {type(model).__name__}; "
             f"the layout for {self.model_types} does not match this model."
         )
+
+    def require_single_stack(self, action: str, instead: str) -> None:
+        """Raise a `ValueError` when this layout has two stacks and `action` supports one; `instead` says what to do."""
+        if self.decoder is not None:
+            raise ValueError(
+                f"{action} runs the layers of one stack in order, and {'/'.join(self.model_types)} models have an "
+                f"encoder and a decoder: encoder-decoders are not supported there yet; {instead}."
+            )
 
     def require_removable_heads(self, action: str) -> None:
         """Raise a `ValueError` saying why `action` cannot remove heads of this family, and what it can do instead."""
@@ -267,6 +435,10 @@ class ArchitectureLayout:
             return 1.0
         return float(getattr(config, self.residual_scale_attr))
 
+    def num_layers(self, config) -> int:
+        """Layers of a model with this `config`, over all stacks (as its config says)."""
+        return sum(int(getattr(config, stack.num_layers_attr)) for _, stack in self.stacks)
+
     def num_heads(self, config) -> int:
         return int(getattr(config, self.num_heads_attr))
 
@@ -283,81 +455,122 @@ class ArchitectureLayout:
         return int(getattr(config, self.hidden_size_attr)) // self.num_heads(config)
 
     def storages(self, model: nn.Module) -> dict[str, str]:
-        """`{site path: storage}`, read from the first layer where each module has weights.
+        """`{site path: storage}` of this stack, read from the first layer where each module has weights.
 
-        Empty modules do not count: a slim model stores an empty `Conv1D` as an `nn.Linear`.
+        Empty modules do not count: a slim model stores an empty `Conv1D` as an `nn.Linear`. A site
+        whose module is gone from every layer (q/k/v of layers without heads) is absent.
         """
         found: dict[str, str] = {}
-        for layer in self.layer_list(model):
+        for layer in self._own_layer_list(model):
             for site in self.sites:
                 try:
                     module = get_submodule(layer, site.path)
                 except AttributeError:  # q/k/v of a slim layer without heads
                     continue
                 if isinstance(module, SplitProjection):
-                    storage = module.storage
+                    storage, empty = module.storage, all(part.weight.numel() == 0 for part in module.parts())
                 else:
                     storage = storage_of(module, site.path)
-                if site.path not in found or (found[site.path] == "linear" and module.weight.numel()):
+                    empty = module.weight.numel() == 0
+                if site.path not in found or (found[site.path] == "linear" and not empty):
                     found[site.path] = storage
         return found
 
     def iter_layers(self, model: nn.Module) -> Iterator[LayerModules]:
-        """Yield the resolved projections of every layer of `model`.
+        """Yield the resolved projections of every layer of `model`, stack after stack.
 
         Head counts are read from the projection shapes, so a model whose layers were slimmed
         to different widths is described correctly.
         """
-        head_dim = self.head_dim(model.config)
-        for index, layer in enumerate(self.layer_list(model)):
-            yield self._resolve(index, layer, head_dim)
+        index = 0
+        for name, stack in self.stacks:
+            head_dim = stack.head_dim(model.config)
+            for position, layer in enumerate(stack._own_layer_list(model)):
+                yield stack._resolve(index, layer, head_dim, name, position)
+                index += 1
 
-    def _resolve(self, index: int, layer: nn.Module, head_dim: int) -> LayerModules:
+    def _resolve(self, index: int, layer: nn.Module, head_dim: int, stack: str = "", position: int = 0) -> LayerModules:
         sites = {role: site for site in self.sites for role in site.roles}
         projections: dict[str, Projection] = {}
+        layer_name = f"{stack} layer {position}" if stack else f"layer {index}"
 
         def resolve(role: str, known: dict[str, int]) -> Projection:
             site = sites[role]
             module = get_submodule(layer, site.path)
-            where = f"layer {index} {site.path}"
+            where = f"{layer_name} {site.path}"
             if isinstance(module, SplitProjection):  # patched: one nn.Linear per role
                 part = getattr(module, role)
                 single = ProjectionSite(f"{site.path}.{role}", (role,))
                 return Projection(part, single.path, role, single, [part.out_features], head_dim)
             storage = storage_of(module, where)
             rows = int((module.weight if storage == "linear" else module.weight.t()).shape[0])
-            multiple = head_dim if "query" in site.roles else 1
+            multiple = head_dim if {"query", "cross_query"} & set(site.roles) else 1
             sizes = _fused_sizes(site, rows, known, where, multiple) if site.fused else [rows]
             return Projection(module, site.path, role, site, sizes, head_dim)
 
-        for role in ("output", "ffn_down"):
-            projections[role] = resolve(role, {})
-        attention_width = projections["output"].in_features
+        projections["ffn_down"] = resolve("ffn_down", {})
         width = projections["ffn_down"].in_features
-        if attention_width % head_dim:
-            raise UnsupportedProjectionError(
-                f"Layer {index}: the output projection takes {attention_width} inputs, not a multiple of the head "
-                f"size {head_dim}; the layout's head_dim_attr or num_heads_attr does not match this model."
-            )
-        known = {"query": attention_width, "ffn_gate": width, "ffn_up": width}
-        roles = ["ffn_up", "ffn_gate"] + (["query", "key", "value"] if attention_width else [])
-        for role in roles:
+        known = {"ffn_gate": width, "ffn_up": width}
+        for role in ("ffn_up", "ffn_gate"):
             if self.role_path(role) is not None:
                 projections[role] = resolve(role, known)
-        key = projections.get("key")
+        blocks: dict[str, tuple[int, int]] = {}
+        for kind in self.block_kinds:
+            query, key, value, output = BLOCK_ROLES[kind]
+            projections[output] = resolve(output, {})
+            attention_width = projections[output].in_features
+            if attention_width % head_dim:
+                raise UnsupportedProjectionError(
+                    f"{layer_name.capitalize()}: the {kind}-attention output projection takes {attention_width} inputs, "
+                    f"not a multiple of the head size {head_dim}; the layout's head_dim_attr or num_heads_attr does "
+                    "not match this model."
+                )
+            if attention_width:
+                for role in (query, key, value):
+                    projections[role] = resolve(role, {query: attention_width})
+            kv = projections.get(key)
+            blocks[kind] = (attention_width // head_dim, kv.out_features // head_dim if kv is not None else 0)
+        cross = None
+        if "cross" in blocks:
+            cross = AttentionBlock(
+                "cross", index, projections.get("cross_query"), projections.get("cross_key"),
+                projections.get("cross_value"), projections["cross_output"], *blocks["cross"], head_dim,
+            )
         return LayerModules(
             index=index,
             query=projections.get("query"),
-            key=key,
+            key=projections.get("key"),
             value=projections.get("value"),
             output=projections["output"],
             ffn_up=projections["ffn_up"],
             ffn_down=projections["ffn_down"],
             ffn_gate=projections.get("ffn_gate"),
-            num_heads=attention_width // head_dim,
-            num_kv_heads=key.out_features // head_dim if key is not None else 0,
+            num_heads=blocks["self"][0],
+            num_kv_heads=blocks["self"][1],
             head_dim=head_dim,
+            cross=cross,
+            stack=stack,
+            position=position if stack else index,
+            module=layer,
+            layout=self,
         )
+
+
+def _common_parent(paths) -> str | None:
+    """The module path holding all of `paths` directly, or `None` when they have no common parent."""
+    parents = {path.rpartition(".")[0] for path in paths}
+    return parents.pop() if len(parents) == 1 and next(iter(parents)) else None
+
+
+def _previous_sites(config, stack: ArchitectureLayout) -> list[dict]:
+    """The sites a slim config recorded for `stack` when it was slimmed before (none otherwise)."""
+    spec = getattr(config, "nn_prune_slim", None)
+    if not isinstance(spec, dict):
+        return []
+    for entry in spec.get("stacks", [spec]):
+        if entry.get("layers") == stack.layers:
+            return list(entry.get("sites", []))
+    return []
 
 
 def _fused_sizes(site: ProjectionSite, total: int, known: dict[str, int], where: str, multiple: int) -> list[int]:
@@ -369,12 +582,16 @@ def _fused_sizes(site: ProjectionSite, total: int, known: dict[str, int], where:
     rest = total - sum(known[role] for role in site.roles if role in known)
     share = rest // len(unknown) if unknown else 0
     sizes = [known[role] if role in known else share for role in site.roles]
-    if rest < 0 or sum(sizes) != total or any(size % multiple for size in sizes):
+    # Head-interleaved rows ([q_h k_h v_h] per head) hold one head of every role per step: equal sizes only.
+    unequal = site.interleave == "heads" and len(set(sizes)) > 1
+    if rest < 0 or sum(sizes) != total or any(size % multiple for size in sizes) or unequal:
         expected = ", ".join(f"{role}={known[role]}" for role in site.roles if role in known)
         raise UnsupportedProjectionError(
             f"{where} computes {list(site.roles)} in {total} output rows, which does not fit {expected} rows "
             f"and equal shares{f' of whole heads ({multiple} rows each)' if multiple > 1 else ''} for the others: "
-            "expected a fused projection of matching shape; the layout does not match this model."
+            "expected a fused projection of matching shape"
+            + (" (head-interleaved roles must have equal sizes)" if unequal else "")
+            + "; the layout does not match this model."
         )
     return sizes
 
@@ -402,20 +619,19 @@ def split_projections(model: nn.Module, layout: ArchitectureLayout) -> bool:
     Returns:
         Whether anything was replaced.
     """
-    head_dim = layout.head_dim(model.config)
     changed = False
-    for layer_modules, layer in zip(list(layout.iter_layers(model)), layout.layer_list(model)):
-        projections = layer_modules.projections
-        for site in layout.sites:
+    for layer in list(layout.iter_layers(model)):
+        projections = layer.projections
+        for site in layer.layout.sites:
             present = [projections[role] for role in site.roles if role in projections]
             if not present or isinstance(present[0].module, SplitProjection):
                 continue
             if not site.fused and present[0].storage == "linear":
                 continue
             split = SplitProjection.from_stock(
-                present[0].module, site, present[0].sizes, head_dim, f"layer {layer_modules.index} {site.path}"
+                present[0].module, site, present[0].sizes, layer.head_dim, f"{layer.name} {site.path}"
             )
-            _set_submodule(layer, site.path, split)
+            _set_submodule(layer.module, site.path, split)
             changed = True
     return changed
 
@@ -470,6 +686,7 @@ def store_projections(
             [part.bias for part in present],
             site.interleave,
             head_dim,
-            present[0].requires_grad,
+            # One parameter holds every fused role: it stays trainable if any role's was.
+            tuple(any(part.requires_grad[i] for part in present) for i in range(2)),
         )
         _set_submodule(layer, site.path, module)

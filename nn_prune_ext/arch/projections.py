@@ -318,7 +318,11 @@ class SplitProjection(nn.Module):
             [None if part.bias is None else part.bias.detach() for part in parts],
             self.interleave,
             self.head_dim,
-            (first.weight.requires_grad, first.bias is not None and first.bias.requires_grad),
+            # One parameter holds every fused role: it stays trainable if any role's was.
+            (
+                any(part.weight.requires_grad for part in parts),
+                first.bias is not None and any(part.bias.requires_grad for part in parts),
+            ),
         )
         return module.train(self.training)
 

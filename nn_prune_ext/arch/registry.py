@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from torch import nn
 
 from .layout import ArchitectureLayout
@@ -15,9 +17,22 @@ class UnsupportedArchitectureError(ValueError):
 
 _REGISTRY: dict[str, ArchitectureLayout] = {}
 # Layouts derived from a model's tensor-parallel plan and checked (`fallback`), and the reasons
-# derivation failed, per model_type: each type is checked once per process.
-_DERIVED: dict[str, ArchitectureLayout] = {}
-_REFUSED: dict[str, str] = {}
+# derivation failed, per model class and config (`_fingerprint`): each is checked once per process.
+# `_DERIVED_BY_TYPE` answers lookups by a bare model_type string with the latest derived layout.
+_DERIVED: dict[tuple, ArchitectureLayout] = {}
+_REFUSED: dict[tuple, str] = {}
+_DERIVED_BY_TYPE: dict[str, ArchitectureLayout] = {}
+
+
+def _fingerprint(model: nn.Module) -> tuple:
+    """What a derived layout depends on: the base model's class, the model type and the config's plan.
+
+    The base model's class, not the model's: slimming swaps the task class for a slim one, and the
+    layout of the slim model must be the one its dense model was slimmed with.
+    """
+    config = model.config
+    plan = json.dumps(getattr(config, "base_model_tp_plan", None) or {}, sort_keys=True)
+    return (type(getattr(model, "base_model", model)).__qualname__, config.model_type, plan)
 
 
 def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> ArchitectureLayout:
@@ -37,8 +52,10 @@ def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> A
             )
     for model_type in layout.model_types:
         _REGISTRY[model_type] = layout
-        _DERIVED.pop(model_type, None)
-        _REFUSED.pop(model_type, None)
+        _DERIVED_BY_TYPE.pop(model_type, None)
+        for cache in (_DERIVED, _REFUSED):
+            for key in [key for key in cache if key[1] == model_type]:
+                del cache[key]
     return layout
 
 
@@ -52,7 +69,7 @@ def get_layout(model_or_type: nn.Module | str) -> ArchitectureLayout:
 
     A model of an unregistered type gets a layout derived from its config's `base_model_tp_plan`
     when slimming a tiny copy of the model with it gives exactly the masked model's outputs
-    (`nn_prune_ext.arch.fallback`); the check runs once per type.
+    (`nn_prune_ext.arch.fallback`); the check runs once per model class and config.
 
     Raises:
         UnsupportedArchitectureError: If no layout is registered for the model type and none could
@@ -63,17 +80,22 @@ def get_layout(model_or_type: nn.Module | str) -> ArchitectureLayout:
     else:
         config = getattr(model_or_type, "config", model_or_type)
         model_type = getattr(config, "model_type", None)
-    layout = _REGISTRY.get(model_type) or _DERIVED.get(model_type)
+    layout = _REGISTRY.get(model_type)
     derivable = isinstance(model_or_type, nn.Module) and hasattr(model_or_type, "config") and model_type is not None
-    if layout is None and derivable and model_type not in _REFUSED:
-        from .fallback import FallbackError, verified_layout
+    key = _fingerprint(model_or_type) if layout is None and derivable else None
+    if layout is None and key is None:
+        layout = _DERIVED_BY_TYPE.get(model_type)
+    if layout is None and key is not None:
+        layout = _DERIVED.get(key)
+        if layout is None and key not in _REFUSED:
+            from .fallback import FallbackError, verified_layout
 
-        try:
-            layout = _DERIVED[model_type] = verified_layout(model_or_type)
-        except FallbackError as error:
-            _REFUSED[model_type] = str(error)
+            try:
+                layout = _DERIVED[key] = _DERIVED_BY_TYPE[model_type] = verified_layout(model_or_type)
+            except FallbackError as error:
+                _REFUSED[key] = str(error)
     if layout is None:
-        reason = f" and could not derive one: {_REFUSED[model_type]}" if model_type in _REFUSED else ""
+        reason = f" and could not derive one: {_REFUSED[key]}" if key in _REFUSED else ""
         raise UnsupportedArchitectureError(
             f"nn_prune_ext has no layout for model_type {model_type!r}{reason}. Supported: "
             f"{', '.join(supported_model_types())}. To add one, describe where its attention and FFN "

@@ -217,7 +217,10 @@ def post_training_prune(
     elif overrides:
         args = PostTrainingArgs(**{**args.__dict__, **overrides})
     require_unpatched(model, "post_training_prune")
-    get_layout(model).require_removable_heads("post_training_prune (its search trades heads against FFN units)")
+    layout = get_layout(model)
+    layout.require_removable_heads("post_training_prune (its search trades heads against FFN units)")
+    if args.tune:
+        layout.require_single_stack("post_training_prune's mask tuning", "pass tune=False")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     batches = [with_labels(model, batch) for batch in itertools.islice(batches, args.max_batches)]

@@ -508,6 +508,7 @@ def tune_masks(
             or a batch's `attention_mask` does not match its inputs.
     """
     layout = get_layout(model)
+    layout.require_single_stack("tune_masks", "slim with the masks as they are")
     require_unpatched(model, "tune_masks")
     masks.check(model)
     tuned = masks.clone()

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator
 
 from torch import nn
 
-from ..arch import ArchitectureLayout, get_layout
+from ..arch import ArchitectureLayout, UnsupportedArchitectureError, get_layout
 from ..patch import require_unpatched
 from . import modeling_slim
 
@@ -118,13 +118,22 @@ def kept_layer_indices(config: Any) -> list[int]:
         `[0, 1, ..., n - 1]` for a model that never lost a layer.
     """
     record = getattr(config, LAYERS_KEY, None)
-    return list(record["kept"]) if record else list(range(config.num_hidden_layers))
+    return list(record["kept"]) if record else list(range(_num_layers(config)))
 
 
 def dense_num_layers(config: Any) -> int:
     """The number of layers of the dense model, before any layer was dropped."""
     record = getattr(config, LAYERS_KEY, None)
-    return int(record["dense_num_layers"]) if record else int(config.num_hidden_layers)
+    return int(record["dense_num_layers"]) if record else _num_layers(config)
+
+
+def _num_layers(config: Any) -> int:
+    """Layers of the model over all its stacks (an encoder-decoder's encoder and decoder layers)."""
+    try:
+        layout = get_layout(config)
+    except UnsupportedArchitectureError:  # a type whose layout is derived from a model: one stack
+        return int(config.num_hidden_layers)
+    return layout.num_layers(config)
 
 
 def dropped_layer_indices(config: Any) -> list[int]:

@@ -16,7 +16,9 @@ How a slim checkpoint is described:
   globally raises `AmbiguousGlobalPerLayerAttributeError`, so loading a slim checkpoint without its
   modeling code fails loudly instead of building a wrong model.
 - `config.nn_prune_slim` names where the attention and FFN projections live in a layer (the
-  architecture layout) and which attention attributes hold head counts.
+  architecture layout) and which attention attributes hold head counts. An encoder-decoder's
+  description has one entry per stack (`stacks`), each with every layer's sizes (`shapes`), because
+  `per_layer_config` has one entry per layer index and the encoder and decoder share indices.
 
 A slim class is the stock class with `SlimModelMixin` in front: the stock `__init__` builds the dense
 modules, then `apply_slim_shapes` swaps each projection for one of the layer's size and replaces the
@@ -166,20 +168,29 @@ class EmptyAttention(nn.Module):
         output_name: The attribute name of `output`, so that state-dict keys do not change.
         head_dim: Size of one head, for the placeholder cache entry.
         layer_idx: Index of the layer, for the cache.
+        cross: Whether it replaces a cross-attention (an encoder-decoder's decoder layer), whose keys
+            and values come from the encoder: it then leaves the cache alone, since the cached length
+            is read from the self-attention entries.
     """
 
-    def __init__(self, output: nn.Linear | None, output_name: str | None, head_dim: int, layer_idx: int):
+    def __init__(
+        self, output: nn.Linear | None, output_name: str | None, head_dim: int, layer_idx: int, cross: bool = False
+    ):
         nn.Module.__init__(self)  # not the replaced attention class's __init__ (see empty_attention_like)
         self.output_name = output_name
         if output is not None:
             self.add_module(output_name, output)
         self.head_dim = head_dim
         self.layer_idx = layer_idx
+        self.cross = cross
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         batch, seq_len = hidden_states.shape[0], hidden_states.shape[-2]
         key_len = seq_len
-        cache = _cache_argument(args, kwargs)
+        cache = None if self.cross else _cache_argument(args, kwargs)
+        encoder_states = kwargs.get("key_value_states")
+        if self.cross and isinstance(encoder_states, torch.Tensor):
+            key_len = encoder_states.shape[-2]
         if cache is not None:
             cache = getattr(cache, "self_attention_cache", cache)
             # One zero key/value head, not zero heads: the model reads the cached length from the first
@@ -253,8 +264,21 @@ def _layers(model: nn.Module, spec: dict[str, Any]) -> nn.ModuleList:
 
 
 # Every role, in the order of a fused module's rows; the same order as nn_prune_ext.arch.
-_ROLES = ("query", "key", "value", "output", "ffn_gate", "ffn_up", "ffn_down")
-_QKV = ("query", "key", "value")
+_ROLES = (
+    "query", "key", "value", "output",
+    "cross_query", "cross_key", "cross_value", "cross_output",
+    "ffn_gate", "ffn_up", "ffn_down",
+)
+# Per attention block: its module's entry in a description, and its projection roles.
+_BLOCKS = {
+    "self": ("attention", ("query", "key", "value"), "output"),
+    "cross": ("cross_attention", ("cross_query", "cross_key", "cross_value"), "cross_output"),
+}
+
+
+def _stacks(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The description of every stack: format 3 lists them, formats 1 and 2 describe one stack."""
+    return spec["stacks"] if "stacks" in spec else [spec]
 
 
 def _sites(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -297,11 +321,11 @@ def _relative(path: str, prefix: str) -> str | None:
 
 
 def apply_slim_shapes(model: nn.Module, device: torch.device | str | None = None) -> list[nn.Module]:
-    """Give every layer of `model` the sizes its config's `per_layer_config` describes.
+    """Give every layer of `model` the sizes its config describes (`per_layer_config`, or each stack's `shapes`).
 
     Projections whose shape changes are replaced by new modules of their kind (uninitialized values
-    from the module's own init); the head-count attributes of the attention module are updated; a
-    layer without heads gets `EmptyAttention`.
+    from the module's own init); the head-count attributes of the attention modules are updated; an
+    attention block without heads becomes `EmptyAttention`.
 
     Args:
         model: A model whose config carries a slim description.
@@ -312,50 +336,60 @@ def apply_slim_shapes(model: nn.Module, device: torch.device | str | None = None
         The new modules, so a caller can initialize or fill them.
     """
     config = model.config
-    spec = slim_spec(config)
-    with global_size_access(config):
-        hidden = int(getattr(config, spec["hidden_size_attr"]))
     created: list[nn.Module] = []
-    for index, layer in enumerate(_layers(model, spec)):
-        shape = layer_shape(config, index)
-        heads, kv_heads, head_dim, width = (
-            shape["num_heads"], shape["num_kv_heads"], shape["head_dim"], shape["ffn_width"]
-        )
-        if heads % max(kv_heads, 1) or (heads == 0) != (kv_heads == 0):
-            raise ValueError(
-                f"Layer {index}: {heads} query heads cannot be grouped over {kv_heads} key/value heads."
-            )
-        # (inputs, outputs) of every role in this layer.
-        sizes = {
-            "query": (hidden, heads * head_dim),
-            "key": (hidden, kv_heads * head_dim),
-            "value": (hidden, kv_heads * head_dim),
-            "output": (heads * head_dim, hidden),
-            "ffn_gate": (hidden, width),
-            "ffn_up": (hidden, width),
-            "ffn_down": (width, hidden),
-        }
-        attention = _get(layer, spec["attention"]) if spec.get("attention") else None
-        for site in _sites(spec):
-            roles = site["roles"]
-            if set(roles) <= set(_QKV) and (heads == 0 or isinstance(attention, EmptyAttention)):
-                if heads:
-                    raise ValueError(f"Layer {index} has no attention heads left and cannot grow back to {heads}.")
+    for stack in _stacks(slim_spec(config)):
+        with global_size_access(config):
+            hidden = int(getattr(config, stack["hidden_size_attr"]))
+        for index, layer in enumerate(_layers(model, stack)):
+            shape = stack["shapes"][index] if "shapes" in stack else layer_shape(config, index)
+            created += _apply_layer_shape(model, layer, stack, index, shape, hidden, device)
+    return created
+
+
+def _apply_layer_shape(model, layer, spec, index, shape, hidden, device) -> list[nn.Module]:
+    """`apply_slim_shapes` for one layer of one stack; returns the new modules."""
+    head_dim, width = shape["head_dim"], shape["ffn_width"]
+    heads = {"self": (shape["num_heads"], shape["num_kv_heads"])}
+    heads["cross"] = (shape.get("cross_heads", 0), shape.get("cross_kv_heads", 0))
+    for kind, (query, kv) in heads.items():
+        if query % max(kv, 1) or (query == 0) != (kv == 0):
+            raise ValueError(f"Layer {index}: {query} {kind}-attention query heads cannot be grouped over {kv} key/value heads.")
+    # (inputs, outputs) of every role in this layer.
+    sizes = {"ffn_gate": (hidden, width), "ffn_up": (hidden, width), "ffn_down": (width, hidden)}
+    for kind, (query, kv) in heads.items():
+        prefix = "" if kind == "self" else "cross_"
+        sizes.update({
+            prefix + "query": (hidden, query * head_dim),
+            prefix + "key": (hidden, kv * head_dim),
+            prefix + "value": (hidden, kv * head_dim),
+            prefix + "output": (query * head_dim, hidden),
+        })
+    created = []
+    for site in _sites(spec):
+        roles = site["roles"]
+        kind = next((kind for kind, (_, qkv, _) in _BLOCKS.items() if set(roles) <= set(qkv)), None)
+        if kind is not None:
+            attention = _get(layer, spec[_BLOCKS[kind][0]]) if spec.get(_BLOCKS[kind][0]) else None
+            if heads[kind][0] == 0 or isinstance(attention, EmptyAttention):
+                if heads[kind][0]:
+                    raise ValueError(f"Layer {index} has no {kind}-attention heads left and cannot grow back.")
                 continue  # replaced by EmptyAttention below, with the projections it held
-            old = _get(layer, site["path"])
-            new = _resized_projection(
-                old, site["storage"], sizes[roles[0]][0], sum(sizes[role][1] for role in roles), device
-            )
-            if new is not old:
-                _set(layer, site["path"], new)
-                created.append(new)
-        _empty_or_resize_attention(layer, spec, index, heads, kv_heads, head_dim)
-        if spec.get("attention_reads_config") and spec.get("attention"):
-            attention = _get(layer, spec["attention"])
-            sizes = {spec["num_heads_attr"]: heads, spec["head_dim_attr"]: head_dim}
-            if spec.get("num_kv_heads_attr"):
-                sizes[spec["num_kv_heads_attr"]] = kv_heads
-            attention.config = LayerConfig(config, sizes)
+        old = _get(layer, site["path"])
+        new = _resized_projection(
+            old, site["storage"], sizes[roles[0]][0], sum(sizes[role][1] for role in roles), device
+        )
+        if new is not old:
+            _set(layer, site["path"], new)
+            created.append(new)
+    for kind in _BLOCKS:
+        if kind == "self" or spec.get(_BLOCKS[kind][0]):
+            _empty_or_resize_attention(layer, spec, index, kind, *heads[kind], head_dim)
+    if spec.get("attention_reads_config") and spec.get("attention"):
+        attention = _get(layer, spec["attention"])
+        layer_sizes = {spec["num_heads_attr"]: heads["self"][0], spec["head_dim_attr"]: head_dim}
+        if spec.get("num_kv_heads_attr"):
+            layer_sizes[spec["num_kv_heads_attr"]] = heads["self"][1]
+        attention.config = LayerConfig(model.config, layer_sizes)
     return created
 
 
@@ -388,9 +422,10 @@ class LayerConfig:
         setattr(self.__dict__["_config"], name, value)
 
 
-def _empty_or_resize_attention(layer, spec, index, heads, kv_heads, head_dim) -> None:
-    """Replace the attention of a layer without heads by `EmptyAttention`; set the head-count attributes."""
-    attention_path = spec.get("attention")
+def _empty_or_resize_attention(layer, spec, index, kind, heads, kv_heads, head_dim) -> None:
+    """Replace an attention block without heads by `EmptyAttention`; set the head-count attributes."""
+    module_key, _, output_key = _BLOCKS[kind]
+    attention_path = spec.get(module_key)
     if attention_path is None:
         if heads == 0:
             raise ValueError(
@@ -400,16 +435,17 @@ def _empty_or_resize_attention(layer, spec, index, heads, kv_heads, head_dim) ->
         return
     attention = _get(layer, attention_path)
     if heads == 0 and not isinstance(attention, EmptyAttention):
-        output_inside = _relative(spec["output"], attention_path)
+        output_inside = _relative(spec[output_key], attention_path)
         if output_inside is not None and "." in output_inside:
-            raise ValueError(f"The output projection path {spec['output']!r} is nested too deep to keep.")
+            raise ValueError(f"The output projection path {spec[output_key]!r} is nested too deep to keep.")
         layer_idx = getattr(attention, "layer_idx", None)
         empty = empty_attention_like(
             attention,
-            _get(layer, spec["output"]) if output_inside is not None else None,
+            _get(layer, spec[output_key]) if output_inside is not None else None,
             output_inside,
             head_dim,
             index if layer_idx is None else layer_idx,
+            kind == "cross",
         )
         _set(layer, attention_path, empty)
         attention = empty

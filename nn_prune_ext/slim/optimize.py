@@ -12,6 +12,7 @@ residual sum, so it is kept.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -19,13 +20,14 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
+from ..flops import dense_layer_shapes
 from ..arch import ArchitectureLayout, LayerModules, SlicedProjection, get_layout, store_projections
 from ..patch import bake_model, is_patched
 from . import modeling_slim
 from .classes import slim_class_for
 from .layers import dense_num_parameters, drop_layers
-from .structure import LayerPlan, plan_layer
-from .verify import check_against, reference_probe
+from .structure import AttentionPlan, LayerPlan, plan_layer
+from .verify import SlimMismatchError, check_against, reference_probe
 
 __all__ = ["optimize_model", "SlimReport", "LayerReport", "is_slim_model"]
 
@@ -43,6 +45,8 @@ class LayerReport:
         ffn_width: FFN units before and after.
         notes: Human-readable remarks.
         dropped: Whether the whole layer was removed (its sizes after are then 0).
+        cross_heads: Cross-attention query heads before and after, `None` for a layer without cross-attention.
+        name: How the layer is named (`"layer 3"`, `"decoder layer 1"` in an encoder-decoder).
     """
 
     index: int
@@ -51,6 +55,8 @@ class LayerReport:
     ffn_width: tuple[int, int]
     notes: list[str] = field(default_factory=list)
     dropped: bool = False
+    cross_heads: tuple[int, int] | None = None
+    name: str = ""
 
 
 @dataclass
@@ -77,12 +83,17 @@ class SlimReport:
         return after / before if before else 1.0
 
     def __str__(self) -> str:
-        rows = ["layer  heads        kv heads     FFN width      notes"]
+        cross = any(layer.cross_heads is not None for layer in self.layers)
+        rows = ["layer  heads        kv heads     " + ("cross heads  " if cross else "") + "FFN width      notes"]
         for layer in self.layers:
+            cross_column = ""
+            if cross:
+                before, after = layer.cross_heads or ("-", "-")
+                cross_column = f"{before:>4} -> {after:<4}  "
             rows.append(
                 f"{layer.index:>5}  {layer.heads[0]:>4} -> {layer.heads[1]:<4}  {layer.kv_heads[0]:>4} -> "
-                f"{layer.kv_heads[1]:<4}  {layer.ffn_width[0]:>5} -> {layer.ffn_width[1]:<5}  "
-                + "; ".join(layer.notes)
+                f"{layer.kv_heads[1]:<4}  {cross_column}{layer.ffn_width[0]:>5} -> {layer.ffn_width[1]:<5}  "
+                + "; ".join(([layer.name] if layer.name and cross else []) + layer.notes)
             )
         before, after = self.parameters
         rows.append(f"parameters: {before:,} -> {after:,} ({after / max(before, 1):.1%})")
@@ -105,7 +116,8 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
         model: A model of a registered architecture (any task head).
         mode: `"dense"`: the result is a smaller dense model. (nn_pruning's block-sparse mode needs
             special kernels and is not offered.)
-        inplace: Modify `model` itself instead of a copy (saves memory on large models).
+        inplace: Modify `model` itself instead of a copy (saves memory on large models). If `verify`
+            then refuses the result, the model passed in is left slimmed (the error says so).
         verify: Check the result on a small made-up input against the model before slimming (two
             forward passes of a few tokens) and refuse it, naming the first layer and tensor that
             differ, rather than return a model that computes something else.
@@ -137,22 +149,34 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     activation = _activation(model, layout)
     layers = list(layout.iter_layers(model))
     plans = [plan_layer(layer, activation, keep_heads=layout.fixed_heads is not None) for layer in layers]
-    storages = layout.storages(model)
+    storages = {name: stack.storages(model) for name, stack in layout.stacks}
     with torch.no_grad():
         tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]
-        _describe_slim_config(model, layout, plans, parameters_before, storages)
+        _describe_slim_config(model, layout, layers, plans, parameters_before)
         modeling_slim.apply_slim_shapes(model, device="meta")
-        for layer_module, layer_tensors in zip(layout.layer_list(model), tensors):
-            store_projections(layer_module, layout, storages, layer_tensors, head_dim=plans[0].head_dim)
+        for layer, layer_tensors in zip(layers, tensors):
+            store_projections(layer.module, layer.layout, storages[layer.stack], layer_tensors, head_dim=layer.head_dim)
     if not isinstance(model, modeling_slim.SlimModelMixin):
         model.__class__ = slim_class_for(type(model))
-    identity, notes = _identity_layers(layout.norm_placement_for(model.config), plans, tensors)
-    drop_layers(model, identity, inplace=True)
+    identity, notes = _identity_layers(layout, model.config, plans, tensors)
+    if identity:
+        drop_layers(model, identity, inplace=True)
     model.eval()
     if reference is not None:
-        check_against(reference, model)
+        try:
+            check_against(reference, model)
+        except SlimMismatchError as error:
+            if not inplace:
+                raise
+            raise SlimMismatchError(
+                f"{error} With inplace=True the model passed in was slimmed all the same and is now this refused "
+                "model: load it again before using it."
+            ) from error
     model.slim_report = SlimReport(
-        layers=[_layer_report(plan, plan.index in identity, notes.get(plan.index)) for plan in plans],
+        layers=[
+            _layer_report(plan, layer.name, plan.index in identity, notes.get(plan.index))
+            for layer, plan in zip(layers, plans)
+        ],
         parameters=(parameters_before, count_parameters(model)),
     )
     logger.info("optimize_model:\n%s", model.slim_report)
@@ -193,23 +217,36 @@ def _rows(weight: torch.Tensor, heads: list[int | None], head_dim: int) -> torch
     return torch.cat(pieces) if pieces else weight.new_zeros(0, *weight.shape[1:])
 
 
+def _slice_attention(
+    block, query_heads: list[int | None], kv_heads: list[int], output_delta: torch.Tensor | None, head_dim: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """The `(out, in)` weight and bias of every role of one attention block keeping the given heads."""
+    result = {}
+    if query_heads:
+        for name, heads in (("query", query_heads), ("key", kv_heads), ("value", kv_heads)):
+            projection = getattr(block, name)
+            bias = _rows(projection.bias, heads, head_dim) if projection.bias is not None else None
+            result[block.role(name)] = (_rows(projection.weight, heads, head_dim), bias)
+    output = block.output
+    output_bias = output.bias
+    if output_bias is not None and output_delta is not None:
+        output_bias = output_bias + output_delta
+    result[block.role("output")] = (
+        _rows(output.weight.t(), query_heads, head_dim).t().contiguous(), _clone(output_bias)
+    )
+    return result
+
+
 def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, SlicedProjection]:
     """The `(out, in)` weight and bias of every role of `layer` under `plan`.
 
     Each remembers whether the parameters it is cut from require gradients, so frozen ones stay frozen.
     """
     d = plan.head_dim
-    result: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-    if plan.query_heads:
-        for name, heads in (("query", plan.query_heads), ("key", plan.kv_heads), ("value", plan.kv_heads)):
-            projection = getattr(layer, name)
-            bias = _rows(projection.bias, heads, d) if projection.bias is not None else None
-            result[name] = (_rows(projection.weight, heads, d), bias)
-    output = layer.output
-    output_bias = output.bias
-    if output_bias is not None and plan.output_bias_delta is not None:
-        output_bias = output_bias + plan.output_bias_delta
-    result["output"] = (_rows(output.weight.t(), plan.query_heads, d).t().contiguous(), _clone(output_bias))
+    result = _slice_attention(layer.self_attention, plan.query_heads, plan.kv_heads, plan.output_bias_delta, d)
+    if plan.cross is not None:
+        cross = plan.cross
+        result.update(_slice_attention(layer.cross, cross.query_heads, cross.kv_heads, cross.output_bias_delta, d))
 
     units = torch.tensor(plan.ffn_units, dtype=torch.long, device=layer.ffn_down.weight.device)
     for name in ("ffn_up", "ffn_gate"):
@@ -241,31 +278,36 @@ def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _identity_layers(
-    norm_placement: str,
+    layout: ArchitectureLayout,
+    config,
     plans: list[LayerPlan],
     tensors: list[dict[str, SlicedProjection]],
 ) -> tuple[list[int], dict[int, str]]:
     """The layers to drop because they compute the identity, and a note for each empty layer.
 
     Args:
-        norm_placement: Where the model's layers normalise (`ArchitectureLayout.norm_placement_for`).
+        layout: The model's layout.
+        config: The model's config (norm placement can be a config choice).
         plans: The plan of every layer.
         tensors: The sliced parameters of every layer (`_slice_layer`), biases with folded constants.
 
     Returns:
         `(indices of the layers to drop, {layer index: note})`.
     """
+    norm_placement = layout.norm_placement_for(config)
     drop, notes = [], {}
     for plan, layer_tensors in zip(plans, tensors):
-        if plan.query_heads or plan.ffn_units:
+        if not plan.empty:
             continue
-        biases = [layer_tensors[name].bias for name in ("output", "ffn_down")]
+        biases = [layer_tensors[name].bias for name in ("output", "cross_output", "ffn_down") if name in layer_tensors]
         if norm_placement == "post":
             notes[plan.index] = (
                 "kept without heads or FFN units: its post-norm LayerNorms still transform the hidden states"
             )
         elif any(bias is not None and bias.any() for bias in biases):
             notes[plan.index] = "kept without heads or FFN units: its output biases still add a constant"
+        elif layout.decoder is not None:
+            notes[plan.index] = "kept without heads or FFN units (the identity): encoder-decoder layers are not dropped"
         else:
             drop.append(plan.index)
             notes[plan.index] = "dropped: without heads or FFN units this pre-norm layer is the identity"
@@ -276,20 +318,39 @@ def _identity_layers(
 
 
 def _describe_slim_config(
-    model: nn.Module, layout: ArchitectureLayout, plans: list[LayerPlan], parameters: int, storages: dict[str, str]
+    model: nn.Module, layout: ArchitectureLayout, layers: list[LayerModules], plans: list[LayerPlan], parameters: int
 ) -> None:
-    """Write the per-layer sizes (`per_layer_config`) and the layout description into the config."""
+    """Write every layer's sizes and the layout description into the config.
+
+    A single stack's sizes go to `per_layer_config` (transformers' heterogeneous configs, so stock code
+    reading a global size fails); an encoder-decoder's to each stack's `shapes` in the description,
+    since `per_layer_config` has one entry per layer index and the two stacks share indices.
+    """
     config = model.config
     previous = getattr(config, modeling_slim.SLIM_SPEC_KEY, None) or {}
-    head_dim = plans[0].head_dim if plans else layout.head_dim(config)
+    # The dense model's layer shapes, for FLOPs and model cards (a config's global sizes can be a family
+    # default such as GPT-2's n_inner=None); read before this model's description is replaced.
+    dense_shapes = [dataclasses.asdict(shape) for shape in dense_layer_shapes(model)]
     canonical = lambda attribute: config.attribute_map.get(attribute, attribute)  # noqa: E731
-    spec = layout.slim_spec(config, head_dim, storages)
-    for key in ("num_heads_attr", "num_kv_heads_attr", "head_dim_attr", "intermediate_size_attr", "hidden_size_attr"):
-        if spec[key] is not None:
-            spec[key] = canonical(spec[key])
+    spec = layout.slim_spec(model)
+    stack_specs = spec.get("stacks", [spec])
+    for stack_spec in stack_specs:
+        for key in ("num_heads_attr", "num_kv_heads_attr", "head_dim_attr", "intermediate_size_attr", "hidden_size_attr"):
+            if stack_spec[key] is not None:
+                stack_spec[key] = canonical(stack_spec[key])
     # Slimming a slim model again, or a model that lost layers, keeps the size of the original dense
     # model for the model card.
     spec["dense_num_parameters"] = previous.get("dense_num_parameters") or dense_num_parameters(config) or parameters
+    spec["dense_shapes"] = dense_shapes
+    if "stacks" in spec:
+        by_name = {stack_spec["name"]: stack_spec for stack_spec in stack_specs}
+        for stack_spec in stack_specs:
+            stack_spec["shapes"] = []
+        for layer, plan in zip(layers, plans):
+            by_name[layer.stack]["shapes"].append(_shape(plan))
+        setattr(config, modeling_slim.SLIM_SPEC_KEY, spec)
+        return
+    head_dim = plans[0].head_dim if plans else layout.head_dim(config)
     per_layer = {}
     for plan in plans:
         sizes = {
@@ -308,7 +369,20 @@ def _describe_slim_config(
     config.serialize_explicit_per_layer_config = True
 
 
-def _layer_report(plan: LayerPlan, dropped: bool, note: str | None) -> LayerReport:
+def _shape(plan: LayerPlan) -> dict[str, int]:
+    """One layer's sizes as a slim description's `shapes` entry (`modeling_slim.layer_shape`'s keys)."""
+    cross = plan.cross or AttentionPlan(0, 0, [], [])
+    return {
+        "num_heads": len(plan.query_heads),
+        "num_kv_heads": len(plan.kv_heads),
+        "head_dim": plan.head_dim,
+        "ffn_width": len(plan.ffn_units),
+        "cross_heads": len(cross.query_heads),
+        "cross_kv_heads": len(cross.kv_heads),
+    }
+
+
+def _layer_report(plan: LayerPlan, name: str, dropped: bool, note: str | None) -> LayerReport:
     return LayerReport(
         index=plan.index,
         heads=(plan.num_heads, len(plan.query_heads)),
@@ -316,4 +390,6 @@ def _layer_report(plan: LayerPlan, dropped: bool, note: str | None) -> LayerRepo
         ffn_width=(plan.ffn_width, len(plan.ffn_units)),
         notes=list(plan.notes) + ([note] if note else []),
         dropped=dropped,
+        cross_heads=None if plan.cross is None else (plan.cross.num_heads, len(plan.cross.query_heads)),
+        name=name,
     )

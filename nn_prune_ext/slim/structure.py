@@ -23,9 +23,28 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..arch import LayerModules
+from ..arch import AttentionBlock, LayerModules
 
-__all__ = ["LayerPlan", "plan_layer", "slim_attention_sizes"]
+__all__ = ["AttentionPlan", "LayerPlan", "plan_layer", "slim_attention_sizes"]
+
+
+@dataclass
+class AttentionPlan:
+    """What one attention block keeps (the cross-attention of a decoder layer in an encoder-decoder).
+
+    Args:
+        num_heads: Query heads before slimming.
+        num_kv_heads: Key/value heads before slimming.
+        query_heads: For each kept query-head slot, the original head it copies, or `None` for a zero head.
+        kv_heads: For each kept key/value slot, the original key/value head it copies.
+        output_bias_delta: Added to the block's output bias (folded value biases), or `None`.
+    """
+
+    num_heads: int
+    num_kv_heads: int
+    query_heads: list[int | None]
+    kv_heads: list[int]
+    output_bias_delta: torch.Tensor | None = None
 
 
 @dataclass
@@ -46,6 +65,7 @@ class LayerPlan:
         output_bias_delta: Added to the attention output bias (folded value biases), or `None`.
         down_bias_delta: Added to the FFN down-projection bias (folded constant units), or `None`.
         notes: Human-readable remarks for the report.
+        cross: The plan of the layer's cross-attention block, `None` for a layer without one.
     """
 
     index: int
@@ -59,6 +79,12 @@ class LayerPlan:
     output_bias_delta: torch.Tensor | None = None
     down_bias_delta: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
+    cross: AttentionPlan | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Whether the layer keeps no head (of any attention block) and no FFN unit."""
+        return not (self.query_heads or self.ffn_units or self.cross is not None and self.cross.query_heads)
 
 
 def _zero_blocks(weight: torch.Tensor, count: int, dim: int) -> torch.Tensor:
@@ -90,9 +116,14 @@ def plan_layer(layer: LayerModules, activation: nn.Module | None, keep_heads: bo
     Returns:
         The plan.
     """
-    attention = _keep_every_head(layer) if keep_heads else _plan_attention(layer)
+    plan_block = _keep_every_head if keep_heads else _plan_attention
     ffn_units, down_delta, ffn_notes = _plan_ffn(layer, activation)
-    query_heads, kv_heads, output_delta, notes = attention
+    query_heads, kv_heads, output_delta, notes = plan_block(layer.self_attention)
+    cross = None
+    if layer.cross is not None:
+        cross_heads, cross_kv, cross_delta, cross_notes = plan_block(layer.cross)
+        cross = AttentionPlan(layer.cross.num_heads, layer.cross.num_kv_heads, cross_heads, cross_kv, cross_delta)
+        notes += [f"cross-attention: {note}" for note in cross_notes]
     return LayerPlan(
         index=layer.index,
         head_dim=layer.head_dim,
@@ -105,10 +136,11 @@ def plan_layer(layer: LayerModules, activation: nn.Module | None, keep_heads: bo
         output_bias_delta=output_delta,
         down_bias_delta=down_delta,
         notes=notes + ffn_notes,
+        cross=cross,
     )
 
 
-def _keep_every_head(layer: LayerModules):
+def _keep_every_head(layer: AttentionBlock):
     notes = []
     dead = int(_zero_blocks(layer.output.weight, layer.num_heads, 1).sum()) if layer.num_heads else 0
     if dead:
@@ -116,7 +148,7 @@ def _keep_every_head(layer: LayerModules):
     return list(range(layer.num_heads)), list(range(layer.num_kv_heads)), None, notes
 
 
-def _plan_attention(layer: LayerModules):
+def _plan_attention(layer: AttentionBlock):
     heads, kv_heads, head_dim = layer.num_heads, layer.num_kv_heads, layer.head_dim
     notes: list[str] = []
     if heads == 0:

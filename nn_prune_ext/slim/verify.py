@@ -9,7 +9,7 @@ layer and tensor that differ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -52,14 +52,17 @@ class ProbeRecord:
         inputs: The probe input.
         output: The model's first output (logits, or the last hidden state).
         tensors: `(dense layer index, what) -> tensor` for every layer: `"attention"` (the output
-            projection's output), `"ffn"` (the down projection's output) and `"layer"` (its output).
+            projection's output), `"cross"` (the cross-attention's, in an encoder-decoder's decoder),
+            `"ffn"` (the down projection's output) and `"layer"` (its output).
         names: `what -> description` naming the module each tensor comes from.
+        layer_names: `dense layer index -> name` (`"layer 3"`, `"decoder layer 1"`).
     """
 
     inputs: dict[str, torch.Tensor]
     output: torch.Tensor
     tensors: dict[tuple[int, str], torch.Tensor]
     names: dict[str, str]
+    layer_names: dict[int, str] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -84,20 +87,33 @@ def record_probe(model: nn.Module, inputs: dict[str, torch.Tensor] | None = None
 
         return hook
 
-    entered: list[int] = []
-    indices = kept_layer_indices(model.config)
+    # The layer running now, `None` between layers: an error after the last layer names no layer.
+    running: list[int | None] = [None]
+    layer_names: dict[int, str] = {}
+
+    def enter(index):
+        return lambda module, args: running.__setitem__(0, index)
+
+    def leave(module, args, output):
+        running[0] = None
+
     try:
-        for index, layer, modules in zip(indices, layout.layer_list(model), layout.iter_layers(model)):
-            handles.append(layer.register_forward_pre_hook(lambda module, args, index=index: entered.append(index)))
+        for index, modules in zip(kept_layer_indices(model.config), layout.iter_layers(model)):
+            layer = modules.module
+            layer_names[index] = modules.name if modules.stack else f"layer {index}"
+            handles.append(layer.register_forward_pre_hook(enter(index)))
             handles.append(modules.output.module.register_forward_hook(keep((index, "attention"))))
+            if modules.cross is not None:
+                handles.append(modules.cross.output.module.register_forward_hook(keep((index, "cross"))))
             handles.append(modules.ffn_down.module.register_forward_hook(keep((index, "ffn"))))
             handles.append(layer.register_forward_hook(keep((index, "layer"))))
+            handles.append(layer.register_forward_hook(leave))
         was_training = model.training
         model.eval()
         try:
             outputs = model(**inputs)
         except Exception as error:
-            raise ProbeFailure(entered[-1] if entered else None, error) from error
+            raise ProbeFailure(running[0], error) from error
         finally:
             model.train(was_training)
     finally:
@@ -106,10 +122,11 @@ def record_probe(model: nn.Module, inputs: dict[str, torch.Tensor] | None = None
     first = outputs.to_tuple()[0] if hasattr(outputs, "to_tuple") else outputs[0]
     names = {
         "attention": f"the attention output (output of {layout.output})",
+        "cross": f"the cross-attention output (output of {layout.decoder.cross_output})" if layout.decoder else "",
         "ffn": f"the FFN output (output of {layout.ffn_down})",
         "layer": "the layer's output",
     }
-    return ProbeRecord(inputs, first.detach().float().clone(), tensors, names)
+    return ProbeRecord(inputs, first.detach().float().clone(), tensors, names, layer_names)
 
 
 def reference_probe(model: nn.Module) -> ProbeRecord:
@@ -144,7 +161,7 @@ def check_against(reference: ProbeRecord, slim: nn.Module) -> None:
     try:
         record = record_probe(slim, reference.inputs)
     except ProbeFailure as failure:
-        where = "" if failure.layer is None else f" in layer {failure.layer}"
+        where = "" if failure.layer is None else f" in {reference.layer_names.get(failure.layer, f'layer {failure.layer}')}"
         raise SlimMismatchError(
             f"optimize_model refused its result: the slim model fails on a probe input{where} ({failure}), where "
             "the masked model it was cut from runs. " + HINT.format(model_type=model_type)
@@ -161,12 +178,14 @@ def check_against(reference: ProbeRecord, slim: nn.Module) -> None:
     # Every layer's tensors, not only the output: a difference a norm cancels on this input need not
     # cancel on another.
     where = None
-    for key in sorted(record.tensors, key=lambda key: (key[0], ("attention", "ffn", "layer").index(key[1]))):
+    order = ("attention", "cross", "ffn", "layer")
+    for key in sorted(record.tensors, key=lambda key: (key[0], order.index(key[1]))):
         if key not in reference.tensors:
             continue
         layer_gap, layer_limit = difference(reference.tensors[key], record.tensors[key])
         if layer_gap > layer_limit or not torch.isfinite(record.tensors[key]).all():
-            where = f"in layer {key[0]}, {reference.names[key[1]]} differs by {layer_gap:.3g}"
+            layer_name = reference.layer_names.get(key[0], f"layer {key[0]}")
+            where = f"in {layer_name}, {reference.names[key[1]]} differs by {layer_gap:.3g}"
             limit = layer_limit
             break
     if where is None:

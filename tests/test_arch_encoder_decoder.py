@@ -1,0 +1,224 @@
+"""Encoder-decoders: two stacks of layers, and a cross-attention block in every decoder layer.
+
+Run over every registered encoder-decoder type (`ENCODER_DECODER_TYPES`): the layout resolves both
+stacks, masks reach the self- and cross-attention heads, and the slim model (heads and FFN units
+removed in either stack, a decoder layer without self-attention heads and one without
+cross-attention heads) computes the masked model's logits and greedy generations, also when loaded
+where nn_prune_ext cannot be imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+
+from nn_prune_ext import (
+    SparseArgs,
+    StructureMasks,
+    fold_masks,
+    get_layout,
+    masks_from_scores,
+    optimize_model,
+    patch_model,
+    prune_with_masks,
+    summary,
+)
+from nn_prune_ext.arch import probe_inputs
+from nn_prune_ext.scores import MaskScores
+
+from conftest import ENCODER_DECODER_TYPES, HEADS, HIDDEN, INTERMEDIATE, VOCAB
+from slim_helpers import HEAD_AND_UNIT_ARGS
+
+LAYERS = 2  # per stack
+
+
+@pytest.fixture(params=ENCODER_DECODER_TYPES)
+def seq2seq_type(request) -> str:
+    return request.param
+
+
+def seq2seq_config(model_type: str, **overrides):
+    """A tiny config of an encoder-decoder: `LAYERS` layers per stack, sized through the layouts' attributes."""
+    layout = get_layout(model_type)
+    settings = {}
+    for _, stack in layout.stacks:
+        settings.update({
+            stack.hidden_size_attr: HIDDEN, stack.num_heads_attr: HEADS, stack.intermediate_size_attr: INTERMEDIATE,
+        })
+    config = AutoConfig.for_model(model_type)
+    for name in ("encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers"):
+        if hasattr(config, name):
+            settings[name] = LAYERS
+    settings.update(vocab_size=VOCAB, max_position_embeddings=64, num_labels=3)
+    settings.update(overrides)
+    return AutoConfig.for_model(model_type, **settings)
+
+
+def tiny_seq2seq(model_type: str, head=AutoModelForSeq2SeqLM, seed: int = 0):
+    torch.manual_seed(seed)
+    return head.from_config(seq2seq_config(model_type)).eval()
+
+
+def uneven_masks(model) -> StructureMasks:
+    """Uneven heads everywhere; decoder layer 0 loses its self-attention, decoder layer 1 its cross-attention,
+    encoder layer 1 its FFN."""
+    masks = StructureMasks.ones(model)
+    masks.heads[0][1] = 0
+    masks.heads[1][[0, 3]] = 0
+    masks.heads[LAYERS].zero_()
+    masks.cross_heads[LAYERS][2] = 0
+    masks.cross_heads[LAYERS + 1].zero_()
+    masks.units[1].zero_()
+    masks.units[LAYERS][::3] = 0
+    return masks
+
+
+def test_layout_resolves_both_stacks(seq2seq_type):
+    model = tiny_seq2seq(seq2seq_type)
+    layout = get_layout(model)
+    layers = list(layout.iter_layers(model))
+    assert [layer.name for layer in layers] == [f"encoder layer {i}" for i in range(LAYERS)] + [
+        f"decoder layer {i}" for i in range(LAYERS)
+    ]
+    assert [layer.index for layer in layers] == list(range(2 * LAYERS))
+    assert [layer.cross is not None for layer in layers] == [False] * LAYERS + [True] * LAYERS
+    for layer in layers[LAYERS:]:
+        assert (layer.cross.num_heads, layer.cross.head_dim) == (HEADS, HIDDEN // HEADS)
+        assert set(layer.projections) >= {"cross_query", "cross_key", "cross_value", "cross_output"}
+    assert layout.input_kind == "seq2seq"
+    assert set(probe_inputs(model)) == {"input_ids", "attention_mask", "decoder_input_ids"}
+    with pytest.raises(ValueError, match="encoder and a decoder stack"):
+        layout.layer_list(model)
+    masks = StructureMasks.ones(model)
+    assert [mask.numel() for mask in masks.cross_heads] == [0] * LAYERS + [HEADS] * LAYERS
+
+
+def test_slim_equals_the_masked_model_and_generates_the_same(seq2seq_type):
+    model = tiny_seq2seq(seq2seq_type)
+    masks = uneven_masks(model)
+    masked = fold_masks(copy.deepcopy(model), masks)
+    slim = prune_with_masks(model, masks)
+    report = slim.slim_report
+    assert [layer.heads[1] for layer in report.layers] == [HEADS - 1, HEADS - 2, 0, HEADS]
+    assert [layer.cross_heads for layer in report.layers] == [None] * LAYERS + [(HEADS, HEADS - 1), (HEADS, 0)]
+    assert [layer.ffn_width[1] for layer in report.layers] == [INTERMEDIATE, 0, INTERMEDIATE - 43, INTERMEDIATE]
+    inputs = probe_inputs(model, batch_size=2, seq_len=9)
+    with torch.no_grad():
+        difference = (masked(**inputs).logits - slim(**inputs).logits).abs().max().item()
+    assert difference < 1e-5
+    # Greedy decoding with the KV cache, through an empty self-attention and an empty cross-attention.
+    settings = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False, num_beams=1)
+    expected = masked.generate(inputs["input_ids"], **settings)
+    assert torch.equal(slim.generate(inputs["input_ids"], **settings), expected)
+    assert "cross heads" in str(report)
+    assert "decoder layer 1" in str(summary(slim))
+
+
+def test_movement_pruning_scores_cross_attention_and_slims_exactly(seq2seq_type):
+    model = tiny_seq2seq(seq2seq_type, head=AutoModelForSequenceClassification)
+    patch_model(model, SparseArgs(**HEAD_AND_UNIT_ARGS))
+    names = [name for name, module in model.named_modules() if isinstance(module, MaskScores)]
+    cross_module = get_layout(model).decoder.cross_attention
+    assert any(cross_module in name for name in names), names
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for scores in (module for module in model.modules() if isinstance(module, MaskScores)):
+            values = torch.rand(scores.shape, generator=generator) - 0.4
+            values[0] = 1.0
+            scores.scores.copy_(values)
+    # A few training steps: gradients reach the scores of both attention blocks.
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    model.train()
+    inputs = probe_inputs(model, batch_size=4, seq_len=8)
+    for _ in range(2):
+        loss = model(**inputs, labels=torch.tensor([0, 1, 2, 1])).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    cross_scores = [module for name, module in model.named_modules() if isinstance(module, MaskScores) and cross_module in name]
+    model.eval()
+    masks = masks_from_scores(model)
+    assert masks.cross_heads is not None and sum(masks.kept_cross_heads()) < LAYERS * HEADS
+    assert cross_scores and all(s.scores.grad is None or torch.isfinite(s.scores.grad).all() for s in cross_scores)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    from_masks = prune_with_masks(model, masks)
+    direct = optimize_model(model)
+    with torch.no_grad():
+        assert (from_masks(**inputs).logits - expected).abs().max().item() < 1e-5
+        assert (direct(**inputs).logits - expected).abs().max().item() < 1e-5
+    assert [layer.cross_heads for layer in direct.slim_report.layers] == [
+        layer.cross_heads for layer in from_masks.slim_report.layers
+    ]
+
+
+def test_checkpoint_loads_where_nn_prune_ext_is_not_installed(seq2seq_type, tmp_path):
+    from safetensors.torch import save_file
+
+    from test_slim_modeling_slim import REMOTE_LOADER
+
+    model = tiny_seq2seq(seq2seq_type, head=AutoModelForSequenceClassification)
+    masks = uneven_masks(model)
+    masked = fold_masks(copy.deepcopy(model), masks)
+    slim = prune_with_masks(model, masks)
+    inputs = probe_inputs(model, batch_size=2, seq_len=9)
+    with torch.no_grad():
+        logits = masked(**inputs).logits
+    folder = str(tmp_path / seq2seq_type)
+    slim.save_pretrained(folder)
+    save_file({**inputs, "logits": logits.contiguous()}, os.path.join(folder, "reference.safetensors"))
+    config = json.load(open(os.path.join(folder, "config.json")))
+    assert [stack["name"] for stack in config["nn_prune_slim"]["stacks"]] == ["encoder", "decoder"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", REMOTE_LOADER.format(root=root), json.dumps({seq2seq_type: folder})],
+        capture_output=True, text=True, cwd=os.path.dirname(root), env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULTS"))[7:])[seq2seq_type]
+    assert result["difference"] < 1e-5 and result["resaved_difference"] < 1e-5
+    assert result["class"].startswith("Slim") and result["base_class"].startswith("Slim")
+    assert result["stock_error"] is not None  # the stock class cannot build the slim model
+
+
+def calibration_batches(model, count: int = 3) -> list[dict[str, torch.Tensor]]:
+    batches = []
+    for index in range(count):
+        batch = probe_inputs(model, batch_size=4, seq_len=10, seed=index)
+        batch["labels"] = torch.randint(0, 3, (4,), generator=torch.Generator().manual_seed(index))
+        batches.append(batch)
+    return batches
+
+
+def test_post_training_search_and_importance_pruning_slim_both_stacks_exactly(seq2seq_type):
+    """The Fisher search and importance pruning cut the self-attention heads and FFN units of both stacks;
+    the cross-attention heads stay. Mask tuning runs one stack and refuses an encoder-decoder."""
+    from nn_prune_ext import post_training_prune, prune_by_importance
+
+    model = tiny_seq2seq(seq2seq_type, head=AutoModelForSequenceClassification)
+    batches = calibration_batches(model)
+    with pytest.raises(ValueError, match="encoder and a decoder.*pass tune=False"):
+        post_training_prune(model, batches, flops_budget=0.6)
+    result = post_training_prune(model, batches, flops_budget=0.6, tune=False)
+    by_importance = prune_by_importance(model, batches, target_num_heads=2, target_ffn_width=64)
+    for slim, masks in ((result.model, result.masks), (by_importance, None)):
+        kept_heads = [layer.heads[1] for layer in slim.slim_report.layers]
+        assert len(kept_heads) == 2 * LAYERS
+        assert [layer.cross_heads for layer in slim.slim_report.layers[LAYERS:]] == [(HEADS, HEADS)] * LAYERS
+        if masks is not None:
+            assert kept_heads == masks.kept_heads()
+            masked = fold_masks(copy.deepcopy(model), masks)
+            with torch.no_grad():
+                for batch in batches:
+                    inputs = {k: v for k, v in batch.items() if k != "labels"}
+                    assert (masked(**inputs).logits - slim(**inputs).logits).abs().max().item() < 1e-5
+    assert [layer.heads[1] for layer in by_importance.slim_report.layers] == [2] * (2 * LAYERS)
+    assert [layer.ffn_width[1] for layer in by_importance.slim_report.layers] == [64] * (2 * LAYERS)
