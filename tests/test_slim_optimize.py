@@ -427,3 +427,20 @@ def test_generation_after_dropping_an_empty_middle_layer(tmp_path):
     slim.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True)
     assert torch.equal(reloaded.generate(prompt, max_new_tokens=5, do_sample=False), expected)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt2"])
+def test_a_model_without_any_heads_slims_again(model_type):
+    """No layer keeps q/k/v modules: slimming the slim model again still knows how they were stored."""
+    model = tiny_model(model_type)
+    with torch.no_grad():
+        for layer in get_layout(model).iter_layers(model):
+            layer.output.weight.zero_()
+    batch = tiny_batch(model_type)
+    slim = optimize_model(model)
+    again = optimize_model(slim)
+    assert [layer.heads[1] for layer in again.slim_report.layers] == [0] * len(again.slim_report.layers)
+    sites = {site["path"]: site["storage"] for site in again.config.nn_prune_slim["sites"]}
+    assert sites == {site["path"]: site["storage"] for site in slim.config.nn_prune_slim["sites"]}
+    with torch.no_grad():
+        assert max_difference(model(**batch).logits, again(**batch).logits) < 1e-5

@@ -355,17 +355,12 @@ class ArchitectureLayout:
     def _stack_spec(self, model: nn.Module) -> dict:
         config = model.config
         storages = self.storages(model)
-        # A site whose module is gone in every layer (all heads removed earlier) keeps its last storage.
-        previous = {site["path"]: site.get("storage") for site in _previous_sites(config, self)}
         return {
             "layers": self.layers,
             "attention": self.attention,
             "cross_attention": self.cross_attention,
             **{role: self.role_path(role) for role in ROLES},
-            "sites": [
-                {**site.to_dict(), "storage": storages.get(site.path) or previous.get(site.path) or "linear"}
-                for site in self.sites
-            ],
+            "sites": [{**site.to_dict(), "storage": storages[site.path]} for site in self.sites],
             "attention_attrs": dict(self.attention_attrs),
             "attention_reads_config": self.attention_reads_config,
             "num_heads_attr": self.num_heads_attr,
@@ -455,10 +450,11 @@ class ArchitectureLayout:
         return int(getattr(config, self.hidden_size_attr)) // self.num_heads(config)
 
     def storages(self, model: nn.Module) -> dict[str, str]:
-        """`{site path: storage}` of this stack, read from the first layer where each module has weights.
+        """`{site path: storage}` of this stack's sites, read from the first layer where each module has weights.
 
         Empty modules do not count: a slim model stores an empty `Conv1D` as an `nn.Linear`. A site
-        whose module is gone from every layer (q/k/v of layers without heads) is absent.
+        with no weights left in any layer (q/k/v and output of layers without heads) keeps the storage
+        the model's slim description recorded, or `"linear"`.
         """
         found: dict[str, str] = {}
         for layer in self._own_layer_list(model):
@@ -470,11 +466,11 @@ class ArchitectureLayout:
                 if isinstance(module, SplitProjection):
                     storage, empty = module.storage, all(part.weight.numel() == 0 for part in module.parts())
                 else:
-                    storage = storage_of(module, site.path)
-                    empty = module.weight.numel() == 0
-                if site.path not in found or (found[site.path] == "linear" and not empty):
-                    found[site.path] = storage
-        return found
+                    storage, empty = storage_of(module, site.path), module.weight.numel() == 0
+                if not empty:
+                    found.setdefault(site.path, storage)
+        previous = {site["path"]: site.get("storage") for site in _previous_sites(model.config, self)}
+        return {site.path: found.get(site.path) or previous.get(site.path) or "linear" for site in self.sites}
 
     def iter_layers(self, model: nn.Module) -> Iterator[LayerModules]:
         """Yield the resolved projections of every layer of `model`, stack after stack.
