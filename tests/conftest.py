@@ -36,6 +36,18 @@ ENCODER_DECODER_TYPES = tuple(t for t in supported_model_types() if get_layout(t
 GQA_TYPES = frozenset(t for t in CLASSIFICATION_TYPES if get_layout(t).num_kv_heads_attr)
 
 
+# Settings that make a family's tiny model exercise what its real checkpoints use (DeBERTa-v2's
+# disentangled relative attention with per-head position projections), or keep its special token ids
+# inside the tiny vocabulary.
+FAMILY_SETTINGS = {
+    "deberta-v2": dict(
+        relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=8, max_relative_positions=16,
+        share_att_key=False,
+    ),
+    "modernbert": dict(bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2),
+}
+
+
 def tiny_config(model_type: str, **overrides):
     """A 2-layer, 64-wide config of `model_type` (4 heads of 16; 2 KV heads where GQA applies).
 
@@ -56,6 +68,7 @@ def tiny_config(model_type: str, **overrides):
     if layout.input_kind == "pixels":
         settings.update(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=CHANNELS)
     settings.update(vocab_size=VOCAB, max_position_embeddings=64, num_labels=3, pad_token_id=0)
+    settings.update(FAMILY_SETTINGS.get(model_type, {}))
     settings.update(overrides)
     return AutoConfig.for_model(model_type, **settings)
 

@@ -142,3 +142,12 @@ def test_the_readme_lists_every_supported_type():
     readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
     missing = [model_type for model_type in supported_model_types() if f"`{model_type}`" not in readme]
     assert not missing, f"README.md does not list {missing}"
+
+
+def test_shared_layers_are_refused_with_the_reason():
+    from transformers import AlbertConfig, AlbertModel
+
+    model = AlbertModel(AlbertConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2))
+    with pytest.raises(UnsupportedArchitectureError, match="'albert': ALBERT shares one set of layer weights") as error:
+        get_layout(model)
+    assert "bert" in str(error.value) and "deberta-v2" in str(error.value)

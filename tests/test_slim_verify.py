@@ -11,7 +11,7 @@ from nn_prune_ext.arch import registry
 from nn_prune_ext.slim import optimize as optimize_module
 from nn_prune_ext.slim.verify import check_against, record_probe
 
-from conftest import HEADS, HIDDEN, INTERMEDIATE, tiny_model
+from conftest import HEADS, HIDDEN, INTERMEDIATE, tiny_batch, tiny_model
 from slim_helpers import masked_model
 
 
@@ -96,3 +96,26 @@ def test_inplace_slimming_says_the_model_was_changed_when_refused(monkeypatch):
     monkeypatch.setattr(optimize_module, "_slice_layer", corrupted)
     with pytest.raises(SlimMismatchError, match="With inplace=True the model passed in was slimmed"):
         optimize_model(masked_model("bert", empty_last_layer=False), inplace=True)
+
+
+@pytest.mark.parametrize("share_att_key", [False, True])
+def test_per_head_position_projections_follow_the_kept_heads(monkeypatch, share_att_key):
+    """DeBERTa-v2 projects the shared relative position embeddings per head: by its own position
+    projections (their rows are the layout's head_rows), or by the layer's query/key projections."""
+    from dataclasses import replace
+
+    model = masked_model("deberta-v2", empty_last_layer=False, share_att_key=share_att_key)
+    batch = tiny_batch("deberta-v2")
+    with torch.no_grad():
+        expected = model(**batch).logits
+    slim = optimize_model(model)
+    attention = get_layout(slim).layer_list(slim)[0].attention.self
+    assert hasattr(attention, "pos_key_proj") != share_att_key
+    if not share_att_key:
+        assert attention.pos_key_proj.out_features == attention.query_proj.out_features < HIDDEN
+    with torch.no_grad():
+        torch.testing.assert_close(slim(**batch).logits, expected, rtol=0, atol=1e-5)
+    if not share_att_key:  # without head_rows the position projections keep every head: refused
+        monkeypatch.setitem(registry._REGISTRY, "deberta-v2", replace(get_layout("deberta-v2"), head_rows=()))
+        with pytest.raises(SlimMismatchError, match="layer 0"):
+            optimize_model(masked_model("deberta-v2", empty_last_layer=False, share_att_key=False))

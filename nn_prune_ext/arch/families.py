@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .layout import ArchitectureLayout
-from .registry import register_layout
+from .registry import refuse_model_type, register_layout
 
 __all__ = [
     "BERT_LAYOUT",
@@ -39,6 +39,8 @@ __all__ = [
     "PHI3_LAYOUT",
     "VIT_LAYOUT",
     "BART_LAYOUT",
+    "DEBERTA_V2_LAYOUT",
+    "MODERNBERT_LAYOUT",
 ]
 
 BERT_LAYOUT = register_layout(
@@ -275,4 +277,43 @@ BART_LAYOUT = register_layout(
             attention_attrs=(("num_heads", "heads"),),
         ),
     )
+)
+
+# Disentangled attention: the relative position embeddings are shared by the layers and projected per
+# head, by the layer's own query/key projections (share_att_key) or by per-head position projections.
+DEBERTA_V2_LAYOUT = register_layout(
+    replace(
+        BERT_LAYOUT,
+        model_types=("deberta-v2",),
+        query="attention.self.query_proj",
+        key="attention.self.key_proj",
+        value="attention.self.value_proj",
+        head_rows=("attention.self.pos_key_proj", "attention.self.pos_query_proj"),
+    )
+)
+
+# Fused [q | k | v] and a fused GLU input ([activated | linear], i.e. [gate | up]); pre-norm.
+MODERNBERT_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("modernbert",),
+        layers="layers",
+        query="attn.Wqkv",
+        key="attn.Wqkv",
+        value="attn.Wqkv",
+        output="attn.Wo",
+        ffn_gate="mlp.Wi",
+        ffn_up="mlp.Wi",
+        ffn_down="mlp.Wo",
+        norm_placement="pre",
+        ffn_activation_attr="hidden_activation",
+        attention="attn",
+    )
+)
+
+# One set of layer weights serves every depth: a head cut from it is cut from all depths at once.
+refuse_model_type(
+    "albert",
+    "ALBERT shares one set of layer weights across all its depths, so a head or FFN unit cannot be removed "
+    "from one layer alone, and layer-by-layer methods cannot run one depth at a time; prune a model with a "
+    "layer module per depth (BERT, DistilBERT, DeBERTa-v2, ModernBERT)",
 )

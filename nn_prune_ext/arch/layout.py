@@ -167,6 +167,16 @@ class LayerModules:
         projections["ffn_down"] = self.ffn_down
         return projections
 
+    def head_row_modules(self) -> dict[str, nn.Linear]:
+        """`{path: module}` of the layout's `head_rows` modules present in this layer."""
+        found = {}
+        for path in self.layout.head_rows if self.layout is not None else ():
+            try:
+                found[path] = get_submodule(self.module, path)
+            except AttributeError:
+                continue
+        return found
+
     @property
     def projections(self) -> dict[str, Projection]:
         return {**self.attention_projections, **self.ffn_projections}
@@ -224,6 +234,10 @@ class ArchitectureLayout:
         cross_attention: Path of the cross-attention module (by default the common parent of its
             q/k/v); slimming replaces it when the layer loses all its cross-attention heads. Its head
             counts are kept in the attributes `attention_attrs` names.
+        head_rows: Paths of further `nn.Linear` modules of a layer whose output rows hold one block of
+            `head_dim` rows per query head of the self-attention (DeBERTa's `pos_key_proj` and
+            `pos_query_proj`, which project the shared relative position embeddings per head): slimming
+            keeps the rows of the kept heads. A path missing from a model (a config option off) is skipped.
         num_layers_attr: Config attribute holding the number of layers of this stack.
         decoder: For an encoder-decoder, the layout of the decoder's layers (its `layers` path is
             relative to the base model too); this layout's own layers are then the encoder's.
@@ -259,6 +273,7 @@ class ArchitectureLayout:
     cross_value: str | None = None
     cross_output: str | None = None
     cross_attention: str | None = None
+    head_rows: tuple[str, ...] = ()
     num_layers_attr: str = "num_hidden_layers"
     decoder: "ArchitectureLayout | None" = None
 
@@ -361,6 +376,7 @@ class ArchitectureLayout:
             "cross_attention": self.cross_attention,
             **{role: self.role_path(role) for role in ROLES},
             "sites": [{**site.to_dict(), "storage": storages[site.path]} for site in self.sites],
+            "head_rows": list(self.head_rows),
             "attention_attrs": dict(self.attention_attrs),
             "attention_reads_config": self.attention_reads_config,
             "num_heads_attr": self.num_heads_attr,

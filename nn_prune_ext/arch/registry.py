@@ -8,7 +8,9 @@ from torch import nn
 
 from .layout import ArchitectureLayout
 
-__all__ = ["UnsupportedArchitectureError", "register_layout", "get_layout", "supported_model_types"]
+__all__ = [
+    "UnsupportedArchitectureError", "register_layout", "refuse_model_type", "get_layout", "supported_model_types",
+]
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -22,6 +24,8 @@ _REGISTRY: dict[str, ArchitectureLayout] = {}
 _DERIVED: dict[tuple, ArchitectureLayout] = {}
 _REFUSED: dict[tuple, str] = {}
 _DERIVED_BY_TYPE: dict[str, ArchitectureLayout] = {}
+# Model types known not to fit the architecture model, with the reason (no fallback is tried for them).
+_KNOWN_UNSUPPORTED: dict[str, str] = {}
 
 
 def _fingerprint(model: nn.Module) -> tuple:
@@ -59,6 +63,14 @@ def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> A
     return layout
 
 
+def refuse_model_type(model_type: str, reason: str) -> None:
+    """Record why models of `model_type` cannot be pruned, for the error `get_layout` raises for them.
+
+    A layout registered later for the type takes precedence.
+    """
+    _KNOWN_UNSUPPORTED[model_type] = reason
+
+
 def supported_model_types() -> list[str]:
     """The `model_type` values that have a registered layout, sorted."""
     return sorted(_REGISTRY)
@@ -81,6 +93,11 @@ def get_layout(model_or_type: nn.Module | str) -> ArchitectureLayout:
         config = getattr(model_or_type, "config", model_or_type)
         model_type = getattr(config, "model_type", None)
     layout = _REGISTRY.get(model_type)
+    if layout is None and model_type in _KNOWN_UNSUPPORTED:
+        raise UnsupportedArchitectureError(
+            f"nn_prune_ext cannot prune model_type {model_type!r}: {_KNOWN_UNSUPPORTED[model_type]}. Supported: "
+            f"{', '.join(supported_model_types())}."
+        )
     derivable = isinstance(model_or_type, nn.Module) and hasattr(model_or_type, "config") and model_type is not None
     key = _fingerprint(model_or_type) if layout is None and derivable else None
     if layout is None and key is None:

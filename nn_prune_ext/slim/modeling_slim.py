@@ -381,6 +381,17 @@ def _apply_layer_shape(model, layer, spec, index, shape, hidden, device) -> list
         if new is not old:
             _set(layer, site["path"], new)
             created.append(new)
+    # Modules with one block of rows per query head (DeBERTa's position projections); a layer without
+    # heads loses them with its attention module.
+    for path in spec.get("head_rows", []) if heads["self"][0] else []:
+        try:
+            old = _get(layer, path)
+        except AttributeError:  # a config option that leaves the module out
+            continue
+        new = _resized_projection(old, "linear", old.in_features, heads["self"][0] * head_dim, device)
+        if new is not old:
+            _set(layer, path, new)
+            created.append(new)
     for kind in _BLOCKS:
         if kind == "self" or spec.get(_BLOCKS[kind][0]):
             _empty_or_resize_attention(layer, spec, index, kind, *heads[kind], head_dim)

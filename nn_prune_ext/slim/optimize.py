@@ -152,10 +152,12 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     storages = {name: stack.storages(model) for name, stack in layout.stacks}
     with torch.no_grad():
         tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]
+        head_rows = [_slice_head_rows(layer, plan) for layer, plan in zip(layers, plans)]
         _describe_slim_config(model, layout, layers, plans, parameters_before)
         modeling_slim.apply_slim_shapes(model, device="meta")
         for layer, layer_tensors in zip(layers, tensors):
             store_projections(layer.module, layer.layout, storages[layer.stack], layer_tensors, head_dim=layer.head_dim)
+            _store_head_rows(layer, head_rows[layer.index])
     if not isinstance(model, modeling_slim.SlimModelMixin):
         model.__class__ = slim_class_for(type(model))
     identity, notes = _identity_layers(layout, model.config, plans, tensors)
@@ -271,6 +273,29 @@ def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, SlicedProjec
         )
         for name, (weight, bias) in result.items()
     }
+
+
+def _slice_head_rows(layer: LayerModules, plan: LayerPlan) -> dict[str, SlicedProjection]:
+    """The kept heads' rows of the layer's per-head modules (the layout's `head_rows`); none without heads."""
+    if not plan.query_heads:
+        return {}
+    result = {}
+    for path, module in layer.head_row_modules().items():
+        bias = _rows(module.bias, plan.query_heads, plan.head_dim) if module.bias is not None else None
+        requires_grad = (module.weight.requires_grad, module.bias is not None and module.bias.requires_grad)
+        result[path] = SlicedProjection(_rows(module.weight, plan.query_heads, plan.head_dim), bias, requires_grad)
+    return result
+
+
+def _store_head_rows(layer: LayerModules, sliced: dict[str, SlicedProjection]) -> None:
+    """Install `nn.Linear`s holding the sliced per-head rows in place of the (meta) modules of the slim layer."""
+    for path, part in sliced.items():
+        linear = nn.Linear(part.weight.shape[1], part.weight.shape[0], bias=part.bias is not None, device="meta")
+        linear.weight = nn.Parameter(part.weight.contiguous(), requires_grad=part.requires_grad[0])
+        if part.bias is not None:
+            linear.bias = nn.Parameter(part.bias.contiguous(), requires_grad=part.requires_grad[1])
+        parent_path, _, name = path.rpartition(".")
+        setattr(layer.module.get_submodule(parent_path) if parent_path else layer.module, name, linear)
 
 
 def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
