@@ -48,15 +48,19 @@ def seq2seq_config(model_type: str, **overrides):
     """A tiny config of an encoder-decoder: `LAYERS` layers per stack, sized through the layouts' attributes."""
     layout = get_layout(model_type)
     settings = {}
+    config = AutoConfig.for_model(model_type)
     for _, stack in layout.stacks:
         settings.update({
             stack.hidden_size_attr: HIDDEN, stack.num_heads_attr: HEADS, stack.intermediate_size_attr: INTERMEDIATE,
         })
-    config = AutoConfig.for_model(model_type)
+        if stack.head_dim_attr and getattr(config, stack.head_dim_attr, None) is not None:
+            settings[stack.head_dim_attr] = HIDDEN // HEADS  # T5's d_kv
     for name in ("encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers"):
         if hasattr(config, name):
             settings[name] = LAYERS
     settings.update(vocab_size=VOCAB, max_position_embeddings=64, num_labels=3)
+    if getattr(config, "decoder_start_token_id", None) is None:  # T5 starts decoding at its padding token
+        settings["decoder_start_token_id"] = config.pad_token_id
     settings.update(overrides)
     return AutoConfig.for_model(model_type, **settings)
 
@@ -222,3 +226,73 @@ def test_post_training_search_and_importance_pruning_slim_both_stacks_exactly(se
                     assert (masked(**inputs).logits - slim(**inputs).logits).abs().max().item() < 1e-5
     assert [layer.heads[1] for layer in by_importance.slim_report.layers] == [2] * (2 * LAYERS)
     assert [layer.ffn_width[1] for layer in by_importance.slim_report.layers] == [64] * (2 * LAYERS)
+
+
+def test_single_stack_methods_refuse_an_encoder_decoder_with_the_reason(seq2seq_type):
+    from nn_prune_ext import measure_latency_table, prune_layers
+    from nn_prune_ext.posttrain.tune import tune_masks
+
+    model = tiny_seq2seq(seq2seq_type, head=AutoModelForSequenceClassification)
+    batches = calibration_batches(model, count=1)
+    with pytest.raises(ValueError, match="measure_latency_table .*encoder and a decoder.*use a FLOPs budget"):
+        measure_latency_table(model)
+    with pytest.raises(ValueError, match="tune_masks .*encoder and a decoder"):
+        tune_masks(model, StructureMasks.ones(model), batches)
+    with pytest.raises(ValueError, match="encoder and a decoder stack"):
+        prune_layers(model, batches, num_layers=1)
+
+
+def test_sparse_trainer_prunes_both_stacks_and_the_result_slims_exactly(seq2seq_type, tmp_path):
+    """A few SparseTrainer steps with head and unit scores; the masks it ends with slim exactly."""
+    from datasets import Dataset
+    from transformers import TrainingArguments
+
+    from nn_prune_ext import SparseTrainer
+
+    model = tiny_seq2seq(seq2seq_type, head=AutoModelForSequenceClassification)
+    rows = [probe_inputs(model, batch_size=1, seq_len=10, seed=seed) for seed in range(32)]
+    data = Dataset.from_dict({
+        "input_ids": [row["input_ids"][0].tolist() for row in rows],
+        "attention_mask": [row["attention_mask"][0].tolist() for row in rows],
+        "labels": [int(row["input_ids"][0, 0]) % 3 for row in rows],
+    })
+    sparse_args = SparseArgs(
+        attention_pruning_method="topK", dense_pruning_method="topK", attention_granularity="head",
+        dense_granularity="unit", initial_threshold=1.0, final_threshold=0.5, initial_warmup=0, final_warmup=0,
+        regularization="disabled",
+    )
+    args = TrainingArguments(
+        str(tmp_path), max_steps=4, per_device_train_batch_size=8, learning_rate=1e-3, report_to=[],
+        save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
+    )
+    trainer = SparseTrainer(model=model, args=args, train_dataset=data, sparse_args=sparse_args)
+    trainer.train()
+    model.eval()
+    masks = masks_from_scores(model)
+    assert masks.kept_cross_heads()[LAYERS:] == [HEADS // 2] * LAYERS
+    assert masks.kept_heads() == [HEADS // 2] * (2 * LAYERS)
+    inputs = probe_inputs(model, batch_size=2, seq_len=9)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    slim = optimize_model(model)
+    with torch.no_grad():
+        assert (slim(**inputs).logits - expected).abs().max().item() < 1e-5
+
+
+def test_t5_v1_1_gets_the_gated_layout_by_its_config_and_slims_exactly():
+    torch.manual_seed(0)
+    model = AutoModelForSeq2SeqLM.from_config(seq2seq_config("t5", feed_forward_proj="gated-gelu")).eval()
+    layout = get_layout(model)
+    assert layout.ffn_gate == "layer.1.DenseReluDense.wi_0" and layout.decoder.ffn_gate == "layer.2.DenseReluDense.wi_0"
+    assert get_layout("t5").ffn_gate is None  # by name alone: the original T5's ReLU FFN
+    masks = uneven_masks(model)
+    masked = fold_masks(copy.deepcopy(model), masks)
+    slim = prune_with_masks(model, masks)
+    inputs = probe_inputs(model, batch_size=2, seq_len=9)
+    with torch.no_grad():
+        assert (masked(**inputs).logits - slim(**inputs).logits).abs().max().item() < 1e-5
+    # Every slim layer with heads computes the relative position bias of its own heads.
+    for layer in get_layout(slim).iter_layers(slim):
+        embedding = layer.position_bias_embedding()
+        assert (embedding is None) == (layer.num_heads == 0)
+        assert embedding is None or embedding.embedding_dim == layer.num_heads

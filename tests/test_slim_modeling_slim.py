@@ -113,8 +113,8 @@ def test_checkpoint_files(model_type, slim_checkpoints):
         assert 0 in per_layer[max(per_layer)].values()  # the emptied layer: no heads and no FFN units
     source = open(os.path.join(folder, modeling_slim.MODELING_FILE_NAME)).read()
     imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"__future__", "contextlib", "json", "logging", "os", "shutil", "tempfile", "warnings",
-                       "typing", "torch", "transformers"}
+    assert imports <= {"__future__", "contextlib", "functools", "inspect", "json", "logging", "os", "shutil",
+                       "tempfile", "warnings", "typing", "torch", "transformers"}
 
 
 def test_per_layer_sizes_match_the_weights(model_type, slim_checkpoints):

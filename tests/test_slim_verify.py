@@ -119,3 +119,22 @@ def test_per_head_position_projections_follow_the_kept_heads(monkeypatch, share_
         monkeypatch.setitem(registry._REGISTRY, "deberta-v2", replace(get_layout("deberta-v2"), head_rows=()))
         with pytest.raises(SlimMismatchError, match="layer 0"):
             optimize_model(masked_model("deberta-v2", empty_last_layer=False, share_att_key=False))
+
+
+def test_a_position_bias_shared_by_the_layers_follows_each_layers_kept_heads(monkeypatch):
+    """MPNet computes one relative position bias for all heads and passes it to every layer: a slim layer
+    must read its kept heads' part (the layout's head_arguments), or the check refuses the result."""
+    from dataclasses import replace
+
+    model = masked_model("mpnet", empty_last_layer=False)
+    batch = tiny_batch("mpnet")
+    with torch.no_grad():
+        expected = model(**batch).logits
+    slim = optimize_model(model)
+    kept = slim.config.nn_prune_slim["kept_heads"]
+    assert [len(kept[str(i)]) for i in range(2)] == [layer.heads[1] for layer in slim.slim_report.layers]
+    with torch.no_grad():
+        torch.testing.assert_close(slim(**batch).logits, expected, rtol=0, atol=1e-5)
+    monkeypatch.setitem(registry._REGISTRY, "mpnet", replace(get_layout("mpnet"), head_arguments=()))
+    with pytest.raises(SlimMismatchError, match="layer 0"):
+        optimize_model(masked_model("mpnet", empty_last_layer=False))

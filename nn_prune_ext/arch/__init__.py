@@ -20,7 +20,13 @@ from .layout import (
 )
 from .inputs import probe_inputs, tokens_per_example
 from .projections import Projection, ProjectionSite, SplitProjection, UnsupportedProjectionError
-from .registry import UnsupportedArchitectureError, get_layout, register_layout, supported_model_types
+from .registry import (
+    UnsupportedArchitectureError,
+    get_layout,
+    refuse_model_type,
+    register_layout,
+    supported_model_types,
+)
 from . import families  # noqa: F401  (registers the built-in layouts)
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "UnsupportedProjectionError",
     "get_layout",
+    "refuse_model_type",
     "register_layout",
     "supported_model_types",
     "SlicedProjection",

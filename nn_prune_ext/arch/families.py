@@ -41,6 +41,9 @@ __all__ = [
     "BART_LAYOUT",
     "DEBERTA_V2_LAYOUT",
     "MODERNBERT_LAYOUT",
+    "MPNET_LAYOUT",
+    "T5_LAYOUT",
+    "T5_GATED_LAYOUT",
 ]
 
 BERT_LAYOUT = register_layout(
@@ -234,47 +237,38 @@ VIT_LAYOUT = register_layout(
 
 # Encoder-decoder: the layout's own layers are the encoder's; the decoder's layers add a cross-attention
 # block (queries from the decoder, keys and values from the encoder's output). Post-norm, like BERT.
+_BART_ENCODER = ArchitectureLayout(
+    model_types=("bart",),
+    layers="encoder.layers",
+    query="self_attn.q_proj",
+    key="self_attn.k_proj",
+    value="self_attn.v_proj",
+    output="self_attn.out_proj",
+    ffn_up="fc1",
+    ffn_down="fc2",
+    num_heads_attr="encoder_attention_heads",
+    num_layers_attr="encoder_layers",
+    hidden_size_attr="d_model",
+    intermediate_size_attr="encoder_ffn_dim",
+    head_dim_attr=None,
+    norm_placement="post",
+    ffn_activation_attr="activation_function",
+    attention="self_attn",
+    attention_attrs=(("num_heads", "heads"),),
+)
 BART_LAYOUT = register_layout(
-    ArchitectureLayout(
-        model_types=("bart",),
-        layers="encoder.layers",
-        query="self_attn.q_proj",
-        key="self_attn.k_proj",
-        value="self_attn.v_proj",
-        output="self_attn.out_proj",
-        ffn_up="fc1",
-        ffn_down="fc2",
-        num_heads_attr="encoder_attention_heads",
-        num_layers_attr="encoder_layers",
-        hidden_size_attr="d_model",
-        intermediate_size_attr="encoder_ffn_dim",
-        head_dim_attr=None,
-        norm_placement="post",
-        ffn_activation_attr="activation_function",
-        attention="self_attn",
-        attention_attrs=(("num_heads", "heads"),),
-        decoder=ArchitectureLayout(
-            model_types=("bart",),
+    replace(
+        _BART_ENCODER,
+        decoder=replace(
+            _BART_ENCODER,
             layers="decoder.layers",
-            query="self_attn.q_proj",
-            key="self_attn.k_proj",
-            value="self_attn.v_proj",
-            output="self_attn.out_proj",
+            num_heads_attr="decoder_attention_heads",
+            num_layers_attr="decoder_layers",
+            intermediate_size_attr="decoder_ffn_dim",
             cross_query="encoder_attn.q_proj",
             cross_key="encoder_attn.k_proj",
             cross_value="encoder_attn.v_proj",
             cross_output="encoder_attn.out_proj",
-            ffn_up="fc1",
-            ffn_down="fc2",
-            num_heads_attr="decoder_attention_heads",
-            num_layers_attr="decoder_layers",
-            hidden_size_attr="d_model",
-            intermediate_size_attr="decoder_ffn_dim",
-            head_dim_attr=None,
-            norm_placement="post",
-            ffn_activation_attr="activation_function",
-            attention="self_attn",
-            attention_attrs=(("num_heads", "heads"),),
         ),
     )
 )
@@ -316,4 +310,74 @@ refuse_model_type(
     "ALBERT shares one set of layer weights across all its depths, so a head or FFN unit cannot be removed "
     "from one layer alone, and layer-by-layer methods cannot run one depth at a time; prune a model with a "
     "layer module per depth (BERT, DistilBERT, DeBERTa-v2, ModernBERT)",
+)
+
+# A relative position bias computed once by the encoder for all heads and passed to every layer: each
+# slim layer reads its kept heads' entries (head_arguments).
+MPNET_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("mpnet",),
+        layers="encoder.layer",
+        query="attention.attn.q",
+        key="attention.attn.k",
+        value="attention.attn.v",
+        output="attention.attn.o",
+        ffn_up="intermediate.dense",
+        ffn_down="output.dense",
+        norm_placement="post",
+        attention="attention.attn",
+        attention_attrs=(("num_attention_heads", "heads"), ("all_head_size", "width")),
+        head_arguments=("position_bias",),
+    )
+)
+
+# T5: pre-norm blocks of sublayers (layer.0 self-attention, layer.1 cross-attention in the decoder, then
+# the FFN), no biases, and a relative position bias the first block of each stack computes for all heads
+# and passes on: every slim layer gets its own copy of its heads' part (position_bias).
+_T5_ENCODER = ArchitectureLayout(
+    model_types=("t5",),
+    layers="encoder.block",
+    query="layer.0.SelfAttention.q",
+    key="layer.0.SelfAttention.k",
+    value="layer.0.SelfAttention.v",
+    output="layer.0.SelfAttention.o",
+    ffn_up="layer.1.DenseReluDense.wi",
+    ffn_down="layer.1.DenseReluDense.wo",
+    num_heads_attr="num_heads",
+    num_layers_attr="num_layers",
+    hidden_size_attr="d_model",
+    intermediate_size_attr="d_ff",
+    head_dim_attr="d_kv",
+    norm_placement="pre",
+    ffn_activation_attr="dense_act_fn",
+    attention="layer.0.SelfAttention",
+    attention_attrs=(("n_heads", "heads"), ("inner_dim", "width")),
+    position_bias=("relative_attention_bias", "has_relative_attention_bias", "position_bias"),
+    attention_outputs=("output", "position_bias", "weights"),
+)
+_T5_DECODER = replace(
+    _T5_ENCODER,
+    layers="decoder.block",
+    num_layers_attr="num_decoder_layers",
+    cross_query="layer.1.EncDecAttention.q",
+    cross_key="layer.1.EncDecAttention.k",
+    cross_value="layer.1.EncDecAttention.v",
+    cross_output="layer.1.EncDecAttention.o",
+    ffn_up="layer.2.DenseReluDense.wi",
+    ffn_down="layer.2.DenseReluDense.wo",
+)
+T5_LAYOUT = register_layout(replace(_T5_ENCODER, decoder=_T5_DECODER))
+
+
+def _gated_t5(stack: ArchitectureLayout, ffn: str) -> ArchitectureLayout:
+    """T5 v1.1's FFN: `act(wi_0(x)) * wi_1(x)`, i.e. gate `wi_0` and up `wi_1`."""
+    return replace(stack, ffn_gate=f"{ffn}.wi_0", ffn_up=f"{ffn}.wi_1", when=("is_gated_act", True))
+
+
+# T5 v1.1 (and flan-t5): a gated-GELU FFN, chosen by the config.
+T5_GATED_LAYOUT = register_layout(
+    replace(
+        _gated_t5(_T5_ENCODER, "layer.1.DenseReluDense"),
+        decoder=_gated_t5(_T5_DECODER, "layer.2.DenseReluDense"),
+    )
 )

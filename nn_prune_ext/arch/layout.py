@@ -16,7 +16,7 @@ A model is one or more *stacks* of layers: one for encoders and decoders, two fo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -167,6 +167,16 @@ class LayerModules:
         projections["ffn_down"] = self.ffn_down
         return projections
 
+    def position_bias_embedding(self) -> nn.Embedding | None:
+        """The per-head position-bias embedding this layer's self-attention holds (`position_bias`), if any."""
+        if self.layout is None or self.layout.position_bias is None or self.layout.attention is None:
+            return None
+        try:
+            attention = get_submodule(self.module, self.layout.attention)
+            return get_submodule(attention, self.layout.position_bias[0])
+        except AttributeError:
+            return None
+
     def head_row_modules(self) -> dict[str, nn.Linear]:
         """`{path: module}` of the layout's `head_rows` modules present in this layer."""
         found = {}
@@ -238,6 +248,23 @@ class ArchitectureLayout:
             `head_dim` rows per query head of the self-attention (DeBERTa's `pos_key_proj` and
             `pos_query_proj`, which project the shared relative position embeddings per head): slimming
             keeps the rows of the kept heads. A path missing from a model (a config option off) is skipped.
+        head_arguments: Arguments of the attention module (its `forward`'s parameter names) that carry
+            one entry per head of the dense model along dimension 1 (`[batch, heads, query, key]`),
+            computed once for all layers (MPNet's `position_bias`): a slim layer's attention takes the
+            entries of the heads it kept.
+        position_bias: For attention modules that compute a per-head position bias from an
+            `nn.Embedding` only the first layer of a stack holds and then pass it on to the later layers
+            (T5's relative attention bias), the triple `(embedding path relative to the attention module,
+            attribute flagging the module that computes it, argument passing it in)`. Slimming gives every
+            layer's self-attention its own copy of its kept heads' columns and the flag, and the slim
+            attention modules (self and cross) compute the bias for their own heads instead of taking the
+            one passed in.
+        attention_outputs: What the attention module returns, in order (`"output"`, `"weights"`, and
+            any other entry, which a layer without heads returns as `None`; T5's attention returns
+            `("output", "position_bias", "weights")`).
+        when: `(config attribute, value)`: this layout serves the models of its types whose config has
+            that value (T5 v1.1's gated FFN: `("is_gated_act", True)`); a layout without `when`
+            serves the others.
         num_layers_attr: Config attribute holding the number of layers of this stack.
         decoder: For an encoder-decoder, the layout of the decoder's layers (its `layers` path is
             relative to the base model too); this layout's own layers are then the encoder's.
@@ -274,6 +301,10 @@ class ArchitectureLayout:
     cross_output: str | None = None
     cross_attention: str | None = None
     head_rows: tuple[str, ...] = ()
+    head_arguments: tuple[str, ...] = ()
+    position_bias: tuple[str, str, str] | None = None
+    attention_outputs: tuple[str, ...] = ("output", "weights")
+    when: tuple[str, Any] | None = None
     num_layers_attr: str = "num_hidden_layers"
     decoder: "ArchitectureLayout | None" = None
 
@@ -377,6 +408,9 @@ class ArchitectureLayout:
             **{role: self.role_path(role) for role in ROLES},
             "sites": [{**site.to_dict(), "storage": storages[site.path]} for site in self.sites],
             "head_rows": list(self.head_rows),
+            "head_arguments": list(self.head_arguments),
+            "position_bias": list(self.position_bias) if self.position_bias else None,
+            "attention_outputs": list(self.attention_outputs),
             "attention_attrs": dict(self.attention_attrs),
             "attention_reads_config": self.attention_reads_config,
             "num_heads_attr": self.num_heads_attr,

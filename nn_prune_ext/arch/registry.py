@@ -18,6 +18,8 @@ class UnsupportedArchitectureError(ValueError):
 
 
 _REGISTRY: dict[str, ArchitectureLayout] = {}
+# Layouts that serve only the configs with a given value (`ArchitectureLayout.when`), per model_type.
+_VARIANTS: dict[str, list[ArchitectureLayout]] = {}
 # Layouts derived from a model's tensor-parallel plan and checked (`fallback`), and the reasons
 # derivation failed, per model class and config (`_fingerprint`): each is checked once per process.
 # `_DERIVED_BY_TYPE` answers lookups by a bare model_type string with the latest derived layout.
@@ -49,6 +51,17 @@ def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> A
     Returns:
         The registered layout.
     """
+    if layout.when is not None:
+        for model_type in layout.model_types:
+            variants = _VARIANTS.setdefault(model_type, [])
+            clash = [variant for variant in variants if variant.when == layout.when]
+            if clash and not overwrite:
+                raise ValueError(
+                    f"A layout for model_type {model_type!r} with {layout.when} is already registered; pass "
+                    "overwrite=True to replace it."
+                )
+            variants[:] = [variant for variant in variants if variant.when != layout.when] + [layout]
+        return layout
     for model_type in layout.model_types:
         if model_type in _REGISTRY and not overwrite:
             raise ValueError(
@@ -93,6 +106,12 @@ def get_layout(model_or_type: nn.Module | str) -> ArchitectureLayout:
         config = getattr(model_or_type, "config", model_or_type)
         model_type = getattr(config, "model_type", None)
     layout = _REGISTRY.get(model_type)
+    if layout is not None and model_type in _VARIANTS and not isinstance(model_or_type, str):
+        config = getattr(model_or_type, "config", model_or_type)
+        layout = next(
+            (variant for variant in _VARIANTS[model_type] if getattr(config, variant.when[0], None) == variant.when[1]),
+            layout,
+        )
     if layout is None and model_type in _KNOWN_UNSUPPORTED:
         raise UnsupportedArchitectureError(
             f"nn_prune_ext cannot prune model_type {model_type!r}: {_KNOWN_UNSUPPORTED[model_type]}. Supported: "

@@ -28,6 +28,8 @@ attention of a layer without heads by `EmptyAttention`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import logging as _std_logging
 import os
@@ -171,10 +173,18 @@ class EmptyAttention(nn.Module):
         cross: Whether it replaces a cross-attention (an encoder-decoder's decoder layer), whose keys
             and values come from the encoder: it then leaves the cache alone, since the cached length
             is read from the self-attention entries.
+        outputs: What the replaced attention returns, in order: `"output"`, `"weights"` and others
+            (returned as `None`; T5's position bias, which the next slim layer computes itself).
     """
 
     def __init__(
-        self, output: nn.Linear | None, output_name: str | None, head_dim: int, layer_idx: int, cross: bool = False
+        self,
+        output: nn.Linear | None,
+        output_name: str | None,
+        head_dim: int,
+        layer_idx: int,
+        cross: bool = False,
+        outputs: tuple[str, ...] = ("output", "weights"),
     ):
         nn.Module.__init__(self)  # not the replaced attention class's __init__ (see empty_attention_like)
         self.output_name = output_name
@@ -183,6 +193,7 @@ class EmptyAttention(nn.Module):
         self.head_dim = head_dim
         self.layer_idx = layer_idx
         self.cross = cross
+        self.outputs = tuple(outputs)
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         batch, seq_len = hidden_states.shape[0], hidden_states.shape[-2]
@@ -207,7 +218,8 @@ class EmptyAttention(nn.Module):
         # output_attentions); the fused kernels return none.
         implementation = getattr(getattr(self, "config", None), "_attn_implementation", "eager")
         weights = hidden_states.new_zeros(batch, 0, seq_len, key_len) if implementation in (None, "eager") else None
-        return output, weights
+        values = {"output": output, "weights": weights}
+        return tuple(values.get(name) for name in getattr(self, "outputs", ("output", "weights")))
 
 
 def _cache_argument(args: tuple, kwargs: dict[str, Any]) -> Any:
@@ -337,13 +349,150 @@ def apply_slim_shapes(model: nn.Module, device: torch.device | str | None = None
     """
     config = model.config
     created: list[nn.Module] = []
-    for stack in _stacks(slim_spec(config)):
+    stacks = _stacks(slim_spec(config))
+    for stack in stacks:
         with global_size_access(config):
             hidden = int(getattr(config, stack["hidden_size_attr"]))
-        for index, layer in enumerate(_layers(model, stack)):
+        layers = _layers(model, stack)
+        # Index of each layer in the dense model: layers of a single stack may have been dropped.
+        dropped = getattr(config, LAYERS_KEY, None) if len(stacks) == 1 else None
+        dense_indices = list(dropped["kept"]) if dropped else list(range(len(layers)))
+        buckets = _position_bias_buckets(layers, stack)  # before a layer's attention may become empty
+        for index, layer in enumerate(layers):
             shape = stack["shapes"][index] if "shapes" in stack else layer_shape(config, index)
             created += _apply_layer_shape(model, layer, stack, index, shape, hidden, device)
+            kept = stack.get("kept_heads", {}).get(str(dense_indices[index]))
+            if stack.get("head_arguments") and kept and stack.get("attention"):
+                HeadArgumentSelection.attach(_get(layer, stack["attention"]), stack["head_arguments"], kept)
+        if buckets is not None:
+            created += _own_position_biases(layers, stack, buckets, device)
     return created
+
+
+def _position_bias_buckets(layers, spec: dict[str, Any]) -> int | None:
+    """Rows of the per-head position-bias embedding some layer's self-attention holds (`None` if none does)."""
+    if not spec.get("position_bias") or not spec.get("attention"):
+        return None
+    for layer in layers:
+        try:
+            return int(_get(_get(layer, spec["attention"]), spec["position_bias"][0]).num_embeddings)
+        except AttributeError:
+            continue
+    return None
+
+
+def _own_position_biases(layers, spec: dict[str, Any], buckets: int, device) -> list[nn.Module]:
+    """Give every slim layer's self-attention its own per-head position-bias embedding, and make every
+    attention module compute the bias for its own heads rather than take the one passed in.
+
+    The stock model computes the bias once, in the first layer, for all heads, and passes it on; a slim
+    layer keeps other heads (`ArchitectureLayout.position_bias`).
+    """
+    path, flag, argument = spec["position_bias"]
+    created = []
+    for layer in layers:
+        for module_key in ("attention", "cross_attention"):
+            attention = _get(layer, spec[module_key]) if spec.get(module_key) else None
+            if attention is None or isinstance(attention, EmptyAttention):
+                continue
+            ArgumentRecomputation.attach(attention, argument)
+            if module_key == "cross_attention":
+                continue
+            heads = int(getattr(attention, "_nn_prune_heads"))
+            try:
+                old = _get(attention, path)
+            except AttributeError:
+                old = None
+            if old is None or tuple(old.weight.shape) != (buckets, heads):
+                target = device if device is not None else next(attention.parameters()).device
+                new = nn.Embedding(buckets, heads, device=target)
+                _set(attention, path, new)
+                created.append(new)
+            setattr(attention, flag, True)
+    return created
+
+
+class ArgumentRecomputation:
+    """Drops an argument passed to an attention module (sets it to `None`), so that the module computes it
+    for its own heads (T5's position bias, passed on from the first layer for all of the dense heads)."""
+
+    ATTRIBUTE = "_nn_prune_recomputed_argument"
+
+    def __init__(self, name: str):
+        self.name = name
+
+    @classmethod
+    def attach(cls, attention: nn.Module, name: str) -> None:
+        if attention.__dict__.get(cls.ATTRIBUTE) is None:
+            hook = attention.__dict__[cls.ATTRIBUTE] = cls(name)
+            attention.register_forward_pre_hook(hook, with_kwargs=True)
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return _rewrite_argument(module, args, kwargs, self.name, lambda value: None)
+
+
+def _rewrite_argument(module: nn.Module, args: tuple, kwargs: dict, name: str, rewrite) -> tuple[tuple, dict]:
+    """`(args, kwargs)` of a call of `module` with the argument `name` (keyword or positional) rewritten."""
+    args, kwargs = list(args), dict(kwargs)
+    parameters = _parameter_names(type(module))
+    if name in kwargs:
+        kwargs[name] = rewrite(kwargs[name])
+    elif name in parameters and parameters.index(name) < len(args):
+        args[parameters.index(name)] = rewrite(args[parameters.index(name)])
+    return tuple(args), kwargs
+
+
+@functools.lru_cache(maxsize=None)
+def _parameter_names(module_class: type) -> list[str]:
+    """The names of a module class's `forward` parameters after `self`, in order."""
+    return list(inspect.signature(module_class.forward).parameters)[1:]
+
+
+class HeadArgumentSelection:
+    """Gives a slim layer's attention the entries of its kept heads of arguments computed for the dense heads.
+
+    Some families compute a per-head tensor once for all layers (MPNet's relative position bias,
+    `[batch, heads, query, key]`) and pass it to every layer; a layer that kept some heads must read
+    only theirs. Attached as a forward pre-hook; a padding head (`None`) reads head 0, which it
+    multiplies by zero output weights.
+
+    Args:
+        names: The attention `forward`'s parameters holding such tensors.
+        kept: For each head of the slim layer, the dense head it comes from.
+    """
+
+    ATTRIBUTE = "_nn_prune_head_arguments"
+
+    def __init__(self, names: list[str], kept: list[int | None]):
+        self.names = list(names)
+        # A list, made a tensor on first use on each device: models are often built on the meta device.
+        self.kept = [0 if head is None else int(head) for head in kept]
+        self._index: dict[torch.device, torch.Tensor] = {}
+
+    @classmethod
+    def attach(cls, attention: nn.Module, names: list[str], kept: list[int | None]) -> None:
+        if isinstance(attention, EmptyAttention):
+            return
+        existing = attention.__dict__.get(cls.ATTRIBUTE)
+        if existing is not None:  # slimmed again: one hook, with the latest choice
+            existing.__init__(names, kept)
+            return
+        selection = cls(names, kept)
+        attention.__dict__[cls.ATTRIBUTE] = selection
+        attention.register_forward_pre_hook(selection, with_kwargs=True)
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        for name in self.names:
+            args, kwargs = _rewrite_argument(module, args, kwargs, name, self._select)
+        return args, kwargs
+
+    def _select(self, value: Any) -> Any:
+        if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[1] == 1:
+            return value  # absent, or broadcast over the heads
+        index = self._index.get(value.device)
+        if index is None:
+            index = self._index[value.device] = torch.tensor(self.kept, dtype=torch.long, device=value.device)
+        return value.index_select(1, index)
 
 
 def _apply_layer_shape(model, layer, spec, index, shape, hidden, device) -> list[nn.Module]:
@@ -457,9 +606,11 @@ def _empty_or_resize_attention(layer, spec, index, kind, heads, kv_heads, head_d
             head_dim,
             index if layer_idx is None else layer_idx,
             kind == "cross",
+            tuple(spec.get("attention_outputs") or ("output", "weights")),
         )
         _set(layer, attention_path, empty)
         attention = empty
+    attention.__dict__["_nn_prune_heads"] = heads  # this layer's query heads, for its own position bias
     values = {
         "heads": heads,
         "kv_heads": kv_heads,

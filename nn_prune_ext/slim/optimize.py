@@ -25,7 +25,7 @@ from ..arch import ArchitectureLayout, LayerModules, SlicedProjection, get_layou
 from ..patch import bake_model, is_patched
 from . import modeling_slim
 from .classes import slim_class_for
-from .layers import dense_num_parameters, drop_layers
+from .layers import dense_num_parameters, drop_layers, kept_layer_indices
 from .structure import AttentionPlan, LayerPlan, plan_layer
 from .verify import SlimMismatchError, check_against, reference_probe
 
@@ -153,11 +153,13 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     with torch.no_grad():
         tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]
         head_rows = [_slice_head_rows(layer, plan) for layer, plan in zip(layers, plans)]
+        biases = _slice_position_biases(layers, plans)
         _describe_slim_config(model, layout, layers, plans, parameters_before)
         modeling_slim.apply_slim_shapes(model, device="meta")
         for layer, layer_tensors in zip(layers, tensors):
             store_projections(layer.module, layer.layout, storages[layer.stack], layer_tensors, head_dim=layer.head_dim)
             _store_head_rows(layer, head_rows[layer.index])
+            _store_position_bias(layer, biases[layer.index])
     if not isinstance(model, modeling_slim.SlimModelMixin):
         model.__class__ = slim_class_for(type(model))
     identity, notes = _identity_layers(layout, model.config, plans, tensors)
@@ -298,6 +300,38 @@ def _store_head_rows(layer: LayerModules, sliced: dict[str, SlicedProjection]) -
         setattr(layer.module.get_submodule(parent_path) if parent_path else layer.module, name, linear)
 
 
+def _slice_position_biases(
+    layers: list[LayerModules], plans: list[LayerPlan]
+) -> list[tuple[torch.Tensor, bool] | None]:
+    """Per layer, the columns of its kept heads of the per-head position-bias embedding (`position_bias`).
+
+    A layer reads its own embedding (the first layer of a dense stack, every layer of a slim one) or else
+    the first one of its stack, which the dense model shares with all its layers.
+    """
+    first: dict[str, nn.Embedding] = {}
+    for layer in layers:
+        embedding = layer.position_bias_embedding()
+        if embedding is not None:
+            first.setdefault(layer.stack, embedding)
+    result = []
+    for layer, plan in zip(layers, plans):
+        source = layer.position_bias_embedding() or first.get(layer.stack)
+        if source is None or not plan.query_heads:
+            result.append(None)
+            continue
+        columns = source.weight.t()  # [heads, buckets]: one row per head, as _rows expects
+        result.append((_rows(columns, plan.query_heads, 1).t().contiguous(), source.weight.requires_grad))
+    return result
+
+
+def _store_position_bias(layer: LayerModules, sliced: tuple[torch.Tensor, bool] | None) -> None:
+    """Fill the slim layer's own position-bias embedding (made by `apply_slim_shapes`) with its heads' columns."""
+    if sliced is None:
+        return
+    weight, requires_grad = sliced
+    layer.position_bias_embedding().weight = nn.Parameter(weight.detach().clone(), requires_grad=requires_grad)
+
+
 def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.detach().clone()
 
@@ -367,6 +401,7 @@ def _describe_slim_config(
     # model for the model card.
     spec["dense_num_parameters"] = previous.get("dense_num_parameters") or dense_num_parameters(config) or parameters
     spec["dense_shapes"] = dense_shapes
+    _record_kept_heads(config, previous, layers, plans, stack_specs)
     if "stacks" in spec:
         by_name = {stack_spec["name"]: stack_spec for stack_spec in stack_specs}
         for stack_spec in stack_specs:
@@ -392,6 +427,33 @@ def _describe_slim_config(
     setattr(config, modeling_slim.SLIM_SPEC_KEY, spec)
     config.per_layer_config = per_layer
     config.serialize_explicit_per_layer_config = True
+
+
+def _record_kept_heads(
+    config, previous: dict, layers: list[LayerModules], plans: list[LayerPlan], stack_specs: list[dict]
+) -> None:
+    """Record, for stacks whose attention takes per-head arguments of the dense model (`head_arguments`),
+    which dense heads every layer keeps (`kept_heads`, keyed by the layer's index in the dense model).
+
+    Slimming a slim model again composes the new choice with the recorded one.
+    """
+    dense_indices = kept_layer_indices(config)
+    previous_stacks = previous.get("stacks", [previous]) if previous else []
+    for stack_spec in stack_specs:
+        if not stack_spec.get("head_arguments"):
+            continue
+        before = next(
+            (entry.get("kept_heads", {}) for entry in previous_stacks if entry.get("layers") == stack_spec["layers"]), {}
+        )
+        kept = {}
+        stack_layers = [(layer, plan) for layer, plan in zip(layers, plans) if layer.layout.layers == stack_spec["layers"]]
+        for layer, plan in stack_layers:
+            dense_index = dense_indices[layer.index] if len(stack_specs) == 1 else layer.position
+            earlier = before.get(str(dense_index))
+            kept[str(dense_index)] = [
+                None if head is None else (earlier[head] if earlier is not None else head) for head in plan.query_heads
+            ]
+        stack_spec["kept_heads"] = kept
 
 
 def _shape(plan: LayerPlan) -> dict[str, int]:
