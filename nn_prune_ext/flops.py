@@ -16,13 +16,17 @@ FLOPs are twice the MACs. A layer that was dropped whole (`nn_prune_ext.slim.lay
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .arch import get_layout
 
 __all__ = ["LayerShape", "dense_layer_shapes", "kept_layer_shapes", "layer_macs", "layer_shapes", "model_flops"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,15 +104,45 @@ def dense_layer_shapes(model: nn.Module) -> list[LayerShape]:
             kv_heads = getattr(config, kv_attr, None) if kv_attr else None
             width = getattr(config, spec["intermediate_size_attr"], None)
         kv_heads = heads if kv_heads is None else int(kv_heads)
-        # A width of None means a family default (GPT-2's n_inner: 4 x hidden); the widest layer left is
-        # the best guess then.
-        width = int(width) if width is not None else max(shape.ffn_width for shape in shapes)
+        # A width of None means a family default (GPT-2's n_inner: 4 x hidden), which only the family's
+        # modeling code knows.
+        width = int(width) if width is not None else _default_ffn_width(model, shapes)
         shapes = [LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in shapes]
     # Every layer of a dense model has the same shape, so a dropped layer had that of any kept one.
     dense = [shapes[0]] * dense_num_layers(config) if shapes else []
     for shape, index in zip(shapes, kept_layer_indices(config)):
         dense[index] = shape
     return dense
+
+
+def _default_ffn_width(model: nn.Module, shapes: list[LayerShape]) -> int:
+    """The FFN width of the dense model of a slim `model` whose config leaves it to the family default.
+
+    Args:
+        model: A slim model whose config does not record its dense layer shapes (an older checkpoint).
+        shapes: Its own layer shapes.
+
+    Returns:
+        The widest FFN of the stock model built from the dense config on the meta device (no memory,
+        no weights), so the family's own default applies; if that model cannot be built, the widest
+        FFN left in `model` (which undercounts when every layer lost units).
+    """
+    # Imported here: nn_prune_ext.slim imports this module (circular at the top).
+    from .slim.modeling_slim import SlimModelMixin, dense_config, stock_class_of
+    from .transformers_internals import build_model
+
+    stock = stock_class_of(type(model)) if isinstance(model, SlimModelMixin) else type(model)
+    try:
+        with torch.device("meta"):
+            dense = build_model(stock, dense_config(model.config))
+        return max(shape.ffn_width for shape in layer_shapes(dense))
+    except Exception as error:  # any failure here only costs precision: fall back to the widest layer left
+        logger.warning(
+            "nn_prune_ext: could not build the dense %s on the meta device to read its default FFN width (%s: %s); "
+            "using the widest FFN left in the slim model",
+            stock.__name__, type(error).__name__, error,
+        )
+        return max((shape.ffn_width for shape in shapes), default=0)
 
 
 def kept_layer_shapes(model: nn.Module) -> list[LayerShape]:

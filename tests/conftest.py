@@ -75,9 +75,18 @@ def tiny_config(model_type: str, **overrides):
 
 def empty_layers_are_dropped(model_or_type) -> bool:
     """Whether slimming drops a layer left without heads and FFN units (and biases): its norms are
-    not applied to the residual sum (pre-norm or sandwich), so the layer is the identity."""
+    not applied to the residual sum (pre-norm or sandwich), so the layer is the identity, and the
+    transformers release can load the config without it (not a ModernBERT left with full-attention
+    layers only, before transformers 5.19)."""
     config = tiny_config(model_or_type) if isinstance(model_or_type, str) else model_or_type.config
-    return get_layout(config).norm_placement_for(config) != "post"
+    return get_layout(config).norm_placement_for(config) != "post" and _last_layer_can_go(config.model_type)
+
+
+@functools.cache
+def _last_layer_can_go(model_type: str) -> bool:
+    from nn_prune_ext.slim.layers import config_loads_without
+
+    return config_loads_without(tiny_model(model_type), [LAYERS - 1])
 
 
 def tiny_model(model_type: str, seed: int = 0, **overrides):

@@ -109,3 +109,48 @@ def test_derived_layouts_are_kept_per_config_not_per_type(monkeypatch):
     assert get_layout(model).model_types == ("olmo",)
     slim = optimize_model(model)
     assert get_layout(slim) is get_layout(model)  # the slim model (another class) keeps its layout
+
+
+def test_a_config_setting_outside_the_plan_gets_its_own_check():
+    """Cohere's per-head q/k norms (use_qk_norm) leave the plan unchanged but cannot be cut by the derived layout."""
+    plain, qk_norms = causal_lm("cohere"), causal_lm("cohere", use_qk_norm=True)
+    assert plain.config.base_model_tp_plan == qk_norms.config.base_model_tp_plan
+    assert get_layout(plain).model_types == ("cohere",)
+    with pytest.raises(UnsupportedArchitectureError, match="did not slim a tiny copy exactly"):
+        get_layout(qk_norms)  # not the layout derived for the config without the norms
+    assert len(registry._DERIVED) == 1 and len(registry._REFUSED) == 1
+    # The other order: the refusal of one config does not refuse the other.
+    for cache in (registry._DERIVED, registry._REFUSED, registry._DERIVED_BY_TYPE):
+        cache.clear()
+    with pytest.raises(UnsupportedArchitectureError):
+        get_layout(qk_norms)
+    assert get_layout(plain).model_types == ("cohere",)
+
+
+def test_a_slim_model_saved_and_loaded_keeps_the_derived_layout(tmp_path):
+    model = causal_lm("olmo")
+    layout = get_layout(model)
+    with torch.no_grad():
+        next(layout.iter_layers(model)).output.weight[:, : HIDDEN // HEADS] = 0  # head 0 of layer 0
+    slim = optimize_model(model)
+    slim.save_pretrained(tmp_path)
+    loaded = type(slim).from_pretrained(tmp_path)
+    assert get_layout(slim) is layout and get_layout(loaded) is layout
+    assert len(registry._DERIVED) == 1  # checked once: the slim configs hash as their dense config
+
+
+def test_errors_other_than_a_refusal_propagate_and_are_not_kept(monkeypatch):
+    from nn_prune_ext import transformers_internals
+
+    build_model = transformers_internals.build_model
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("no memory left for the tiny copy")
+
+    model = causal_lm("olmo")
+    monkeypatch.setattr(transformers_internals, "build_model", out_of_memory)
+    with pytest.raises(MemoryError, match="no memory left"):
+        get_layout(model)
+    assert not registry._REFUSED and not registry._DERIVED
+    monkeypatch.setattr(transformers_internals, "build_model", build_model)
+    assert get_layout(model).model_types == ("olmo",)  # derived afresh, not refused

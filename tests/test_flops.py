@@ -53,3 +53,38 @@ def test_gpt2_without_an_explicit_ffn_width_counts_its_dense_width():
     assert [shape.ffn_width for shape in dense_layer_shapes(slim)] == [4 * HIDDEN] * LAYERS
     assert [layer.ffn_width for layer in slim.slim_report.layers] == [(4 * HIDDEN, 2 * HIDDEN), (4 * HIDDEN, 4 * HIDDEN)]
     str(summary(slim))  # no error
+
+
+def _gpt2_without_ffn_width_slimmed_in_every_layer():
+    """A slim GPT-2 (n_inner=None: 4 x hidden) whose every layer lost half its FFN units."""
+    import torch
+
+    model = tiny_model("gpt2", n_inner=None)
+    with torch.no_grad():
+        for layer in get_layout(model).iter_layers(model):
+            layer.ffn_down.weight[:, : 2 * HIDDEN] = 0
+    return optimize_model(model)
+
+
+def test_a_saved_and_loaded_gpt2_without_an_explicit_ffn_width_keeps_its_dense_width(tmp_path):
+    from nn_prune_ext import summary
+    from nn_prune_ext.slim.modeling_slim import dense_config
+
+    slim = _gpt2_without_ffn_width_slimmed_in_every_layer()
+    slim.save_pretrained(tmp_path)
+    loaded = type(slim).from_pretrained(tmp_path)
+    assert dense_config(loaded.config).n_inner is None  # the global width is still the family default
+    assert [shape.ffn_width for shape in dense_layer_shapes(loaded)] == [4 * HIDDEN] * LAYERS
+    assert [shape.ffn_width for shape in layer_shapes(loaded)] == [2 * HIDDEN] * LAYERS
+    assert "FFN width" in str(summary(loaded))
+
+
+def test_an_older_slim_gpt2_without_recorded_dense_shapes_reads_the_family_default_width():
+    """A slim config from before `dense_shapes` was recorded: n_inner=None is GPT-2's 4 x hidden, not the
+    widest layer left."""
+    from nn_prune_ext.slim.modeling_slim import SLIM_SPEC_KEY
+
+    slim = _gpt2_without_ffn_width_slimmed_in_every_layer()
+    del getattr(slim.config, SLIM_SPEC_KEY)["dense_shapes"]
+    assert [shape.ffn_width for shape in dense_layer_shapes(slim)] == [4 * HIDDEN] * LAYERS
+    assert model_flops(dense_layer_shapes(slim), 16) == model_flops(tiny_model("gpt2", n_inner=None), 16)

@@ -182,3 +182,20 @@ def test_bad_indices_and_patched_models():
     patch_model(model, SparseArgs.struct())
     with pytest.raises(ValueError, match="bake_model"):
         drop_layers(model, [0])
+
+
+def test_config_loads_without_agrees_with_the_config_class():
+    """It asks the config class itself: a stock one-layer ModernBERT config loads exactly where it says so."""
+    from transformers import AutoConfig
+
+    from nn_prune_ext.slim.layers import config_loads_without
+
+    model = tiny_model("modernbert")
+    try:
+        stock = AutoConfig.for_model("modernbert", num_hidden_layers=1)
+        type(stock).from_dict(stock.to_dict())
+        stock_loads = True
+    except Exception:
+        stock_loads = False
+    assert config_loads_without(model, [1]) == stock_loads  # leaves one full-attention layer
+    assert config_loads_without(tiny_model("llama"), [1])

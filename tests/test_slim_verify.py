@@ -82,6 +82,44 @@ def test_a_failure_after_the_last_layer_names_no_layer():
     with pytest.raises(ProbeFailure) as failure:
         record_probe(model)
     assert failure.value.layer is None and "broken classifier" in str(failure.value)
+    assert failure.value.where() == "after layer 1, outside the layers"  # not in the last layer, nor before the first
+
+
+def test_a_slim_model_failing_after_its_last_layer_is_refused_naming_that_place():
+    model = tiny_model("llama")
+    reference = record_probe(model)
+    slim = optimize_model(model, verify=False)
+
+    def broken(module, args):
+        raise RuntimeError("broken final norm")
+
+    slim.model.norm.register_forward_pre_hook(broken)
+    with pytest.raises(SlimMismatchError, match=r"fails on a probe input after layer 1, outside the layers \(Runtime"):
+        check_against(reference, slim)
+
+
+def test_a_slim_output_differing_after_agreeing_layers_names_the_output():
+    model = tiny_model("llama")
+    reference = record_probe(model)
+    slim = optimize_model(model, verify=False)
+    with torch.no_grad():
+        slim.model.norm.weight.mul_(2.0)  # after every layer: the layers still agree
+    with pytest.raises(SlimMismatchError) as error:
+        check_against(reference, slim)
+    message = str(error.value)
+    assert "the model's output differs by" in message and "while every layer agrees" in message
+    assert "after the last layer" in message and " in layer " not in message
+
+
+def test_a_model_failing_before_its_first_layer_says_so():
+    model = tiny_model("bert")
+
+    def broken(module, args):
+        raise RuntimeError("broken embeddings")
+
+    model.bert.embeddings.register_forward_pre_hook(broken)
+    with pytest.raises(ValueError, match=r"fails on it before the first layer \(RuntimeError: broken embeddings\)"):
+        optimize_model(model)
 
 
 def test_inplace_slimming_says_the_model_was_changed_when_refused(monkeypatch):

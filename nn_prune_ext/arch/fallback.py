@@ -5,7 +5,7 @@ rows split: query, key, value, gate, up) and which row-wise (their input columns
 output and the FFN down projection), which is exactly where heads and FFN units are cut and removed.
 `derive_layout` reads a plan of the common shape (one layer list; an attention module with three
 column-wise and one row-wise projection; an FFN with one or two column-wise and one row-wise), and
-`verified_layout` accepts it only after slimming a tiny copy of the model (random weights, uneven
+`verified_layout` accepts it only after slimming a tiny copy of the model (random weights, fewer
 heads, a layer without heads, a layer without FFN units) gave exactly the masked model's outputs.
 Anything else is refused with the error that names the supported types and `register_layout`.
 """
@@ -137,12 +137,22 @@ def verified_layout(model: nn.Module) -> ArchitectureLayout:
     """The derived layout of `model`'s type, accepted only if it slims a tiny copy of the model exactly.
 
     The tiny copy has the model's class and config with small sizes and random weights. Masks keep
-    uneven heads across key/value groups in the first layer, none in the second, and some FFN units
-    (none in the first layer); `prune_with_masks` then slims it, and its own check (`optimize_model`
-    compares the slim and the masked model layer by layer) must pass.
+    two heads of the second key/value group in the first layer (the first group goes, so the layer
+    loses query and key/value heads), none in the second, and some FFN units (none in the first
+    layer); `prune_with_masks` then slims it, and its own check (`optimize_model` compares the slim
+    and the masked model layer by layer) must pass.
+    The check runs under its own random state: the caller's is left as it was.
+
+    Args:
+        model: A model of an unregistered type whose config has a `base_model_tp_plan`.
+
+    Returns:
+        The derived layout, with the attention module's head-count attributes.
 
     Raises:
         FallbackError: If no layout can be derived, or the derived one does not slim the tiny copy exactly.
+        MemoryError, OSError: Out of memory or another failure of the machine, not of the layout (not
+            turned into a refusal, which `get_layout` would keep for the rest of the process).
     """
     # Imported here: slimming builds on the architecture package.
     from ..masks import StructureMasks, prune_with_masks
@@ -151,20 +161,23 @@ def verified_layout(model: nn.Module) -> ArchitectureLayout:
     config = model.config
     layout = derive_layout(config)
     try:
-        with torch.random.fork_rng(devices=[]):  # seeded for a reproducible check; the caller's RNG untouched
+        # Seeded for a reproducible check, in a forked random state so the caller's is untouched.
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             tiny = build_model(type(model), _tiny_config(config, layout)).eval()
-        attention = get_submodule(layout.layer_list(tiny)[0], layout.attention)
-        layout = _with_head_counts(layout, attention)
-        group = TINY["heads"] // (TINY["kv_heads"] if layout.num_kv_heads_attr else TINY["heads"])
-        # Layer 0: all heads of the first key/value group and one of the second; no FFN units.
-        # Layer 1: no heads; every other FFN unit.
-        heads = [list(range(group)) + [group], []]
-        units = [[], list(range(0, TINY["intermediate"], 2))]
-        with _registered(layout):
-            masks = StructureMasks.from_kept(tiny, heads=heads, units=units)
-            prune_with_masks(tiny, masks)
-    except FallbackError:
+            attention = get_submodule(layout.layer_list(tiny)[0], layout.attention)
+            layout = _with_head_counts(layout, attention)
+            group = TINY["heads"] // (TINY["kv_heads"] if layout.num_kv_heads_attr else TINY["heads"])
+            # Layer 0: two heads of the second key/value group (heads 1 and 2 without grouped-query
+            # attention), so the query and key/value head counts change: heads kept in every group
+            # would be filled up to all heads again, leaving per-head state (q/k norms with a weight
+            # per head) unchecked. Layer 1: no heads; every other FFN unit.
+            heads = [[group, group + 1], []]
+            units = [[], list(range(0, TINY["intermediate"], 2))]
+            with _registered(layout):
+                masks = StructureMasks.from_kept(tiny, heads=heads, units=units)
+                prune_with_masks(tiny, masks)
+    except (FallbackError, MemoryError, OSError):
         raise
     except Exception as error:
         raise FallbackError(

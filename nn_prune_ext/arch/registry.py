@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from typing import Any
 
 from torch import nn
 
@@ -30,15 +32,44 @@ _DERIVED_BY_TYPE: dict[str, ArchitectureLayout] = {}
 _KNOWN_UNSUPPORTED: dict[str, str] = {}
 
 
+# Config entries a derived layout and its check do not depend on: the sizes the check's tiny copy
+# replaces (`fallback._tiny_config`), and bookkeeping that saving, loading or a task head changes.
+_UNFINGERPRINTED = frozenset({
+    "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size", "head_dim",
+    "num_hidden_layers", "vocab_size", "_name_or_path", "architectures", "transformers_version", "_commit_hash",
+    "dtype", "torch_dtype", "id2label", "label2id", "problem_type", "finetuning_task", "use_cache",
+    "output_attentions", "output_hidden_states", "return_dict",
+})
+
+
+def _config_digest(config: Any) -> str:
+    """A stable hash of the config entries a derived layout can depend on.
+
+    A slim config is hashed as the config of the dense model it was cut from (`dense_config`), so a
+    slim model, saved and loaded or not, keeps the layout its dense model was slimmed with.
+    """
+    # Imported here: the slim package builds on this one.
+    from ..slim.modeling_slim import dense_config, is_slim_config
+
+    settings = (dense_config(config) if is_slim_config(config) else config).to_dict()
+    relevant = {name: value for name, value in settings.items() if name not in _UNFINGERPRINTED}
+    text = json.dumps(relevant, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _fingerprint(model: nn.Module) -> tuple:
-    """What a derived layout depends on: the base model's class, the model type and the config's plan.
+    """What a derived layout depends on: the base model's class, the model type, the plan and the config.
 
     The base model's class, not the model's: slimming swaps the task class for a slim one, and the
-    layout of the slim model must be the one its dense model was slimmed with.
+    layout of the slim model must be the one its dense model was slimmed with. The config, not only
+    the plan: a setting such as per-head q/k norms changes whether the derived layout slims exactly.
+
+    Returns:
+        `(base model class, model_type, plan, config digest)`; `register_layout` reads `key[1]`.
     """
     config = model.config
     plan = json.dumps(getattr(config, "base_model_tp_plan", None) or {}, sort_keys=True)
-    return (type(getattr(model, "base_model", model)).__qualname__, config.model_type, plan)
+    return (type(getattr(model, "base_model", model)).__qualname__, config.model_type, plan, _config_digest(config))
 
 
 def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> ArchitectureLayout:
@@ -94,7 +125,15 @@ def get_layout(model_or_type: nn.Module | str) -> ArchitectureLayout:
 
     A model of an unregistered type gets a layout derived from its config's `base_model_tp_plan`
     when slimming a tiny copy of the model with it gives exactly the masked model's outputs
-    (`nn_prune_ext.arch.fallback`); the check runs once per model class and config.
+    (`nn_prune_ext.arch.fallback`); the check runs once per model class and config (`_fingerprint`).
+
+    Args:
+        model_or_type: A model, a config or a `model_type` string. Only a model can get a derived
+            layout; a config or a string gets the latest layout derived for its type, if any.
+
+    Returns:
+        The registered layout of the type (the variant matching the config, where there are several),
+        or the derived one.
 
     Raises:
         UnsupportedArchitectureError: If no layout is registered for the model type and none could
@@ -129,6 +168,8 @@ def get_layout(model_or_type: nn.Module | str) -> ArchitectureLayout:
             try:
                 layout = _DERIVED[key] = _DERIVED_BY_TYPE[model_type] = verified_layout(model_or_type)
             except FallbackError as error:
+                # Only a refusal of the layout itself is kept; any other error (out of memory, an
+                # interrupt) propagates and the next call derives afresh.
                 _REFUSED[key] = str(error)
     if layout is None:
         reason = f" and could not derive one: {_REFUSED[key]}" if key in _REFUSED else ""

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import warnings
 import operator
 from typing import Any, Iterable, Iterator
 
@@ -227,6 +229,12 @@ def _drop_in_place(model: nn.Module, layout: ArchitectureLayout, drop: list[int]
                 module.layer_idx = new
     for index in reversed(drop):
         del layer_list[index]
+    _keep_in_config(config, count, keep, per_layer)
+    setattr(config, LAYERS_KEY, record)
+
+
+def _keep_in_config(config: Any, count: int, keep: list[int], per_layer: dict[int, dict[str, Any]] | None) -> None:
+    """Make `config` describe only the layers `keep` of its `count` layers (per-layer lists and sizes)."""
     for name in PER_LAYER_LISTS:
         values = getattr(config, name, None)
         if isinstance(values, (list, tuple)) and len(values) == count:
@@ -234,4 +242,26 @@ def _drop_in_place(model: nn.Module, layout: ArchitectureLayout, drop: list[int]
     setattr(config, _num_layers_attr(config), len(keep))
     if per_layer is not None:
         config.per_layer_config = {new: per_layer.get(old, {}) for new, old in enumerate(keep)}
-    setattr(config, LAYERS_KEY, record)
+
+
+def config_loads_without(model: nn.Module, indices: Iterable[int]) -> bool:
+    """Whether the config of `model` without the layers `indices` still loads with this transformers release.
+
+    Some config classes cannot describe every subset of their layers: transformers before 5.19 cannot
+    build a ModernBERT config whose layers are all of one attention type (a stock one-layer ModernBERT
+    fails too). Dropping such layers would write a checkpoint that does not load.
+    """
+    config = copy.deepcopy(model.config)
+    count = len(get_layout(model).layer_list(model))
+    keep = [index for index in range(count) if index not in set(indices)]
+    per_layer = _per_layer_sizes(config) if modeling_slim.is_slim_config(config) else None
+    with modeling_slim.global_size_access(config):
+        _keep_in_config(config, count, keep, per_layer)
+        settings = json.loads(config.to_json_string(use_diff=False))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            type(config).from_dict(settings)
+    except Exception:  # whatever the config class raises, the checkpoint would not load
+        return False
+    return True

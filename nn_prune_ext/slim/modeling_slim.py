@@ -737,7 +737,9 @@ def _drop_session_flags(config: Any, config_path: str) -> None:
     if not payload.pop("allow_global_per_layer_attribute_access", False):
         return
     try:
-        type(config).from_dict(dict(payload))
+        # A deep copy: building a config may rewrite nested entries in place (transformers 5.14 adds a
+        # top-level rope_type to ModernBERT's per-layer-type rope_parameters), and `payload` is written back.
+        type(config).from_dict(json.loads(json.dumps(payload)))
     except Exception:
         return
     with open(config_path, "w", encoding="utf-8") as handle:

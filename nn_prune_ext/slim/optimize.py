@@ -20,12 +20,12 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from ..flops import dense_layer_shapes
 from ..arch import ArchitectureLayout, LayerModules, SlicedProjection, get_layout, store_projections
+from ..flops import dense_layer_shapes
 from ..patch import bake_model, is_patched
 from . import modeling_slim
 from .classes import slim_class_for
-from .layers import dense_num_parameters, drop_layers, kept_layer_indices
+from .layers import config_loads_without, dense_num_parameters, drop_layers, kept_layer_indices
 from .structure import AttentionPlan, LayerPlan, plan_layer
 from .verify import SlimMismatchError, check_against, reference_probe
 
@@ -163,6 +163,13 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
     if not isinstance(model, modeling_slim.SlimModelMixin):
         model.__class__ = slim_class_for(type(model))
     identity, notes = _identity_layers(layout, model.config, plans, tensors)
+    if identity and not config_loads_without(model, identity):
+        for index in identity:
+            notes[index] = (
+                "kept without heads or FFN units (the identity): this transformers release cannot load the "
+                "config of the model without it"
+            )
+        identity = []
     if identity:
         drop_layers(model, identity, inplace=True)
     model.eval()

@@ -29,11 +29,40 @@ class SlimMismatchError(ValueError):
 
 
 class ProbeFailure(RuntimeError):
-    """A model failed on the probe input; `layer` is the dense index of the layer it failed in, or `None`."""
+    """A model failed on the probe input.
 
-    def __init__(self, layer: int | None, error: Exception):
+    Args:
+        layer: The dense index of the layer it failed in, or `None` outside the layers.
+        error: The error the forward pass raised.
+        after: Outside the layers, the dense index of the last layer that had finished (`None` before
+            the first): the failure is in what follows it (a final norm, the model's head).
+        layer_names: `dense layer index -> name` of the model that failed (`ProbeRecord.layer_names`).
+    """
+
+    def __init__(
+        self, layer: int | None, error: Exception, after: int | None = None, layer_names: dict[int, str] | None = None
+    ):
         super().__init__(f"{type(error).__name__}: {error}")
-        self.layer, self.error = layer, error
+        self.layer, self.error, self.after = layer, error, after
+        self.layer_names = dict(layer_names or {})
+
+    def where(self, layer_names: dict[int, str] | None = None) -> str:
+        """Where the model failed: `"in layer 3"`, `"after layer 5, outside the layers"` or `"before the first layer"`.
+
+        Args:
+            layer_names: The names to use instead of the failed model's own (those of the model a
+                slim model was cut from); `"layer {index}"` for an index without one.
+
+        Returns:
+            The place, to follow "fails on a probe input".
+        """
+        names = self.layer_names if layer_names is None else layer_names
+        name = lambda index: names.get(index, f"layer {index}")  # noqa: E731
+        if self.layer is not None:
+            return f"in {name(self.layer)}"
+        if self.after is not None:
+            return f"after {name(self.after)}, outside the layers"
+        return "before the first layer"
 
 
 HINT = (
@@ -87,15 +116,20 @@ def record_probe(model: nn.Module, inputs: dict[str, torch.Tensor] | None = None
 
         return hook
 
-    # The layer running now, `None` between layers: an error after the last layer names no layer.
+    # The layer running now (`None` between layers) and the last one that finished: an error outside
+    # the layers is placed after the last layer that ran, not in it.
     running: list[int | None] = [None]
+    finished: list[int | None] = [None]
     layer_names: dict[int, str] = {}
 
     def enter(index):
         return lambda module, args: running.__setitem__(0, index)
 
-    def leave(module, args, output):
-        running[0] = None
+    def leave(index):
+        def hook(module, args, output):
+            running[0], finished[0] = None, index
+
+        return hook
 
     try:
         for index, modules in zip(kept_layer_indices(model.config), layout.iter_layers(model)):
@@ -107,13 +141,14 @@ def record_probe(model: nn.Module, inputs: dict[str, torch.Tensor] | None = None
                 handles.append(modules.cross.output.module.register_forward_hook(keep((index, "cross"))))
             handles.append(modules.ffn_down.module.register_forward_hook(keep((index, "ffn"))))
             handles.append(layer.register_forward_hook(keep((index, "layer"))))
-            handles.append(layer.register_forward_hook(leave))
+            handles.append(layer.register_forward_hook(leave(index)))
         was_training = model.training
         model.eval()
         try:
             outputs = model(**inputs)
         except Exception as error:
-            raise ProbeFailure(running[0], error) from error
+            after = None if running[0] is not None else finished[0]
+            raise ProbeFailure(running[0], error, after, layer_names) from error
         finally:
             model.train(was_training)
     finally:
@@ -139,8 +174,8 @@ def reference_probe(model: nn.Module) -> ProbeRecord:
         reference = record_probe(model)
     except ProbeFailure as failure:
         raise ValueError(
-            f"optimize_model checks its result on a made-up input, but the model fails on it ({failure}). Pass "
-            "verify=False to slim without the check."
+            f"optimize_model checks its result on a made-up input, but the model fails on it {failure.where()} "
+            f"({failure}). Pass verify=False to slim without the check."
         ) from failure.error
     if not torch.isfinite(reference.output).all():
         raise ValueError(
@@ -161,9 +196,10 @@ def check_against(reference: ProbeRecord, slim: nn.Module) -> None:
     try:
         record = record_probe(slim, reference.inputs)
     except ProbeFailure as failure:
-        where = "" if failure.layer is None else f" in {reference.layer_names.get(failure.layer, f'layer {failure.layer}')}"
+        # Named as in the model it was cut from: a slim stack's own names count only the kept layers.
+        where = failure.where(reference.layer_names)
         raise SlimMismatchError(
-            f"optimize_model refused its result: the slim model fails on a probe input{where} ({failure}), where "
+            f"optimize_model refused its result: the slim model fails on a probe input {where} ({failure}), where "
             "the masked model it was cut from runs. " + HINT.format(model_type=model_type)
         ) from failure.error
     dtype = next(slim.parameters()).dtype
@@ -192,7 +228,10 @@ def check_against(reference: ProbeRecord, slim: nn.Module) -> None:
         gap, limit = difference(reference.output, record.output)
         if gap <= limit and torch.isfinite(record.output).all():
             return
-        where = f"the model's output differs by {gap:.3g} after layers that all agree"
+        where = (
+            f"the model's output differs by {gap:.3g} while every layer agrees (so the difference arises after the "
+            "last layer: a final norm or the model's head)"
+        )
     raise SlimMismatchError(
         f"optimize_model refused its result: on a probe input, {where} (tolerance {limit:.2g}) from the "
         "masked model it was cut from. " + HINT.format(model_type=model_type)
