@@ -47,7 +47,7 @@ from transformers import (
 from nn_prune_ext.data.wordnet_nouns import load_sample
 from nn_prune_ext.flops import model_flops
 from nn_prune_ext.importance import magnitude_importance
-from nn_prune_ext.masks import StructureMasks, prune_with_masks
+from nn_prune_ext import StructureMasks, prune_with_masks
 from nn_prune_ext.posttrain import (
     FlopsCost,
     PostTrainingArgs,

@@ -23,7 +23,7 @@ from .arch import (
     register_layout,
     supported_model_types,
 )
-from .masks import StructureMasks, fold_masks, masks_from_scores, prune_with_masks
+from .masks import StructureMasks, fold_masks, masks_from_scores
 from .optim import ScoreOptimizer
 from .patch import bake_model, densities, is_patched, iter_mask_scores, patch_model, set_thresholds
 from .posttrain import (
@@ -37,7 +37,7 @@ from .posttrain import (
 )
 from .schedule import SparsitySchedule
 from .scores import MaskedLinear, MaskScores
-from .slim import SlimMismatchError, SlimReport, drop_layers, load_slim, optimize_model
+from .slim import SlimMismatchError, SlimReport, drop_layers, load_slim, optimize_model, prune_with_masks
 from .summary import LayerSummary, ModelSummary, summary
 from .timing import LatencyComparison, LatencyStats, compare_latency, inference_time
 from .trainer import SparseTrainer, SparsityController

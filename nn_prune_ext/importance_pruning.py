@@ -47,7 +47,8 @@ from torch import nn
 
 from .importance import collect_mask_gradients, taylor_importance
 from .arch import get_layout
-from .masks import StructureMasks, prune_with_masks
+from .masks import StructureMasks
+from .slim import prune_with_masks
 
 __all__ = ["ImportancePruningArgs", "importance_masks", "prune_by_importance"]
 

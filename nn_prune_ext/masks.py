@@ -3,9 +3,9 @@
 Post-training pruning, importance pruning and explicit masks all produce `StructureMasks`: per
 layer, one value per attention (query) head and one per FFN unit. 0 removes the head or unit,
 1 keeps it, any other value keeps it scaled (mask tuning fits such scales). `prune_with_masks`
-folds the values into the weights (the output-projection columns of each head, the
-down-projection column of each unit) and slims the model with `optimize_model`, so the result
-computes exactly what the masked model computes and saves like any slim checkpoint.
+takes them: it folds the values into the weights (the output-projection columns of each head, the
+down-projection column of each unit) and cuts what the masks remove, so the result computes exactly
+what the masked model computes and saves like any slim checkpoint.
 
 ```python
 from nn_prune_ext import StructureMasks, prune_with_masks
@@ -17,7 +17,6 @@ slim = prune_with_masks(model, masks)
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -25,11 +24,10 @@ import torch
 from torch import nn
 
 from .arch import get_layout
-from .patch import bake_model, eval_grids, is_patched, require_unpatched
+from .patch import eval_grids, is_patched, require_unpatched
 from .scores.masked_linear import MaskedLinear
-from .slim import optimize_model
 
-__all__ = ["StructureMasks", "fold_masks", "masks_from_scores", "prune_with_masks"]
+__all__ = ["StructureMasks", "fold_masks", "masks_from_scores"]
 
 
 @dataclass
@@ -214,7 +212,7 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
 
     Head `h`'s value scales the output-projection columns of that head, unit `u`'s value the
     down-projection column `u`. This is exactly what `importance.apply_masks` computes with hooks,
-    so the model's outputs do not change; zeroed columns are what `optimize_model` removes.
+    so the model's outputs do not change.
 
     Args:
         model: An unpatched model of a registered architecture (bake a patched one first).
@@ -223,7 +221,7 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
     Returns:
         `model`.
     """
-    require_unpatched(model, "fold_masks (prune_with_masks bakes a patched model itself)")
+    require_unpatched(model, "fold_masks (slim bakes a patched model itself)")
     masks.check(model)
     cross_masks = masks.cross_heads or [None] * masks.num_layers
     if any(bool((mask == 0).any()) for mask in masks.heads + [m for m in cross_masks if m is not None]):
@@ -245,10 +243,11 @@ def masks_from_scores(model: nn.Module) -> StructureMasks:
     """The heads and FFN units a patched model's evaluation-mode masks remove, as `StructureMasks`.
 
     A head is removed when its mask leaves none of its output-projection columns, an FFN unit when
-    its mask leaves nothing of its down-projection column: exactly what slimming removes, so
-    `prune_with_masks(model, masks_from_scores(model))` is the model `optimize_model(model)` gives.
-    What the masks remove inside kept heads and units (blocks, rows, value heads) stays as zeros in the
-    weights when the model is baked; slimming removes what of it is removable.
+    its mask leaves nothing of its down-projection column, so `prune_with_masks(model, masks_from_scores(model))`
+    computes what the patched model computes. What the masks remove inside kept heads and units
+    (blocks, rows, value heads) stays as zeros in the weights when the model is baked; `optimize_model`
+    reads those zeros and may remove more (a head whose value rows are all pruned, with its constant
+    bias folded into the output bias).
 
     Args:
         model: A model patched by `patch_model` or `SparseTrainer` (at its current thresholds, which
@@ -284,24 +283,3 @@ def _kept_columns(grid: torch.Tensor, in_features: int) -> torch.Tensor:
     """Per input column of a masked linear: does its mask keep any entry of it."""
     kept = (grid != 0).any(dim=0).cpu()
     return kept.repeat_interleave(in_features // kept.numel())
-
-
-def prune_with_masks(model: nn.Module, masks: StructureMasks, *, inplace: bool = False) -> nn.Module:
-    """Remove the heads and FFN units whose mask is 0 and fold the other values into the weights.
-
-    Args:
-        model: A model of a registered architecture (dense, baked or slim; a patched model is baked
-            first with its evaluation masks).
-        masks: One value per head and FFN unit of every layer (`StructureMasks`).
-        inplace: Modify `model` instead of a copy.
-
-    Returns:
-        The slim model from `optimize_model` (with its `slim_report`); its outputs equal those of
-        `model` under the masks.
-    """
-    if not inplace:
-        model = copy.deepcopy(model)
-    if is_patched(model):
-        bake_model(model)
-    fold_masks(model, masks)
-    return optimize_model(model, inplace=True)

@@ -16,6 +16,7 @@ from nn_prune_ext import (
     patch_model,
     prune_with_masks,
 )
+from nn_prune_ext.arch import get_layout
 from nn_prune_ext.flops import kept_layer_shapes
 
 from conftest import GQA_TYPES, HEADS, INTERMEDIATE, LAYERS, tiny_batch, tiny_model
@@ -51,6 +52,28 @@ def test_prune_with_masks_equals_masked_model(model_type):
     # The input model is untouched.
     with torch.no_grad():
         assert not torch.equal(model(**batch).logits, expected)
+
+
+def test_prune_with_masks_plans_from_the_masks_not_the_weights(model_type):
+    """A kept head or unit whose weights are zero stays (the masks are the contract); the sizes are the masks'."""
+    model = tiny_model(model_type)
+    layer = next(get_layout(model).iter_layers(model))
+    with torch.no_grad():
+        layer.output.weight.view(layer.output.out_features, layer.num_heads, -1)[:, 0] = 0  # head 0: zero columns
+        layer.ffn_down.weight[:, :3] = 0  # units 0..2: zero down columns
+    masks = _scaled_masks(model)
+    masks.heads[0] = torch.tensor([1.0, 0.0, 0.7, 0.0])
+    masks.units[0][:3] = 1.0
+    batch = tiny_batch(model_type)
+    expected = _masked_logits(model, masks, batch)
+    by_masks, by_zeros = prune_with_masks(model, masks), optimize_model(model)
+    torch.testing.assert_close(by_masks(**batch).logits, expected, rtol=0, atol=1e-5)
+    first = by_masks.slim_report.layers[0]
+    assert first.ffn_width[1] == int(masks.units[0].count_nonzero())
+    assert by_zeros.slim_report.layers[0].ffn_width[1] == INTERMEDIATE - 3  # zeros alone remove the zero units
+    if model_type not in GQA_TYPES:
+        assert first.heads[1] == 2
+        assert by_zeros.slim_report.layers[0].heads[1] == HEADS - 1
 
 
 def test_fold_masks_is_in_place_and_exact(model_type):
@@ -108,8 +131,8 @@ def test_fold_masks_refuses_a_patched_model():
 
 
 @pytest.mark.parametrize("preset", ["heads_and_units", "hybrid"])
-def test_masks_from_scores_slim_like_optimize_model(model_type, preset):
-    """The masks a patched model's scores give are the contract: slimming by them is optimize_model's result."""
+def test_masks_from_scores_slim_to_the_patched_model(model_type, preset):
+    """The masks a patched model's scores give are the contract: slimming by them computes what optimize_model's result does."""
     if preset == "heads_and_units":
         model = masked_model(model_type)
     else:  # 16x16 attention blocks, FFN units, random scores at threshold 0
@@ -123,19 +146,18 @@ def test_masks_from_scores_slim_like_optimize_model(model_type, preset):
     masks = masks_from_scores(model)
     by_masks = prune_with_masks(model, masks)
     by_zeros = optimize_model(model)
-    sizes = lambda slim: [(r.heads, r.kv_heads, r.ffn_width) for r in slim.slim_report.layers]  # noqa: E731
-    assert sizes(by_masks) == sizes(by_zeros)
     batch = tiny_batch(model_type)
     with torch.no_grad():
         torch.testing.assert_close(by_masks(**batch).logits, by_zeros(**batch).logits, rtol=0, atol=1e-5)
-    heads_after = [r.heads[1] for r in by_zeros.slim_report.layers]
-    units_after = [r.ffn_width[1] for r in by_zeros.slim_report.layers]
-    assert masks.kept_units() == units_after  # FFN units are scored whole in both presets
+    heads = lambda slim: [r.heads[1] for r in slim.slim_report.layers]  # noqa: E731
+    units = lambda slim: [r.ffn_width[1] for r in slim.slim_report.layers]  # noqa: E731
+    assert masks.kept_units() == units(by_masks) == units(by_zeros)  # FFN units are scored whole in both presets
     if model_type not in GQA_TYPES:  # (grouped-query slimming may add zero padding heads)
+        assert heads(by_masks) == masks.kept_heads()  # slimming by masks cuts exactly what they remove
         if preset == "heads_and_units":  # whole heads: the masks say all there is
-            assert masks.kept_heads() == heads_after
-        else:  # blocks: a head is removed when no block of its output columns is kept; zeros may remove more
-            assert all(kept >= after for kept, after in zip(masks.kept_heads(), heads_after))
+            assert heads(by_zeros) == masks.kept_heads()
+        else:  # blocks: zeros may remove more (a head whose value rows are all pruned)
+            assert all(kept >= after for kept, after in zip(masks.kept_heads(), heads(by_zeros)))
             assert masks.kept_heads() != [HEADS] * LAYERS  # the random scores did remove heads
 
 

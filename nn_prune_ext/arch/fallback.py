@@ -139,8 +139,8 @@ def verified_layout(model: nn.Module) -> ArchitectureLayout:
     The tiny copy has the model's class and config with small sizes and random weights. Masks keep
     two heads of the second key/value group in the first layer (the first group goes, so the layer
     loses query and key/value heads), none in the second, and some FFN units (none in the first
-    layer); `prune_with_masks` then slims it, and its own check (`optimize_model` compares the slim
-    and the masked model layer by layer) must pass.
+    layer); `prune_with_masks` then slims it, and its own check (the slim against the masked model,
+    layer by layer) must pass.
     The check runs under its own random state: the caller's is left as it was.
 
     Args:
@@ -155,7 +155,8 @@ def verified_layout(model: nn.Module) -> ArchitectureLayout:
             turned into a refusal, which `get_layout` would keep for the rest of the process).
     """
     # Imported here: slimming builds on the architecture package.
-    from ..masks import StructureMasks, prune_with_masks
+    from ..masks import StructureMasks
+    from ..slim import prune_with_masks
     from ..transformers_internals import build_model
 
     config = model.config

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..arch import get_layout, probe_inputs
-from ..masks import StructureMasks, prune_with_masks
+from ..masks import StructureMasks
+from ..slim import prune_with_masks
 from ..slim.classes import stock_class
 from ..slim.modeling_slim import dense_config, is_slim_config
 from ..timing import compare_latency

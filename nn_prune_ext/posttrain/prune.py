@@ -21,7 +21,8 @@ from torch import nn
 
 from ..arch import get_layout, tokens_per_example
 from ..importance import collect_mask_gradients, to_device
-from ..masks import StructureMasks, prune_with_masks
+from ..masks import StructureMasks
+from ..slim import prune_with_masks
 from ..patch import require_unpatched
 from .costs import CostModel, FlopsCost
 from .latency import LatencyTable, measure_latency_table

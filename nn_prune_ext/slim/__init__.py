@@ -4,7 +4,7 @@ from . import modeling_slim
 from .classes import load_slim, slim_class_for
 from .layers import drop_layers
 from .model_card import write_model_card
-from .optimize import LayerReport, SlimReport, is_slim_model, optimize_model
+from .optimize import LayerReport, SlimReport, is_slim_model, optimize_model, prune_with_masks
 from .verify import SlimMismatchError
 
 if write_model_card not in modeling_slim.SAVE_HOOKS:
@@ -12,6 +12,7 @@ if write_model_card not in modeling_slim.SAVE_HOOKS:
 
 __all__ = [
     "optimize_model",
+    "prune_with_masks",
     "SlimReport",
     "LayerReport",
     "SlimMismatchError",

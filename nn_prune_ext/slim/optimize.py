@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -22,14 +23,15 @@ from transformers.activations import ACT2FN
 
 from ..arch import ArchitectureLayout, LayerModules, SlicedProjection, get_layout, store_projections
 from ..flops import dense_layer_shapes
+from ..masks import StructureMasks, fold_masks
 from ..patch import bake_model, is_patched
 from . import modeling_slim
 from .classes import slim_class_for
 from .layers import config_loads_without, dense_num_parameters, drop_layers, kept_layer_indices
-from .structure import AttentionPlan, LayerPlan, plan_layer
+from .structure import AttentionPlan, LayerPlan, plan_layer, plan_layer_from_masks
 from .verify import SlimMismatchError, check_against, reference_probe
 
-__all__ = ["optimize_model", "SlimReport", "LayerReport", "is_slim_model"]
+__all__ = ["optimize_model", "prune_with_masks", "SlimReport", "LayerReport", "is_slim_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,16 +141,78 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
             "so that the model is faster on any hardware without sparse kernels."
         )
     layout = get_layout(model)
+    model = _working_model(model, inplace)
+    activation = _activation(model, layout)
+    keep_heads = layout.fixed_heads is not None
+    return _slim_planned(
+        model, layout, lambda layer: plan_layer(layer, activation, keep_heads=keep_heads), inplace=inplace, verify=verify
+    )
+
+
+def prune_with_masks(
+    model: nn.Module, masks: StructureMasks, *, inplace: bool = False, verify: bool = True
+) -> nn.Module:
+    """Remove the heads and FFN units whose mask is 0 and fold the other mask values into the weights.
+
+    The cut is planned from the masks alone (`plan_layer_from_masks`): the slim model has exactly the
+    sizes the masks describe, and computes what the model computes under the masks
+    (`importance.apply_masks`). Every way of choosing what to remove ends here: `masks_from_scores`
+    after movement pruning, `post_training_prune`, `prune_by_importance`, or masks written by hand.
+
+    Args:
+        model: A model of a registered architecture (dense, baked or slim; a patched model is baked
+            first with its evaluation masks).
+        masks: One value per head and FFN unit of every layer (`StructureMasks`).
+        inplace: Modify `model` instead of a copy. If `verify` then refuses the result, the model
+            passed in is left slimmed (the error says so).
+        verify: Check the result on a small made-up input against the masked model and refuse it,
+            naming the first layer and tensor that differ.
+
+    Returns:
+        A model of the slim variant of the input's class, in eval mode, with `slim_report`; it saves
+        with `save_pretrained`.
+
+    Raises:
+        ValueError: If the masks do not fit the model, or remove heads of a family whose heads cannot be
+            removed exactly.
+        UnsupportedArchitectureError: For a model without a registered layout.
+        SlimMismatchError: If `verify` finds the slim model computing something else than the masked model.
+    """
+    layout = get_layout(model)
+    model = _working_model(model, inplace)
+    fold_masks(model, masks)  # kept values scale their columns; the probe reference is the masked model
+    cross_masks = masks.cross_heads or [None] * masks.num_layers
+    per_layer = {
+        layer.index: (heads, units, cross)
+        for layer, heads, units, cross in zip(layout.iter_layers(model), masks.heads, masks.units, cross_masks)
+    }
+    return _slim_planned(
+        model, layout, lambda layer: plan_layer_from_masks(layer, *per_layer[layer.index]), inplace=inplace, verify=verify
+    )
+
+
+def _working_model(model: nn.Module, inplace: bool) -> nn.Module:
+    """The model to slim (a copy unless `inplace`), baked if patched, in eval mode."""
     if not inplace:
         model = copy.deepcopy(model)
     if is_patched(model):
         bake_model(model)
-    model.eval()
+    return model.eval()
+
+
+def _slim_planned(
+    model: nn.Module,
+    layout: ArchitectureLayout,
+    plan_for: Callable[[LayerModules], LayerPlan],
+    *,
+    inplace: bool,
+    verify: bool,
+) -> nn.Module:
+    """Slice every layer of `model` (in place) as `plan_for` plans it, drop identity layers, check and report."""
     reference = reference_probe(model) if verify else None
     parameters_before = count_parameters(model)
-    activation = _activation(model, layout)
     layers = list(layout.iter_layers(model))
-    plans = [plan_layer(layer, activation, keep_heads=layout.fixed_heads is not None) for layer in layers]
+    plans = [plan_for(layer) for layer in layers]
     storages = {name: stack.storages(model) for name, stack in layout.stacks}
     with torch.no_grad():
         tensors = [_slice_layer(layer, plan) for layer, plan in zip(layers, plans)]
@@ -190,7 +254,7 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
         ],
         parameters=(parameters_before, count_parameters(model)),
     )
-    logger.info("optimize_model:\n%s", model.slim_report)
+    logger.info("slimmed:\n%s", model.slim_report)
     return model
 
 

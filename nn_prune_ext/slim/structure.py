@@ -1,6 +1,10 @@
-"""Find the heads and FFN units whose removal leaves a layer's output unchanged, and plan the cut.
+"""Plan the cut of each layer: which heads and FFN units a slim layer keeps.
 
-Rules (all on exact zeros of the weights):
+Two sources. `plan_layer_from_masks` takes them from `StructureMasks` (what `slim` does: the masks are
+the contract, a 0 removes, anything else keeps). `plan_layer` finds them in exact zeros of the weights
+(what `optimize_model` does for baked models and zero-filled checkpoints made elsewhere).
+
+Rules on exact zeros:
 - A query head is dead when its columns of the output projection are zero, or when the value rows of
   its key/value head are zero. Zero query or key rows alone never kill a head: softmax of a constant
   is uniform attention, not zero attention.
@@ -25,7 +29,7 @@ from torch import nn
 
 from ..arch import AttentionBlock, LayerModules
 
-__all__ = ["AttentionPlan", "LayerPlan", "plan_layer", "slim_attention_sizes"]
+__all__ = ["AttentionPlan", "LayerPlan", "plan_layer", "plan_layer_from_masks", "slim_attention_sizes"]
 
 
 @dataclass
@@ -118,12 +122,45 @@ def plan_layer(layer: LayerModules, activation: nn.Module | None, keep_heads: bo
     """
     plan_block = _keep_every_head if keep_heads else _plan_attention
     ffn_units, down_delta, ffn_notes = _plan_ffn(layer, activation)
-    query_heads, kv_heads, output_delta, notes = plan_block(layer.self_attention)
+    blocks = [plan_block(block) for block in layer.attention_blocks]
+    return _layer_plan(layer, blocks, ffn_units, down_delta, ffn_notes)
+
+
+def plan_layer_from_masks(
+    layer: LayerModules, head_mask: torch.Tensor, unit_mask: torch.Tensor, cross_mask: torch.Tensor | None = None
+) -> LayerPlan:
+    """Plan the slimming of one layer from its masks: remove exactly the heads and units whose mask is 0.
+
+    The weights are not read, so the slim sizes are those the masks describe (what a FLOPs budget was
+    computed on), whatever the values of the kept weights.
+
+    Args:
+        layer: The layer's projections.
+        head_mask: One value per query head of the self-attention.
+        unit_mask: One value per FFN unit.
+        cross_mask: One value per query head of the cross-attention (`None` keeps them all).
+
+    Returns:
+        The plan.
+    """
+    masks = (head_mask, cross_mask)
+    blocks = []
+    for block, mask in zip(layer.attention_blocks, masks):
+        alive = torch.ones(block.num_heads, dtype=torch.bool) if mask is None else mask.cpu() != 0
+        query_heads, kv_heads, notes = _regroup(block, alive)
+        blocks.append((query_heads, kv_heads, None, notes))
+    ffn_units = torch.nonzero(unit_mask.cpu() != 0).flatten().tolist()
+    return _layer_plan(layer, blocks, ffn_units, None, [])
+
+
+def _layer_plan(layer: LayerModules, blocks: list, ffn_units: list[int], down_delta, ffn_notes: list[str]) -> LayerPlan:
+    """Assemble a `LayerPlan` from one `(query heads, kv heads, output delta, notes)` per attention block."""
+    (query_heads, kv_heads, output_delta, notes), *cross_blocks = blocks
     cross = None
-    if layer.cross is not None:
-        cross_heads, cross_kv, cross_delta, cross_notes = plan_block(layer.cross)
+    if cross_blocks:
+        cross_heads, cross_kv, cross_delta, cross_notes = cross_blocks[0]
         cross = AttentionPlan(layer.cross.num_heads, layer.cross.num_kv_heads, cross_heads, cross_kv, cross_delta)
-        notes += [f"cross-attention: {note}" for note in cross_notes]
+        notes = notes + [f"cross-attention: {note}" for note in cross_notes]
     return LayerPlan(
         index=layer.index,
         head_dim=layer.head_dim,
@@ -177,10 +214,21 @@ def _plan_attention(layer: AttentionBlock):
         alive[members] = False
         notes.append(f"folded the constant value of key/value head {group} into the output bias")
 
+    query_heads, kv_slots, group_notes = _regroup(layer, alive)
+    return query_heads, kv_slots, output_delta, notes + group_notes
+
+
+def _regroup(layer: AttentionBlock, alive: torch.Tensor) -> tuple[list[int | None], list[int], list[str]]:
+    """Query-head and key/value-head slots keeping the `alive` query heads (see `slim_attention_sizes`)."""
+    heads, kv_heads = layer.num_heads, layer.num_kv_heads
+    if heads == 0:
+        return [], [], []
+    ratio = heads // kv_heads
     counts = [int(alive[g * ratio : (g + 1) * ratio].sum()) for g in range(kv_heads)]
     kept_groups = [g for g in range(kv_heads) if counts[g]]
     if not kept_groups:
-        return [], [], output_delta, notes
+        return [], [], []
+    notes: list[str] = []
     new_ratio = _best_ratio([counts[g] for g in kept_groups])
     query_heads: list[int | None] = []
     kv_slots: list[int] = []
@@ -197,7 +245,7 @@ def _plan_attention(layer: AttentionBlock):
         notes.append(f"kept {padded} zero query head(s) so every key/value head serves {new_ratio}")
     if repeated:
         notes.append(f"repeated {repeated} key/value head(s) so every key/value head serves {new_ratio}")
-    return query_heads, kv_slots, output_delta, notes
+    return query_heads, kv_slots, notes
 
 
 def slim_attention_sizes(kept_per_group: list[int]) -> tuple[int, int]:
