@@ -6,7 +6,8 @@ Per token of a sequence of length `seq_len`, a layer costs:
 - projections: `hidden * head_dim * (2 * heads + 2 * kv_heads)` (q and o per query head, k and v per
   key/value head);
 - attention: `2 * heads * head_dim * seq_len` (scores q.k and the weighted sum of values);
-- FFN: `hidden * width * (3 if gated else 2)`;
+- FFN: `hidden * width * (3 if gated else 2)`, or for an FFN that is not pruned (a mixture of
+  experts) its matrices' entries, the experts' in the share a token is routed to (`fixed_ffn_macs`);
 - cross-attention (an encoder-decoder's decoder layers): projections and attention as above with
   the cross-attention's heads, keys and values read from an encoder output of the same `seq_len`.
 
@@ -17,7 +18,7 @@ FLOPs are twice the MACs. A layer that was dropped whole (`nn_prune_ext.slim.lay
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -31,7 +32,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LayerShape:
-    """The sizes that decide a layer's cost (`cross_heads`: of an encoder-decoder's cross-attention)."""
+    """The sizes that decide a layer's cost.
+
+    `cross_heads`: of an encoder-decoder's cross-attention; `fixed_ffn_macs`: MACs per token of an FFN
+    that is not pruned (a mixture of experts; its `ffn_width` is then 0).
+    """
 
     hidden: int
     num_heads: int
@@ -41,11 +46,12 @@ class LayerShape:
     gated: bool = False
     cross_heads: int = 0
     cross_kv_heads: int = 0
+    fixed_ffn_macs: int = 0
 
 
 def layer_macs(shape: LayerShape, seq_len: int) -> int:
     """MACs of one layer over a sequence of `seq_len` tokens."""
-    ffn = shape.hidden * shape.ffn_width * (3 if shape.gated else 2)
+    ffn = shape.hidden * shape.ffn_width * (3 if shape.gated else 2) + shape.fixed_ffn_macs
     attention = 0
     for heads, kv_heads in ((shape.num_heads, shape.num_kv_heads), (shape.cross_heads, shape.cross_kv_heads)):
         attention += shape.hidden * shape.head_dim * (2 * heads + 2 * kv_heads)  # projections
@@ -66,10 +72,11 @@ def layer_shapes(model: nn.Module) -> list[LayerShape]:
             num_heads=layer.num_heads,
             num_kv_heads=layer.num_kv_heads,
             head_dim=layer.head_dim,
-            ffn_width=layer.ffn_down.in_features,
+            ffn_width=layer.ffn_width,
             gated=layer.ffn_gate is not None,
             cross_heads=layer.cross.num_heads if layer.cross is not None else 0,
             cross_kv_heads=layer.cross.num_kv_heads if layer.cross is not None else 0,
+            fixed_ffn_macs=layer.fixed_ffn_macs(model.config),
         )
         for layer in layers
     ]
@@ -107,7 +114,10 @@ def dense_layer_shapes(model: nn.Module) -> list[LayerShape]:
         # A width of None means a family default (GPT-2's n_inner: 4 x hidden), which only the family's
         # modeling code knows.
         width = int(width) if width is not None else _default_ffn_width(model, shapes)
-        shapes = [LayerShape(shape.hidden, heads, kv_heads, shape.head_dim, width, shape.gated) for shape in shapes]
+        shapes = [
+            replace(shape, num_heads=heads, num_kv_heads=kv_heads, ffn_width=width, cross_heads=0, cross_kv_heads=0)
+            for shape in shapes
+        ]
     # Every layer of a dense model has the same shape, so a dropped layer had that of any kept one.
     dense = [shapes[0]] * dense_num_layers(config) if shapes else []
     for shape, index in zip(shapes, kept_layer_indices(config)):

@@ -150,7 +150,7 @@ def apply_masks(
     head_masks = list(head_masks) if head_masks is not None else [None] * len(layers)
     unit_masks = list(unit_masks) if unit_masks is not None else [None] * len(layers)
     _check_masks(head_masks, [layer.num_heads for layer in layers], "head")
-    _check_masks(unit_masks, [layer.ffn_down.in_features for layer in layers], "FFN unit")
+    _check_masks(unit_masks, [layer.ffn_width for layer in layers], "FFN unit")
     handles = []
     try:
         for layer, head_mask, unit_mask in zip(layers, head_masks, unit_masks):
@@ -219,7 +219,7 @@ def collect_mask_gradients(
     """
     layers: list[LayerModules] = list(get_layout(model).iter_layers(model))
     head_sizes = [layer.num_heads for layer in layers]
-    unit_sizes = [layer.ffn_down.in_features for layer in layers]
+    unit_sizes = [layer.ffn_width for layer in layers]
     device = next(model.parameters()).device
     if masks is None:
         head_values = [torch.ones(size) for size in head_sizes]
@@ -326,13 +326,15 @@ def magnitude_importance(model: nn.Module) -> MaskImportance:
             per_head = per_head + shared.repeat_interleave(heads // layer.num_kv_heads)
         else:
             per_head = torch.zeros(0)
-        per_unit = layer.ffn_up.weight.float().square().sum(dim=1) + layer.ffn_down.weight.float().square().sum(dim=0)
-        if layer.ffn_gate is not None:
-            per_unit = per_unit + layer.ffn_gate.weight.float().square().sum(dim=1)
+        per_unit = torch.zeros(0)
+        if layer.ffn_down is not None:
+            per_unit = layer.ffn_up.weight.float().square().sum(dim=1) + layer.ffn_down.weight.float().square().sum(dim=0)
+            if layer.ffn_gate is not None:
+                per_unit = per_unit + layer.ffn_gate.weight.float().square().sum(dim=1)
         head_rows.append(per_head.cpu())
         unit_rows.append(per_unit.cpu())
     head_sizes = [layer.num_heads for layer in layers]
-    unit_sizes = [layer.ffn_down.in_features for layer in layers]
+    unit_sizes = [layer.ffn_width for layer in layers]
     return MaskImportance(
         heads=_padded([head_rows], head_sizes)[0],
         units=_padded([unit_rows], unit_sizes)[0],

@@ -179,7 +179,7 @@ def _heads_part(model: nn.Module, target: int, whole_kv_groups: bool) -> _Part:
 
 
 def _units_part(model: nn.Module, target: int, multiple_of: int) -> _Part:
-    sizes = [layer.ffn_down.in_features for layer in get_layout(model).iter_layers(model)]
+    sizes = [layer.ffn_width for layer in get_layout(model).iter_layers(model)]
     _check_range("target_ffn_width", target, sizes, "FFN units")
     return _Part("FFN unit", sizes, [multiple_of] * len(sizes), fixed=False, step=multiple_of,
                  target=_round_up(target, multiple_of))
@@ -328,6 +328,8 @@ def importance_masks(
     args = _resolve(args, kwargs)
     if args.target_num_heads is not None:
         get_layout(model).require_removable_heads(f"target_num_heads={args.target_num_heads}")
+    if args.target_ffn_width is not None:
+        get_layout(model).require_prunable_ffn(f"target_ffn_width={args.target_ffn_width}")
     heads = None if args.target_num_heads is None else _heads_part(model, args.target_num_heads, args.whole_kv_groups)
     units = None if args.target_ffn_width is None else _units_part(model, args.target_ffn_width, args.multiple_of)
     if args.rounds > 1 and isinstance(batches, Iterator):

@@ -143,6 +143,8 @@ class StructureMasks:
                     "cross_heads=None."
                 )
             checks.append(("cross-attention head", self.cross_heads, cross))
+        if any(mask.numel() for mask in self.units) and not any(widths):
+            get_layout(model).require_prunable_ffn("These masks")
         for what, masks, sizes in checks:
             for index, (mask, size) in enumerate(zip(masks, sizes)):
                 if mask.numel() != size:
@@ -185,7 +187,7 @@ def _as_vector(mask: Any, what: str) -> torch.Tensor:
 def model_sizes(model: nn.Module) -> tuple[list[int], list[int]]:
     """Query heads (of the self-attention) and FFN width of every layer of `model`."""
     layers = list(get_layout(model).iter_layers(model))
-    return [layer.num_heads for layer in layers], [layer.ffn_down.in_features for layer in layers]
+    return [layer.num_heads for layer in layers], [layer.ffn_width for layer in layers]
 
 
 def cross_head_counts(model: nn.Module) -> list[int] | None:
@@ -273,7 +275,7 @@ def masks_from_scores(model: nn.Module) -> StructureMasks:
             output = block.output.module if block is not None else None
             if isinstance(output, MaskedLinear) and block.num_heads:
                 mask.copy_(_kept_columns(grids[output], output.in_features).view(block.num_heads, -1).any(dim=1))
-        down = layer.ffn_down.module
+        down = layer.ffn_down.module if layer.ffn_down is not None else None
         if isinstance(down, MaskedLinear) and down.in_features:
             unit_mask.copy_(_kept_columns(grids[down], down.in_features))
     return masks

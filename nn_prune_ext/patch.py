@@ -193,6 +193,11 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
             "Heads of %s cannot be removed exactly (%s): patch_model scores the FFN units only.",
             "/".join(layout.model_types), layout.fixed_heads,
         )
+    if layout.fixed_ffn is not None:
+        logger.warning(
+            "The FFN of %s is not pruned (%s): patch_model scores the attention only.",
+            "/".join(layout.model_types), layout.fixed_ffn,
+        )
     split = split_projections(model, layout)
     try:  # every group is checked (block sizes) before any module is replaced
         planned = [(layer, _layer_groups(layer, sparse_args, layout)) for layer in layout.iter_layers(model)]
@@ -230,7 +235,7 @@ def _layer_groups(layer: LayerModules, args: SparseArgs, layout: ArchitectureLay
             if block.num_heads:  # a slimmed block may have no heads left: nothing to score there
                 where = f"{layer.name} {block.kind + '-' if block.kind != 'self' else ''}{{}}"
                 groups += _block_groups(block, args, where)
-    return groups + (_dense_groups(layer, args) if layer.ffn_down.in_features else [])
+    return groups + (_dense_groups(layer, args) if layer.ffn_width else [])
 
 
 def is_patched(model: nn.Module) -> bool:

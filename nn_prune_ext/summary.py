@@ -46,7 +46,8 @@ class LayerSummary:
         index: Position of the layer in the dense model (the model's own position differs once
             layers were dropped).
         attention_parameters: Parameters of the query, key, value and output projections.
-        ffn_parameters: Parameters of the FFN projections (up, gate, down).
+        ffn_parameters: Parameters of the FFN projections (up, gate, down), or of the whole FFN a family
+            does not prune (a mixture of experts: experts and router).
         other_parameters: The rest of the layer (its norms; a patched model's mask scores count
             with the linear that holds them).
         heads, kv_heads, ffn_width: Query heads, key/value heads and FFN units the layer has.
@@ -187,6 +188,9 @@ def _parameter_groups(model: nn.Module) -> tuple[dict[str, int], dict[int, dict[
         for part, projections in (("attention", layer.attention_projections), ("ffn", layer.ffn_projections)):
             for projection in projections.values():
                 parts.update((id(parameter), part) for parameter in projection.parameters())
+        fixed_ffn = layer.fixed_ffn_module()  # an FFN left whole (experts and router) counts as FFN too
+        if fixed_ffn is not None:
+            parts.update((id(parameter), "ffn") for parameter in fixed_ffn.parameters())
         for parameter in layer.module.parameters():
             owners.setdefault(id(parameter), (layer.index, parts.get(id(parameter), "other")))
     modules: dict[str, int] = {}

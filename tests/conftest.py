@@ -25,11 +25,12 @@ CLASSIFIERS = {
 # The shared test table (`model_type`) runs over the registered types with a sequence-classification
 # class and removable heads, with one stack of layers. The others are tested where noted: granite
 # (causal-LM heads only) in test_posttrain_tune and test_slim_optimize's decoder tests, olmo2 (heads
-# fixed) in test_arch_fixed_heads, the encoder-decoders in test_arch_encoder_decoder.
+# fixed) in test_arch_fixed_heads, mixtral (experts left whole) in test_arch_experts, the
+# encoder-decoders in test_arch_encoder_decoder.
 CLASSIFICATION_TYPES = tuple(
     t for t in supported_model_types()
     if t in CLASSIFIERS[get_layout(t).input_kind][1] and get_layout(t).fixed_heads is None
-    and get_layout(t).decoder is None
+    and get_layout(t).fixed_ffn is None and get_layout(t).decoder is None
 )
 ENCODER_DECODER_TYPES = tuple(t for t in supported_model_types() if get_layout(t).decoder is not None)
 # The registered types with grouped-query attention (their tiny models get KV_HEADS key/value heads).
@@ -132,7 +133,8 @@ def decoder_model_types() -> tuple[str, ...]:
     """The registered model types whose layers run causal self-attention (the decoders), heads removable."""
     decoders = []
     for model_type in supported_model_types():
-        if get_layout(model_type).fixed_heads is not None or get_layout(model_type).decoder is not None:
+        layout = get_layout(model_type)
+        if layout.fixed_heads is not None or layout.fixed_ffn is not None or layout.decoder is not None:
             continue
         model = AutoModel.from_config(tiny_config(model_type))
         layout = get_layout(model)

@@ -70,9 +70,9 @@ def test_an_unregistered_decoder_slims_exactly_through_the_derived_layout(model_
 
 def test_experts_are_refused_with_the_reason_and_the_supported_types():
     with pytest.raises(UnsupportedArchitectureError) as error:
-        get_layout(causal_lm("mixtral", num_local_experts=2, num_experts_per_tok=1))
+        get_layout(causal_lm("qwen2_moe", num_experts=2, num_experts_per_tok=1))
     message = str(error.value)
-    assert "'mixtral' and could not derive one: its layers hold mixture-of-experts FFNs" in message
+    assert "'qwen2_moe' and could not derive one: its layers hold mixture-of-experts FFNs" in message
     assert "llama" in message and "register_layout" in message
 
 

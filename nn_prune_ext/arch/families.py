@@ -36,6 +36,7 @@ __all__ = [
     "GPT2_LAYOUT",
     "GPT_NEOX_LAYOUT",
     "OLMO2_LAYOUT",
+    "MIXTRAL_LAYOUT",
     "PHI3_LAYOUT",
     "VIT_LAYOUT",
     "BART_LAYOUT",
@@ -193,6 +194,24 @@ OLMO2_LAYOUT = register_layout(
         model_types=("olmo2",),
         norm_placement="sandwich",
         fixed_heads="its q and k norms normalise all heads together, so removing a head changes the others",
+    )
+)
+
+# A mixture of experts: attention heads are pruned; the experts stay whole, since they are stored as
+# 3-d tensors of one width for all experts (each expert's units would need its own width).
+MIXTRAL_LAYOUT = register_layout(
+    replace(
+        LLAMA_LAYOUT,
+        model_types=("mixtral",),
+        ffn_up=None,
+        ffn_gate=None,
+        ffn_down=None,
+        fixed_ffn=(
+            "its FFN is a mixture of experts stored as one tensor of equal width for all experts, so units "
+            "cannot be removed from one expert alone"
+        ),
+        ffn="mlp",
+        experts="mlp.experts",
     )
 )
 

@@ -106,8 +106,8 @@ class LayerModules:
             layer list for single-stack models).
         query, key, value, output: The attention projections; query, key and value are `None` in a
             slimmed layer that has no heads left.
-        ffn_up: The FFN input projection.
-        ffn_down: The FFN output projection.
+        ffn_up: The FFN input projection (`None` for an FFN that is not pruned, see `fixed_ffn`).
+        ffn_down: The FFN output projection (`None` likewise).
         ffn_gate: The gate projection of gated FFNs (SwiGLU), `None` otherwise.
         num_heads: Query heads of this layer.
         num_kv_heads: Key/value heads of this layer (equal to `num_heads` without GQA).
@@ -125,8 +125,8 @@ class LayerModules:
     key: Projection | None
     value: Projection | None
     output: Projection
-    ffn_up: Projection
-    ffn_down: Projection
+    ffn_up: Projection | None
+    ffn_down: Projection | None
     ffn_gate: Projection | None
     num_heads: int
     num_kv_heads: int
@@ -160,7 +160,40 @@ class LayerModules:
         return {block.role(name): p for block in self.attention_blocks for name, p in block.attention_projections.items()}
 
     @property
+    def ffn_width(self) -> int:
+        """Prunable FFN units of this layer (0 for an FFN the layout leaves whole, see `fixed_ffn`)."""
+        return self.ffn_down.in_features if self.ffn_down is not None else 0
+
+    def fixed_ffn_module(self) -> nn.Module | None:
+        """The whole FFN module of a layout whose FFN is not pruned (`ArchitectureLayout.ffn`), else `None`."""
+        if self.layout is None or self.layout.fixed_ffn is None:
+            return None
+        return get_submodule(self.module, self.layout.ffn)
+
+    def fixed_ffn_macs(self, config) -> int:
+        """Multiply-accumulates per token of the FFN the layout leaves whole (0 for a prunable FFN).
+
+        Every matrix counts once, except the experts' (`ArchitectureLayout.experts`), which count in the
+        share of them a token is routed to (`experts_per_token_attr` of the experts, the first dimension).
+        """
+        module = self.fixed_ffn_module()
+        if module is None:
+            return 0
+        experts = get_submodule(self.module, self.layout.experts) if self.layout.experts else None
+        expert_parameters = {id(p) for p in experts.parameters()} if experts is not None else set()
+        routed = int(getattr(config, self.layout.experts_per_token_attr, 1)) if experts is not None else 1
+        macs = 0
+        for parameter in module.parameters():
+            if parameter.dim() < 2:  # biases and norm weights: no multiply-accumulates
+                continue
+            share = routed / parameter.shape[0] if id(parameter) in expert_parameters else 1
+            macs += round(parameter.numel() * share)
+        return macs
+
+    @property
     def ffn_projections(self) -> dict[str, Projection]:
+        if self.ffn_down is None:
+            return {}
         projections = {"ffn_up": self.ffn_up}
         if self.ffn_gate is not None:
             projections["ffn_gate"] = self.ffn_gate
@@ -204,7 +237,8 @@ class ArchitectureLayout:
         model_types: The `config.model_type` values this layout serves.
         layers: Path of the `nn.ModuleList` of transformer layers in the base model.
         query, key, value, output: Paths of the attention projections in a layer.
-        ffn_up, ffn_down: Paths of the FFN projections in a layer.
+        ffn_up, ffn_down: Paths of the FFN projections in a layer; `None` for an FFN that is not pruned
+            (`fixed_ffn`).
         ffn_gate: Path of the gate projection of gated FFNs, or `None`.
         qkv_interleave: How a module computing query, key and value orders its rows: `"blocks"`
             (`[q | k | v]`, GPT-2) or `"heads"` (`[q_h k_h v_h]` per head, GPT-NeoX).
@@ -266,6 +300,15 @@ class ArchitectureLayout:
             that value (T5 v1.1's gated FFN: `("is_gated_act", True)`); a layout without `when`
             serves the others.
         num_layers_attr: Config attribute holding the number of layers of this stack.
+        fixed_ffn: Why the FFN units of this family are not pruned (a mixture of experts whose experts
+            are stored together), or `None` when they are. When set, the layout names no FFN
+            projections but the whole FFN module (`ffn`): slimming leaves it as it is, movement pruning
+            scores attention only, and the ways in that would remove FFN units refuse with this reason.
+        ffn: Path of the whole FFN module in a layer (required with `fixed_ffn`).
+        experts: Path, relative to the layer, of the module whose parameters hold one slice per expert
+            along their first dimension (a mixture of experts); FLOPs count the share of them a token
+            uses (`experts_per_token_attr` of the experts).
+        experts_per_token_attr: Config attribute holding the number of experts each token is routed to.
         decoder: For an encoder-decoder, the layout of the decoder's layers (its `layers` path is
             relative to the base model too); this layout's own layers are then the encoder's.
             Model-wide fields (`model_types`, `input_kind`, `fixed_heads`) are read from the outer layout.
@@ -277,8 +320,8 @@ class ArchitectureLayout:
     key: str
     value: str
     output: str
-    ffn_up: str
-    ffn_down: str
+    ffn_up: str | None = None
+    ffn_down: str | None = None
     ffn_gate: str | None = None
     qkv_interleave: str = "blocks"
     num_heads_attr: str = "num_attention_heads"
@@ -306,6 +349,10 @@ class ArchitectureLayout:
     attention_outputs: tuple[str, ...] = ("output", "weights")
     when: tuple[str, Any] | None = None
     num_layers_attr: str = "num_hidden_layers"
+    fixed_ffn: str | None = None
+    ffn: str | None = None
+    experts: str | None = None
+    experts_per_token_attr: str = "num_experts_per_tok"
     decoder: "ArchitectureLayout | None" = None
 
     def __post_init__(self):
@@ -319,6 +366,17 @@ class ArchitectureLayout:
             raise ValueError(f"qkv_interleave must be 'blocks' or 'heads', got {self.qkv_interleave!r}.")
         if self.attention is None:
             object.__setattr__(self, "attention", _common_parent((self.query, self.key, self.value)))
+        ffn_paths = {"ffn_up": self.ffn_up, "ffn_down": self.ffn_down, "ffn_gate": self.ffn_gate}
+        if self.fixed_ffn is None and (self.ffn_up is None or self.ffn_down is None):
+            raise ValueError(
+                "ArchitectureLayout needs ffn_up and ffn_down (the FFN projections), or fixed_ffn (why the FFN is not "
+                "pruned) with ffn (the path of the whole FFN module)."
+            )
+        if self.fixed_ffn is not None and (self.ffn is None or any(ffn_paths.values())):
+            raise ValueError(
+                "A layout with fixed_ffn leaves the FFN whole: give ffn (the path of the FFN module) and no FFN "
+                f"projections; got ffn={self.ffn!r} and {ffn_paths}."
+            )
         cross = [self.cross_query, self.cross_key, self.cross_value, self.cross_output]
         if any(cross) and not all(cross):
             raise ValueError(
@@ -468,6 +526,16 @@ class ArchitectureLayout:
                 "prune_by_importance with target_ffn_width alone, or SparseTrainer (which scores FFN units only here)."
             )
 
+    def require_prunable_ffn(self, action: str) -> None:
+        """Raise a `ValueError` saying why `action` cannot remove FFN units of this family, and what it can do instead."""
+        if self.fixed_ffn is not None:
+            raise ValueError(
+                f"{action} would remove FFN units, but the FFN of {', '.join(self.model_types)} is not pruned: "
+                f"{self.fixed_ffn}. Prune attention heads only: pass FFN-unit masks without entries (what "
+                "StructureMasks.ones gives), or use prune_by_importance with target_num_heads alone, or SparseTrainer "
+                "(which scores attention only here)."
+            )
+
     def norm_placement_for(self, config) -> str:
         """Where the layers of a model with this `config` normalise: `"post"`, `"pre"` or `"sandwich"`."""
         if self.pre_norm_attr is not None:
@@ -554,12 +622,13 @@ class ArchitectureLayout:
             sizes = _fused_sizes(site, rows, known, where, multiple) if site.fused else [rows]
             return Projection(module, site.path, role, site, sizes, head_dim)
 
-        projections["ffn_down"] = resolve("ffn_down", {})
-        width = projections["ffn_down"].in_features
-        known = {"ffn_gate": width, "ffn_up": width}
-        for role in ("ffn_up", "ffn_gate"):
-            if self.role_path(role) is not None:
-                projections[role] = resolve(role, known)
+        if self.ffn_down is not None:
+            projections["ffn_down"] = resolve("ffn_down", {})
+            width = projections["ffn_down"].in_features
+            known = {"ffn_gate": width, "ffn_up": width}
+            for role in ("ffn_up", "ffn_gate"):
+                if self.role_path(role) is not None:
+                    projections[role] = resolve(role, known)
         blocks: dict[str, tuple[int, int]] = {}
         for kind in self.block_kinds:
             query, key, value, output = BLOCK_ROLES[kind]
@@ -588,8 +657,8 @@ class ArchitectureLayout:
             key=projections.get("key"),
             value=projections.get("value"),
             output=projections["output"],
-            ffn_up=projections["ffn_up"],
-            ffn_down=projections["ffn_down"],
+            ffn_up=projections.get("ffn_up"),
+            ffn_down=projections.get("ffn_down"),
             ffn_gate=projections.get("ffn_gate"),
             num_heads=blocks["self"][0],
             num_kv_heads=blocks["self"][1],

@@ -170,6 +170,7 @@ def measure_latency_table(
         ValueError: If every measured latency is 0 (nothing for a latency budget to divide).
     """
     get_layout(model).require_single_stack("measure_latency_table (it times one-layer models)", "use a FLOPs budget")
+    get_layout(model).require_prunable_ffn("measure_latency_table (it times FFN widths)")
     one = _one_layer_model(model)
     layer = next(get_layout(one).iter_layers(one))
     group = layer.num_heads // max(layer.num_kv_heads, 1)

@@ -220,6 +220,7 @@ def post_training_prune(
     require_unpatched(model, "post_training_prune")
     layout = get_layout(model)
     layout.require_removable_heads("post_training_prune (its search trades heads against FFN units)")
+    layout.require_prunable_ffn("post_training_prune (its search trades heads against FFN units)")
     if args.tune:
         layout.require_single_stack("post_training_prune's mask tuning", "pass tune=False")
     seconds: dict[str, float] = {}

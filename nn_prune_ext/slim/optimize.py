@@ -323,17 +323,8 @@ def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, SlicedProjec
         cross = plan.cross
         result.update(_slice_attention(layer.cross, cross.query_heads, cross.kv_heads, cross.output_bias_delta, d))
 
-    units = torch.tensor(plan.ffn_units, dtype=torch.long, device=layer.ffn_down.weight.device)
-    for name in ("ffn_up", "ffn_gate"):
-        projection = getattr(layer, name)
-        if projection is not None:
-            bias = projection.bias.index_select(0, units) if projection.bias is not None else None
-            result[name] = (projection.weight.index_select(0, units), bias)
-    down = layer.ffn_down
-    down_bias = down.bias
-    if down_bias is not None and plan.down_bias_delta is not None:
-        down_bias = down_bias + plan.down_bias_delta
-    result["ffn_down"] = (down.weight.index_select(1, units), _clone(down_bias))
+    if layer.ffn_down is not None:
+        result.update(_slice_ffn(layer, plan))
     projections = layer.projections
     return {
         name: SlicedProjection(
@@ -346,6 +337,23 @@ def _slice_layer(layer: LayerModules, plan: LayerPlan) -> dict[str, SlicedProjec
         )
         for name, (weight, bias) in result.items()
     }
+
+
+def _slice_ffn(layer: LayerModules, plan: LayerPlan) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """The `(out, in)` weight and bias of the FFN projections keeping the planned units."""
+    result = {}
+    units = torch.tensor(plan.ffn_units, dtype=torch.long, device=layer.ffn_down.weight.device)
+    for name in ("ffn_up", "ffn_gate"):
+        projection = getattr(layer, name)
+        if projection is not None:
+            bias = projection.bias.index_select(0, units) if projection.bias is not None else None
+            result[name] = (projection.weight.index_select(0, units), bias)
+    down = layer.ffn_down
+    down_bias = down.bias
+    if down_bias is not None and plan.down_bias_delta is not None:
+        down_bias = down_bias + plan.down_bias_delta
+    result["ffn_down"] = (down.weight.index_select(1, units), _clone(down_bias))
+    return result
 
 
 def _slice_head_rows(layer: LayerModules, plan: LayerPlan) -> dict[str, SlicedProjection]:
@@ -484,11 +492,9 @@ def _describe_slim_config(
     head_dim = plans[0].head_dim if plans else layout.head_dim(config)
     per_layer = {}
     for plan in plans:
-        sizes = {
-            spec["num_heads_attr"]: len(plan.query_heads),
-            spec["head_dim_attr"]: head_dim,
-            spec["intermediate_size_attr"]: len(plan.ffn_units),
-        }
+        sizes = {spec["num_heads_attr"]: len(plan.query_heads), spec["head_dim_attr"]: head_dim}
+        if not plan.fixed_ffn:  # a whole FFN keeps reading the global width
+            sizes[spec["intermediate_size_attr"]] = len(plan.ffn_units)
         if spec["num_kv_heads_attr"]:
             sizes[spec["num_kv_heads_attr"]] = len(plan.kv_heads)
         per_layer[plan.index] = sizes

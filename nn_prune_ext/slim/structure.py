@@ -29,6 +29,9 @@ from torch import nn
 
 from ..arch import AttentionBlock, LayerModules
 
+# The report's note for a layer whose FFN the layout leaves whole (`ArchitectureLayout.fixed_ffn`).
+FIXED_FFN_NOTE = "FFN kept whole: this family's FFN is not pruned"
+
 __all__ = ["AttentionPlan", "LayerPlan", "plan_layer", "plan_layer_from_masks", "slim_attention_sizes"]
 
 
@@ -70,6 +73,7 @@ class LayerPlan:
         down_bias_delta: Added to the FFN down-projection bias (folded constant units), or `None`.
         notes: Human-readable remarks for the report.
         cross: The plan of the layer's cross-attention block, `None` for a layer without one.
+        fixed_ffn: The layer's FFN is left whole (a layout with `fixed_ffn`): the layer is never empty.
     """
 
     index: int
@@ -84,11 +88,13 @@ class LayerPlan:
     down_bias_delta: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
     cross: AttentionPlan | None = None
+    fixed_ffn: bool = False
 
     @property
     def empty(self) -> bool:
-        """Whether the layer keeps no head (of any attention block) and no FFN unit."""
-        return not (self.query_heads or self.ffn_units or self.cross is not None and self.cross.query_heads)
+        """Whether the layer keeps no head (of any attention block) and no FFN unit (nor a whole FFN)."""
+        kept_cross = self.cross is not None and self.cross.query_heads
+        return not (self.query_heads or self.ffn_units or kept_cross or self.fixed_ffn)
 
 
 def _zero_blocks(weight: torch.Tensor, count: int, dim: int) -> torch.Tensor:
@@ -150,7 +156,7 @@ def plan_layer_from_masks(
         query_heads, kv_heads, notes = _regroup(block, alive)
         blocks.append((query_heads, kv_heads, None, notes))
     ffn_units = torch.nonzero(unit_mask.cpu() != 0).flatten().tolist()
-    return _layer_plan(layer, blocks, ffn_units, None, [])
+    return _layer_plan(layer, blocks, ffn_units, None, [FIXED_FFN_NOTE] if layer.ffn_down is None else [])
 
 
 def _layer_plan(layer: LayerModules, blocks: list, ffn_units: list[int], down_delta, ffn_notes: list[str]) -> LayerPlan:
@@ -166,7 +172,7 @@ def _layer_plan(layer: LayerModules, blocks: list, ffn_units: list[int], down_de
         head_dim=layer.head_dim,
         num_heads=layer.num_heads,
         num_kv_heads=layer.num_kv_heads,
-        ffn_width=layer.ffn_down.in_features,
+        ffn_width=layer.ffn_width,
         query_heads=query_heads,
         kv_heads=kv_heads,
         ffn_units=ffn_units,
@@ -174,6 +180,7 @@ def _layer_plan(layer: LayerModules, blocks: list, ffn_units: list[int], down_de
         down_bias_delta=down_delta,
         notes=notes + ffn_notes,
         cross=cross,
+        fixed_ffn=layer.ffn_down is None,
     )
 
 
@@ -281,6 +288,8 @@ def _best_ratio(counts: list[int]) -> int:
 
 
 def _plan_ffn(layer: LayerModules, activation: nn.Module | None):
+    if layer.ffn_down is None:
+        return [], None, [FIXED_FFN_NOTE]
     down, up, gate = layer.ffn_down, layer.ffn_up, layer.ffn_gate
     width = down.in_features
     notes: list[str] = []

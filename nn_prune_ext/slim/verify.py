@@ -139,7 +139,8 @@ def record_probe(model: nn.Module, inputs: dict[str, torch.Tensor] | None = None
             handles.append(modules.output.module.register_forward_hook(keep((index, "attention"))))
             if modules.cross is not None:
                 handles.append(modules.cross.output.module.register_forward_hook(keep((index, "cross"))))
-            handles.append(modules.ffn_down.module.register_forward_hook(keep((index, "ffn"))))
+            ffn = modules.ffn_down.module if modules.ffn_down is not None else modules.fixed_ffn_module()
+            handles.append(ffn.register_forward_hook(keep((index, "ffn"))))
             handles.append(layer.register_forward_hook(keep((index, "layer"))))
             handles.append(layer.register_forward_hook(leave(index)))
         was_training = model.training
@@ -158,7 +159,7 @@ def record_probe(model: nn.Module, inputs: dict[str, torch.Tensor] | None = None
     names = {
         "attention": f"the attention output (output of {layout.output})",
         "cross": f"the cross-attention output (output of {layout.decoder.cross_output})" if layout.decoder else "",
-        "ffn": f"the FFN output (output of {layout.ffn_down})",
+        "ffn": f"the FFN output (output of {layout.ffn_down or layout.ffn})",
         "layer": "the layer's output",
     }
     return ProbeRecord(inputs, first.detach().float().clone(), tensors, names, layer_names)
