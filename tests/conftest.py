@@ -46,7 +46,14 @@ FAMILY_SETTINGS = {
         share_att_key=False,
     ),
     "modernbert": dict(bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2),
+    # Bloom's FFN is 4 x hidden by construction: half the width gives INTERMEDIATE units (heads of 8).
+    "bloom": dict(hidden_size=INTERMEDIATE // 4),
 }
+
+
+def hidden_size(model_type: str) -> int:
+    """The width of `model_type`'s tiny model: HIDDEN, unless its FAMILY_SETTINGS change it (Bloom)."""
+    return FAMILY_SETTINGS.get(model_type, {}).get(get_layout(model_type).hidden_size_attr, HIDDEN)
 
 
 def tiny_config(model_type: str, **overrides):
@@ -136,10 +143,16 @@ def decoder_model_types() -> tuple[str, ...]:
         layout = get_layout(model_type)
         if layout.fixed_heads is not None or layout.fixed_ffn is not None or layout.decoder is not None:
             continue
-        model = AutoModel.from_config(tiny_config(model_type))
-        layout = get_layout(model)
-        attention = layout.layer_list(model)[0].get_submodule(layout.attention)
-        if getattr(attention, "is_causal", False):
+        if layout.input_kind != "text":
+            continue
+        # Causal: changing the last token leaves the earlier positions' outputs as they were.
+        model = AutoModel.from_config(tiny_config(model_type)).eval()
+        ids = tiny_batch(model_type, batch=1)["input_ids"]
+        changed = ids.clone()
+        changed[0, -1] = (changed[0, -1] + 1) % VOCAB
+        with torch.no_grad():
+            before, after = (model(input_ids=inputs).last_hidden_state[:, :-1] for inputs in (ids, changed))
+        if torch.equal(before, after):
             decoders.append(model_type)
     return tuple(decoders)
 

@@ -17,7 +17,7 @@ from nn_prune_ext import (
 from nn_prune_ext.arch import UnsupportedProjectionError
 from nn_prune_ext.arch.registry import _REGISTRY
 
-from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, tiny_model
+from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, hidden_size, tiny_model
 
 
 def test_required_architectures_are_registered():
@@ -31,12 +31,13 @@ def test_layout_resolves_every_layer(model_type):
     assert len(layers) == LAYERS
     kv_heads = KV_HEADS if model_type in GQA_TYPES else HEADS
     for layer in layers:
-        assert (layer.num_heads, layer.num_kv_heads, layer.head_dim) == (HEADS, kv_heads, HIDDEN // HEADS)
-        assert layer.query.weight.shape == (HIDDEN, HIDDEN)
-        assert layer.key.weight.shape == (kv_heads * HIDDEN // HEADS, HIDDEN)
-        assert layer.output.weight.shape == (HIDDEN, HIDDEN)
-        assert layer.ffn_up.weight.shape == (INTERMEDIATE, HIDDEN)
-        assert layer.ffn_down.weight.shape == (HIDDEN, INTERMEDIATE)
+        hidden = hidden_size(model_type)
+        assert (layer.num_heads, layer.num_kv_heads, layer.head_dim) == (HEADS, kv_heads, hidden // HEADS)
+        assert layer.query.weight.shape == (hidden, hidden)
+        assert layer.key.weight.shape == (kv_heads * hidden // HEADS, hidden)
+        assert layer.output.weight.shape == (hidden, hidden)
+        assert layer.ffn_up.weight.shape == (INTERMEDIATE, hidden)
+        assert layer.ffn_down.weight.shape == (hidden, INTERMEDIATE)
         assert (layer.ffn_gate is not None) == (get_layout(model_type).ffn_gate is not None)
 
 

@@ -1,7 +1,9 @@
 from nn_prune_ext import get_layout, model_flops, optimize_model
 from nn_prune_ext.flops import LayerShape, dense_layer_shapes, kept_layer_shapes, layer_macs, layer_shapes
 
-from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, empty_layers_are_dropped, tiny_model
+from conftest import (
+    GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, empty_layers_are_dropped, hidden_size, tiny_model,
+)
 from slim_helpers import masked_model
 
 
@@ -17,7 +19,8 @@ def test_dense_model_shapes_and_flops(model_type):
     model = tiny_model(model_type)
     kv = KV_HEADS if model_type in GQA_TYPES else HEADS
     gated = get_layout(model_type).ffn_gate is not None
-    expected = LayerShape(HIDDEN, HEADS, kv, HIDDEN // HEADS, INTERMEDIATE, gated)
+    hidden = hidden_size(model_type)
+    expected = LayerShape(hidden, HEADS, kv, hidden // HEADS, INTERMEDIATE, gated)
     assert layer_shapes(model) == [expected] * LAYERS
     assert model_flops(model, 32) == 2 * LAYERS * layer_macs(expected, 32)
 

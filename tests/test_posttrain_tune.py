@@ -26,6 +26,7 @@ from conftest import (
     LAYERS,
     VOCAB,
     decoder_model_types,
+    hidden_size,
     tiny_batch,
     tiny_config,
     tiny_model,
@@ -204,14 +205,15 @@ def test_layer_taps_sums_are_the_normalisation_inputs(model_type):
                 handle.remove()
         x = seen["input"]
         # Sums are [tokens, hidden]; q/k norms (Qwen 3, Gemma 3) work on single heads and are left out.
-        norm_rows = [tensor.reshape(-1, HIDDEN) for tensor in norm_inputs if tensor.shape[-1] == HIDDEN]
+        hidden = hidden_size(model_type)
+        norm_rows = [tensor.reshape(-1, hidden) for tensor in norm_inputs if tensor.shape[-1] == hidden]
 
         def normalised(rows: torch.Tensor) -> bool:
             return any(other.shape == rows.shape and torch.equal(other, rows) for other in norm_rows)
 
         if layout.norm_placement_for(model.config) == "pre":
             # Parallel blocks (GPT-NeoX, Phi) add the three terms in another order: equal up to rounding.
-            torch.testing.assert_close(taps.ffn_sum(x), seen["output"].reshape(-1, HIDDEN), rtol=0, atol=1e-6)
+            torch.testing.assert_close(taps.ffn_sum(x), seen["output"].reshape(-1, hidden), rtol=0, atol=1e-6)
         else:
             assert normalised(taps.attention_sum(x)) and normalised(taps.ffn_sum(x))
         # The recorded projection inputs are the raw ones: the masks act after the taps read them.

@@ -176,3 +176,29 @@ def test_a_position_bias_shared_by_the_layers_follows_each_layers_kept_heads(mon
     monkeypatch.setitem(registry._REGISTRY, "mpnet", replace(get_layout("mpnet"), head_arguments=()))
     with pytest.raises(SlimMismatchError, match="layer 0"):
         optimize_model(masked_model("mpnet", empty_last_layer=False))
+
+
+def test_alibi_biases_follow_each_layers_kept_heads_and_an_empty_attention_keeps_the_residual(monkeypatch):
+    """Bloom passes one ALiBi bias per dense head to every layer, flattened to [batch * heads, 1, keys]
+    (head_argument_form='flat'), and its attention adds the residual itself (attention_residual): without
+    either, the check refuses the result."""
+    from dataclasses import replace
+
+    from nn_prune_ext import StructureMasks, apply_masks, prune_with_masks
+
+    model = tiny_model("bloom")
+    masks = StructureMasks.from_kept(model, heads=[[1, 3], []], units=[range(INTERMEDIATE)] * 2)
+    batch = tiny_batch("bloom")
+    with torch.no_grad(), apply_masks(model, masks.heads, masks.units):
+        expected = model(**batch).logits
+    slim = prune_with_masks(model, masks)
+    assert [layer.heads[1] for layer in slim.slim_report.layers] == [2, 0]
+    with torch.no_grad():
+        torch.testing.assert_close(slim(**batch).logits, expected, rtol=0, atol=1e-5)
+    layout = get_layout("bloom")
+    monkeypatch.setitem(registry._REGISTRY, "bloom", replace(layout, head_arguments=()))
+    with pytest.raises(SlimMismatchError, match="layer 0"):
+        prune_with_masks(model, masks)
+    monkeypatch.setitem(registry._REGISTRY, "bloom", replace(layout, attention_residual=None))
+    with pytest.raises(SlimMismatchError, match="layer 1"):
+        prune_with_masks(model, masks)

@@ -204,7 +204,7 @@ def test_activation_names_of_every_architecture_resolve(model_type):
     from transformers.activations import ACT2FN
 
     model = tiny_model(model_type)
-    name = getattr(model.config, get_layout(model).ffn_activation_attr)
+    name = get_layout(model).ffn_activation_name(model.config)
     assert callable(ACT2FN[name])
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "GPT_NEOX_LAYOUT",
     "OLMO2_LAYOUT",
     "MIXTRAL_LAYOUT",
+    "BLOOM_LAYOUT",
     "PHI3_LAYOUT",
     "VIT_LAYOUT",
     "BART_LAYOUT",
@@ -194,6 +195,32 @@ OLMO2_LAYOUT = register_layout(
         model_types=("olmo2",),
         norm_placement="sandwich",
         fixed_heads="its q and k norms normalise all heads together, so removing a head changes the others",
+    )
+)
+
+# ALiBi: the model computes one bias per dense head, flattened to [batch * heads, 1, keys], and passes
+# it to every layer; a slim layer takes its kept heads' rows. Its attention adds the residual itself.
+# The FFN is 4 x hidden wide by construction (no config attribute): slim configs record each layer's
+# width under intermediate_size, which only the slim modeling file reads.
+BLOOM_LAYOUT = register_layout(
+    ArchitectureLayout(
+        model_types=("bloom",),
+        layers="h",
+        query="self_attention.query_key_value",
+        key="self_attention.query_key_value",
+        value="self_attention.query_key_value",
+        output="self_attention.dense",
+        ffn_up="mlp.dense_h_to_4h",
+        ffn_down="mlp.dense_4h_to_h",
+        qkv_interleave="heads",
+        num_heads_attr="n_head",
+        norm_placement="pre",
+        attention="self_attention",
+        attention_attrs=(("num_heads", "heads"),),
+        head_arguments=("alibi",),
+        head_argument_form="flat",
+        attention_residual="residual",
+        ffn_activation="gelu_new",  # BloomGelu: the tanh approximation
     )
 )
 

@@ -258,6 +258,8 @@ class ArchitectureLayout:
         residual_scale_attr: Config attribute holding a factor each sublayer's output is multiplied
             by before it joins the residual stream (Granite's `residual_multiplier`).
         ffn_activation_attr: Config attribute naming the FFN activation.
+        ffn_activation: The activation's name in transformers' `ACT2FN`, for a family whose FFN
+            activation is fixed rather than configured (Bloom's tanh-approximated GELU).
         attention: Path of the module that turns a layer's hidden states into its attention
             output (it returns `(output, weights)`); by default the common parent of q/k/v.
             Slimming replaces it when a layer loses all its heads, and refuses to empty a layer
@@ -286,6 +288,11 @@ class ArchitectureLayout:
             one entry per head of the dense model along dimension 1 (`[batch, heads, query, key]`),
             computed once for all layers (MPNet's `position_bias`): a slim layer's attention takes the
             entries of the heads it kept.
+        head_argument_form: How those arguments hold their heads: `"batch_heads"` (dimension 1 of
+            `[batch, heads, ...]`) or `"flat"` (dimension 0 of `[batch * heads, ...]`, Bloom's ALiBi bias).
+        attention_residual: The argument of the attention module's `forward` that it adds to its own
+            output (Bloom's attention returns `dense(context) + residual`): the stand-in of a layer without
+            heads adds it too.
         position_bias: For attention modules that compute a per-head position bias from an
             `nn.Embedding` only the first layer of a stack holds and then pass it on to the later layers
             (T5's relative attention bias), the triple `(embedding path relative to the attention module,
@@ -333,6 +340,7 @@ class ArchitectureLayout:
     pre_norm_attr: str | None = None
     residual_scale_attr: str | None = None
     ffn_activation_attr: str = "hidden_act"
+    ffn_activation: str | None = None
     attention: str | None = None
     attention_attrs: tuple[tuple[str, str], ...] = ()
     attention_reads_config: bool = False
@@ -345,6 +353,8 @@ class ArchitectureLayout:
     cross_attention: str | None = None
     head_rows: tuple[str, ...] = ()
     head_arguments: tuple[str, ...] = ()
+    head_argument_form: str = "batch_heads"
+    attention_residual: str | None = None
     position_bias: tuple[str, str, str] | None = None
     attention_outputs: tuple[str, ...] = ("output", "weights")
     when: tuple[str, Any] | None = None
@@ -362,6 +372,8 @@ class ArchitectureLayout:
             raise ValueError(f"norm_placement must be one of {NORM_PLACEMENTS}, got {self.norm_placement!r}.")
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}.")
+        if self.head_argument_form not in ("batch_heads", "flat"):
+            raise ValueError(f"head_argument_form must be 'batch_heads' or 'flat', got {self.head_argument_form!r}.")
         if self.qkv_interleave not in ("blocks", "heads"):
             raise ValueError(f"qkv_interleave must be 'blocks' or 'heads', got {self.qkv_interleave!r}.")
         if self.attention is None:
@@ -467,6 +479,8 @@ class ArchitectureLayout:
             "sites": [{**site.to_dict(), "storage": storages[site.path]} for site in self.sites],
             "head_rows": list(self.head_rows),
             "head_arguments": list(self.head_arguments),
+            "head_argument_form": self.head_argument_form,
+            "attention_residual": self.attention_residual,
             "position_bias": list(self.position_bias) if self.position_bias else None,
             "attention_outputs": list(self.attention_outputs),
             "attention_attrs": dict(self.attention_attrs),
@@ -535,6 +549,10 @@ class ArchitectureLayout:
                 "StructureMasks.ones gives), or use prune_by_importance with target_num_heads alone, or SparseTrainer "
                 "(which scores attention only here)."
             )
+
+    def ffn_activation_name(self, config) -> Any:
+        """The FFN activation of a model with `config`: its name in `ACT2FN` (or a callable), `None` if unknown."""
+        return getattr(config, self.ffn_activation_attr, None) or self.ffn_activation
 
     def norm_placement_for(self, config) -> str:
         """Where the layers of a model with this `config` normalise: `"post"`, `"pre"` or `"sandwich"`."""

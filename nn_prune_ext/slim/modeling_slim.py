@@ -175,6 +175,8 @@ class EmptyAttention(nn.Module):
             is read from the self-attention entries.
         outputs: What the replaced attention returns, in order: `"output"`, `"weights"` and others
             (returned as `None`; T5's position bias, which the next slim layer computes itself).
+        residual: `(name, position)` of the replaced attention's `forward` argument that it adds to
+            its output (Bloom's `residual`; position counted after `hidden_states`), or `None`.
     """
 
     def __init__(
@@ -185,8 +187,10 @@ class EmptyAttention(nn.Module):
         layer_idx: int,
         cross: bool = False,
         outputs: tuple[str, ...] = ("output", "weights"),
+        residual: tuple[str, int] | None = None,
     ):
         nn.Module.__init__(self)  # not the replaced attention class's __init__ (see empty_attention_like)
+        self.residual = residual
         self.output_name = output_name
         if output is not None:
             self.add_module(output_name, output)
@@ -214,6 +218,10 @@ class EmptyAttention(nn.Module):
         output = hidden_states[..., :0]
         if self.output_name is not None:
             output = getattr(self, self.output_name)(output)
+        residual = getattr(self, "residual", None)
+        if residual is not None:
+            name, position = residual
+            output = output + (kwargs[name] if name in kwargs else args[position])
         # Eager attention returns weights (here: of zero heads, one entry per layer in
         # output_attentions); the fused kernels return none.
         implementation = getattr(getattr(self, "config", None), "_attn_implementation", "eager")
@@ -363,7 +371,10 @@ def apply_slim_shapes(model: nn.Module, device: torch.device | str | None = None
             created += _apply_layer_shape(model, layer, stack, index, shape, hidden, device)
             kept = stack.get("kept_heads", {}).get(str(dense_indices[index]))
             if stack.get("head_arguments") and kept and stack.get("attention"):
-                HeadArgumentSelection.attach(_get(layer, stack["attention"]), stack["head_arguments"], kept)
+                HeadArgumentSelection.attach(
+                    _get(layer, stack["attention"]), stack["head_arguments"], kept,
+                    stack.get("head_argument_form", "batch_heads"),
+                )
         if buckets is not None:
             created += _own_position_biases(layers, stack, buckets, device)
     return created
@@ -459,39 +470,53 @@ class HeadArgumentSelection:
     Args:
         names: The attention `forward`'s parameters holding such tensors.
         kept: For each head of the slim layer, the dense head it comes from.
+        form: `"batch_heads"` (heads along dimension 1 of `[batch, heads, ...]`) or `"flat"` (dimension 0
+            of `[batch * heads, ...]`, Bloom's ALiBi bias; the batch size is read from `hidden_states`).
     """
 
     ATTRIBUTE = "_nn_prune_head_arguments"
 
-    def __init__(self, names: list[str], kept: list[int | None]):
+    def __init__(self, names: list[str], kept: list[int | None], form: str = "batch_heads"):
         self.names = list(names)
+        self.form = form
         # A list, made a tensor on first use on each device: models are often built on the meta device.
         self.kept = [0 if head is None else int(head) for head in kept]
         self._index: dict[torch.device, torch.Tensor] = {}
 
     @classmethod
-    def attach(cls, attention: nn.Module, names: list[str], kept: list[int | None]) -> None:
+    def attach(cls, attention: nn.Module, names: list[str], kept: list[int | None], form: str = "batch_heads") -> None:
         if isinstance(attention, EmptyAttention):
             return
         existing = attention.__dict__.get(cls.ATTRIBUTE)
         if existing is not None:  # slimmed again: one hook, with the latest choice
-            existing.__init__(names, kept)
+            existing.__init__(names, kept, form)
             return
-        selection = cls(names, kept)
+        selection = cls(names, kept, form)
         attention.__dict__[cls.ATTRIBUTE] = selection
         attention.register_forward_pre_hook(selection, with_kwargs=True)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        hidden_states = args[0] if args else kwargs.get("hidden_states")
+        batch = hidden_states.shape[0] if isinstance(hidden_states, torch.Tensor) else None
         for name in self.names:
-            args, kwargs = _rewrite_argument(module, args, kwargs, name, self._select)
+            args, kwargs = _rewrite_argument(module, args, kwargs, name, lambda value: self._select(value, batch))
         return args, kwargs
 
-    def _select(self, value: Any) -> Any:
-        if not isinstance(value, torch.Tensor) or value.dim() < 2 or value.shape[1] == 1:
-            return value  # absent, or broadcast over the heads
+    def _select(self, value: Any, batch: int | None) -> Any:
+        if not isinstance(value, torch.Tensor) or value.dim() < 2:
+            return value  # absent
         index = self._index.get(value.device)
         if index is None:
             index = self._index[value.device] = torch.tensor(self.kept, dtype=torch.long, device=value.device)
+        if self.form == "flat":  # [batch * dense heads, ...]
+            if batch is None or value.shape[0] % batch:
+                raise ValueError(
+                    f"A slim layer cannot find its heads in an argument of shape {tuple(value.shape)} for a batch of "
+                    f"{batch}: it expected [batch * heads, ...]."
+                )
+            return value.unflatten(0, (batch, -1)).index_select(1, index).flatten(0, 1)
+        if value.shape[1] == 1:
+            return value  # broadcast over the heads
         return value.index_select(1, index)
 
 
@@ -599,6 +624,9 @@ def _empty_or_resize_attention(layer, spec, index, kind, heads, kv_heads, head_d
         if output_inside is not None and "." in output_inside:
             raise ValueError(f"The output projection path {spec[output_key]!r} is nested too deep to keep.")
         layer_idx = getattr(attention, "layer_idx", None)
+        residual = spec.get("attention_residual")
+        if residual is not None:  # its position among the arguments after hidden_states
+            residual = (residual, _parameter_names(type(attention)).index(residual) - 1)
         empty = empty_attention_like(
             attention,
             _get(layer, spec[output_key]) if output_inside is not None else None,
@@ -607,6 +635,7 @@ def _empty_or_resize_attention(layer, spec, index, kind, heads, kv_heads, head_d
             index if layer_idx is None else layer_idx,
             kind == "cross",
             tuple(spec.get("attention_outputs") or ("output", "weights")),
+            residual,
         )
         _set(layer, attention_path, empty)
         attention = empty

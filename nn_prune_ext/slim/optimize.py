@@ -274,7 +274,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _activation(model: nn.Module, layout: ArchitectureLayout) -> nn.Module | None:
-    name = getattr(model.config, layout.ffn_activation_attr, None)
+    name = layout.ffn_activation_name(model.config)
     if callable(name) and not isinstance(name, str):
         return name
     try:
