@@ -48,6 +48,8 @@ FAMILY_SETTINGS = {
     "modernbert": dict(bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2),
     # Bloom's FFN is 4 x hidden by construction: half the width gives INTERMEDIATE units (heads of 8).
     "bloom": dict(hidden_size=INTERMEDIATE // 4),
+    # Falcon's grouped-query variant (per group [q_1 .. q_r k v]); test_arch_projections covers the others.
+    "falcon": dict(new_decoder_architecture=True),
 }
 
 
@@ -71,7 +73,9 @@ def tiny_config(model_type: str, **overrides):
     }
     if layout.num_kv_heads_attr:
         settings[layout.num_kv_heads_attr] = KV_HEADS
-    if layout.head_dim_attr and getattr(AutoConfig.for_model(model_type), layout.head_dim_attr, None) is not None:
+    stock = AutoConfig.for_model(model_type)
+    derived = isinstance(getattr(type(stock), layout.head_dim_attr or "", None), property)  # Falcon: hidden // heads
+    if layout.head_dim_attr and not derived and getattr(stock, layout.head_dim_attr, None) is not None:
         settings[layout.head_dim_attr] = HIDDEN // HEADS  # families with an explicit head size (Gemma: 256)
     if layout.input_kind == "pixels":
         settings.update(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=CHANNELS)

@@ -17,7 +17,7 @@ from nn_prune_ext import (
 from nn_prune_ext.arch import UnsupportedProjectionError
 from nn_prune_ext.arch.registry import _REGISTRY
 
-from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, hidden_size, tiny_model
+from conftest import GQA_TYPES, HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, hidden_size, tiny_batch, tiny_config, tiny_model
 
 
 def test_required_architectures_are_registered():
@@ -152,3 +152,35 @@ def test_shared_layers_are_refused_with_the_reason():
     with pytest.raises(UnsupportedArchitectureError, match="'albert': ALBERT shares one set of layer weights") as error:
         get_layout(model)
     assert "bert" in str(error.value) and "deberta-v2" in str(error.value)
+
+
+FALCON_VARIANTS = {  # config -> the fused q/k/v order its layout must read
+    "new decoder architecture": (dict(new_decoder_architecture=True, num_kv_heads=2), "heads"),
+    "multi-query": (dict(new_decoder_architecture=False, multi_query=True), "blocks"),
+    "per head": (dict(new_decoder_architecture=False, multi_query=False, num_kv_heads=HEADS), "heads"),
+    "per head, ALiBi": (dict(new_decoder_architecture=False, multi_query=False, num_kv_heads=HEADS, alibi=True), "heads"),
+}
+
+
+@pytest.mark.parametrize("variant", list(FALCON_VARIANTS))
+def test_falcon_layouts_by_config_slim_exactly_and_generate_the_same(variant):
+    """Falcon fuses q/k/v in three orders, chosen by its config; ALiBi biases come in the attention mask."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from nn_prune_ext import StructureMasks, fold_masks, prune_with_masks
+
+    settings, interleave = FALCON_VARIANTS[variant]
+    model = AutoModelForCausalLM.from_config(tiny_config("falcon", bias=True, **settings)).eval()
+    assert get_layout(model).qkv_interleave == interleave
+    masks = StructureMasks.from_kept(model, heads=[[0, 3], []], units=[range(INTERMEDIATE), range(0, INTERMEDIATE, 2)])
+    masked = fold_masks(copy.deepcopy(model), masks)
+    slim = prune_with_masks(model, masks)
+    assert [layer.heads[1] for layer in slim.slim_report.layers] == [2, 0]
+    batch = tiny_batch("falcon")
+    with torch.no_grad():
+        torch.testing.assert_close(slim(**batch).logits, masked(**batch).logits, rtol=0, atol=1e-5)
+    prompt = batch["input_ids"][1:2, :6]
+    expected = masked.generate(prompt, max_new_tokens=5, do_sample=False)
+    assert torch.equal(slim.generate(prompt, max_new_tokens=5, do_sample=False), expected)

@@ -50,11 +50,23 @@ def test_projection_views_read_each_role_as_out_in(storage, interleave):
         torch.testing.assert_close(x @ view.weight.t() + view.bias, expected)
 
 
+def test_group_interleaved_rows_are_each_groups_queries_then_its_key_and_value():
+    """Falcon's new decoder architecture: per key/value group [q_1 .. q_r k v] (2 groups of 2 query heads)."""
+    head = lambda group, slot: torch.full((HEAD_DIM, HIDDEN), 10.0 * group + slot)  # noqa: E731
+    fused = torch.cat([head(group, slot) for group in range(2) for slot in range(4)])  # q, q, k, v per group
+    sizes = [4 * HEAD_DIM, 2 * HEAD_DIM, 2 * HEAD_DIM]
+    parts = [role_rows(fused, sizes, index, "heads", HEAD_DIM) for index in range(3)]
+    assert [part[::HEAD_DIM, 0].tolist() for part in parts] == [[0, 1, 10, 11], [2, 12], [3, 13]]
+    torch.testing.assert_close(combine_rows(parts, "heads", HEAD_DIM), fused, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("storage", ["linear", "conv1d"])
-@pytest.mark.parametrize("interleave", ["blocks", "heads"])
+@pytest.mark.parametrize("interleave", ["blocks", "heads", "groups"])
 def test_split_projection_computes_and_saves_like_the_stock_module(storage, interleave):
-    # Grouped-query sizes for blocks (8 query rows, 4 + 4 key/value rows); equal sizes per head.
-    sizes = [8, 4, 4] if interleave == "blocks" else [6, 6, 6]
+    # Grouped-query sizes for blocks (8 query rows, 4 + 4 key/value rows) and groups (per key/value group
+    # [q q k v]); equal sizes per head.
+    sizes = {"blocks": [8, 4, 4], "heads": [6, 6, 6], "groups": [8, 4, 4]}[interleave]
+    interleave = "heads" if interleave == "groups" else interleave
     module = fused_module(storage, sum(sizes))
     site = ProjectionSite("qkv", QKV, interleave)
     split = SplitProjection.from_stock(module, site, sizes, HEAD_DIM, "layer 0 qkv")

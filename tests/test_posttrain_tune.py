@@ -71,7 +71,8 @@ def layer_records(model, batch, masks: StructureMasks | None = None) -> dict[tup
 
     def keep(key, which):
         def hook(module, args, *rest):
-            seen[key] = (rest[-1] if which == "output" else args[0]).detach()
+            # A copy: a layer may add to a returned tensor in place (Falcon: mlp_output += attention_output).
+            seen[key] = (rest[-1] if which == "output" else args[0]).detach().clone()
 
         return hook
 

@@ -130,8 +130,9 @@ def test_per_layer_sizes_match_the_weights(model_type, slim_checkpoints):
     # The input dimension of a stored weight: the second of nn.Linear's (out, in), the first of Conv1D's.
     inputs_at = {site["path"]: 0 if site["storage"] == "conv1d" else 1 for site in spec["sites"]}
     for index, sizes in config["per_layer_config"].items():
-        heads, width = sizes[spec["num_heads_attr"]], sizes[spec["intermediate_size_attr"]]
-        head_dim = sizes[spec["head_dim_attr"]]
+        heads = sizes[spec.get("layer_num_heads_attr") or spec["num_heads_attr"]]
+        width = sizes[spec["intermediate_size_attr"]]
+        head_dim = sizes.get(spec["head_dim_attr"], spec["head_dim"])  # a derived head_dim is not set per layer
         output = next(s for k, s in shapes.items() if f".{int(index)}.{spec['output']}.weight" in k)
         down = next(s for k, s in shapes.items() if f".{int(index)}.{spec['ffn_down']}.weight" in k)
         assert heads * head_dim in output and width in down  # an empty Conv1D is stored as nn.Linear

@@ -365,7 +365,7 @@ def test_an_empty_pre_norm_layer_is_dropped(model_type, position):
     assert "dropped: without heads or FFN units" in str(report)
     layers = get_layout(slim).layer_list(slim)
     assert len(layers) == slim.config.num_hidden_layers == 2
-    assert [layer.self_attn.layer_idx for layer in layers] == [0, 1]
+    assert [layer.get_submodule(get_layout(slim).attention).layer_idx for layer in layers] == [0, 1]
     assert kept_layer_indices(slim.config) == [index for index in range(3) if index != position]
     before, after = report.parameters
     assert before == count_parameters(model) and after == count_parameters(slim)

@@ -38,6 +38,7 @@ __all__ = [
     "OLMO2_LAYOUT",
     "MIXTRAL_LAYOUT",
     "BLOOM_LAYOUT",
+    "FALCON_LAYOUT",
     "PHI3_LAYOUT",
     "VIT_LAYOUT",
     "BART_LAYOUT",
@@ -223,6 +224,32 @@ BLOOM_LAYOUT = register_layout(
         ffn_activation="gelu_new",  # BloomGelu: the tanh approximation
     )
 )
+
+# Falcon: one fused query_key_value in three orders, by config: per key/value group [q_1 .. q_r k v]
+# (the new decoder architecture, grouped-query), [q | k | v] with one key/value head (multi-query), or
+# [q_h k_h v_h] per head. ALiBi models (falcon-rw) fold the per-head bias into the attention mask,
+# which every layer takes: a slim layer reads its kept heads' part (a mask without heads passes as is).
+FALCON_LAYOUT = ArchitectureLayout(
+    model_types=("falcon",),
+    layers="h",
+    query="self_attention.query_key_value",
+    key="self_attention.query_key_value",
+    value="self_attention.query_key_value",
+    output="self_attention.dense",
+    ffn_up="mlp.dense_h_to_4h",
+    ffn_down="mlp.dense_4h_to_h",
+    qkv_interleave="heads",
+    num_kv_heads_attr="num_kv_heads",
+    intermediate_size_attr="ffn_hidden_size",
+    ffn_activation_attr="activation",
+    norm_placement="pre",
+    attention="self_attention",
+    attention_attrs=(("num_heads", "heads"), ("num_kv_heads", "kv_heads"), ("num_key_value_groups", "groups")),
+    head_arguments=("attention_mask",),
+)
+register_layout(replace(FALCON_LAYOUT, when=("new_decoder_architecture", True)))
+register_layout(replace(FALCON_LAYOUT, qkv_interleave="blocks", when=("multi_query", True)))
+register_layout(FALCON_LAYOUT)
 
 # A mixture of experts: attention heads are pruned; the experts stay whole, since they are stored as
 # 3-d tensors of one width for all experts (each expert's units would need its own width).

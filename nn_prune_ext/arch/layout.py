@@ -241,7 +241,8 @@ class ArchitectureLayout:
             (`fixed_ffn`).
         ffn_gate: Path of the gate projection of gated FFNs, or `None`.
         qkv_interleave: How a module computing query, key and value orders its rows: `"blocks"`
-            (`[q | k | v]`, GPT-2) or `"heads"` (`[q_h k_h v_h]` per head, GPT-NeoX).
+            (`[q | k | v]`, GPT-2) or `"heads"` (per key/value group: `[q_h k_h v_h]` per head in
+            GPT-NeoX, `[q_1 .. q_r k v]` per group in Falcon's new decoder architecture).
         num_heads_attr: Config attribute holding the number of query heads.
         num_kv_heads_attr: Config attribute holding the number of key/value heads, `None`
             for architectures without grouped-query attention.
@@ -580,6 +581,11 @@ class ArchitectureLayout:
         return self.num_heads(config) if value is None else int(value)
 
     def head_dim(self, config) -> int:
+        # A slim config's head size is the one recorded when it was slimmed: slimming never changes it, and a
+        # config may derive head_dim from per-layer head counts (Falcon's property).
+        recorded = _recorded_stack(config, self).get("head_dim")
+        if recorded:
+            return int(recorded)
         explicit = getattr(config, self.head_dim_attr, None) if self.head_dim_attr else None
         if explicit is not None:
             return int(explicit)
@@ -697,13 +703,15 @@ def _common_parent(paths) -> str | None:
 
 def _previous_sites(config, stack: ArchitectureLayout) -> list[dict]:
     """The sites a slim config recorded for `stack` when it was slimmed before (none otherwise)."""
+    return list(_recorded_stack(config, stack).get("sites", []))
+
+
+def _recorded_stack(config, stack: ArchitectureLayout) -> dict:
+    """The description a slim config recorded for `stack` (`{}` for a model never slimmed)."""
     spec = getattr(config, "nn_prune_slim", None)
     if not isinstance(spec, dict):
-        return []
-    for entry in spec.get("stacks", [spec]):
-        if entry.get("layers") == stack.layers:
-            return list(entry.get("sites", []))
-    return []
+        return {}
+    return next((entry for entry in spec.get("stacks", [spec]) if entry.get("layers") == stack.layers), {})
 
 
 def _fused_sizes(site: ProjectionSite, total: int, known: dict[str, int], where: str, multiple: int) -> list[int]:
@@ -715,15 +723,19 @@ def _fused_sizes(site: ProjectionSite, total: int, known: dict[str, int], where:
     rest = total - sum(known[role] for role in site.roles if role in known)
     share = rest // len(unknown) if unknown else 0
     sizes = [known[role] if role in known else share for role in site.roles]
-    # Head-interleaved rows ([q_h k_h v_h] per head) hold one head of every role per step: equal sizes only.
-    unequal = site.interleave == "heads" and len(set(sizes)) > 1
+    # Group-interleaved rows ([q_1 .. q_r k v] per key/value group) hold every role's share of a group per
+    # step: the roles after the query have one head per group, the query a whole number of heads per group.
+    groups = sizes[-1] // multiple if multiple else 0
+    unequal = site.interleave == "heads" and (
+        len(set(sizes[1:])) > 1 or not groups or sizes[0] % (groups * multiple)
+    )
     if rest < 0 or sum(sizes) != total or any(size % multiple for size in sizes) or unequal:
         expected = ", ".join(f"{role}={known[role]}" for role in site.roles if role in known)
         raise UnsupportedProjectionError(
             f"{where} computes {list(site.roles)} in {total} output rows, which does not fit {expected} rows "
             f"and equal shares{f' of whole heads ({multiple} rows each)' if multiple > 1 else ''} for the others: "
             "expected a fused projection of matching shape"
-            + (" (head-interleaved roles must have equal sizes)" if unequal else "")
+            + (" (group-interleaved key and value need equal sizes, the query whole heads per group)" if unequal else "")
             + "; the layout does not match this model."
         )
     return sizes

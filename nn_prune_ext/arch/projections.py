@@ -52,7 +52,9 @@ class ProjectionSite:
     Args:
         path: Dotted path of the module inside a layer.
         roles: The roles it computes (one for a plain projection).
-        interleave: `"blocks"` (role after role) or `"heads"` (head by head), for fused sites.
+        interleave: `"blocks"` (role after role) or `"heads"` (key/value group by group: each role's
+            rows of a group in role order; `[q_h k_h v_h]` per head without grouped-query attention,
+            `[q_1 .. q_r k v]` per group with it), for fused sites.
     """
 
     path: str
@@ -99,14 +101,15 @@ def role_rows(
         matrix: The fused weight `(out, in)` or bias `(out,)`.
         sizes: Rows of every role, in order.
         index: The role's position.
-        interleave: `"blocks"` or `"heads"`.
+        interleave: `"blocks"` or `"heads"` (per key/value group; the last role has one head per group).
         head_dim: Rows per head (for `"heads"`).
     """
+    start = sum(sizes[:index])
     if interleave == "blocks":
-        start = sum(sizes[:index])
         return matrix[start : start + sizes[index]]
-    per_head = matrix.unflatten(0, (-1, len(sizes), head_dim))
-    return per_head[:, index].flatten(0, 1)
+    groups = sizes[-1] // head_dim
+    per_group = matrix.unflatten(0, (groups, -1))
+    return per_group[:, start // groups : (start + sizes[index]) // groups].flatten(0, 1)
 
 
 def combine_rows(parts: Sequence[torch.Tensor], interleave: str, head_dim: int, dim: int = 0) -> torch.Tensor:
@@ -116,8 +119,8 @@ def combine_rows(parts: Sequence[torch.Tensor], interleave: str, head_dim: int, 
     if interleave == "blocks":
         return torch.cat(list(parts), dim=dim)
     dim = dim % parts[0].dim()
-    heads = [part.unflatten(dim, (-1, head_dim)) for part in parts]
-    return torch.stack(heads, dim=dim + 1).flatten(dim, dim + 2)
+    groups = parts[-1].shape[dim] // head_dim
+    return torch.cat([part.unflatten(dim, (groups, -1)) for part in parts], dim=dim + 1).flatten(dim, dim + 1)
 
 
 class Projection:

@@ -188,7 +188,8 @@ class LayerTaps:
 
     def _record_output(self, name: str):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            self._store(name, output)
+            # A copy: the layer may add to the returned tensor in place (Falcon: mlp_output += attention_output).
+            self._store(name, output.detach().clone())
 
         return hook
 

@@ -45,6 +45,9 @@ SLIM_SPEC_KEY = "nn_prune_slim"
 # Which layers of the dense model a model keeps after whole layers were dropped (`drop_layers`),
 # and the config entries of the dense model that dropping changed. Dense models carry it too.
 LAYERS_KEY = "nn_prune_layers"
+# The per-layer key of a layer's query heads, for configs that derive their head size from the head count
+# (Falcon's head_dim property would divide by a layer's 0 heads); the description's layer_num_heads_attr.
+LAYER_HEADS_KEY = "nn_prune_num_heads"
 MODELING_FILE_NAME = "modeling_nn_prune_slim.py"
 MODELING_MODULE_NAME = MODELING_FILE_NAME[: -len(".py")]
 SLIM_CLASS_PREFIX = "Slim"
@@ -118,14 +121,16 @@ def layer_shape(config, index: int) -> dict[str, int]:
     spec = slim_spec(config)
     layer_config = config.per_layer_config[index] if config.is_heterogeneous else config
     with global_size_access(layer_config):
-        heads = int(getattr(layer_config, spec["num_heads_attr"]))
+        heads = int(getattr(layer_config, spec.get("layer_num_heads_attr") or spec["num_heads_attr"]))
         kv_attr = spec.get("num_kv_heads_attr")
         kv_heads = getattr(layer_config, kv_attr, None) if kv_attr else None
-        head_dim = getattr(layer_config, spec["head_dim_attr"], None)
+        # Slimming never changes the head size: the description's is read first, since a config may
+        # derive its head_dim from the head count (Falcon's property, which a layer without heads breaks).
+        head_dim = spec.get("head_dim") or getattr(layer_config, spec["head_dim_attr"], None)
         return {
             "num_heads": heads,
             "num_kv_heads": heads if kv_heads is None else int(kv_heads),
-            "head_dim": int(head_dim) if head_dim is not None else int(spec["head_dim"]),
+            "head_dim": int(head_dim),
             "ffn_width": int(getattr(layer_config, spec["intermediate_size_attr"])),
         }
 
@@ -665,6 +670,17 @@ class SlimModelMixin:
         if created and not any(p.is_meta for p in self.parameters()):
             for module in created:
                 self._init_weights(module)
+
+    # The stock initialisation may read global sizes (RoPE's head size from the head count, Falcon): the
+    # dense ones are right there, since slimming keeps the head size. `initialize_weights` reaches the
+    # inner stock models too, which share this config.
+    def _init_weights(self, module):
+        with global_size_access(self.config):
+            super()._init_weights(module)
+
+    def initialize_weights(self):
+        with global_size_access(self.config):
+            super().initialize_weights()
 
     def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs):
         """Save weights, config, this modeling file and (with nn_prune_ext) a model card.

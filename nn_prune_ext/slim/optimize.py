@@ -415,6 +415,11 @@ def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.detach().clone()
 
 
+def _derives_head_dim(config, layout: ArchitectureLayout) -> bool:
+    """Whether the config class computes the head size from the head count (Falcon's `head_dim` property)."""
+    return isinstance(getattr(type(config), layout.head_dim_attr or "head_dim", None), property)
+
+
 def _identity_layers(
     layout: ArchitectureLayout,
     config,
@@ -490,16 +495,24 @@ def _describe_slim_config(
         setattr(config, modeling_slim.SLIM_SPEC_KEY, spec)
         return
     head_dim = plans[0].head_dim if plans else layout.head_dim(config)
+    # A config that derives its head size from the head count (Falcon's head_dim property) divides by a
+    # layer's head count, which may be 0: its layers' head counts go under LAYER_HEADS_KEY instead (the
+    # stock code reads the dense count there, which is right for the head size), and no head_dim per layer.
+    derived_head_dim = _derives_head_dim(config, layout)
+    if derived_head_dim:
+        spec["layer_num_heads_attr"] = modeling_slim.LAYER_HEADS_KEY
     per_layer = {}
     for plan in plans:
-        sizes = {spec["num_heads_attr"]: len(plan.query_heads), spec["head_dim_attr"]: head_dim}
+        sizes = {spec.get("layer_num_heads_attr") or spec["num_heads_attr"]: len(plan.query_heads)}
+        if not derived_head_dim:
+            sizes[spec["head_dim_attr"]] = head_dim
         if not plan.fixed_ffn:  # a whole FFN keeps reading the global width
             sizes[spec["intermediate_size_attr"]] = len(plan.ffn_units)
         if spec["num_kv_heads_attr"]:
             sizes[spec["num_kv_heads_attr"]] = len(plan.kv_heads)
         per_layer[plan.index] = sizes
     with modeling_slim.global_size_access(config):
-        if getattr(config, spec["head_dim_attr"], None) is None:
+        if not derived_head_dim and getattr(config, spec["head_dim_attr"], None) is None:
             setattr(config, spec["head_dim_attr"], head_dim)
     setattr(config, modeling_slim.SLIM_SPEC_KEY, spec)
     config.per_layer_config = per_layer
