@@ -172,8 +172,14 @@ def test_attention_modules_carry_the_attributes_slimming_updates(model_type):
     layout = get_layout(model)
     for layer in layout.layer_list(model):
         attention = layer.get_submodule(layout.attention)
+        source = inspect.getsource(type(attention))
         for attribute, _ in layout.attention_attrs:
-            assert hasattr(attention, attribute), f"{type(attention).__name__} has no {attribute}"
+            # An attribute this release's attention code never mentions needs no update (Falcon's
+            # num_key_value_groups before 5.19); one it reads must exist, or slimming would miss it.
+            if f"self.{attribute}" in source:
+                assert hasattr(attention, attribute), f"{type(attention).__name__} has no {attribute}"
+        if layout.attention_attrs:  # the head counts are read somewhere, or the layout names stale attributes
+            assert any(f"self.{attribute}" in source for attribute, _ in layout.attention_attrs), type(attention).__name__
 
 
 @pytest.mark.parametrize("model_type", decoder_model_types())
