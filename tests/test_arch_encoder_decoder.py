@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -166,7 +164,7 @@ def test_movement_pruning_scores_cross_attention_and_slims_exactly(seq2seq_type)
 def test_checkpoint_loads_where_nn_prune_ext_is_not_installed(seq2seq_type, tmp_path):
     from safetensors.torch import save_file
 
-    from test_slim_modeling_slim import REMOTE_LOADER
+    from test_slim_modeling_slim import load_without_nn_prune_ext
 
     model = tiny_seq2seq(seq2seq_type, head=AutoModelForSequenceClassification)
     masks = uneven_masks(model)
@@ -180,14 +178,7 @@ def test_checkpoint_loads_where_nn_prune_ext_is_not_installed(seq2seq_type, tmp_
     save_file({**inputs, "logits": logits.contiguous()}, os.path.join(folder, "reference.safetensors"))
     config = json.load(open(os.path.join(folder, "config.json")))
     assert [stack["name"] for stack in config["nn_prune_slim"]["stacks"]] == ["encoder", "decoder"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    done = subprocess.run(
-        [sys.executable, "-c", REMOTE_LOADER.format(root=root), json.dumps({seq2seq_type: folder})],
-        capture_output=True, text=True, cwd=os.path.dirname(root), env=env, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULTS"))[7:])[seq2seq_type]
+    result = load_without_nn_prune_ext({seq2seq_type: folder})[seq2seq_type]
     assert result["difference"] < 1e-5 and result["resaved_difference"] < 1e-5
     assert result["class"].startswith("Slim") and result["base_class"].startswith("Slim")
     assert result["stock_error"] is not None  # the stock class cannot build the slim model

@@ -4,11 +4,8 @@ that would remove FFN units refuse with the reason."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -97,7 +94,7 @@ def test_slim_equals_the_masked_model_keeps_the_experts_and_generates_the_same()
 def test_checkpoint_loads_where_nn_prune_ext_is_not_installed(tmp_path):
     from safetensors.torch import save_file
 
-    from test_slim_modeling_slim import REMOTE_LOADER
+    from test_slim_modeling_slim import load_without_nn_prune_ext
 
     model = mixtral()
     masks = uneven_heads(model)
@@ -109,14 +106,7 @@ def test_checkpoint_loads_where_nn_prune_ext_is_not_installed(tmp_path):
     folder = str(tmp_path / MODEL_TYPE)
     slim.save_pretrained(folder)
     save_file({**batch, "logits": logits.contiguous()}, os.path.join(folder, "reference.safetensors"))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    done = subprocess.run(
-        [sys.executable, "-c", REMOTE_LOADER.format(root=root), json.dumps({MODEL_TYPE: folder})],
-        capture_output=True, text=True, cwd=os.path.dirname(root), env=env, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULTS"))[7:])[MODEL_TYPE]
+    result = load_without_nn_prune_ext({MODEL_TYPE: folder})[MODEL_TYPE]
     assert result["difference"] < 1e-5 and result["resaved_difference"] < 1e-5
     assert result["class"].startswith("Slim") and result["stock_error"] is not None
 

@@ -81,17 +81,22 @@ def slim_checkpoints(tmp_path_factory):
     return folders
 
 
-@pytest.fixture(scope="module")
-def remote_results(slim_checkpoints):
+def load_without_nn_prune_ext(folders: dict[str, str]) -> dict[str, dict]:
+    """Run REMOTE_LOADER in a fresh process on `{model_type: checkpoint folder}`; its results per type."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     done = subprocess.run(
-        [sys.executable, "-c", REMOTE_LOADER.format(root=root), json.dumps(slim_checkpoints)],
+        [sys.executable, "-c", REMOTE_LOADER.format(root=root), json.dumps(folders)],
         capture_output=True, text=True, cwd=os.path.dirname(root), env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULTS"))
     return json.loads(line[len("RESULTS") :])
+
+
+@pytest.fixture(scope="module")
+def remote_results(slim_checkpoints):
+    return load_without_nn_prune_ext(slim_checkpoints)
 
 
 def test_checkpoint_files(model_type, slim_checkpoints):
