@@ -40,7 +40,9 @@ def test_grid_is_dense_at_the_small_end():
 @pytest.mark.parametrize("model_type", ["bert", "llama"])
 def test_measure_latency_table(model_type):
     model = tiny_model(model_type)
-    table = measure_latency_table(model, batch_size=2, seq_len=8, ffn_points=5, warmup=1, repeats=2)
+    # Inputs large enough that a layer's time stands above the timer's noise on a busy machine (at 2 x 8
+    # tokens every difference to the empty layer was once measured as 0).
+    table = measure_latency_table(model, batch_size=4, seq_len=64, ffn_points=5, warmup=1, repeats=3)
     # Under GQA (2 query heads per key/value head) keeping 3 heads gives a padded slim layer of 4.
     assert table.head_counts == ((1, 2, 4) if model_type == "llama" else tuple(range(1, HEADS + 1)))
     assert table.ffn_widths[0] == 1 and table.ffn_widths[-1] == INTERMEDIATE and len(table.ffn_widths) <= 5
@@ -48,7 +50,7 @@ def test_measure_latency_table(model_type):
     assert min(table.attention_ms + table.ffn_ms) >= 0.0
     cost = table.cost_model()
     assert cost.attention(0, [0] * HEADS) == 0.0 and cost.ffn(0, 0) == 0.0
-    assert "latency of one layer, batch 2 x 8 tokens" in str(table)
+    assert "latency of one layer, batch 4 x 64 tokens" in str(table)
 
 
 def test_a_table_without_latency_is_refused():
