@@ -28,7 +28,8 @@ What is relied on, and where:
   import only torch and transformers, so it keeps its own few: the heterogeneous-config API
   (`per_layer_config`, `is_heterogeneous`, `allow_global_per_layer_attribute_access`, the logger
   of `transformers.integrations.heterogeneity`), the auto classes' `_model_mapping`,
-  `PreTrainedModel._init_weights`, `config._attn_implementation`; and for `EmptyAttention`: an
+  `PreTrainedModel._init_weights` and `initialize_weights` (run with the dense sizes readable: the
+  stock initialisation may read them), `config._attn_implementation`; and for `EmptyAttention`: an
   attention module returns `(output, weights)` and transformers records attention weights by
   attention class; a decoder layer hands its attention a `Cache` (found by type, not by keyword),
   `Cache.update(keys, values, layer_idx)`, an encoder-decoder cache's `self_attention_cache`; the
