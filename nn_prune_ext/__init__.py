@@ -41,11 +41,13 @@ from .slim import SlimMismatchError, SlimReport, drop_layers, load_slim, optimiz
 from .summary import LayerSummary, ModelSummary, summary
 from .timing import LatencyComparison, LatencyStats, compare_latency, inference_time
 from .trainer import SparseTrainer, SparsityController
+from .validation import InputError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SparseArgs",
+    "InputError",
     "SparseTrainer",
     "SparsityController",
     "SparsitySchedule",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .scores.methods import PruningMethod, get_pruning_method
+from .validation import check_numeric_fields
 
 __all__ = ["SparseArgs", "ATTENTION_GRANULARITIES", "DENSE_GRANULARITIES", "REGULARIZATIONS"]
 
@@ -152,14 +153,16 @@ class SparseArgs:
 
     # ----- validation ------------------------------------------------------------------
     def validate(self) -> None:
-        """Check the arguments together; raises `ValueError` naming the fix."""
+        """Check the arguments together; raises `ValueError` (`InputError` for a non-finite or non-numeric
+        value) naming the fix."""
+        check_numeric_fields(self)
         methods = self.methods_in_use()  # raises on unknown method names
         _check_choice("attention_granularity", self.attention_granularity, ATTENTION_GRANULARITIES)
         _check_choice("dense_granularity", self.dense_granularity, DENSE_GRANULARITIES)
         _check_choice("regularization", self.regularization, REGULARIZATIONS)
         for name in ("dense_block_rows", "dense_block_cols", "attention_block_rows", "attention_block_cols"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if value < 1:  # (a whole number: check_numeric_fields)
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         for arg_name, method in methods.items():
             names = ["initial_threshold", "final_threshold"]

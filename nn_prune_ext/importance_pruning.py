@@ -39,6 +39,7 @@ import dataclasses
 import heapq
 import itertools
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -49,6 +50,7 @@ from .importance import collect_mask_gradients, taylor_importance
 from .arch import get_layout
 from .masks import StructureMasks
 from .slim import prune_with_masks
+from .validation import check_numeric_fields
 
 __all__ = ["ImportancePruningArgs", "importance_masks", "prune_by_importance"]
 
@@ -104,6 +106,7 @@ class ImportancePruningArgs:
 
     def validate(self) -> None:
         """Check the arguments on their own; raises `ValueError` naming the fix."""
+        check_numeric_fields(self)
         if self.target_num_heads is None and self.target_ffn_width is None:
             raise ValueError(
                 "Importance pruning got no target: pass target_num_heads and/or target_ffn_width "
@@ -124,7 +127,7 @@ class ImportancePruningArgs:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _round_up(value: int, step: int) -> int:

@@ -23,6 +23,7 @@ from ..arch import get_layout, tokens_per_example
 from ..importance import collect_mask_gradients, to_device
 from ..masks import StructureMasks
 from ..slim import prune_with_masks
+from ..validation import check_numeric_fields
 from ..patch import require_unpatched
 from .costs import CostModel, FlopsCost
 from .latency import LatencyTable, measure_latency_table
@@ -72,6 +73,7 @@ class PostTrainingArgs:
     )
 
     def __post_init__(self):
+        check_numeric_fields(self)
         budgets = [b for b in (self.flops_budget, self.latency_budget) if b is not None]
         if len(budgets) != 1:
             raise ValueError(

@@ -1,0 +1,54 @@
+"""InputError for every numeric setting that is not a finite number of its type, naming the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import numpy as np
+import pytest
+
+from nn_prune_ext import ImportancePruningArgs, InputError, PostTrainingArgs, SparseArgs
+
+# Each settings class with the smallest valid arguments.
+SETTINGS = {
+    SparseArgs: {},
+    PostTrainingArgs: {"flops_budget": 0.5},
+    ImportancePruningArgs: {"target_num_heads": 2},
+}
+
+
+def build(cls, **values):
+    settings = cls(**{**SETTINGS[cls], **values})
+    if hasattr(settings, "validate"):
+        settings.validate()
+    return settings
+
+
+def numeric_fields():
+    for cls in SETTINGS:
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            kinds = set(typing.get_args(hints[field.name]) or (hints[field.name],))
+            if kinds & {int, float}:
+                yield pytest.param(cls, field.name, id=f"{cls.__name__}.{field.name}")
+
+
+@pytest.mark.parametrize("cls, name", list(numeric_fields()))
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), "0.5", True], ids=["nan", "inf", "-inf", "str", "bool"])
+def test_a_non_finite_or_non_numeric_value_is_refused_naming_the_field(cls, name, bad):
+    with pytest.raises(InputError, match=rf"{cls.__name__}\.{name} must be"):
+        build(cls, **{name: bad})
+
+
+def test_whole_number_fields_refuse_fractions_and_take_numpy_integers():
+    with pytest.raises(InputError, match=r"SparseArgs\.dense_block_rows must be a whole number, got 2\.5"):
+        build(SparseArgs, dense_block_rows=2.5)
+    assert build(SparseArgs, dense_block_rows=np.int64(2)).dense_block_rows == 2
+    assert build(PostTrainingArgs, flops_budget=np.float32(0.5)).flops_budget == pytest.approx(0.5)
+    assert build(PostTrainingArgs, max_batches=None).max_batches is None  # None where the field allows it
+
+
+def test_input_error_is_a_value_error():
+    """Code that catches ValueError (the package's earlier errors) keeps catching these."""
+    assert issubclass(InputError, ValueError)
