@@ -223,7 +223,7 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
     Returns:
         `model`.
     """
-    require_unpatched(model, "fold_masks (slim bakes a patched model itself)")
+    require_unpatched(model, "fold_masks (prune_with_masks bakes a patched model itself)")
     masks.check(model)
     cross_masks = masks.cross_heads or [None] * masks.num_layers
     if any(bool((mask == 0).any()) for mask in masks.heads + [m for m in cross_masks if m is not None]):

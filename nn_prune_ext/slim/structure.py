@@ -1,7 +1,7 @@
 """Plan the cut of each layer: which heads and FFN units a slim layer keeps.
 
-Two sources. `plan_layer_from_masks` takes them from `StructureMasks` (what `slim` does: the masks are
-the contract, a 0 removes, anything else keeps). `plan_layer` finds them in exact zeros of the weights
+Two sources. `plan_layer_from_masks` takes them from `StructureMasks` (what `prune_with_masks` does:
+the masks are the contract, a 0 removes, anything else keeps). `plan_layer` finds them in exact zeros of the weights
 (what `optimize_model` does for baked models and zero-filled checkpoints made elsewhere).
 
 Rules on exact zeros:
