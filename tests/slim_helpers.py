@@ -42,3 +42,29 @@ def masked_model(model_type: str, seed: int = 0, empty_last_layer: bool = True, 
                     values.fill_(-1.0)
                 scores.scores.copy_(values)
     return model.eval()
+
+
+def train_half_the_heads_and_units(model, rows: dict[str, list], output_dir: str, steps: int = 4) -> None:
+    """A few SparseTrainer steps that end keeping half of every layer's heads and FFN units (topK).
+
+    Args:
+        model: A tiny classifier.
+        rows: The training columns (`input_ids`, `attention_mask`, `labels`), one list entry per example.
+        output_dir: Where the Trainer may write (nothing is saved).
+        steps: Optimizer steps.
+    """
+    from datasets import Dataset
+    from transformers import TrainingArguments
+
+    from nn_prune_ext import SparseTrainer
+
+    sparse_args = SparseArgs(
+        attention_pruning_method="topK", dense_pruning_method="topK", attention_granularity="head",
+        dense_granularity="unit", initial_threshold=1.0, final_threshold=0.5, initial_warmup=0, final_warmup=0,
+        regularization="disabled",
+    )
+    args = TrainingArguments(
+        output_dir, max_steps=steps, per_device_train_batch_size=8, learning_rate=1e-3, report_to=[],
+        save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
+    )
+    SparseTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), sparse_args=sparse_args).train()

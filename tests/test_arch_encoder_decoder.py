@@ -32,7 +32,7 @@ from nn_prune_ext.arch import probe_inputs
 from nn_prune_ext.scores import MaskScores
 
 from conftest import ENCODER_DECODER_TYPES, HEADS, HIDDEN, INTERMEDIATE, VOCAB
-from slim_helpers import HEAD_AND_UNIT_ARGS
+from slim_helpers import HEAD_AND_UNIT_ARGS, train_half_the_heads_and_units
 
 LAYERS = 2  # per stack
 
@@ -235,29 +235,13 @@ def test_single_stack_methods_refuse_an_encoder_decoder_with_the_reason(seq2seq_
 
 def test_sparse_trainer_prunes_both_stacks_and_the_result_slims_exactly(seq2seq_type, tmp_path):
     """A few SparseTrainer steps with head and unit scores; the masks it ends with slim exactly."""
-    from datasets import Dataset
-    from transformers import TrainingArguments
-
-    from nn_prune_ext import SparseTrainer
-
     model = tiny_seq2seq(seq2seq_type, head=AutoModelForSequenceClassification)
     rows = [probe_inputs(model, batch_size=1, seq_len=10, seed=seed) for seed in range(32)]
-    data = Dataset.from_dict({
+    train_half_the_heads_and_units(model, {
         "input_ids": [row["input_ids"][0].tolist() for row in rows],
         "attention_mask": [row["attention_mask"][0].tolist() for row in rows],
         "labels": [int(row["input_ids"][0, 0]) % 3 for row in rows],
-    })
-    sparse_args = SparseArgs(
-        attention_pruning_method="topK", dense_pruning_method="topK", attention_granularity="head",
-        dense_granularity="unit", initial_threshold=1.0, final_threshold=0.5, initial_warmup=0, final_warmup=0,
-        regularization="disabled",
-    )
-    args = TrainingArguments(
-        str(tmp_path), max_steps=4, per_device_train_batch_size=8, learning_rate=1e-3, report_to=[],
-        save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
-    )
-    trainer = SparseTrainer(model=model, args=args, train_dataset=data, sparse_args=sparse_args)
-    trainer.train()
+    }, str(tmp_path))
     model.eval()
     masks = masks_from_scores(model)
     assert masks.kept_cross_heads()[LAYERS:] == [HEADS // 2] * LAYERS

@@ -31,7 +31,7 @@ from nn_prune_ext import (
 from nn_prune_ext.flops import layer_shapes
 
 from conftest import HEADS, HIDDEN, INTERMEDIATE, KV_HEADS, LAYERS, labelled_batches, tiny_batch, tiny_config
-from slim_helpers import HEAD_AND_UNIT_ARGS
+from slim_helpers import HEAD_AND_UNIT_ARGS, train_half_the_heads_and_units
 
 MODEL_TYPE = "mixtral"
 
@@ -160,26 +160,12 @@ def test_ways_in_that_would_remove_ffn_units_refuse_and_offer_heads_only():
 
 
 def test_sparse_trainer_prunes_heads_and_the_result_slims_exactly(tmp_path):
-    from datasets import Dataset
-    from transformers import TrainingArguments
-
-    from nn_prune_ext import SparseTrainer
-
     model = mixtral()
-    rows = labelled_batches(count=8, batch=4, seq=10)
-    data = Dataset.from_dict({
-        key: [row.tolist() for batch in rows for row in batch[key]] for key in ("input_ids", "attention_mask", "labels")
-    })
-    sparse_args = SparseArgs(
-        attention_pruning_method="topK", dense_pruning_method="topK", attention_granularity="head",
-        dense_granularity="unit", initial_threshold=1.0, final_threshold=0.5, initial_warmup=0, final_warmup=0,
-        regularization="disabled",
+    batches = labelled_batches(count=8, batch=4, seq=10)
+    columns = ("input_ids", "attention_mask", "labels")
+    train_half_the_heads_and_units(
+        model, {key: [row.tolist() for batch in batches for row in batch[key]] for key in columns}, str(tmp_path)
     )
-    args = TrainingArguments(
-        str(tmp_path), max_steps=4, per_device_train_batch_size=8, learning_rate=1e-3, report_to=[],
-        save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
-    )
-    SparseTrainer(model=model, args=args, train_dataset=data, sparse_args=sparse_args).train()
     model.eval()
     assert masks_from_scores(model).kept_heads() == [HEADS // 2] * LAYERS
     batch = tiny_batch()
