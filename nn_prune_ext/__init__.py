@@ -41,13 +41,14 @@ from .slim import SlimMismatchError, SlimReport, drop_layers, load_slim, optimiz
 from .summary import LayerSummary, ModelSummary, summary
 from .timing import LatencyComparison, LatencyStats, compare_latency, inference_time
 from .trainer import SparseTrainer, SparsityController
-from .validation import InputError
+from .validation import InputError, NonFiniteError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SparseArgs",
     "InputError",
+    "NonFiniteError",
     "SparseTrainer",
     "SparsityController",
     "SparsitySchedule",

@@ -126,6 +126,13 @@ class SparseArgs:
     distil_alpha_ce: float = field(default=0.5, metadata={"help": "Weight of the task loss under distillation."})
     distil_alpha_teacher: float = field(default=0.5, metadata={"help": "Weight of the distillation loss."})
     distil_temperature: float = field(default=2.0, metadata={"help": "Softmax temperature of the distillation loss."})
+    skip_non_finite_steps: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip an optimizer step whose loss or mask-score gradients are NaN or infinite (as mixed "
+            "precision's loss scaling does) instead of stopping training with an error naming the step."
+        },
+    )
 
     def __post_init__(self):
         method, _, suffix = self.dense_pruning_method.partition(":")

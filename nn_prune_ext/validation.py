@@ -12,11 +12,19 @@ import numbers
 import typing
 from typing import Any
 
-__all__ = ["InputError", "check_numeric_fields"]
+__all__ = ["InputError", "NonFiniteError", "check_numeric_fields"]
 
 
 class InputError(ValueError):
     """Something a user passed is wrong; the message says what and how to fix it."""
+
+
+class NonFiniteError(InputError):
+    """A loss, gradient, mask score or weight is NaN or infinite; the message names which, where and the fix.
+
+    An input error too: its cause is what the user chose (weights, data, learning rates), and continuing would
+    prune on garbage without a word.
+    """
 
 
 def check_numeric_fields(settings: Any) -> None:
