@@ -11,20 +11,21 @@ Three kinds of folders are handled:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import transformers
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .args import SparseArgs
+from .non_finite import first_non_finite
 from .patch import patch_model, set_thresholds
 from .slim import load_slim
 from .slim.classes import hub_kwargs
 from .slim.modeling_slim import is_slim_config
-from .trainer import MASK_SCORES_NAME, SCORES_MARKER, SPARSE_STATE_NAME
+from .sparse_state import SPARSE_STATE_NAME, read_sparse_state, saved_sparse_args
+from .trainer import MASK_SCORES_NAME, SCORES_MARKER
+from .validation import InputError, NonFiniteError
 
 __all__ = ["load_for_slimming"]
 
@@ -34,7 +35,7 @@ def _model_class(config, path: Path) -> type:
     name = (getattr(config, "architectures", None) or [None])[0]
     model_class = getattr(transformers, name, None) if name else None
     if model_class is None:
-        raise ValueError(
+        raise InputError(
             f"{path}/config.json names no transformers class in 'architectures' ({name!r}); load the model "
             "yourself and call nn_prune_ext.optimize_model on it."
         )
@@ -47,12 +48,42 @@ def _saved_scores(path: Path) -> dict:
     own = path / MASK_SCORES_NAME
     files = [own] if own.is_file() else sorted(path.glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"{path} holds no .safetensors weights (nn_prune_ext loads no pickled weights).")
+        raise InputError(f"{path} holds no .safetensors weights (nn_prune_ext loads no pickled weights).")
     scores = {}
     for file in files:
-        with safe_open(str(file), "pt") as handle:
-            scores.update({key: handle.get_tensor(key) for key in handle.keys() if SCORES_MARKER in key})
+        try:
+            with safe_open(str(file), "pt") as handle:
+                scores.update({key: handle.get_tensor(key) for key in handle.keys() if SCORES_MARKER in key})
+        except SafetensorError as error:
+            raise InputError(f"{file} is not a readable safetensors file ({error}): the checkpoint is damaged.") from None
     return scores
+
+
+def _check_saved_scores(path: Path, model: nn.Module, scores: dict) -> None:
+    """Refuse saved scores that do not fit the model patched with the checkpoint's own `SparseArgs`.
+
+    Checked before `load_state_dict`, whose size-mismatch error would not say which file disagrees.
+    """
+    expected = {key: tensor.shape for key, tensor in model.state_dict().items() if SCORES_MARKER in key}
+    unexpected, missing = sorted(set(scores) - set(expected)), sorted(set(expected) - set(scores))
+    if unexpected or missing:
+        raise InputError(
+            f"The mask scores in {path} do not match the model patched with its {SPARSE_STATE_NAME}: "
+            f"unexpected {unexpected[:3]}, missing {missing[:3]}. The checkpoint's files come from different runs."
+        )
+    mismatched = [
+        f"{key}: saved {tuple(scores[key].shape)}, expected {tuple(shape)}"
+        for key, shape in expected.items()
+        if tuple(scores[key].shape) != tuple(shape)
+    ]
+    if mismatched:
+        raise InputError(
+            f"The mask scores in {path} have other shapes than the block sizes of its {SPARSE_STATE_NAME} give "
+            f"({'; '.join(mismatched[:3])}). The checkpoint's files come from different runs or were edited."
+        )
+    bad = first_non_finite(scores.items())
+    if bad is not None:
+        raise NonFiniteError(f"The mask score {bad} in {path} holds NaN or infinite values; its masks would be arbitrary.")
 
 
 def load_for_slimming(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.Module:
@@ -68,7 +99,7 @@ def load_for_slimming(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.M
     """
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(
+        raise InputError(
             f"{path} is not a checkpoint folder (no config.json there). Give the folder that save_pretrained or "
             "SparseTrainer wrote; download a Hub model first (e.g. `hf download NAME --local-dir DIR`)."
         )
@@ -83,18 +114,13 @@ def load_for_slimming(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.M
     if not state_file.is_file():
         if not scores:
             return model.eval()
-        raise ValueError(
+        raise InputError(
             f"{path} holds mask scores but no {SPARSE_STATE_NAME}, so the SparseArgs they were trained with are "
             "unknown. Patch the model with those SparseArgs, load the state dict, then call optimize_model."
         )
-    sparse_args = SparseArgs(**json.loads(state_file.read_text())["sparse_args"])
+    sparse_args = saved_sparse_args(read_sparse_state(state_file), state_file)
     patch_model(model, sparse_args)
-    missing, unexpected = model.load_state_dict(scores, strict=False)
-    expected = {key for key in model.state_dict() if SCORES_MARKER in key}
-    if unexpected or expected - set(scores):
-        raise ValueError(
-            f"The mask scores in {path} do not match the model patched with its {SPARSE_STATE_NAME}: "
-            f"unexpected {sorted(unexpected)[:3]}, missing {sorted(expected - set(scores))[:3]}."
-        )
+    _check_saved_scores(path, model, scores)
+    model.load_state_dict(scores, strict=False)
     set_thresholds(model, *sparse_args.final_thresholds())
     return model.eval()

@@ -10,31 +10,47 @@ penalty and distillation losses through the Trainer's own logging.
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
+import shutil
 from typing import Any, Iterator
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from .args import SparseArgs
 from .distill import distillation_loss
+from .non_finite import NonFiniteGuard
 from .optim import ScoreOptimizer, find_score_optimizer
 from .patch import densities, is_patched, iter_mask_scores, patch_model, set_thresholds
 from .schedule import SparsitySchedule
 from .slim.classes import stock_class
-from .transformers_internals import loss_is_per_batch_mean
+from .sparse_state import SPARSE_STATE_NAME, read_sparse_state, saved_sparse_args, write_sparse_state
+from .training_checkpoints import (
+    TRAINER_STATE_NAME,
+    check_resumable,
+    checkpoint_folder,
+    newest_complete_checkpoint,
+    publish_checkpoint,
+    remove_stale_staging,
+    staging_run_dir,
+)
+from .transformers_internals import loss_is_per_batch_mean, rotate_checkpoints
+from .validation import InputError
 
 __all__ = ["SparseTrainer", "SparsityController", "SPARSE_STATE_NAME", "MASK_SCORES_NAME"]
 
-SPARSE_STATE_NAME = "sparse_state.json"
+logger = logging.getLogger(__name__)
+
 # The mask scores under the model's own parameter names. The weights file has them too, but some
 # families' save_pretrained writes older key names there (ViT), which only from_pretrained maps back.
 MASK_SCORES_NAME = "mask_scores.safetensors"
 SCORES_MARKER = ".mask_scores."  # in the state-dict name of every score tensor
+# SparseArgs fields a resumed run may change: they do not shape the schedule or the masks (one may switch on
+# skipping precisely to get past a bad step).
+RESUME_NEUTRAL_FIELDS = frozenset({"skip_non_finite_steps", "eval_with_current_patch_params"})
 
 
 class SparsityController:
@@ -113,13 +129,6 @@ class _SparsityCallback(TrainerCallback):
         self.trainer.controller.set_step(self.trainer.model, state.global_step)
 
 
-def _write_json_atomically(path: str, payload: dict) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-    os.replace(temporary, path)
-
-
 def _write_scores_atomically(path: str, model: nn.Module) -> None:
     scores = {
         name: tensor.detach().cpu().contiguous()
@@ -159,9 +168,13 @@ class SparseTrainer(Trainer):
         self.teacher = teacher_model
         self._distil_sums: dict[str, torch.Tensor | int] = {}  # running sums since the last log, and their count
         self._score_optimizer: ScoreOptimizer | None = None
+        self._staging_run_dir: str | None = None  # set while a checkpoint is written
         if model is not None:
             self._prepare_student(model)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
+        self.non_finite_guard = NonFiniteGuard(lambda: self.accelerator.unwrap_model(self.model),
+                                               skip_steps=self.sparse_args.skip_non_finite_steps)
+        self.add_callback(self.non_finite_guard)
         if self.sparse_args.prune:
             self.add_callback(_SparsityCallback(self))
         if self.teacher is not None:
@@ -169,10 +182,32 @@ class SparseTrainer(Trainer):
 
     # ----- resuming ----------------------------------------------------------------------
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
-        self._resumed_from = resume_from_checkpoint
+        """`Trainer.train`; `resume_from_checkpoint=True` takes the newest *complete* checkpoint.
+
+        Staging folders of checkpoints that a killed run was writing are removed first.
+        """
+        if self.args.should_save:
+            for folder in remove_stale_staging(self.args.output_dir):
+                logger.warning("Removed %s, a checkpoint that a stopped run did not finish writing.", folder)
         if resume_from_checkpoint is True:
-            self._resumed_from = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = self._newest_complete_checkpoint()
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            resume_from_checkpoint = os.fspath(resume_from_checkpoint)
+            check_resumable(resume_from_checkpoint)
+        self._resumed_from = resume_from_checkpoint
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _newest_complete_checkpoint(self) -> str:
+        found, passed_over = newest_complete_checkpoint(self.args.output_dir)
+        for folder, reason in passed_over.items():
+            logger.warning("Not resuming from %s: %s.", folder, reason)
+        if found is None:
+            raise InputError(
+                f"resume_from_checkpoint=True, but {self.args.output_dir} holds no complete checkpoint-N folder"
+                + (f" ({len(passed_over)} incomplete)" if passed_over else "")
+                + ". Start without resume_from_checkpoint, or give the checkpoint folder."
+            )
+        return found
 
     def _check_resumed_state(self, total_steps: int) -> None:
         """Refuse to resume a checkpoint whose pruning schedule differs from this run's."""
@@ -180,17 +215,17 @@ class SparseTrainer(Trainer):
         path = os.path.join(folder, SPARSE_STATE_NAME) if isinstance(folder, str) else None
         if path is None or not os.path.isfile(path):
             return
-        with open(path, encoding="utf-8") as handle:
-            saved = json.load(handle)
+        saved = read_sparse_state(path)
+        saved_args = saved_sparse_args(saved, path).to_dict()
         differences = [
-            f"{key}: checkpoint {saved['sparse_args'].get(key)!r}, now {value!r}"
+            f"{key}: checkpoint {saved_args[key]!r}, now {value!r}"
             for key, value in self.sparse_args.to_dict().items()
-            if saved["sparse_args"].get(key) != value
+            if key not in RESUME_NEUTRAL_FIELDS and saved_args[key] != value
         ]
         if saved.get("total_steps") not in (None, total_steps):
             differences.append(f"total optimizer steps: checkpoint {saved['total_steps']}, now {total_steps}")
         if differences:
-            raise ValueError(
+            raise InputError(
                 f"Cannot resume from {folder}: its pruning schedule differs from this run's ("
                 + "; ".join(differences)
                 + "). Resume with the original sparse_args and training length, or start without "
@@ -223,6 +258,12 @@ class SparseTrainer(Trainer):
         return model
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        optimizer = self._create_score_optimizer(model)
+        if self.sparse_args.skip_non_finite_steps:
+            self.non_finite_guard.install(optimizer)
+        return optimizer
+
+    def _create_score_optimizer(self, model=None) -> torch.optim.Optimizer:
         super().create_optimizer(model)
         if not self.sparse_args.prune:
             return self.optimizer
@@ -250,6 +291,11 @@ class SparseTrainer(Trainer):
             )
         self._score_optimizer = self.optimizer
         return self.optimizer
+
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.non_finite_guard.check_loss(loss, self.state.global_step + 1)
+        return loss
 
     # ----- loss ------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -282,7 +328,46 @@ class SparseTrainer(Trainer):
         if self.args.should_save and is_patched(self.model):
             folder = output_dir if output_dir is not None else self.args.output_dir
             _write_scores_atomically(os.path.join(folder, MASK_SCORES_NAME), self.accelerator.unwrap_model(self.model))
-            _write_json_atomically(os.path.join(folder, SPARSE_STATE_NAME), self.controller.state())
+            write_sparse_state(folder, self.controller.state())
+
+    # ----- checkpoints that appear complete or not at all --------------------------------
+    def _get_output_dir(self, trial) -> str:
+        # While a checkpoint is written, the Trainer's run folder is its staging folder (see _save_checkpoint).
+        return self._staging_run_dir if self._staging_run_dir is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """`Trainer._save_checkpoint`, written to a staging folder and renamed to `checkpoint-N` when complete.
+
+        Every process writes its part (the main one the model and trainer state, each one its RNG state)
+        under the staging folder; after all have, the saving process renames it into place and only then
+        rotates old checkpoints, so a kill at any moment leaves the newest complete checkpoint resumable.
+        """
+        run_dir = super()._get_output_dir(trial)
+        staging = staging_run_dir(run_dir, self.state.global_step)
+        final = os.path.join(run_dir, checkpoint_folder(self.state.global_step))
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)  # left by a killed run that saved this step
+        self.accelerator.wait_for_everyone()
+        self._staging_run_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_run_dir = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            staged = os.path.join(staging, os.path.basename(final))
+            if not os.path.isfile(os.path.join(staged, TRAINER_STATE_NAME)):
+                raise RuntimeError(
+                    f"Trainer._save_checkpoint wrote no {TRAINER_STATE_NAME} under {staged}: transformers no longer "
+                    "writes checkpoints under Trainer._get_output_dir (see nn_prune_ext/transformers_internals.py)."
+                )
+            best = self.state.best_model_checkpoint
+            if best is not None and os.path.dirname(os.path.abspath(best)) == os.path.abspath(staging):
+                self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
+                self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+            publish_checkpoint(staging, final)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
 
     def evaluation_loop(self, *args, **kwargs):
         if not self.sparse_args.prune:
@@ -318,6 +403,8 @@ class SparseTrainer(Trainer):
             else:
                 # Evaluation metrics: the density the evaluation ran with, under the metric prefix.
                 logs.update({f"{prefix}_{key}": value for key, value in self.evaluation_density().items()})
+        if self.non_finite_guard.skipped_steps and not any(key.startswith(("eval_", "test_")) for key in logs):
+            logs["non_finite_steps_skipped"] = self.non_finite_guard.skipped_steps
         count = self._distil_sums.pop("count", 0)
         if count:
             for name in ("distil_loss", "task_loss"):

@@ -21,9 +21,15 @@ What is relied on, and where:
 - **The attention implementation a model runs** (`attention_implementation`):
   `config._attn_implementation`.
 - **`Trainer` hooks** that `SparseTrainer` overrides by name: `_save` (every save goes through it),
-  `call_model_init`, `create_optimizer`, `compute_loss(..., num_items_in_batch)`,
-  `evaluation_loop` and `log(logs, start_time)`; and how a Trainer learns that `compute_loss`
-  returns a per-batch mean (`loss_is_per_batch_mean`).
+  `call_model_init`, `create_optimizer`, `compute_loss(..., num_items_in_batch)`, `training_step`
+  (returns the micro-batch loss), `evaluation_loop` and `log(logs, start_time)`; and how a Trainer
+  learns that `compute_loss` returns a per-batch mean (`loss_is_per_batch_mean`).
+- **How a Trainer writes a checkpoint** (`training_checkpoints`, `SparseTrainer._save_checkpoint`):
+  `_save_checkpoint(model, trial)` writes every file of `checkpoint-<global_step>` under the folder
+  `_get_output_dir(trial)` returns, `trainer_state.json` last, then rotates old checkpoints; the
+  folder prefix `PREFIX_CHECKPOINT_DIR` and `rotate_checkpoints` of `transformers.trainer_utils`
+  (`rotate_checkpoints` here). The callbacks `on_pre_optimizer_step` / `on_optimizer_step` run
+  around each optimizer step (`non_finite`).
 - **The slim modeling file** (`slim/modeling_slim.py`) ships inside every slim checkpoint and may
   import only torch and transformers, so it keeps its own few: the heterogeneous-config API
   (`per_layer_config`, `is_heterogeneous`, `allow_global_per_layer_attribute_access`, the logger
@@ -60,6 +66,7 @@ __all__ = [
     "build_model",
     "attention_implementation",
     "loss_is_per_batch_mean",
+    "rotate_checkpoints",
 ]
 
 # The keyword under which a layer takes its hidden states when they are not passed positionally.
@@ -160,3 +167,19 @@ def loss_is_per_batch_mean(trainer: Any) -> None:
         trainer.loss_is_scaled_for_ga = False
     else:
         trainer.model_accepts_loss_kwargs = False
+
+
+def rotate_checkpoints(run_dir: str, save_total_limit: int | None, best_model_checkpoint: str | None) -> None:
+    """Delete the oldest `checkpoint-N` folders of `run_dir` beyond `save_total_limit`, as the Trainer does.
+
+    `SparseTrainer` calls it after renaming a staged checkpoint into place (the Trainer rotated the staging
+    folder, which holds just that one).
+    """
+    from transformers.trainer_utils import rotate_checkpoints as rotate
+
+    rotate(
+        output_dir=run_dir,
+        save_total_limit=save_total_limit,
+        best_model_checkpoint=best_model_checkpoint,
+        use_mtime=True,
+    )
