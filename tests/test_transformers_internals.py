@@ -93,6 +93,9 @@ def test_build_model_honours_dtype_and_attention_implementation(implementation):
         ("compute_loss", ["model", "inputs", "return_outputs", "num_items_in_batch"]),
         ("evaluation_loop", ["dataloader", "description"]),
         ("log", ["logs", "start_time"]),
+        ("training_step", ["model", "inputs", "num_items_in_batch"]),
+        ("_save_checkpoint", ["model", "trial"]),
+        ("_get_output_dir", ["trial"]),
     ],
 )
 def test_trainer_methods_that_sparse_trainer_overrides(method, parameters):
@@ -102,6 +105,21 @@ def test_trainer_methods_that_sparse_trainer_overrides(method, parameters):
 
 def test_save_model_goes_through_save():
     assert "self._save(" in inspect.getsource(Trainer.save_model)
+
+
+def test_a_checkpoint_is_written_under_get_output_dir_and_rotated_after_its_trainer_state():
+    # SparseTrainer stages a checkpoint by pointing _get_output_dir at the staging folder.
+    source = inspect.getsource(Trainer._save_checkpoint)
+    assert "self._get_output_dir(trial=trial)" in source
+    assert source.index("TRAINER_STATE_NAME") < source.index("rotate_checkpoints(")
+
+
+def test_rotate_checkpoints_keeps_the_newest_and_the_best(tmp_path):
+    for step in (2, 4, 6, 8):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "_partial-checkpoint-10").mkdir()
+    internals.rotate_checkpoints(str(tmp_path), 2, str(tmp_path / "checkpoint-2"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["_partial-checkpoint-10", "checkpoint-2", "checkpoint-8"]
 
 
 def test_the_trainer_reads_what_loss_is_per_batch_mean_sets():
