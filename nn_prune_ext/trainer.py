@@ -162,6 +162,11 @@ class SparseTrainer(Trainer):
         teacher_model: nn.Module | None = None,
         **trainer_kwargs,
     ):
+        if sparse_args is not None and not isinstance(sparse_args, SparseArgs):
+            raise InputError(
+                f"sparse_args must be a SparseArgs, got {type(sparse_args).__name__}: build it with "
+                "SparseArgs(...), SparseArgs.hybrid(...) or SparseArgs(**settings)."
+            )
         self.sparse_args = sparse_args if sparse_args is not None else SparseArgs()
         self.sparse_args.validate()
         self.controller = SparsityController(self.sparse_args)

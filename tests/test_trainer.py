@@ -8,6 +8,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.utils import logging as hf_logging
 
 from nn_prune_ext import (
+    InputError,
     ScoreOptimizer,
     SparseArgs,
     SparseTrainer,
@@ -356,3 +357,8 @@ def test_save_model_of_a_patched_model_is_a_checkpoint_nn_prune_optimize_accepts
         expected = trainer.model.eval()(**batch).logits
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, expected)
+
+
+def test_sparse_args_of_another_type_are_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="sparse_args must be a SparseArgs, got dict"):
+        SparseTrainer(model=tiny_model("bert"), args=training_args(tmp_path), sparse_args={"final_threshold": 0.5})
