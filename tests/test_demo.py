@@ -105,9 +105,18 @@ def test_demo_on_own_files_with_other_columns(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--train_file", "x.csv"], "--validation_file"),
-    (["--preset", "dense"], "hybrid, struct"),
+    (["--train_file", "x.csv"], "--train_file needs a --validation_file"),
+    (["--train_file", "x.csv", "--validation_file", "y.csv"], "--train_file 'x.csv' is not a file"),
+    (["--preset", "dense"], "--preset 'dense' is not one of hybrid, struct"),
+    (["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
+    (["--max_length", "-3"], "--max_length must be >= 1, got -3"),
+    (["--learning_rate", "nan"], "DemoArguments.learning_rate must be finite, got nan"),
+    (["--sparse_epochs", "0"], "--sparse_epochs must be > 0.0, got 0.0"),
+    (["--regularization_lambda", "inf"], "DemoArguments.regularization_lambda must be finite, got inf"),
 ])
-def test_demo_refuses_bad_flags(tmp_path, argv, message):
-    with pytest.raises(SystemExit, match=message):
+def test_demo_refuses_bad_flags_with_one_line_and_status_2(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("nn_prune_ext demo: error: ") and message in error and error.count("\n") == 1
