@@ -1,10 +1,17 @@
+import contextlib
+import io
+import math
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from nn_prune_ext import SparseArgs, SparseTrainer, bake_model, load_slim, optimize_model
-from nn_prune_ext.cli import main
+from nn_prune_ext.cli import build_parser, main, parse_arguments
 
 from conftest import tiny_batch, tiny_model
 from slim_helpers import masked_model
@@ -88,3 +95,94 @@ def test_optimize_a_checkpoint_of_a_slim_model_pruned_again(tmp_path):
 def test_load_slim_reads_a_subfolder(tmp_path):
     optimize_model(masked_model("bert")).save_pretrained(tmp_path / "repo" / "slim")
     assert type(load_slim(tmp_path / "repo", subfolder="slim")).__name__ == "SlimBertForSequenceClassification"
+
+
+# ----- one error path -----------------------------------------------------------------------------------
+def _error_of(argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_a_bad_input_prints_one_line_and_exits_2(tmp_path, capsys):
+    code, error = _error_of(["optimize", str(tmp_path / "missing"), str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert error.startswith("nn-prune optimize: error: IN ") and "is not a folder" in error
+    assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_an_output_path_that_is_a_file_is_refused_and_left_as_it_is(tmp_path, capsys):
+    bake_model(masked_model("bert")).save_pretrained(tmp_path / "filled")
+    precious = tmp_path / "notes.txt"
+    precious.write_bytes(b"the user's own file\n")
+    code, error = _error_of(["optimize", str(tmp_path / "filled"), str(precious)], capsys)
+    assert code == 2 and "is an existing file, not a folder" in error
+    assert precious.read_bytes() == b"the user's own file\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["filled", "notes.txt"]  # no staging folder either
+    code, error = _error_of(["optimize", str(tmp_path / "filled"), str(precious / "slim")], capsys)
+    assert code == 2 and "which is a file" in error
+
+
+def test_an_internal_error_keeps_its_traceback(tmp_path, monkeypatch):
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("nn_prune_ext.commands.optimize.run", broken)
+    with pytest.raises(ZeroDivisionError, match="a bug"):  # not turned into a one-line exit 2
+        main(["optimize", str(tmp_path), str(tmp_path / "out")])
+    script = "import nn_prune_ext.commands.optimize as o, nn_prune_ext.cli as c; o.run = lambda a: 1 / 0; c.main(['optimize', 'a', 'b'])"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
+
+
+def test_an_interrupt_exits_130(tmp_path, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nn_prune_ext.commands.optimize.run", interrupted)
+    code, error = _error_of(["optimize", str(tmp_path), str(tmp_path / "out")], capsys)
+    assert code == 130 and error == "nn-prune optimize: interrupted\n"
+
+
+# ----- every numeric flag, fuzzed --------------------------------------------------------------------------
+FLAGS = {
+    # flag: (subcommand, a valid value's check)
+    ("bench", "--seq-len"): lambda value: isinstance(value, int) and value >= 1,
+    ("bench", "--threads"): lambda value: isinstance(value, int) and value >= 1,
+    ("bench", "--warmup"): lambda value: isinstance(value, int) and value >= 0,
+    ("bench", "--repeats"): lambda value: isinstance(value, int) and value >= 1,
+    ("report", "--seq-len"): lambda value: isinstance(value, int) and value >= 1,
+    ("report", "--batch-size"): lambda value: isinstance(value, int) and value >= 1,
+    ("report", "--max-batches"): lambda value: isinstance(value, int) and value >= 1,
+    ("report", "--max-length"): lambda value: isinstance(value, int) and value >= 1,
+    ("posttrain", "--batch-size"): lambda value: isinstance(value, int) and value >= 1,
+    ("posttrain", "--max-length"): lambda value: isinstance(value, int) and value >= 1,
+    ("posttrain", "--flops-budget"): lambda value: math.isfinite(value) and 0 < value <= 1,
+    ("posttrain", "--latency-budget"): lambda value: math.isfinite(value) and 0 < value <= 1,
+}
+POSITIONALS = {"bench": ["ckpt"], "report": ["ckpt"], "posttrain": ["ckpt", "out", "--data", "d.jsonl"]}
+VALUES = st.one_of(
+    st.integers(min_value=-10**20, max_value=10**20).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["", " ", "nan", "-inf", "1e400", "0x10", "1_000", "٣", "one", "--", "1,2"]),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(flag=st.sampled_from(sorted(FLAGS)), text=VALUES)
+def test_a_numeric_flag_is_parsed_within_its_range_or_refused_with_status_2(flag, text):
+    command, name = flag
+    argv = [command, *POSITIONALS[command], f"{name}={text}"]
+    if command == "posttrain" and not name.endswith("-budget"):
+        argv.append("--flops-budget=0.5")  # one budget is required
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            args = parse_arguments(build_parser(), argv)
+        except SystemExit as exit_info:
+            assert exit_info.code == 2
+            assert f"argument {name}" in stderr.getvalue() or "expected one argument" in stderr.getvalue()
+            return
+    value = getattr(args, name.lstrip("-").replace("-", "_"))
+    assert FLAGS[flag](value), (flag, text, value)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from nn_prune_ext import bake_model, load_slim, model_flops, optimize_model
+from nn_prune_ext import InputError, bake_model, load_slim, model_flops, optimize_model
 from nn_prune_ext.commands import bench
 from nn_prune_ext.flops import layer_shapes
 from nn_prune_ext.slim import drop_layers
@@ -101,7 +101,11 @@ def test_bad_arguments(tmp_path):
     tiny_model("bert").save_pretrained(tmp_path / "dense")
     with pytest.raises(ValueError, match="longer than the model's max_position_embeddings \\(64\\)"):
         bench.run(parse([str(tmp_path / "dense"), "--seq-len", "65", "--repeats", "1"]))
-    with pytest.raises(ValueError, match="--repeats must be at least 1"):
-        bench.run(parse([str(tmp_path / "dense"), "--repeats", "0"]))
+    with pytest.raises(SystemExit):  # argparse: "argument --repeats: must be a whole number >= 1, got 0"
+        parse([str(tmp_path / "dense"), "--repeats", "0"])
+    with pytest.raises(InputError, match="--device 'cuda:7' is not available on this machine; available: cpu"):
+        bench.run(parse([str(tmp_path / "dense"), "--device", "cuda:7"]))
+    with pytest.raises(InputError, match="--device 'gpu' is not a device name; use one of cpu"):
+        bench.run(parse([str(tmp_path / "dense"), "--device", "gpu"]))
     with pytest.raises(SystemExit):
         parse([str(tmp_path / "dense"), "--batch-size", "1,0"])

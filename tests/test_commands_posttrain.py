@@ -66,4 +66,4 @@ def test_posttrain_needs_one_budget(checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         main(["posttrain", str(checkpoint), str(tmp_path / "o"), "--flops-budget", "1.5",
               "--data", str(tmp_path / "calibration.jsonl"), "--text-column", "sentence", "--label-column", "gold"])
-    assert error.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
+    assert error.value.code == 2 and "--flops-budget: must be a finite number in (0, 1], got '1.5'" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertTokenizer
 
-from nn_prune_ext import SparseArgs, densities, get_layout, load_slim, model_flops, optimize_model
+from nn_prune_ext import InputError, SparseArgs, densities, get_layout, load_slim, model_flops, optimize_model
 from nn_prune_ext.commands import report
 from nn_prune_ext.commands.data import examples_batches
 from nn_prune_ext.importance import collect_mask_gradients, fisher_importance
@@ -146,8 +146,12 @@ def test_report_input_errors(tmp_path):
             "--label-column", "gold", "--no-plots"]
     with pytest.raises(ValueError, match=r"Line 6 of .*data\.jsonl is not valid JSON"):
         run_report(argv)
-    with pytest.raises(ValueError, match="--seq-len must be at least 1"):
+    with pytest.raises(SystemExit):  # argparse: "argument --seq-len: must be a whole number >= 1, got 0"
         run_report([str(checkpoint), "--seq-len", "0"])
+    with pytest.raises(InputError, match="--output-dir .* is an existing file"):
+        run_report([str(checkpoint), "--output-dir", str(tmp_path / "data.jsonl"), "--no-plots"])
+    with pytest.raises(InputError, match="--importance-data .* is not a file"):
+        run_report([str(checkpoint), "--importance-data", str(tmp_path / "nothing.jsonl"), "--no-plots"])
 
 
 def test_report_without_matplotlib_fails_before_loading_unless_no_plots(tmp_path, monkeypatch, capsys):

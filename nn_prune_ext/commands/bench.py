@@ -38,6 +38,8 @@ from ..slim.modeling_slim import dense_config, is_slim_config
 from ..slim.optimize import count_parameters
 from ..timing import compare_latency
 from ..transformers_internals import attention_implementation, build_model
+from ..validation import InputError
+from .arguments import checkpoint_folder, whole_number
 
 SEED = 0
 DEFAULT_BATCH_SIZES = (1, 8)
@@ -61,10 +63,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="N[,N...]",
         help=f"batch size(s) to time; repeat the flag or give a comma list (default: {','.join(map(str, DEFAULT_BATCH_SIZES))})",
     )
-    parser.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default: 128)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads while timing (default: torch's setting)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds per batch size (default: 3)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed rounds per batch size (default: 20)")
+    parser.add_argument("--seq-len", type=whole_number(1), default=128, help="tokens per sequence (default: 128)")
+    parser.add_argument("--threads", type=whole_number(1),
+                        help="torch intra-op threads while timing (default: torch's setting)")
+    parser.add_argument("--warmup", type=whole_number(0), default=3, help="untimed rounds per batch size (default: 3)")
+    parser.add_argument("--repeats", type=whole_number(1), default=20, help="timed rounds per batch size (default: 20)")
     parser.add_argument("--device", default="cpu", help="device to time on, e.g. cpu or cuda (default: cpu)")
     parser.add_argument("--json", dest="json_path", metavar="OUT", help="also write the results as JSON to OUT")
     parser.set_defaults(run=run)
@@ -139,17 +142,49 @@ def random_inputs(config, batch_size: int, seq_len: int, device: str | torch.dev
 
 # ----- the command -------------------------------------------------------------------------
 def _check_arguments(args: argparse.Namespace) -> None:
+    """The checks argparse makes, for callers that build the Namespace themselves, and the device's."""
     for name, low in (("seq_len", 1), ("warmup", 0), ("repeats", 1)):
         if getattr(args, name) < low:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}.")
+            raise InputError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}.")
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}.")
+        raise InputError(f"--threads must be at least 1, got {args.threads}.")
+    check_device(args.device)
+    checkpoint_folder(str(args.checkpoint))
+
+
+def available_devices() -> list[str]:
+    """The devices torch can run on here, e.g. `["cpu", "cuda:0"]`."""
+    devices = ["cpu"]
+    for kind in ("cuda", "xpu", "mps"):
+        backend = getattr(torch, kind, None)
+        if backend is not None and getattr(backend, "is_available", lambda: False)():
+            count = getattr(backend, "device_count", lambda: 1)()
+            devices += [f"{kind}:{index}" for index in range(count)] if kind != "mps" else ["mps"]
+    return devices
+
+
+def check_device(device: str) -> None:
+    """Refuse a `--device` that torch does not know or that this machine lacks, naming the available ones.
+
+    Raises:
+        InputError: Before any model is loaded.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError(
+            f"--device {device!r} is not a device name; use one of {', '.join(available_devices())}."
+        ) from None
+    available = available_devices()
+    if parsed.type != "cpu" and (str(parsed) not in available and f"{parsed.type}:0" not in available
+                                 or parsed.index is not None and str(parsed) not in available):
+        raise InputError(f"--device {device!r} is not available on this machine; available: {', '.join(available)}.")
 
 
 def _check_seq_len(config, seq_len: int) -> None:
     limit = getattr(config, "max_position_embeddings", None)
     if isinstance(limit, int) and seq_len > limit:
-        raise ValueError(
+        raise InputError(
             f"--seq-len {seq_len} is longer than the model's max_position_embeddings ({limit}); pass --seq-len {limit} "
             "or less."
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from .arguments import checkpoint_folder, output_folder
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -23,6 +25,8 @@ def run(args: argparse.Namespace) -> None:
     from ..checkpoints import load_for_slimming
     from ..slim import optimize_model
 
+    checkpoint_folder(args.input, "IN")
+    output_folder(args.output, "OUT")
     model = load_for_slimming(args.input)
     slim = optimize_model(model, inplace=True)
     print(slim.slim_report)

@@ -12,6 +12,8 @@ import json
 import os
 from dataclasses import asdict
 
+from ..validation import InputError
+from .arguments import checkpoint_folder, output_folder, real_number
 from .data import add_data_arguments, examples_batches
 
 RECORD_NAME = "posttrain.json"
@@ -28,8 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", help="fine-tuned checkpoint folder (a plain, unpatched model)")
     parser.add_argument("output", help="folder to write the slim checkpoint to")
     budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--flops-budget", type=float, help="fraction of the dense layers' FLOPs to keep, e.g. 0.6")
-    budget.add_argument("--latency-budget", type=float, help="fraction of the dense layers' latency to keep, measured here")
+    budget.add_argument("--flops-budget", type=real_number(0, 1, low_inclusive=False),
+                        help="fraction of the dense layers' FLOPs to keep, in (0, 1], e.g. 0.6")
+    budget.add_argument("--latency-budget", type=real_number(0, 1, low_inclusive=False),
+                        help="fraction of the dense layers' latency to keep, in (0, 1], measured here")
     parser.add_argument("--head-granularity", choices=("head", "group"), default="head",
                         help="prune query heads one by one, or whole key/value groups (GQA)")
     parser.add_argument("--no-rearrange", action="store_true", help="skip mask rearrangement")
@@ -45,6 +49,10 @@ def run(args: argparse.Namespace) -> None:
     from ..posttrain import PostTrainingArgs, post_training_prune
     from .optimize import copy_tokenizer
 
+    checkpoint_folder(args.checkpoint)
+    output_folder(args.output)
+    if not os.path.isfile(args.data):
+        raise InputError(f"--data {args.data!r} is not a file: give a JSON-lines file of calibration examples.")
     settings = PostTrainingArgs(
         flops_budget=args.flops_budget,
         latency_budget=args.latency_budget,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_for_slimming
+from ..validation import InputError
+from .arguments import checkpoint_folder, output_folder, whole_number
 from .data import add_data_arguments, examples_batches
 from ..importance import MaskImportance, collect_mask_gradients, fisher_importance, taylor_importance
 from ..patch import densities, is_patched
@@ -41,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", help="checkpoint folder")
     parser.add_argument("--output-dir", help="folder for the summary and pictures (default: CHECKPOINT-report)")
-    parser.add_argument("--seq-len", type=int, default=128, help="sequence length the FLOPs are counted for")
+    parser.add_argument("--seq-len", type=whole_number(1), default=128, help="sequence length the FLOPs are counted for")
     parser.add_argument("--no-plots", action="store_true", help="write the text summary only (no matplotlib needed)")
     group = parser.add_argument_group(
         "head importance", "measured on labelled examples of a JSON-lines file (one object per line)"
@@ -149,10 +152,15 @@ def _importance_table(heads: torch.Tensor, layer_indices: list[int]) -> str:
 def _check_arguments(args: argparse.Namespace) -> None:
     for name in ("seq_len", "batch_size", "max_batches", "max_length"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     # Checked before the model is loaded and the importance measured, not when the first picture is drawn.
     if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
-        raise ValueError(f"The pictures need matplotlib: {INSTALL_HINT}, or pass --no-plots for the text only.")
+        raise InputError(f"The pictures need matplotlib: {INSTALL_HINT}, or pass --no-plots for the text only.")
+    checkpoint_folder(str(args.checkpoint))
+    if args.output_dir:
+        output_folder(args.output_dir, "--output-dir")
+    if args.importance_data and not os.path.isfile(args.importance_data):
+        raise InputError(f"--importance-data {args.importance_data!r} is not a file.")
 
 
 def run(args: argparse.Namespace) -> list[Path]:
