@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import types
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -31,8 +31,8 @@ _ADVICE = (
 )
 
 
-def first_non_finite(named_tensors: Iterable[tuple[str, torch.Tensor | None]]) -> str | None:
-    """The name of the first tensor holding NaN or an infinity, or None when all are finite.
+def first_non_finite(named_tensors: Iterable[tuple[Any, torch.Tensor | None]]) -> Any:
+    """The key (usually the name) of the first tensor holding NaN or an infinity, or None when all are finite.
 
     The tensors are checked with one device synchronisation in all (not one per tensor).
     """
@@ -45,9 +45,9 @@ def first_non_finite(named_tensors: Iterable[tuple[str, torch.Tensor | None]]) -
     return named[int((~finite).nonzero()[0])][0]
 
 
-def _score_names(model: nn.Module) -> dict[int, str]:
-    names = {id(param): name for name, param in model.named_parameters()}
-    return {id(scores.scores): names.get(id(scores.scores), "mask scores") for scores in iter_mask_scores(model)}
+def _parameter_name(model: nn.Module, parameter: torch.Tensor) -> str:
+    """The name of `parameter` in `model` (looked up only once something is wrong: it walks every parameter)."""
+    return next((name for name, candidate in model.named_parameters() if candidate is parameter), "mask scores")
 
 
 class NonFiniteGuard(TrainerCallback):
@@ -95,10 +95,12 @@ class NonFiniteGuard(TrainerCallback):
                     step, "the loss" if bad is None else f"the gradient of {bad}", self.skipped_steps,
                 )
             return
-        names = _score_names(model)
-        bad = first_non_finite((names[id(s.scores)], s.scores.grad) for s in iter_mask_scores(model))
+        bad = first_non_finite((s.scores, s.scores.grad) for s in iter_mask_scores(model))
         if bad is not None:
-            raise NonFiniteError(f"Training stopped at optimizer step {step}: the gradient of {bad} is not finite. {_ADVICE}")
+            raise NonFiniteError(
+                f"Training stopped at optimizer step {step}: the gradient of {_parameter_name(model, bad)} is not "
+                f"finite. {_ADVICE}"
+            )
 
     def take_skip(self) -> bool:
         """Whether the optimizer step about to run is to be skipped (and forget it for the next one)."""
@@ -108,12 +110,11 @@ class NonFiniteGuard(TrainerCallback):
     # ----- scores, after the optimizer stepped -------------------------------------------
     def on_optimizer_step(self, args, state, control, **kwargs):
         model = self.model()
-        names = _score_names(model)
-        bad = first_non_finite((names[id(s.scores)], s.scores.detach()) for s in iter_mask_scores(model))
+        bad = first_non_finite((s.scores, s.scores.detach()) for s in iter_mask_scores(model))
         if bad is not None:
             raise NonFiniteError(
-                f"Training stopped at optimizer step {state.global_step + 1}: {bad} holds NaN or infinite values "
-                f"after the step, so its masks would be frozen pruned or kept. {_ADVICE}"
+                f"Training stopped at optimizer step {state.global_step + 1}: {_parameter_name(model, bad)} holds NaN "
+                f"or infinite values after the step, so its masks would be frozen pruned or kept. {_ADVICE}"
             )
 
     def install(self, optimizer: torch.optim.Optimizer) -> None:

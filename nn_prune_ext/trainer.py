@@ -359,16 +359,19 @@ class SparseTrainer(Trainer):
         finally:
             self._staging_run_dir = None
         self.accelerator.wait_for_everyone()
+        staged = os.path.join(staging, os.path.basename(final))
+        # The Trainer named the best checkpoint by where it was written; every process keeps the published name.
+        best = self.state.best_model_checkpoint
+        renamed_best = best is not None and os.path.dirname(os.path.abspath(best)) == os.path.abspath(staging)
+        if renamed_best:
+            self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
         if self.args.should_save:
-            staged = os.path.join(staging, os.path.basename(final))
             if not os.path.isfile(os.path.join(staged, TRAINER_STATE_NAME)):
                 raise RuntimeError(
                     f"Trainer._save_checkpoint wrote no {TRAINER_STATE_NAME} under {staged}: transformers no longer "
                     "writes checkpoints under Trainer._get_output_dir (see nn_prune_ext/transformers_internals.py)."
                 )
-            best = self.state.best_model_checkpoint
-            if best is not None and os.path.dirname(os.path.abspath(best)) == os.path.abspath(staging):
-                self.state.best_model_checkpoint = os.path.join(run_dir, os.path.basename(best))
+            if renamed_best:
                 self.state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
             publish_checkpoint(staging, final)
             rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
