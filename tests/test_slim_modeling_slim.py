@@ -9,9 +9,10 @@ import textwrap
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 from transformers import AutoConfig
 
-from nn_prune_ext import bake_model, get_layout, load_slim, optimize_model, supported_model_types
+from nn_prune_ext import InputError, bake_model, get_layout, load_slim, optimize_model, supported_model_types
 from nn_prune_ext.slim import modeling_slim
 from nn_prune_ext.slim.layers import LAYERS_KEY
 
@@ -118,8 +119,8 @@ def test_checkpoint_files(model_type, slim_checkpoints):
         assert 0 in per_layer[max(per_layer)].values()  # the emptied layer: no heads and no FFN units
     source = open(os.path.join(folder, modeling_slim.MODELING_FILE_NAME)).read()
     imports = {line.split()[1].split(".")[0] for line in source.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"__future__", "contextlib", "functools", "inspect", "json", "logging", "os", "shutil",
-                       "tempfile", "warnings", "typing", "torch", "transformers"}
+    assert imports <= {"__future__", "contextlib", "errno", "functools", "inspect", "json", "logging", "os", "re",
+                       "shutil", "socket", "tempfile", "warnings", "typing", "torch", "transformers"}
 
 
 def test_per_layer_sizes_match_the_weights(model_type, slim_checkpoints):
@@ -211,12 +212,13 @@ def test_a_failure_while_moving_into_place_keeps_the_old_checkpoint(tmp_path, mo
     real_rename = os.rename
 
     def rename(source, destination):
-        staged = os.path.basename(str(source)).startswith(".slim-") and ".slim-old-" not in str(source)
+        staged = os.path.basename(str(source)).startswith(".slim-staging-")
         if staged and str(destination) == str(target):
             raise OSError("interrupted")  # the staged folder cannot take the old one's place
         real_rename(source, destination)
 
     monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(modeling_slim, "_exchange", lambda first, second: False)  # the two-rename way
     with torch.no_grad():
         slim.classifier.weight.add_(1.0)
     with pytest.raises(OSError, match="interrupted"):
@@ -227,6 +229,78 @@ def test_a_failure_while_moving_into_place_keeps_the_old_checkpoint(tmp_path, mo
     slim.save_pretrained(target)  # now it goes through, and keeps the tokenizer
     assert (target / "tokenizer.json").read_text() == "{}"
     assert torch.equal(load_slim(target).classifier.weight, slim.classifier.weight)
+
+
+def test_a_save_without_a_one_step_exchange_keeps_the_tokenizer_and_drops_old_shards(tmp_path, monkeypatch):
+    slim = optimize_model(masked_model("bert"))
+    target = tmp_path / "slim"
+    slim.save_pretrained(target)
+    (target / "tokenizer.json").write_text("{}")
+    (target / "model-00002-of-00002.safetensors").write_bytes(b"an older save's shard")
+    monkeypatch.setattr(modeling_slim, "_exchange", lambda first, second: False)
+    with torch.no_grad():
+        slim.classifier.weight.add_(1.0)
+    slim.save_pretrained(target)
+    assert (target / "tokenizer.json").read_text() == "{}"
+    assert not (target / "model-00002-of-00002.safetensors").exists()
+    assert torch.equal(load_slim(target).classifier.weight, slim.classifier.weight)
+    assert os.listdir(tmp_path) == ["slim"]
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["the_file", "below_the_file"])
+def test_a_save_path_that_is_a_file_is_refused_and_left_as_it_is(tmp_path, below):
+    precious = tmp_path / "notes.txt"
+    precious.write_bytes(b"the user's own file")
+    with pytest.raises(InputError, match="is a file|is an existing file"):
+        optimize_model(masked_model("bert")).save_pretrained(precious / "slim" if below else precious)
+    assert precious.read_bytes() == b"the user's own file"
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def _dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def test_leftovers_of_dead_saves_are_removed_and_a_folder_moved_aside_is_put_back(tmp_path):
+    live = modeling_slim._owner()
+    host = live.rsplit("-", 1)[0]
+    dead = f"{host}-{_dead_pid()}"
+    untouched = [f".slim-staging-{live}-abc", f".slim-staging-otherhost-{_dead_pid()}-abc", "kept"]
+    leftovers = [f".slim-staging-{dead}-abc", f".slim-old-{dead}-kept", f".slim-old-{dead}-gone"]
+    for name in untouched + leftovers:
+        (tmp_path / name).mkdir()
+    (tmp_path / f".slim-old-{dead}-gone" / "config.json").write_text("{}")
+    assert sorted(modeling_slim._clean_stale_staging(str(tmp_path))) == sorted(leftovers)
+    # A live save's staging folder and another host's stay; the folder a dead save moved aside is back.
+    assert sorted(os.listdir(tmp_path)) == sorted(untouched + ["gone"])
+    assert (tmp_path / "gone" / "config.json").read_text() == "{}"
+
+
+@pytest.fixture(scope="module")
+def kill_report(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp("slim_kills")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}
+    result = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "kill_slim_save.py"),
+                             str(work_dir)], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work_dir, json.loads((work_dir / "report.json").read_text())
+
+
+@pytest.mark.parametrize("stage", ["while_writing", "keeping_old_files", "before_exchange", "after_exchange",
+                                   "between_fallback_renames"])
+def test_a_save_killed_anywhere_leaves_one_whole_checkpoint_and_nothing_behind(kill_report, stage):
+    work_dir, report = kill_report
+    folder = work_dir / stage
+    assert report[stage]["signal"] == 9  # killed at that stage
+    modeling_slim._clean_stale_staging(str(folder))  # what the next save in this folder does first
+    assert sorted(os.listdir(folder)) == ["new.safetensors", "old.safetensors", "slim"]
+    expected = "new" if stage == "after_exchange" else "old"
+    weight = load_file(str(folder / f"{expected}.safetensors"))["weight"]
+    assert torch.equal(load_slim(folder / "slim").classifier.weight, weight)
+    assert (folder / "slim" / "tokenizer.json").read_text() == "{}"
+    if stage == "between_fallback_renames":
+        assert "slim" not in report[stage]["after_kill"]  # the window the exchange closes; the cleanup undoes it
 
 
 def test_saved_folder_is_readable_by_others(tmp_path):

@@ -32,8 +32,11 @@ import functools
 import inspect
 import json
 import logging as _std_logging
+import errno
 import os
+import re
 import shutil
+import socket
 import tempfile
 import warnings
 from typing import Any, Callable, Iterator
@@ -707,10 +710,12 @@ class SlimModelMixin:
                 super().save_pretrained(save_directory, is_main_process=False, **kwargs)
             return
         save_directory = os.fspath(save_directory)
+        _refuse_file_path(save_directory)
         self.config.auto_map = auto_map_for(type(self))
         parent = os.path.dirname(os.path.abspath(save_directory))
         os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".slim-", dir=parent)
+        _clean_stale_staging(parent)
+        staging = tempfile.mkdtemp(prefix=f"{_STAGING}{_owner()}-", dir=parent)
         try:
             os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a checkpoint is not
             with global_size_access(self.config):  # config validators read global sizes
@@ -796,13 +801,134 @@ def _is_weight_file(name: str) -> bool:
     return name.startswith("model") and ".safetensors" in name
 
 
+# ----- putting a saved folder in place without a moment of nothing -------------------------
+# A save is written to `.slim-staging-<host>-<pid>-<random>` beside its target. The folder it replaces is
+# moved aside to `.slim-old-<host>-<pid>-<target name>` where the two cannot be swapped in one step. The
+# owner in the names lets a later save remove what a killed one left, and never what a live one writes.
+_STAGING = ".slim-staging-"
+_BACKUP = ".slim-old-"
+_LEFTOVER = re.compile(r"^\.slim-(staging|old)-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-(?P<rest>.+)$")
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _owner() -> str:
+    host = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _refuse_file_path(path: str) -> None:
+    """Refuse a save path that is an existing file, or lies below one, before anything is written or moved."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise _input_error(
+            f"Cannot save a slim checkpoint to {path!r}: it is an existing file, not a folder. Give a folder path; "
+            "the file is left as it is."
+        )
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # ends at the root at the latest
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise _input_error(f"Cannot save a slim checkpoint to {path!r}: {parent!r} is a file, not a folder.")
+
+
+def _input_error(message: str) -> ValueError:
+    """nn_prune_ext's `InputError` where it is installed; a copy loaded as remote code has only `ValueError`."""
+    try:
+        from nn_prune_ext.validation import InputError
+    except ImportError:
+        return ValueError(message)
+    return InputError(message)
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _clean_stale_staging(parent: str) -> list[str]:
+    """Remove what saves of dead processes of this host left in `parent`; put back a folder one moved aside.
+
+    A save killed between its two renames left its target missing and the old folder under `.slim-old-...`:
+    that folder is renamed back (a save that did not finish keeps the old checkpoint).
+
+    Returns:
+        The names removed or restored.
+    """
+    handled = []
+    host = _owner().rsplit("-", 1)[0]
+    for name in sorted(os.listdir(parent)):
+        match = _LEFTOVER.match(name)
+        if match is None or match["host"] != host or _is_alive(int(match["pid"])):
+            continue
+        path = os.path.join(parent, name)
+        target = os.path.join(parent, match["rest"])
+        if name.startswith(_BACKUP) and not os.path.lexists(target):
+            os.rename(path, target)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        handled.append(name)
+    return handled
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Swap two folders in one step (Linux `renameat2(RENAME_EXCHANGE)`); False where that is not possible."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_current_folder = -100  # AT_FDCWD
+    if renameat2(at_current_folder, os.fsencode(first), at_current_folder, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):
+        return False  # no such call, or a file system without exchange: the two renames do it
+    raise OSError(error, os.strerror(error), second)
+
+
+def _keep_unwritten_files(target: str, staging: str, staged: set[str]) -> None:
+    """Copy into `staging` what the old folder holds and this save does not write (tokenizer, training state).
+
+    Old weight files are not kept: other shards of an earlier save would load along with the new ones.
+    Hard links where possible: nothing is copied, and the old folder stays whole until it is replaced.
+    """
+    for name in os.listdir(target):
+        if name in staged or _is_weight_file(name):
+            continue
+        source, destination = os.path.join(target, name), os.path.join(staging, name)
+        if os.path.isdir(source) and not os.path.islink(source):
+            shutil.copytree(source, destination, symlinks=True)
+            continue
+        try:
+            os.link(source, destination, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(source, destination, follow_symlinks=False)
+
+
 def _move_into_place(staging: str, target: str) -> None:
+    """Make the complete folder `staging` the folder `target`, so that `target` is always one whole checkpoint.
+
+    A new target is one rename. An existing one first lends the files this save does not write, then is
+    swapped with the staging folder in one step where the system can (Linux), else moved aside and back in
+    place of the staged one; a save killed between those two renames is undone by the next save in that folder.
+    A target that cannot be renamed (a mount point) has its files replaced one by one, `config.json` last.
+    """
     if not os.path.exists(target):
         os.rename(staging, target)
         return
     staged = set(os.listdir(staging))
-    backup = tempfile.mkdtemp(prefix=".slim-old-", dir=os.path.dirname(os.path.abspath(target)))
-    os.rmdir(backup)
+    _keep_unwritten_files(target, staging, staged)
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # now the old folder
+        return
+    parent = os.path.dirname(os.path.abspath(target))
+    backup = os.path.join(parent, f"{_BACKUP}{_owner()}-{os.path.basename(os.path.abspath(target))}")
     try:
         os.rename(target, backup)
     except OSError:  # e.g. the target is a mount point
@@ -813,11 +939,6 @@ def _move_into_place(staging: str, target: str) -> None:
     except OSError:
         os.rename(backup, target)
         raise
-    for name in os.listdir(backup):
-        # Keep what this save does not write (tokenizer, training state), but not old weights:
-        # other shards of an earlier save would load along with the new ones.
-        if name not in staged and not _is_weight_file(name):
-            os.replace(os.path.join(backup, name), os.path.join(target, name))
     shutil.rmtree(backup, ignore_errors=True)
 
 
