@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .scores.methods import PruningMethod, get_pruning_method
-from .validation import check_numeric_fields
+from .validation import InputError, check_fields
 
 __all__ = ["SparseArgs", "ATTENTION_GRANULARITIES", "DENSE_GRANULARITIES", "REGULARIZATIONS"]
 
@@ -135,10 +135,11 @@ class SparseArgs:
     )
 
     def __post_init__(self):
+        check_fields(self)  # before the method name is parsed: None or a number has no partition()
         method, _, suffix = self.dense_pruning_method.partition(":")
         if suffix:
             if suffix not in _NN_PRUNING_DENSE_SUFFIXES:
-                raise ValueError(
+                raise InputError(
                     f"Unknown suffix {suffix!r} in dense_pruning_method={self.dense_pruning_method!r}; nn_pruning's "
                     f"'1d_alt' is the one supported. Prefer dense_granularity='unit'."
                 )
@@ -162,15 +163,15 @@ class SparseArgs:
     def validate(self) -> None:
         """Check the arguments together; raises `ValueError` (`InputError` for a non-finite or non-numeric
         value) naming the fix."""
-        check_numeric_fields(self)
+        check_fields(self)
         methods = self.methods_in_use()  # raises on unknown method names
         _check_choice("attention_granularity", self.attention_granularity, ATTENTION_GRANULARITIES)
         _check_choice("dense_granularity", self.dense_granularity, DENSE_GRANULARITIES)
         _check_choice("regularization", self.regularization, REGULARIZATIONS)
         for name in ("dense_block_rows", "dense_block_cols", "attention_block_rows", "attention_block_cols"):
             value = getattr(self, name)
-            if value < 1:  # (a whole number: check_numeric_fields)
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+            if value < 1:  # (a whole number: check_fields)
+                raise InputError(f"{name} must be a positive integer, got {value!r}.")
         for arg_name, method in methods.items():
             names = ["initial_threshold", "final_threshold"]
             if arg_name == "attention_pruning_method" and self.attention_final_threshold is not None:
@@ -178,28 +179,28 @@ class SparseArgs:
             for threshold_name in names:
                 method.check_threshold(getattr(self, threshold_name), f"{threshold_name} (with {arg_name}={method.name})")
             if self.regularization not in method.regularizations:
-                raise ValueError(
+                raise InputError(
                     f"regularization={self.regularization!r} does not apply to {arg_name}={method.name!r}; "
                     f"use one of {method.regularizations}."
                 )
         if self.attention_output_with_dense and self.dense_granularity == "unit":
-            raise ValueError(
+            raise InputError(
                 "attention_output_with_dense=True prunes the attention output like an FFN matrix, which has no FFN "
                 "units: set dense_granularity to 'block', 'row' or 'col', or attention_output_with_dense=False."
             )
         for name in ("initial_warmup", "final_warmup"):
             value = getattr(self, name)
             if value < 0 or (value >= 1 and not float(value).is_integer()):
-                raise ValueError(
+                raise InputError(
                     f"{name}={value} is neither a fraction of training in [0, 1) nor a whole number of steps >= 1."
                 )
         for name in ("regularization_final_lambda", "attention_lambda", "dense_lambda", "mask_scores_learning_rate"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.distil_alpha_ce < 0 or self.distil_alpha_teacher < 0 or self.distil_alpha_ce + self.distil_alpha_teacher == 0:
-            raise ValueError("distil_alpha_ce and distil_alpha_teacher must be >= 0 and not both 0.")
+            raise InputError("distil_alpha_ce and distil_alpha_teacher must be >= 0 and not both 0.")
         if not self.distil_temperature > 0:
-            raise ValueError(f"distil_temperature must be > 0, got {self.distil_temperature}.")
+            raise InputError(f"distil_temperature must be > 0, got {self.distil_temperature}.")
 
     def final_thresholds(self) -> tuple[float, float]:
         """The final `(attention, FFN)` thresholds."""
@@ -301,12 +302,12 @@ class SparseArgs:
         sparsities = {"ffn2_sparsity": ffn2_sparsity, "mha_sparsity": mha_sparsity}
         for name, value in sparsities.items():
             if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(
+                raise InputError(
                     f"{name}={value} is not a fraction in [0, 1): it is the share of "
                     f"{'FFN units' if name == 'ffn2_sparsity' else 'attention heads'} to remove."
                 )
         if not any(sparsities.values()):
-            raise ValueError(
+            raise InputError(
                 "auto_slim got no sparsity to prune to: pass ffn2_sparsity and mha_sparsity in (0, 1), "
                 "e.g. SparseArgs.auto_slim(ffn2_sparsity=0.5, mha_sparsity=0.5)."
             )
@@ -329,7 +330,7 @@ class SparseArgs:
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}.")
+        raise InputError(f"{name}={value!r} is not one of {', '.join(choices)}.")
 
 
 def _to_steps(value: float, total_steps: int) -> int:

@@ -18,14 +18,13 @@ import transformers
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .non_finite import first_non_finite
 from .patch import patch_model, set_thresholds
 from .slim import load_slim
 from .slim.classes import hub_kwargs
 from .slim.modeling_slim import is_slim_config
 from .sparse_state import SPARSE_STATE_NAME, read_sparse_state, saved_sparse_args
 from .trainer import MASK_SCORES_NAME, SCORES_MARKER
-from .validation import InputError, NonFiniteError
+from .validation import InputError, NonFiniteError, first_non_finite
 
 __all__ = ["load_for_slimming"]
 

@@ -50,7 +50,7 @@ from .slim import SlimReport, optimize_model
 from .slim.optimize import count_parameters
 from .timing import compare_latency
 from .trainer import SparseTrainer
-from .validation import InputError, check_numeric_fields
+from .validation import InputError, check_fields
 
 PRESETS = ("hybrid", "struct")
 DATA_FORMATS = ("csv", "json", "jsonl")
@@ -108,7 +108,7 @@ class DemoArguments:
     )
 
     def __post_init__(self):
-        check_numeric_fields(self)
+        check_fields(self)
         if self.preset not in PRESETS:
             raise InputError(f"--preset {self.preset!r} is not one of {', '.join(PRESETS)}.")
         for name, (lowest, inclusive) in _FLAG_RANGES.items():

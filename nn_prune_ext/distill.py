@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from .validation import InputError
 
 __all__ = ["LOGIT_NAMES", "distillation_loss"]
 
@@ -39,7 +40,7 @@ def distillation_loss(
         if student is None or teacher is None:
             continue
         if student.shape != teacher.shape:
-            raise ValueError(f"Student and teacher {name} differ in shape: {tuple(student.shape)} vs {tuple(teacher.shape)}.")
+            raise InputError(f"Student and teacher {name} differ in shape: {tuple(student.shape)} vs {tuple(teacher.shape)}.")
         student = student.float().reshape(-1, student.shape[-1]) / temperature
         teacher = teacher.float().reshape(-1, teacher.shape[-1]) / temperature
         per_row = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), reduction="none", log_target=True).sum(-1)
@@ -49,5 +50,5 @@ def distillation_loss(
         else:
             losses.append(per_row.mean())
     if not losses:
-        raise ValueError(f"Distillation needs one of the output fields {LOGIT_NAMES} from both models.")
+        raise InputError(f"Distillation needs one of the output fields {LOGIT_NAMES} from both models.")
     return torch.stack(losses).mean() * temperature**2

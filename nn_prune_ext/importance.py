@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .arch import LayerModules, get_layout
+from .validation import InputError, NonFiniteError
 
 if TYPE_CHECKING:
     from .masks import StructureMasks
@@ -98,12 +99,12 @@ class MaskImportance:
 
 def _check_masks(masks: Sequence[torch.Tensor | None], sizes: list[int], what: str) -> None:
     if len(masks) != len(sizes):
-        raise ValueError(
+        raise InputError(
             f"Got {len(masks)} {what} masks for a model of {len(sizes)} layers; pass one per layer (None to skip)."
         )
     for index, (mask, size) in enumerate(zip(masks, sizes)):
         if mask is not None and tuple(mask.shape) != (size,):
-            raise ValueError(
+            raise InputError(
                 f"The {what} mask of layer {index} has shape {tuple(mask.shape)}, but the layer has {size} {what}s: "
                 f"pass a 1-d mask of shape ({size},)."
             )
@@ -182,7 +183,7 @@ def _padded(rows: list[list[torch.Tensor]], sizes: list[int]) -> torch.Tensor:
 def _loss(outputs: Any) -> torch.Tensor:
     loss = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)
     if loss is None:
-        raise ValueError(
+        raise InputError(
             "The model returned no loss: every batch must carry the targets the model computes its own loss "
             "from (`labels` for sequence classification and causal language modelling)."
         )
@@ -238,13 +239,23 @@ def collect_mask_gradients(
         for parameter in frozen:
             parameter.requires_grad_(False)
         with torch.enable_grad(), apply_masks(model, head_masks, unit_masks):
-            for batch in itertools.islice(batches, max_batches):
+            for index, batch in enumerate(itertools.islice(batches, max_batches)):
                 loss = _loss(model(**to_device(batch, device)))
+                if not bool(torch.isfinite(loss.detach()).all()):
+                    raise NonFiniteError(
+                        f"The model's loss on batch {index} is {loss.detach().float().mean().item()}: every importance "
+                        "measured from it would be NaN. Check the model's weights and that batch's inputs and labels."
+                    )
                 # autograd.grad, not backward(): nothing accumulates into the parameters' .grad.
                 gradients = torch.autograd.grad(
                     loss, head_masks + unit_masks, allow_unused=True, materialize_grads=True
                 )
                 gradients = [gradient.detach().float().cpu() for gradient in gradients]
+                if not all(bool(torch.isfinite(gradient).all()) for gradient in gradients):
+                    raise NonFiniteError(
+                        f"The head or FFN-unit mask gradients of batch {index} are not finite (the loss is): the "
+                        "model overflows in its backward pass. Run it in float32, or check its weights."
+                    )
                 head_rows.append(gradients[: len(layers)])
                 unit_rows.append(gradients[len(layers) :])
     finally:
@@ -252,7 +263,7 @@ def collect_mask_gradients(
             parameter.requires_grad_(True)
         model.train(was_training)
     if not head_rows:
-        raise ValueError("collect_mask_gradients got no batches: pass at least one batch of inputs with labels.")
+        raise InputError("collect_mask_gradients got no batches: pass at least one batch of inputs with labels.")
     return MaskGradients(
         heads=_padded(head_rows, head_sizes),
         units=_padded(unit_rows, unit_sizes),

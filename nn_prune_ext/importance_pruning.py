@@ -50,7 +50,7 @@ from .importance import collect_mask_gradients, taylor_importance
 from .arch import get_layout
 from .masks import StructureMasks
 from .slim import prune_with_masks
-from .validation import check_numeric_fields
+from .validation import InputError, NonFiniteError, check_fields
 
 __all__ = ["ImportancePruningArgs", "importance_masks", "prune_by_importance"]
 
@@ -106,24 +106,24 @@ class ImportancePruningArgs:
 
     def validate(self) -> None:
         """Check the arguments on their own; raises `ValueError` naming the fix."""
-        check_numeric_fields(self)
+        check_fields(self)
         if self.target_num_heads is None and self.target_ffn_width is None:
-            raise ValueError(
+            raise InputError(
                 "Importance pruning got no target: pass target_num_heads and/or target_ffn_width "
                 "(heads and FFN units to keep per layer)."
             )
         for name in ("target_num_heads", "target_ffn_width"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 0):
-                raise ValueError(f"{name} must be a whole number >= 0 (or None to leave it unpruned), got {value!r}.")
+                raise InputError(f"{name} must be a whole number >= 0 (or None to leave it unpruned), got {value!r}.")
         if self.scope not in SCOPES:
-            raise ValueError(f"scope={self.scope!r} is not one of {', '.join(SCOPES)}.")
+            raise InputError(f"scope={self.scope!r} is not one of {', '.join(SCOPES)}.")
         for name in ("rounds", "multiple_of"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}.")
+                raise InputError(f"{name} must be a whole number >= 1, got {value!r}.")
         if self.max_batches is not None and (not _is_int(self.max_batches) or self.max_batches < 1):
-            raise ValueError(f"max_batches must be a whole number >= 1 or None, got {self.max_batches!r}.")
+            raise InputError(f"max_batches must be a whole number >= 1 or None, got {self.max_batches!r}.")
 
 
 def _is_int(value: Any) -> bool:
@@ -172,7 +172,7 @@ def _heads_part(model: nn.Module, target: int, whole_kv_groups: bool) -> _Part:
         return _Part("head", sizes, [1] * len(sizes), fixed=False, step=1, target=target)
     step = math.lcm(*groups) if groups else 1
     if target % step:
-        raise ValueError(
+        raise InputError(
             f"target_num_heads={target} is not a multiple of {step}, the query heads per key/value head of this "
             "grouped-query model: whole key/value groups are pruned (whole_kv_groups=True) so that slim layers need "
             f"no padding heads. Pass a multiple of {step}, or whole_kv_groups=False to rank single query heads "
@@ -191,7 +191,7 @@ def _units_part(model: nn.Module, target: int, multiple_of: int) -> _Part:
 def _check_range(name: str, target: int, sizes: list[int], what: str) -> None:
     largest = max(sizes, default=0)
     if target > largest:
-        raise ValueError(
+        raise InputError(
             f"{name}={target} is out of range: the model's layers have at most {largest} {what}. "
             f"Pass 0..{largest}, or None to leave them unpruned."
         )
@@ -289,7 +289,7 @@ def _needs_pruning(part: _Part | None, masks: list[torch.Tensor], size: int, sco
 def _layer_scores(values: torch.Tensor, sizes: tuple[int, ...], what: str) -> list[torch.Tensor]:
     scores = [values[index, :size] for index, size in enumerate(sizes)]
     if any(not torch.isfinite(layer).all() for layer in scores):
-        raise ValueError(
+        raise NonFiniteError(
             f"The {what} importance is not finite: the model's loss or its gradients are NaN or infinite on these "
             "batches. Check the inputs and labels (and the model's dtype)."
         )

@@ -26,6 +26,7 @@ from torch import nn
 from .arch import get_layout
 from .patch import eval_grids, is_patched, require_unpatched
 from .scores.masked_linear import MaskedLinear
+from .validation import InputError
 
 __all__ = ["StructureMasks", "fold_masks", "masks_from_scores"]
 
@@ -49,9 +50,19 @@ class StructureMasks:
     cross_heads: list[torch.Tensor] | None = None
 
     def __post_init__(self):
+        for name in ("heads", "units", "cross_heads"):
+            value = getattr(self, name)
+            if not (value is None and name == "cross_heads") and (
+                isinstance(value, (str, bytes, torch.Tensor)) or not isinstance(value, Iterable)
+            ):
+                raise InputError(
+                    f"StructureMasks.{name} must be a list with one mask per layer, got {type(value).__name__}."
+                )
+            if value is not None:
+                setattr(self, name, list(value))
         if len(self.heads) != len(self.units) or self.cross_heads is not None and len(self.cross_heads) != len(self.heads):
             cross = f", {len(self.cross_heads)} cross-attention head masks" if self.cross_heads is not None else ""
-            raise ValueError(
+            raise InputError(
                 f"StructureMasks got {len(self.heads)} head masks and {len(self.units)} FFN-unit masks{cross}: "
                 "pass one of each per layer."
             )
@@ -94,7 +105,7 @@ class StructureMasks:
         """
         num_heads, widths = model_sizes(model)
         if len(heads) != len(num_heads) or len(units) != len(num_heads):
-            raise ValueError(
+            raise InputError(
                 f"from_kept got {len(heads)} head lists and {len(units)} unit lists for a model of "
                 f"{len(num_heads)} layers: pass one of each per layer."
             )
@@ -130,7 +141,7 @@ class StructureMasks:
         """Raise a `ValueError` naming the first mask whose shape does not fit `model`."""
         num_heads, widths = model_sizes(model)
         if self.num_layers != len(num_heads):
-            raise ValueError(
+            raise InputError(
                 f"The masks cover {self.num_layers} layers but the model has {len(num_heads)}: "
                 "build them for this model (StructureMasks.ones(model) gives the right shapes)."
             )
@@ -138,7 +149,7 @@ class StructureMasks:
         if self.cross_heads is not None:
             cross = cross_head_counts(model)
             if cross is None:
-                raise ValueError(
+                raise InputError(
                     "The masks have cross-attention head masks, but the model has no cross-attention: pass "
                     "cross_heads=None."
                 )
@@ -148,7 +159,7 @@ class StructureMasks:
         for what, masks, sizes in checks:
             for index, (mask, size) in enumerate(zip(masks, sizes)):
                 if mask.numel() != size:
-                    raise ValueError(
+                    raise InputError(
                         f"The {what} mask of layer {index} has {mask.numel()} entries, but the layer has {size} "
                         f"{what}s: pass one value per {what}."
                     )
@@ -163,24 +174,27 @@ class StructureMasks:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "StructureMasks":
         """The inverse of `to_dict`."""
+        if not isinstance(data, dict):
+            raise InputError(f"Masks are read from a dict with 'heads' and 'units' lists, got {type(data).__name__}.")
         missing = {"heads", "units"} - set(data)
         if missing:
-            raise ValueError(f"Masks need 'heads' and 'units' lists (one entry per layer); missing {sorted(missing)}.")
+            raise InputError(f"Masks need 'heads' and 'units' lists (one entry per layer); missing {sorted(missing)}.")
         cross = data.get("cross_heads")
-        return cls(
-            heads=[torch.tensor(m) for m in data["heads"]],
-            units=[torch.tensor(m) for m in data["units"]],
-            cross_heads=None if cross is None else [torch.tensor(m) for m in cross],
-        )
+        return cls(heads=data["heads"], units=data["units"], cross_heads=cross)  # each mask checked there
 
 
 def _as_vector(mask: Any, what: str) -> torch.Tensor:
     """`mask` as a 1-d float32 CPU tensor, or a clear error."""
-    vector = torch.as_tensor(mask, dtype=torch.float32).detach().cpu()
+    if isinstance(mask, (str, bytes)):
+        raise InputError(f"The {what} is text ({mask!r}): pass numbers, 0 (remove), 1 (keep) or a scale.")
+    try:
+        vector = torch.as_tensor(mask, dtype=torch.float32).detach().cpu()
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:  # ragged lists, text, objects
+        raise InputError(f"The {what} cannot be read as numbers ({error}): pass one value per structure.") from None
     if vector.dim() != 1:
-        raise ValueError(f"The {what} has shape {tuple(vector.shape)}: pass a 1-d mask, one value per structure.")
+        raise InputError(f"The {what} has shape {tuple(vector.shape)}: pass a 1-d mask, one value per structure.")
     if not bool(torch.isfinite(vector).all()):
-        raise ValueError(f"The {what} holds NaN or infinite values: a mask value is 0 (remove), 1 (keep) or a scale.")
+        raise InputError(f"The {what} holds NaN or infinite values: a mask value is 0 (remove), 1 (keep) or a scale.")
     return vector
 
 
@@ -203,7 +217,7 @@ def _indicator(size: int, kept: Iterable[int], what: str) -> torch.Tensor:
     for index in kept:
         index = int(index)
         if not 0 <= index < size:
-            raise ValueError(f"{what} index {index} is out of range: the layer has {size} (indices 0..{size - 1}).")
+            raise InputError(f"{what} index {index} is out of range: the layer has {size} (indices 0..{size - 1}).")
         mask[index] = 1.0
     return mask
 
@@ -262,7 +276,7 @@ def masks_from_scores(model: nn.Module) -> StructureMasks:
         ValueError: If the model is not patched.
     """
     if not is_patched(model):
-        raise ValueError(
+        raise InputError(
             "masks_from_scores needs a model patched for movement pruning (patch_model or SparseTrainer); for a "
             "dense or baked model, build the masks with StructureMasks.from_kept or an importance method."
         )

@@ -19,9 +19,9 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .patch import iter_mask_scores
-from .validation import NonFiniteError
+from .validation import NonFiniteError, first_non_finite
 
-__all__ = ["NonFiniteGuard", "first_non_finite"]
+__all__ = ["NonFiniteGuard"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,20 +29,6 @@ _ADVICE = (
     "Lower learning_rate or mask_scores_learning_rate, check the batch for extreme values, or set "
     "SparseArgs.skip_non_finite_steps=True to skip such steps."
 )
-
-
-def first_non_finite(named_tensors: Iterable[tuple[Any, torch.Tensor | None]]) -> Any:
-    """The key (usually the name) of the first tensor holding NaN or an infinity, or None when all are finite.
-
-    The tensors are checked with one device synchronisation in all (not one per tensor).
-    """
-    named = [(name, tensor) for name, tensor in named_tensors if tensor is not None]
-    if not named:
-        return None
-    finite = torch.stack([torch.isfinite(tensor).all().to(named[0][1].device) for _, tensor in named])
-    if bool(finite.all()):
-        return None
-    return named[int((~finite).nonzero()[0])][0]
 
 
 def _parameter_name(model: nn.Module, parameter: torch.Tensor) -> str:

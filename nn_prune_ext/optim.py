@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 from .scores.masked_linear import MaskScores
+from .validation import InputError
 
 __all__ = ["ScoreOptimizer", "SCORES_GROUP_NAME", "find_score_optimizer"]
 
@@ -60,7 +61,7 @@ class ScoreOptimizer(torch.optim.Optimizer):
         score_params = [scores.scores for scores in self.mask_scores]
         score_ids = {id(param) for param in score_params}
         if any(id(param) in score_ids and param in optimizer.state for group in optimizer.param_groups for param in group["params"]):
-            raise ValueError("Wrap the optimizer before its first step: the scores already have optimizer state.")
+            raise InputError("Wrap the optimizer before its first step: the scores already have optimizer state.")
         for group in optimizer.param_groups:
             group["params"] = [param for param in group["params"] if id(param) not in score_ids]
         if score_params:

@@ -21,6 +21,7 @@ from .args import SparseArgs
 from .arch import ArchitectureLayout, AttentionBlock, LayerModules, get_layout, join_projections, split_projections
 from .scores.masked_linear import MaskedLinear, MaskScores, release_scratch_buffers
 from .scores.methods import PruningMethod
+from .validation import InputError
 
 __all__ = [
     "patch_model",
@@ -55,7 +56,7 @@ class _Group:
 def _block_grid(linear: nn.Module, rows: int, cols: int, where: str) -> tuple[int, int]:
     out_features, in_features = linear.weight.shape
     if out_features % rows or in_features % cols:
-        raise ValueError(
+        raise InputError(
             f"Block size {rows}x{cols} does not divide the {where} weight of shape ({out_features}, {in_features}). "
             "Choose block rows/cols that divide both dimensions (attention_block_rows/cols or dense_block_rows/cols)."
         )
@@ -114,7 +115,7 @@ def _attention_groups(layer: AttentionBlock, args: SparseArgs, where: str) -> li
         )
     if args.shared_qkv_scores:
         if len({grids["query"], grids["key"], grids["value"]}) != 1:
-            raise ValueError(
+            raise InputError(
                 f"shared_qkv_scores needs q, k and v grids of one shape; {where.format('attention')} has "
                 f"{grids['query']}, {grids['key']}, {grids['value']} (grouped-query attention?). "
                 "Set shared_qkv_scores=False or use attention_granularity='head'."
@@ -160,7 +161,7 @@ def _begin_forward(module: nn.Module, args) -> None:
     if getattr(module, "_is_replica", False):
         # DataParallel replicas share the original score modules (plain-list references), so
         # each replica would read masks living on the first device.
-        raise RuntimeError(
+        raise InputError(
             "nn_prune_ext does not support torch.nn.DataParallel. Run on several GPUs with DistributedDataParallel "
             "(`accelerate launch` or `torchrun`; the Trainer then uses DDP), or restrict the run to one GPU with "
             "CUDA_VISIBLE_DEVICES=0."
@@ -185,7 +186,7 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
         ValueError: The model is patched already, or a block size does not divide a matrix.
     """
     if is_patched(model):
-        raise ValueError("The model is already patched; bake_model() it first to patch it again.")
+        raise InputError("The model is already patched; bake_model() it first to patch it again.")
     sparse_args.validate()
     layout = layout or get_layout(model)
     if layout.fixed_heads is not None:
@@ -251,7 +252,7 @@ def require_unpatched(model: nn.Module, action: str) -> None:
         action: What needs the plain model, for the message (e.g. "post_training_prune").
     """
     if is_patched(model):
-        raise ValueError(
+        raise InputError(
             f"{action} needs a plain model, but this one is patched for movement pruning (it holds mask scores): "
             "bake it first with nn_prune_ext.bake_model(model), or pass the dense model."
         )

@@ -37,6 +37,7 @@ from .patch import eval_grids
 from .scores.masked_linear import MaskedLinear
 from .slim import is_slim_model, optimize_model
 from .slim.layers import dropped_layer_indices, kept_layer_indices
+from .validation import InputError
 
 __all__ = [
     "FIGURE_SIZE",
@@ -158,7 +159,7 @@ class RunResult:
     def from_dict(cls, record: Mapping[str, Any], where: str = "a run") -> "RunResult":
         """Read one run from its JSON object; `where` names it in error messages."""
         if not isinstance(record, Mapping):
-            raise ValueError(f"{where} is not a JSON object: write one object per line, e.g. {_EXAMPLE}.")
+            raise InputError(f"{where} is not a JSON object: write one object per line, e.g. {_EXAMPLE}.")
         missing = [key for key in ("name", "speedup") if key not in record]
         has_accuracy, has_metric = "accuracy" in record, "metric" in record or "value" in record
         if has_accuracy == has_metric:
@@ -166,7 +167,7 @@ class RunResult:
         elif has_metric and not {"metric", "value"} <= set(record):
             missing.append("'metric' and 'value' together")
         if missing:
-            raise ValueError(f"{where} needs {', '.join(missing)}; for example {_EXAMPLE}.")
+            raise InputError(f"{where} needs {', '.join(missing)}; for example {_EXAMPLE}.")
         metric, value = ("accuracy", record["accuracy"]) if has_accuracy else (record["metric"], record["value"])
         try:
             return cls(
@@ -178,7 +179,7 @@ class RunResult:
                 flops_ratio=_optional_float(record.get("flops_ratio")),
             )
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{where}: the metric value, speedup and ratios must be numbers ({error}).") from error
+            raise InputError(f"{where}: the metric value, speedup and ratios must be numbers ({error}).") from error
 
 
 _EXAMPLE = '{"name": "hybrid", "accuracy": 0.87, "speedup": 2.4, "params_ratio": 0.42}'
@@ -203,7 +204,7 @@ def load_runs(path: str | os.PathLike) -> list[RunResult]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{where} is not valid JSON ({error.msg}).") from error
+                raise InputError(f"{where} is not valid JSON ({error.msg}).") from error
             runs.append(RunResult.from_dict(record, where))
     return runs
 
@@ -291,7 +292,7 @@ def plot_density_heatmaps(
         densities = matrix_densities(densities)
     lengths = {len(values) for values in densities.values()}
     if len(lengths) != 1:
-        raise ValueError(
+        raise InputError(
             f"Every matrix needs one density per layer; got {sorted(lengths)} values across "
             f"{list(densities)}. Pass matrix_densities(model) or a mapping of equally long lists."
         )
@@ -371,7 +372,7 @@ def plot_head_importance(
         values = values.detach().float().cpu().numpy()
     values = np.asarray(values, dtype=float)
     if values.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"Head importance must be 2-d [layers, heads], got shape {values.shape}; pass e.g. "
             "taylor_importance(collect_mask_gradients(model, batches))."
         )
@@ -379,7 +380,7 @@ def plot_head_importance(
     top = float(np.nanmax(values, initial=0.0))
     indices = list(layer_indices) if layer_indices is not None else list(range(values.shape[0]))
     if len(indices) != values.shape[0]:
-        raise ValueError(f"layer_indices names {len(indices)} layers, but the importance has {values.shape[0]} rows.")
+        raise InputError(f"layer_indices names {len(indices)} layers, but the importance has {values.shape[0]} rows.")
     _heatmap(
         figure, values / top if top > 0 else values, [f"layer {index}" for index in indices],
         [str(head) for head in range(values.shape[1])], vmax=1.0, number_format=".2f",
@@ -407,10 +408,10 @@ def plot_frontier(
     """
     runs = [run if isinstance(run, RunResult) else RunResult.from_dict(run, f"run {i}") for i, run in enumerate(runs)]
     if not runs:
-        raise ValueError("plot_frontier needs at least one run.")
+        raise InputError("plot_frontier needs at least one run.")
     metrics = sorted({run.metric for run in runs})
     if len(metrics) > 1:
-        raise ValueError(f"The runs report different metrics ({', '.join(metrics)}); plot one metric at a time.")
+        raise InputError(f"The runs report different metrics ({', '.join(metrics)}); plot one metric at a time.")
     figure = _new_figure()
     axes = figure.add_subplot()
     axes.axvline(1.0, color="grey", linestyle=":", linewidth=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .args import SparseArgs
+from .validation import InputError
 
 __all__ = ["SparsitySchedule"]
 
@@ -41,9 +42,9 @@ class SparsitySchedule:
 
     def __post_init__(self):
         if self.total_steps < 1:
-            raise ValueError(f"The schedule needs at least one training step, got total_steps={self.total_steps}.")
+            raise InputError(f"The schedule needs at least one training step, got total_steps={self.total_steps}.")
         if self.initial_warmup_steps + self.final_warmup_steps >= self.total_steps:
-            raise ValueError(
+            raise InputError(
                 f"initial_warmup ({self.initial_warmup_steps} steps) + final_warmup ({self.final_warmup_steps} steps) "
                 f"leave no step of the {self.total_steps}-step run for the threshold to move: shorten the warmups "
                 "(fractions such as 0.1 scale with the run) or train longer."

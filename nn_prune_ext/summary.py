@@ -32,6 +32,7 @@ from .slim.layers import dense_num_parameters, kept_layer_indices
 from .slim.modeling_slim import dense_config, is_slim_config, slim_spec
 from .slim.optimize import count_parameters
 from .transformers_internals import build_model
+from .validation import InputError
 
 __all__ = ["LayerSummary", "ModelSummary", "summary", "dense_parameter_count"]
 
@@ -246,7 +247,7 @@ def summary(model: nn.Module, seq_len: int = 128) -> ModelSummary:
         UnsupportedArchitectureError: For a model without a registered layout.
     """
     if seq_len < 1:
-        raise ValueError(f"seq_len must be at least 1 token, got {seq_len}.")
+        raise InputError(f"seq_len must be at least 1 token, got {seq_len}.")
     modules, per_layer = _parameter_groups(model)
     slim, patched = is_slim_config(model.config), is_patched(model)
     # Parameters are counted per position in the model's layer list; rows are per layer of the dense model.

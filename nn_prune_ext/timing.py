@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
+from .validation import InputError
 
 __all__ = ["LatencyStats", "LatencyComparison", "inference_time", "compare_latency"]
 
@@ -42,7 +43,7 @@ class LatencyStats:
 
     def __post_init__(self):
         if not self.samples_ms:
-            raise ValueError("LatencyStats needs at least one sample.")
+            raise InputError("LatencyStats needs at least one sample.")
 
     @property
     def repeats(self) -> int:
@@ -127,7 +128,7 @@ class LatencyComparison:
         reference = self.baseline if reference is None else reference
         for key in (name, reference):
             if key not in self.results:
-                raise KeyError(f"No model named {key!r} was timed; the models are {list(self.results)}.")
+                raise InputError(f"No model named {key!r} was timed; the models are {list(self.results)}.")
         return self.results[reference].median_ms / self.results[name].median_ms
 
     @property
@@ -148,11 +149,11 @@ class LatencyComparison:
 # ----- measuring ---------------------------------------------------------------------------
 def _check_counts(warmup: int, repeats: int, threads: int | None) -> None:
     if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a whole number >= 0 of untimed forwards, got {warmup!r}.")
+        raise InputError(f"warmup must be a whole number >= 0 of untimed forwards, got {warmup!r}.")
     if not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a whole number >= 1 of timed forwards, got {repeats!r}.")
+        raise InputError(f"repeats must be a whole number >= 1 of timed forwards, got {repeats!r}.")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a whole number >= 1 (or None for torch's setting), got {threads!r}.")
+        raise InputError(f"threads must be a whole number >= 1 (or None for torch's setting), got {threads!r}.")
 
 
 @contextlib.contextmanager
@@ -244,11 +245,11 @@ def compare_latency(
         The `LatencyComparison`: per-model `LatencyStats`, the order of every timed round, speedups.
     """
     if not models:
-        raise ValueError("compare_latency needs at least one model, e.g. {'dense': dense, 'slim': slim}.")
+        raise InputError("compare_latency needs at least one model, e.g. {'dense': dense, 'slim': slim}.")
     names = list(models)
     baseline = names[0] if baseline is None else baseline
     if baseline not in models:
-        raise ValueError(f"baseline={baseline!r} is not one of the models {names}.")
+        raise InputError(f"baseline={baseline!r} is not one of the models {names}.")
     _check_counts(warmup, repeats, threads)
     devices = _devices(inputs, list(models.values()))
     wall: dict[str, list[float]] = {name: [] for name in names}

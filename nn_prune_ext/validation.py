@@ -10,9 +10,9 @@ import dataclasses
 import math
 import numbers
 import typing
-from typing import Any
+from typing import Any, Iterable
 
-__all__ = ["InputError", "NonFiniteError", "check_numeric_fields"]
+__all__ = ["InputError", "NonFiniteError", "check_fields", "first_non_finite"]
 
 
 class InputError(ValueError):
@@ -27,43 +27,77 @@ class NonFiniteError(InputError):
     """
 
 
-def check_numeric_fields(settings: Any) -> None:
-    """Refuse a numeric field of the dataclass `settings` that is not a finite real number of its type.
+def check_fields(settings: Any) -> None:
+    """Refuse a field of the dataclass `settings` whose value is not of its annotated type, or not finite.
 
-    Fields annotated `int` take whole numbers (not `bool`; NumPy's too), `float` fields any finite real number; `None`
-    passes where the annotation allows it. NaN and infinities are refused: they pass `< 0` range checks
-    and would later prune everything without a word.
+    Fields annotated `int` take whole numbers (not `bool`; NumPy's too), `float` fields any finite real number,
+    `bool` fields `True` or `False`, `str` fields text; `None` passes where the annotation allows it. NaN and
+    infinities are refused: they pass `< 0` range checks and would later prune everything without a word. Run
+    first, before anything reads a field (`None.partition` would otherwise fail with an AttributeError).
 
     Args:
-        settings: A dataclass instance (`SparseArgs`, `PostTrainingArgs`, `ImportancePruningArgs`).
+        settings: A dataclass instance (`SparseArgs`, `PostTrainingArgs`, `ImportancePruningArgs`, ...).
 
     Raises:
         InputError: Naming the first field whose value is not valid.
     """
     hints = typing.get_type_hints(type(settings))
     for field in dataclasses.fields(settings):
-        kinds = _numeric_kinds(hints.get(field.name))
-        if not kinds:
-            continue
+        annotation = hints.get(field.name)
         value = getattr(settings, field.name)
-        optional = type(None) in typing.get_args(hints[field.name])
+        optional = type(None) in typing.get_args(annotation)
         if value is None and optional:
+            continue
+        where = f"{type(settings).__name__}.{field.name}"
+        if _plain_kind(annotation) is bool:
+            if not isinstance(value, bool):
+                raise InputError(f"{where} must be True or False, got {value!r} ({type(value).__name__}).")
+            continue
+        if _plain_kind(annotation) is str:
+            if not isinstance(value, str):
+                raise InputError(
+                    f"{where} must be text{' or None' if optional else ''}, got {value!r} ({type(value).__name__})."
+                )
+            continue
+        kinds = _numeric_kinds(annotation)
+        if not kinds:
             continue
         wanted = "a whole number" if kinds == {int} else "a real number"
         whole = isinstance(value, numbers.Integral)
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or (kinds == {int} and not whole):
             raise InputError(
-                f"{type(settings).__name__}.{field.name} must be {wanted}{' or None' if optional else ''}, "
-                f"got {value!r} ({type(value).__name__})."
+                f"{where} must be {wanted}{' or None' if optional else ''}, got {value!r} ({type(value).__name__})."
             )
         if not math.isfinite(value):
             raise InputError(
-                f"{type(settings).__name__}.{field.name} must be finite, got {value!r}: NaN and infinities would "
-                "silently break the pruning schedule or the search."
+                f"{where} must be finite, got {value!r}: NaN and infinities would silently break the pruning "
+                "schedule or the search."
             )
+
+
+def _plain_kind(annotation: Any) -> type | None:
+    """`bool` or `str` for `bool`, `str` and their optional forms; None for anything else."""
+    kinds = {kind for kind in (typing.get_args(annotation) or (annotation,)) if kind is not type(None)}
+    return next(iter(kinds)) if len(kinds) == 1 and next(iter(kinds)) in (bool, str) else None
 
 
 def _numeric_kinds(annotation: Any) -> set[type]:
     """`{int}`, `{float}` (a float field also takes ints) or an empty set for other annotations."""
     kinds = {kind for kind in (typing.get_args(annotation) or (annotation,)) if kind in (int, float)}
     return {float} if float in kinds else kinds
+
+
+def first_non_finite(named_tensors: Iterable[tuple[Any, torch.Tensor | None]]) -> Any:
+    """The key (usually the name) of the first tensor holding NaN or an infinity, or None when all are finite.
+
+    The tensors are checked with one device synchronisation in all (not one per tensor).
+    """
+    import torch  # here: the settings checks above need no torch
+
+    named = [(name, tensor) for name, tensor in named_tensors if tensor is not None]
+    if not named:
+        return None
+    finite = torch.stack([torch.isfinite(tensor).all().to(named[0][1].device) for _, tensor in named])
+    if bool(finite.all()):
+        return None
+    return named[int((~finite).nonzero()[0])][0]

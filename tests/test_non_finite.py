@@ -6,7 +6,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging as hf_logging
 
 from nn_prune_ext import NonFiniteError, SparseArgs, SparseTrainer, iter_mask_scores
-from nn_prune_ext.non_finite import first_non_finite
+from nn_prune_ext.validation import first_non_finite
 
 from conftest import tiny_model
 from test_trainer import tiny_dataset, training_args

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from nn_prune_ext import (
+    InputError,
     MaskedLinear,
     SparseArgs,
     bake_model,
@@ -245,7 +246,7 @@ def test_inference_mode_then_training_works():
 def test_data_parallel_replicas_are_refused_with_the_fix():
     model = patch_model(tiny_model("bert"), SparseArgs())
     model.base_model._is_replica = True  # what torch.nn.parallel.replicate sets on each replica
-    with pytest.raises(RuntimeError, match="DistributedDataParallel"):
+    with pytest.raises(InputError, match="DistributedDataParallel"):
         model(**tiny_batch())
 
 

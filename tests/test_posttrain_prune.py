@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from nn_prune_ext import SparseArgs, StructureMasks, apply_masks, model_flops, patch_model
+from nn_prune_ext import InputError, NonFiniteError, SparseArgs, StructureMasks, apply_masks, model_flops, patch_model
 from nn_prune_ext.posttrain import (
     LatencyTable,
     PostTrainingArgs,
@@ -96,7 +96,7 @@ def test_errors():
         PostTrainingArgs()
     with pytest.raises(ValueError, match="exactly one budget"):
         PostTrainingArgs(flops_budget=0.5, latency_budget=0.5)
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    with pytest.raises(InputError, match=r"fraction of the dense model's cost in \(0, 1\]"):
         PostTrainingArgs(flops_budget=1.5)
     with pytest.raises(ValueError, match="head_granularity"):
         PostTrainingArgs(flops_budget=0.5, head_granularity="row")
@@ -105,3 +105,62 @@ def test_errors():
         post_training_prune(patched, labelled_batches(1), flops_budget=0.5)
     with pytest.raises(ValueError, match="No calibration batches"):
         post_training_prune(tiny_model("bert"), [], flops_budget=0.5)
+
+
+# ----- bad calibration data and non-finite values stop before any work ----------------------------------
+def _batches_with(**changes) -> list[dict[str, torch.Tensor]]:
+    batches = labelled_batches(2)
+    batches[1].update(changes)
+    return batches
+
+
+@pytest.mark.parametrize(
+    ("batches", "message"),
+    [
+        (_batches_with(labels=torch.tensor([0, 7, 1, 2])), r"Batch 1 has label 7, outside the model's 3 classes \[0, 3\)"),
+        (_batches_with(labels=torch.tensor([0.5, 1.0, 0.0, 2.0])), r"Batch 1 has fractional labels .* one of 3 classes"),
+        (_batches_with(input_ids=torch.full((4, 12), 10**6)), r"Batch 1 has token ids from 1000000 to 1000000, outside"),
+        ([{"attention_mask": torch.ones(4, 12, dtype=torch.long)}], r"Batch 0 has no input_ids tensor \(keys: \['attention_mask'\]\)"),
+        (["not a batch"], "Batch 0 is a str, not a mapping"),
+    ],
+    ids=["label_beyond", "fractional_labels", "token_ids_beyond", "no_input_ids", "not_a_mapping"],
+)
+def test_calibration_batches_the_model_cannot_take_are_an_input_error(batches, message):
+    model = tiny_model("bert")
+    assert model.config.num_labels == 3  # the classes labelled_batches draws from
+    with pytest.raises(InputError, match=message):
+        post_training_prune(model, batches, flops_budget=0.5)
+
+
+def test_a_model_with_a_nan_weight_is_refused_before_any_work():
+    model = tiny_model("bert")
+    name, weight = next((name, p) for name, p in model.named_parameters() if name.endswith("layer.1.output.dense.weight"))
+    with torch.no_grad():
+        weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=rf"The model's {name} holds NaN or infinite values"):
+        post_training_prune(model, labelled_batches(2), flops_budget=0.5)
+
+
+def test_a_non_finite_loss_or_mask_gradient_names_the_batch():
+    model = tiny_model("bert")
+    calls = []
+
+    def spoil(module, args, output):  # the second batch's loss overflows
+        calls.append(1)
+        if len(calls) == 2:
+            output.loss = output.loss * float("inf")
+        return output
+
+    model.register_forward_hook(spoil)
+    with pytest.raises(NonFiniteError, match="The model's loss on batch 1 is inf"):
+        post_training_prune(model, labelled_batches(2), flops_budget=0.5)
+    overflow = tiny_model("bert")
+    # A finite loss whose backward overflows: the gradient flowing into the first layer's FFN output is inf.
+    layer = overflow.bert.encoder.layer[0].output.dense
+
+    def overflow_backward(module, args, output):
+        output.register_hook(lambda grad: grad * float("inf"))
+
+    layer.register_forward_hook(overflow_backward)
+    with pytest.raises(NonFiniteError, match="mask gradients of batch 0 are not finite"):
+        post_training_prune(overflow, labelled_batches(2), flops_budget=0.5)

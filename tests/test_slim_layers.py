@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from nn_prune_ext import SparseArgs, get_layout, load_slim, model_flops, optimize_model, patch_model
+from nn_prune_ext import InputError, SparseArgs, get_layout, load_slim, model_flops, optimize_model, patch_model
 from nn_prune_ext.flops import dense_layer_shapes, kept_layer_shapes, layer_shapes
 from nn_prune_ext.slim import modeling_slim
 from nn_prune_ext.slim.layers import (
@@ -175,9 +175,9 @@ def test_bad_indices_and_patched_models():
         drop_layers(model, [1, 1])
     with pytest.raises(ValueError, match="Cannot drop all 3 layers"):
         drop_layers(model, [0, 1, 2])
-    with pytest.raises(TypeError, match="must be integers"):
+    with pytest.raises(InputError, match="must be integers"):
         drop_layers(model, [True])
-    with pytest.raises(TypeError, match="list of layer positions"):
+    with pytest.raises(InputError, match="list of layer positions"):
         drop_layers(model, 1)
     patch_model(model, SparseArgs.struct())
     with pytest.raises(ValueError, match="bake_model"):

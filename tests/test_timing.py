@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from nn_prune_ext import InputError
 from nn_prune_ext.timing import LatencyComparison, LatencyStats, compare_latency, inference_time
 
 from conftest import tiny_batch, tiny_model
@@ -95,5 +96,5 @@ def test_empty_models_and_unknown_names():
     with pytest.raises(ValueError, match="at least one model"):
         compare_latency({}, torch.ones(1))
     comparison = LatencyComparison({"a": LatencyStats((1.0,))}, orders=(("a",),), baseline="a")
-    with pytest.raises(KeyError, match="No model named 'z'"):
+    with pytest.raises(InputError, match="No model named 'z'"):
         comparison.speedup("z")

@@ -52,3 +52,49 @@ def test_whole_number_fields_refuse_fractions_and_take_numpy_integers():
 def test_input_error_is_a_value_error():
     """Code that catches ValueError (the package's earlier errors) keeps catching these."""
     assert issubclass(InputError, ValueError)
+
+
+def fields_of(kind: type):
+    for cls in SETTINGS:
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            kinds = set(typing.get_args(hints[field.name]) or (hints[field.name],)) - {type(None)}
+            if kinds == {kind}:
+                yield pytest.param(cls, field.name, id=f"{cls.__name__}.{field.name}")
+
+
+@pytest.mark.parametrize("cls, name", list(fields_of(str)))
+@pytest.mark.parametrize("bad", [None, 3, ["topK"]], ids=["none", "number", "list"])
+def test_a_text_field_refuses_what_is_not_text_naming_the_field(cls, name, bad):
+    hints = typing.get_type_hints(cls)
+    if bad is None and type(None) in typing.get_args(hints[name]):
+        return  # None is that field's "not set"
+    with pytest.raises(InputError, match=rf"{cls.__name__}\.{name} must be text"):
+        build(cls, **{name: bad})
+
+
+@pytest.mark.parametrize("cls, name", list(fields_of(bool)))
+@pytest.mark.parametrize("bad", ["yes", 2, None], ids=["text", "number", "none"])
+def test_a_flag_field_refuses_what_is_not_true_or_false(cls, name, bad):
+    with pytest.raises(InputError, match=rf"{cls.__name__}\.{name} must be True or False"):
+        build(cls, **{name: bad})
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"initial_warmup": float("nan")}, r"SparseArgs\.initial_warmup must be finite"),
+        ({"final_warmup": "10"}, r"SparseArgs\.final_warmup must be a real number"),
+        ({"dense_pruning_method": None}, r"SparseArgs\.dense_pruning_method must be text"),
+        ({"attention_pruning_method": "top_k"}, r"Unknown pruning method 'top_k'\. Choose one of: topK"),
+        ({"regularization": "l2"}, r"regularization='l2' is not one of disabled, l1, l0"),
+        ({"final_threshold": 1.5}, r"final_threshold.* out of range for pruning method 'topK': it must lie in"),
+        ({"distil_temperature": 0.0}, r"distil_temperature must be > 0, got 0\.0"),
+        ({"mask_scores_learning_rate": -1e-3}, r"mask_scores_learning_rate must be >= 0"),
+    ],
+    ids=["warmup_nan", "warmup_text", "method_none", "method_unknown", "regularization_unknown", "threshold_range",
+         "temperature", "learning_rate"],
+)
+def test_sparse_args_refuse_each_bad_value_naming_the_field(values, message):
+    with pytest.raises(InputError, match=message):
+        SparseArgs(**values)

@@ -18,7 +18,7 @@ from .layout import (
     split_projections,
     store_projections,
 )
-from .inputs import probe_inputs, tokens_per_example
+from .inputs import check_batch, probe_inputs, tokens_per_example
 from .projections import Projection, ProjectionSite, SplitProjection, UnsupportedProjectionError
 from .registry import (
     UnsupportedArchitectureError,
@@ -45,6 +45,7 @@ __all__ = [
     "SlicedProjection",
     "probe_inputs",
     "tokens_per_example",
+    "check_batch",
     "split_projections",
     "store_projections",
     "join_projections",

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..validation import InputError
 from .layout import ArchitectureLayout, get_submodule
 
 __all__ = ["derive_layout", "verified_layout", "FallbackError"]
@@ -37,7 +38,7 @@ HEAD_COUNT_KINDS = ("heads", "kv_heads", "groups")
 TINY = dict(heads=6, kv_heads=2, head_dim=8, intermediate=32, layers=2, vocab=64)
 
 
-class FallbackError(ValueError):
+class FallbackError(InputError):
     """The tensor-parallel plan does not describe a layout nn_prune_ext can derive, or the derived one failed its check."""
 
 

@@ -29,6 +29,7 @@ from .projections import (
     stock_module,
     storage_of,
 )
+from ..validation import InputError
 
 __all__ = [
     "ArchitectureLayout",
@@ -368,31 +369,31 @@ class ArchitectureLayout:
 
     def __post_init__(self):
         if not self.model_types:
-            raise ValueError("ArchitectureLayout needs at least one model_type.")
+            raise InputError("ArchitectureLayout needs at least one model_type.")
         if self.norm_placement not in NORM_PLACEMENTS:
-            raise ValueError(f"norm_placement must be one of {NORM_PLACEMENTS}, got {self.norm_placement!r}.")
+            raise InputError(f"norm_placement must be one of {NORM_PLACEMENTS}, got {self.norm_placement!r}.")
         if self.input_kind not in INPUT_KINDS:
-            raise ValueError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}.")
+            raise InputError(f"input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}.")
         if self.head_argument_form not in ("batch_heads", "flat"):
-            raise ValueError(f"head_argument_form must be 'batch_heads' or 'flat', got {self.head_argument_form!r}.")
+            raise InputError(f"head_argument_form must be 'batch_heads' or 'flat', got {self.head_argument_form!r}.")
         if self.qkv_interleave not in ("blocks", "heads"):
-            raise ValueError(f"qkv_interleave must be 'blocks' or 'heads', got {self.qkv_interleave!r}.")
+            raise InputError(f"qkv_interleave must be 'blocks' or 'heads', got {self.qkv_interleave!r}.")
         if self.attention is None:
             object.__setattr__(self, "attention", _common_parent((self.query, self.key, self.value)))
         ffn_paths = {"ffn_up": self.ffn_up, "ffn_down": self.ffn_down, "ffn_gate": self.ffn_gate}
         if self.fixed_ffn is None and (self.ffn_up is None or self.ffn_down is None):
-            raise ValueError(
+            raise InputError(
                 "ArchitectureLayout needs ffn_up and ffn_down (the FFN projections), or fixed_ffn (why the FFN is not "
                 "pruned) with ffn (the path of the whole FFN module)."
             )
         if self.fixed_ffn is not None and (self.ffn is None or any(ffn_paths.values())):
-            raise ValueError(
+            raise InputError(
                 "A layout with fixed_ffn leaves the FFN whole: give ffn (the path of the FFN module) and no FFN "
                 f"projections; got ffn={self.ffn!r} and {ffn_paths}."
             )
         cross = [self.cross_query, self.cross_key, self.cross_value, self.cross_output]
         if any(cross) and not all(cross):
-            raise ValueError(
+            raise InputError(
                 "A cross-attention block needs all of cross_query, cross_key, cross_value and cross_output; "
                 f"got {dict(zip(BLOCK_ROLES['cross'], cross))}."
             )
@@ -403,16 +404,16 @@ class ArchitectureLayout:
         if self.decoder is not None and self.input_kind == "text":
             object.__setattr__(self, "input_kind", "seq2seq")
         if self.decoder is not None and self.decoder.decoder is not None:
-            raise ValueError("A decoder layout cannot have a decoder of its own: a model has at most two stacks.")
+            raise InputError("A decoder layout cannot have a decoder of its own: a model has at most two stacks.")
         for attribute, kind in self.attention_attrs:
             if kind not in ("heads", "kv_heads", "groups", "width"):
-                raise ValueError(
+                raise InputError(
                     f"attention_attrs[{attribute!r}] must be 'heads', 'kv_heads', 'groups' or 'width', got {kind!r}."
                 )
         for site in self.sites:
             fusable = [set(BLOCK_ROLES[kind][:3]) for kind in BLOCK_ROLES] + [{"ffn_gate", "ffn_up"}]
             if site.fused and not any(set(site.roles) <= roles for roles in fusable):
-                raise ValueError(
+                raise InputError(
                     f"Roles {list(site.roles)} share the module {site.path!r}; only query/key/value (of one "
                     "attention block), or gate/up, can be fused in one module."
                 )
@@ -502,7 +503,7 @@ class ArchitectureLayout:
             ValueError: For an encoder-decoder layout, which has two layer lists (`layer_lists`).
         """
         if self.decoder is not None:
-            raise ValueError(
+            raise InputError(
                 f"{'/'.join(self.model_types)} models have an encoder and a decoder stack; this operation works on "
                 "models with one stack of layers (encoders and decoders) and does not support encoder-decoders yet."
             )
@@ -527,7 +528,7 @@ class ArchitectureLayout:
     def require_single_stack(self, action: str, instead: str) -> None:
         """Raise a `ValueError` when this layout has two stacks and `action` supports one; `instead` says what to do."""
         if self.decoder is not None:
-            raise ValueError(
+            raise InputError(
                 f"{action} runs the layers of one stack in order, and {'/'.join(self.model_types)} models have an "
                 f"encoder and a decoder: encoder-decoders are not supported there yet; {instead}."
             )
@@ -535,7 +536,7 @@ class ArchitectureLayout:
     def require_removable_heads(self, action: str) -> None:
         """Raise a `ValueError` saying why `action` cannot remove heads of this family, and what it can do instead."""
         if self.fixed_heads is not None:
-            raise ValueError(
+            raise InputError(
                 f"{action} would remove attention heads, but heads of {', '.join(self.model_types)} cannot be removed "
                 f"exactly: {self.fixed_heads}. Prune FFN units only: keep every head (1 in every head mask), or use "
                 "prune_by_importance with target_ffn_width alone, or SparseTrainer (which scores FFN units only here)."
@@ -544,7 +545,7 @@ class ArchitectureLayout:
     def require_prunable_ffn(self, action: str) -> None:
         """Raise a `ValueError` saying why `action` cannot remove FFN units of this family, and what it can do instead."""
         if self.fixed_ffn is not None:
-            raise ValueError(
+            raise InputError(
                 f"{action} would remove FFN units, but the FFN of {', '.join(self.model_types)} is not pruned: "
                 f"{self.fixed_ffn}. Prune attention heads only: pass FFN-unit masks without entries (what "
                 "StructureMasks.ones gives), or use prune_by_importance with target_num_heads alone, or SparseTrainer "
@@ -824,7 +825,7 @@ def store_projections(
             continue
         if len(present) != len(site.roles):
             missing = [role for role in site.roles if role not in projections]
-            raise ValueError(f"{site.path} computes {list(site.roles)}, but no weights were given for {missing}.")
+            raise InputError(f"{site.path} computes {list(site.roles)}, but no weights were given for {missing}.")
         module = stock_module(
             storages[site.path],
             [part.weight for part in present],

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+from ..validation import InputError
 
 __all__ = [
     "ProjectionSite",
@@ -41,7 +42,7 @@ STORAGES = ("linear", "conv1d")
 INTERLEAVES = ("blocks", "heads")
 
 
-class UnsupportedProjectionError(TypeError):
+class UnsupportedProjectionError(InputError, TypeError):
     """A projection module nn_prune_ext cannot read (neither `nn.Linear` nor `Conv1D`), or of the wrong shape."""
 
 
@@ -184,7 +185,7 @@ class Projection:
     def as_stored(self, weight: torch.Tensor) -> torch.Tensor:
         """An `(out, in)` weight of this role in the module's own orientation (for a whole-module role)."""
         if self.fused:
-            raise ValueError(f"{self.path} stores {list(self.site.roles)} together; {self.role} alone has no stored form.")
+            raise InputError(f"{self.path} stores {list(self.site.roles)} together; {self.role} alone has no stored form.")
         return weight if self.storage == "linear" else weight.t()
 
     def parameters(self):
@@ -198,7 +199,7 @@ class Projection:
     def register_forward_hook(self, hook: Callable, **kwargs):
         """A forward hook on the module; refused for a fused site, whose output holds other roles too."""
         if self.fused:
-            raise ValueError(
+            raise InputError(
                 f"{self.path} computes {list(self.site.roles)} in one output; a hook on the {self.role} output "
                 "alone is not possible there."
             )
@@ -255,7 +256,7 @@ def stock_module(
             module = Conv1D(out_features, in_features)
         stored = weight.t().contiguous()
     else:
-        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}.")
+        raise InputError(f"storage must be one of {STORAGES}, got {storage!r}.")
     module.weight = nn.Parameter(stored, requires_grad=requires_grad[0])
     if bias is not None:
         module.bias = nn.Parameter(bias, requires_grad=requires_grad[1])

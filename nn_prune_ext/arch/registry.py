@@ -9,13 +9,14 @@ from typing import Any
 from torch import nn
 
 from .layout import ArchitectureLayout
+from ..validation import InputError
 
 __all__ = [
     "UnsupportedArchitectureError", "register_layout", "refuse_model_type", "get_layout", "supported_model_types",
 ]
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(InputError):
     """Raised when a model's `model_type` has no registered layout."""
 
 
@@ -87,7 +88,7 @@ def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> A
             variants = _VARIANTS.setdefault(model_type, [])
             clash = [variant for variant in variants if variant.when == layout.when]
             if clash and not overwrite:
-                raise ValueError(
+                raise InputError(
                     f"A layout for model_type {model_type!r} with {layout.when} is already registered; pass "
                     "overwrite=True to replace it."
                 )
@@ -95,7 +96,7 @@ def register_layout(layout: ArchitectureLayout, *, overwrite: bool = False) -> A
         return layout
     for model_type in layout.model_types:
         if model_type in _REGISTRY and not overwrite:
-            raise ValueError(
+            raise InputError(
                 f"A layout for model_type {model_type!r} is already registered; pass overwrite=True to replace it."
             )
     for model_type in layout.model_types:

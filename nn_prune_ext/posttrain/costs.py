@@ -13,6 +13,7 @@ from typing import Protocol, Sequence
 
 from ..flops import LayerShape, layer_macs
 from ..slim.structure import slim_attention_sizes
+from ..validation import InputError
 
 __all__ = ["CostModel", "FlopsCost", "LatencyCost", "PiecewiseLinear"]
 
@@ -44,7 +45,7 @@ class FlopsCost:
 
     def __post_init__(self):
         if self.seq_len < 1:
-            raise ValueError(f"seq_len must be at least 1, got {self.seq_len}.")
+            raise InputError(f"seq_len must be at least 1, got {self.seq_len}.")
 
     def attention(self, layer: int, kept_per_group: Sequence[int]) -> float:
         heads, kv_heads = slim_attention_sizes(list(kept_per_group))
@@ -73,9 +74,9 @@ class PiecewiseLinear:
 
     def __post_init__(self):
         if not self.points or len(self.points) != len(self.values):
-            raise ValueError("PiecewiseLinear needs as many values as points, and at least one point.")
+            raise InputError("PiecewiseLinear needs as many values as points, and at least one point.")
         if any(b <= a for a, b in zip(self.points, self.points[1:])) or self.points[0] < 1:
-            raise ValueError(f"points must be increasing counts >= 1, got {self.points}.")
+            raise InputError(f"points must be increasing counts >= 1, got {self.points}.")
 
     def __call__(self, count: int) -> float:
         if count <= 0:

@@ -31,6 +31,7 @@ from ..timing import compare_latency
 from ..transformers_internals import build_model
 from ..slim.structure import slim_attention_sizes
 from .costs import LatencyCost, PiecewiseLinear
+from ..validation import InputError
 
 __all__ = ["LatencyTable", "fit_monotone", "measure_latency_table"]
 
@@ -52,7 +53,7 @@ def fit_monotone(counts: list[int], latencies: list[float]) -> PiecewiseLinear:
         The fitted curve as a `PiecewiseLinear` (0 at a count of 0, never negative).
     """
     if len(counts) != len(latencies) or not counts:
-        raise ValueError("fit_monotone needs one latency per count, and at least one count.")
+        raise InputError("fit_monotone needs one latency per count, and at least one count.")
     blocks: list[list[float]] = []  # [sum, size] of pooled runs
     for value in latencies:
         blocks.append([max(float(value), 0.0), 1.0])
@@ -98,7 +99,7 @@ class LatencyTable:
     def cost_model(self) -> LatencyCost:
         """The fitted curves as a cost model for `search_masks`."""
         if max(self.attention_ms + self.ffn_ms, default=0.0) <= 0:
-            raise ValueError("This latency table has no positive latency: a latency budget cannot use it.")
+            raise InputError("This latency table has no positive latency: a latency budget cannot use it.")
         return LatencyCost(attention_latency=self.attention_curve, ffn_latency=self.ffn_curve)
 
     def __str__(self) -> str:
@@ -193,7 +194,7 @@ def measure_latency_table(
     attention = [max(stats[f"heads={h}"].min_ms - base, 0.0) for h in head_counts]
     ffn = [max(stats[f"units={w}"].min_ms - base, 0.0) for w in widths]
     if max(attention) <= 0 and max(ffn) <= 0:
-        raise ValueError(
+        raise InputError(
             "Every measured layer latency was 0 (below the timer's resolution or the machine's noise): measure "
             "at a larger batch_size or seq_len."
         )

@@ -39,6 +39,7 @@ from ..arch import get_layout
 from ..patch import require_unpatched
 from ..slim.layers import drop_layers, layers_removed
 from ..transformers_internals import no_cache
+from ..validation import InputError
 
 __all__ = ["CRITERIA", "LayerPruningStep", "LayerPruningResult", "prune_layers"]
 
@@ -118,10 +119,10 @@ def prune_layers(
             model, or (`"loss"`) batches the model computes no loss from.
     """
     if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
+        raise InputError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
     count = len(get_layout(model).layer_list(model))
     if not 1 <= num_layers < count:
-        raise ValueError(
+        raise InputError(
             f"num_layers is the number of layers to remove: at least 1 and fewer than the model's {count}; "
             f"got {num_layers}."
         )
@@ -129,7 +130,7 @@ def prune_layers(
     device = next(model.parameters()).device
     inputs = [to_device(batch, device) for batch in itertools.islice(batches, max_batches)]
     if not inputs:
-        raise ValueError("prune_layers got no batches: pass at least one batch of model inputs.")
+        raise InputError("prune_layers got no batches: pass at least one batch of model inputs.")
     if not inplace:
         model = copy.deepcopy(model)
     was_training = model.training
@@ -175,7 +176,7 @@ def _scorer(model: nn.Module, inputs: list[dict[str, Any]], criterion: str) -> C
 def _loss(outputs: Any) -> float:
     loss = getattr(outputs, "loss", None)
     if loss is None:
-        raise ValueError(
+        raise InputError(
             "The model returned no loss: with criterion='loss' every batch must carry the targets the model "
             "computes its loss from (`labels`); without labels, use criterion='output'."
         )
@@ -189,7 +190,7 @@ def _prediction(outputs: Any) -> tuple[torch.Tensor, bool]:
         return logits.float(), True
     hidden = getattr(outputs, "last_hidden_state", None)
     if hidden is None:
-        raise ValueError(
+        raise InputError(
             f"{type(outputs).__name__} has neither logits nor last_hidden_state to compare; use criterion='loss'."
         )
     return hidden.float(), False

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .. import transformers_internals as internals
+from ..validation import InputError
 
 __all__ = ["StopForward", "LayerRunner"]
 
@@ -54,7 +55,7 @@ class LayerRunner:
     def __init__(self, model: nn.Module, layers: Sequence[nn.Module], inputs: Sequence[Mapping[str, Any]]):
         self.model, self.layers, self.inputs = model, list(layers), list(inputs)
         if len({id(layer) for layer in self.layers}) < len(self.layers):
-            raise ValueError(
+            raise InputError(
                 f"{type(model).__name__} uses one layer module at several depths (shared layers): layer-by-layer "
                 "methods need a module per layer."
             )

@@ -19,11 +19,10 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from ..arch import get_layout, tokens_per_example
+from ..arch import check_batch, get_layout, tokens_per_example
 from ..importance import collect_mask_gradients, to_device
 from ..masks import StructureMasks
 from ..slim import prune_with_masks
-from ..validation import check_numeric_fields
 from ..patch import require_unpatched
 from .costs import CostModel, FlopsCost
 from .latency import LatencyTable, measure_latency_table
@@ -31,6 +30,7 @@ from .rearrange import rearrange_masks
 from .search import SearchResult, dense_cost, search_masks
 from .tune import TuningResult, tune_masks
 from .units import GRANULARITIES, PruningUnits, UnitGradients
+from ..validation import InputError, NonFiniteError, check_fields, first_non_finite
 
 __all__ = ["PostTrainingArgs", "PostTrainingResult", "post_training_prune", "mean_sequence_length", "with_labels"]
 
@@ -73,19 +73,26 @@ class PostTrainingArgs:
     )
 
     def __post_init__(self):
-        check_numeric_fields(self)
+        check_fields(self)
         budgets = [b for b in (self.flops_budget, self.latency_budget) if b is not None]
         if len(budgets) != 1:
-            raise ValueError(
+            raise InputError(
                 "Give exactly one budget: flops_budget (a fraction of the dense FLOPs) or latency_budget (a fraction "
                 f"of the dense latency); got flops_budget={self.flops_budget}, latency_budget={self.latency_budget}."
             )
-        if not 0 <= budgets[0] <= 1:
-            raise ValueError(f"A budget is a fraction of the dense model's cost, between 0 and 1; got {budgets[0]}.")
+        if not 0 < budgets[0] <= 1:
+            raise InputError(
+                f"A budget is a fraction of the dense model's cost in (0, 1]; got {budgets[0]} (a budget of 0 would "
+                "remove every head and FFN unit)."
+            )
         if self.head_granularity not in GRANULARITIES:
-            raise ValueError(f"head_granularity must be one of {', '.join(GRANULARITIES)}, got {self.head_granularity!r}.")
+            raise InputError(f"head_granularity must be one of {', '.join(GRANULARITIES)}, got {self.head_granularity!r}.")
         if self.max_tune_scale <= 0:
-            raise ValueError(f"max_tune_scale must be positive, got {self.max_tune_scale}.")
+            raise InputError(f"max_tune_scale must be positive, got {self.max_tune_scale}.")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise InputError(f"max_batches must be at least 1 (or None for all batches), got {self.max_batches}.")
+        if self.latency_batch_size < 1:
+            raise InputError(f"latency_batch_size must be at least 1, got {self.latency_batch_size}.")
 
 
 @dataclass
@@ -129,7 +136,7 @@ def mean_sequence_length(model: nn.Module, batches: list[Mapping[str, Any]]) -> 
         tokens += batch_tokens
         sequences += examples
     if not sequences:
-        raise ValueError("No calibration batches: pass at least one batch of model inputs.")
+        raise InputError("No calibration batches: pass at least one batch of model inputs.")
     return max(1, round(tokens / sequences))
 
 
@@ -160,12 +167,12 @@ def with_labels(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, Any]:
         model.train(was_training)
     logits = getattr(outputs, "logits", None)
     if logits is None:
-        raise ValueError(
+        raise InputError(
             "The batches carry no labels and the model returns no logits to predict them from: add `labels` "
             "to the batches (or use a model with a task head)."
         )
     if logits.shape[-1] == 1:
-        raise ValueError(
+        raise InputError(
             "The batches carry no labels and the model has a single output (regression): its own prediction is "
             "no target. Add `labels` to the batches."
         )
@@ -225,9 +232,18 @@ def post_training_prune(
     layout.require_prunable_ffn("post_training_prune (its search trades heads against FFN units)")
     if args.tune:
         layout.require_single_stack("post_training_prune's mask tuning", "pass tune=False")
+    bad = first_non_finite(model.named_parameters())
+    if bad is not None:
+        raise NonFiniteError(
+            f"The model's {bad} holds NaN or infinite values, so the pruned model would output NaN: reload the "
+            "checkpoint (and check how it was trained or converted)."
+        )
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    batches = [with_labels(model, batch) for batch in itertools.islice(batches, args.max_batches)]
+    batches = list(itertools.islice(batches, args.max_batches))
+    for index, batch in enumerate(batches):
+        check_batch(model, batch, index)
+    batches = [with_labels(model, batch) for batch in batches]
     seq_len = mean_sequence_length(model, batches)
     gradients = collect_mask_gradients(model, batches)
     structure = PruningUnits.for_model(model, args.head_granularity)

@@ -18,6 +18,7 @@ import torch
 from ..masks import StructureMasks
 from .costs import CostModel
 from .units import PruningUnits
+from ..validation import InputError
 
 __all__ = ["SearchResult", "search_masks", "masks_cost", "dense_cost"]
 
@@ -166,21 +167,21 @@ def search_masks(
         ValueError: If the importances do not match `structure`, or the budget is negative.
     """
     if budget < 0:
-        raise ValueError(f"The budget must be non-negative, got {budget}.")
+        raise InputError(f"The budget must be non-negative, got {budget}.")
     layers = structure.num_layers
     if len(head_importance) != layers or len(unit_importance) != layers:
-        raise ValueError(
+        raise InputError(
             f"Got importances for {len(head_importance)} / {len(unit_importance)} layers, but the model has {layers}."
         )
     for layer in range(layers):
         expected = len(structure.head_units(layer))
         if head_importance[layer].numel() != expected:
-            raise ValueError(
+            raise InputError(
                 f"Layer {layer} has {expected} attention units but {head_importance[layer].numel()} importances."
             )
         width = structure.shapes[layer].ffn_width
         if unit_importance[layer].numel() != width:
-            raise ValueError(
+            raise InputError(
                 f"Layer {layer} has {width} FFN units but {unit_importance[layer].numel()} FFN importances."
             )
     widths = [int(values.numel()) for values in unit_importance]

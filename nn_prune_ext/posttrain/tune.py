@@ -45,6 +45,7 @@ from ..arch import ArchitectureLayout, LayerModules, get_layout
 from ..masks import StructureMasks
 from ..patch import require_unpatched
 from .layer_runner import LayerRunner, StopForward
+from ..validation import InputError
 
 __all__ = ["SublayerTuning", "TuningResult", "LayerTaps", "tune_masks"]
 
@@ -334,7 +335,7 @@ def _real_tokens(inputs: Mapping[str, Any], hidden: torch.Tensor) -> torch.Tenso
     if mask is None:
         return None
     if tuple(mask.shape) != tuple(hidden.shape[:2]):
-        raise ValueError(
+        raise InputError(
             f"The batch's attention_mask has shape {tuple(mask.shape)} but the layers see hidden states of shape "
             f"{tuple(hidden.shape)}: pass a 2-d [batch, sequence] attention_mask with 1 for real tokens."
         )
@@ -516,7 +517,7 @@ def tune_masks(
     device = next(model.parameters()).device
     inputs = [_model_inputs(batch, device) for batch in itertools.islice(batches, max_batches)]
     if not inputs:
-        raise ValueError("tune_masks got no batches: pass at least one batch of model inputs.")
+        raise InputError("tune_masks got no batches: pass at least one batch of model inputs.")
     was_training = model.training
     model.eval()
     try:

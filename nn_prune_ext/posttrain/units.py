@@ -22,6 +22,7 @@ from torch import nn
 
 from ..flops import LayerShape, layer_shapes
 from ..importance import MaskGradients
+from ..validation import InputError
 
 __all__ = ["PruningUnits", "UnitGradients", "GRANULARITIES"]
 
@@ -42,7 +43,7 @@ class PruningUnits:
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
-            raise ValueError(
+            raise InputError(
                 f"granularity={self.granularity!r} is not one of {', '.join(GRANULARITIES)}: 'head' prunes query "
                 "heads one by one, 'group' prunes whole key/value groups (grouped-query attention)."
             )

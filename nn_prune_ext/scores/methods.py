@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from ..validation import InputError
 
 __all__ = [
     "PruningMethod",
@@ -90,7 +91,7 @@ class PruningMethod:
             return
         low, high = self.threshold_range
         if not (low <= value <= high):
-            raise ValueError(
+            raise InputError(
                 f"{name}={value} is out of range for pruning method {self.name!r}: it must lie in [{low}, {high}]. "
                 f"{self.threshold_help}"
             )
@@ -196,6 +197,6 @@ def get_pruning_method(name: str) -> PruningMethod:
     try:
         return PRUNING_METHODS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"Unknown pruning method {name!r}. Choose one of: {', '.join(PRUNING_METHODS)}."
         ) from None

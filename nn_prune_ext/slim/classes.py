@@ -8,6 +8,7 @@ import transformers
 from torch import nn
 
 from . import modeling_slim
+from ..validation import InputError
 
 __all__ = ["slim_class_for", "stock_class", "load_slim"]
 
@@ -70,7 +71,7 @@ def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs
     """
     config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(kwargs))
     if not modeling_slim.is_slim_config(config):
-        raise ValueError(
+        raise InputError(
             f"{path} is not a slim checkpoint (its config has no '{modeling_slim.SLIM_SPEC_KEY}'); load it "
             "with the usual AutoModel classes, or slim it first with nn_prune_ext.optimize_model."
         )
@@ -79,6 +80,6 @@ def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs
         name = saved[len(modeling_slim.SLIM_CLASS_PREFIX) :] if saved.startswith(modeling_slim.SLIM_CLASS_PREFIX) else saved
         model_class = getattr(transformers, name, None)
         if model_class is None:
-            raise ValueError(f"Cannot tell which class {path} was saved from ({saved!r}); pass model_class=...")
+            raise InputError(f"Cannot tell which class {path} was saved from ({saved!r}); pass model_class=...")
     kwargs.setdefault("use_safetensors", True)
     return slim_class_for(model_class).from_pretrained(path, config=config, **kwargs)

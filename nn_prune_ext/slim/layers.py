@@ -27,6 +27,7 @@ from torch import nn
 from ..arch import ArchitectureLayout, UnsupportedArchitectureError, get_layout
 from ..patch import require_unpatched
 from . import modeling_slim
+from ..validation import InputError
 
 __all__ = [
     "drop_layers",
@@ -153,7 +154,7 @@ def dense_num_parameters(config: Any) -> int | None:
 # ----- the work ------------------------------------------------------------------------------
 def _checked_indices(indices: Iterable[int], count: int) -> list[int]:
     if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
-        raise TypeError(f"indices must be a list of layer positions such as [2, 5], got {indices!r}.")
+        raise InputError(f"indices must be a list of layer positions such as [2, 5], got {indices!r}.")
     indices = list(indices)
     checked: list[int] = []
     for index in indices:
@@ -162,16 +163,16 @@ def _checked_indices(indices: Iterable[int], count: int) -> list[int]:
                 raise TypeError
             position = operator.index(index)
         except TypeError:
-            raise TypeError(f"Layer indices must be integers, got {index!r} in {indices}.") from None
+            raise InputError(f"Layer indices must be integers, got {index!r} in {indices}.") from None
         if not 0 <= position < count:
-            raise ValueError(
+            raise InputError(
                 f"Layer index {position} is out of range: the model has {count} layers, numbered 0 to {count - 1}."
             )
         if position in checked:
-            raise ValueError(f"Layer {position} is listed twice in {indices}; list each layer once.")
+            raise InputError(f"Layer {position} is listed twice in {indices}; list each layer once.")
         checked.append(position)
     if checked and len(checked) == count:
-        raise ValueError(f"Cannot drop all {count} layers: a model needs at least one. Keep at least one layer.")
+        raise InputError(f"Cannot drop all {count} layers: a model needs at least one. Keep at least one layer.")
     return sorted(checked)
 
 

@@ -30,6 +30,7 @@ from .classes import slim_class_for
 from .layers import config_loads_without, dense_num_parameters, drop_layers, kept_layer_indices
 from .structure import AttentionPlan, LayerPlan, plan_layer, plan_layer_from_masks
 from .verify import SlimMismatchError, check_against, reference_probe
+from ..validation import InputError
 
 __all__ = ["optimize_model", "prune_with_masks", "SlimReport", "LayerReport", "is_slim_model"]
 
@@ -136,7 +137,7 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
             model (a layout that misses state following the heads).
     """
     if mode != "dense":
-        raise ValueError(
+        raise InputError(
             f"optimize_model supports mode='dense' only (got {mode!r}): it removes heads and FFN units "
             "so that the model is faster on any hardware without sparse kernels."
         )
@@ -173,11 +174,16 @@ def prune_with_masks(
         with `save_pretrained`.
 
     Raises:
-        ValueError: If the masks do not fit the model, or remove heads of a family whose heads cannot be
-            removed exactly.
+        InputError: If the masks are not `StructureMasks`, do not fit the model, or remove heads of a family
+            whose heads cannot be removed exactly.
         UnsupportedArchitectureError: For a model without a registered layout.
         SlimMismatchError: If `verify` finds the slim model computing something else than the masked model.
     """
+    if not isinstance(masks, StructureMasks):
+        raise InputError(
+            f"masks must be a StructureMasks, got {type(masks).__name__}: build them with StructureMasks(heads=..., "
+            "units=...), StructureMasks.from_kept(...) or StructureMasks.from_dict(...)."
+        )
     layout = get_layout(model)
     model = _working_model(model, inplace)
     fold_masks(model, masks)  # kept values scale their columns; the probe reference is the masked model

@@ -16,6 +16,7 @@ from torch import nn
 
 from ..arch import get_layout, probe_inputs
 from .layers import kept_layer_indices
+from ..validation import NonFiniteError
 
 __all__ = ["SlimMismatchError", "ProbeFailure", "ProbeRecord", "record_probe", "reference_probe", "check_against"]
 
@@ -169,7 +170,8 @@ def reference_probe(model: nn.Module) -> ProbeRecord:
     """`record_probe` of the model about to be slimmed, with clear errors where it cannot serve as the reference.
 
     Raises:
-        ValueError: If the model fails on the probe input, or computes NaN or infinite values there.
+        ValueError: If the model fails on the probe input.
+        NonFiniteError: If it computes NaN or infinite values there (an `InputError`).
     """
     try:
         reference = record_probe(model)
@@ -179,7 +181,7 @@ def reference_probe(model: nn.Module) -> ProbeRecord:
             f"({failure}). Pass verify=False to slim without the check."
         ) from failure.error
     if not torch.isfinite(reference.output).all():
-        raise ValueError(
+        raise NonFiniteError(
             "The model computes NaN or infinite values on a made-up input before slimming: its weights are broken "
             "(a diverged training run?). Slim a model that computes finite outputs."
         )
