@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from .arch import LayerModules, get_layout
+from .arch import LayerModules, check_batch, get_layout
 from .validation import InputError, NonFiniteError
 
 if TYPE_CHECKING:
@@ -240,6 +240,7 @@ def collect_mask_gradients(
             parameter.requires_grad_(False)
         with torch.enable_grad(), apply_masks(model, head_masks, unit_masks):
             for index, batch in enumerate(itertools.islice(batches, max_batches)):
+                check_batch(model, batch, index)
                 loss = _loss(model(**to_device(batch, device)))
                 if not bool(torch.isfinite(loss.detach()).all()):
                     raise NonFiniteError(

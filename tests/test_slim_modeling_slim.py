@@ -327,8 +327,20 @@ def test_a_slim_checkpoint_loads_for_another_task(tmp_path):
 
 def test_not_a_slim_checkpoint(tmp_path):
     tiny_model("bert").save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="not a slim checkpoint"):
+    with pytest.raises(InputError, match="not a slim checkpoint"):
         load_slim(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("missing/sub/folder", "There is no folder '.*missing/sub/folder'"), ("empty", "holds no config.json"),
+     ("file.txt", "is a file")],
+)
+def test_load_slim_says_when_the_folder_is_missing_or_not_a_checkpoint(tmp_path, name, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.txt").write_text("")
+    with pytest.raises(InputError, match=message):
+        load_slim(tmp_path / name)
 
 
 @pytest.fixture

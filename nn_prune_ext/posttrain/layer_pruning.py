@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..importance import to_device
-from ..arch import get_layout
+from ..arch import check_batch, get_layout
 from ..patch import require_unpatched
 from ..slim.layers import drop_layers, layers_removed
 from ..transformers_internals import no_cache
@@ -128,7 +128,10 @@ def prune_layers(
         )
     require_unpatched(model, "prune_layers")
     device = next(model.parameters()).device
-    inputs = [to_device(batch, device) for batch in itertools.islice(batches, max_batches)]
+    inputs = list(itertools.islice(batches, max_batches))
+    for index, batch in enumerate(inputs):
+        check_batch(model, batch, index)
+    inputs = [to_device(batch, device) for batch in inputs]
     if not inputs:
         raise InputError("prune_layers got no batches: pass at least one batch of model inputs.")
     if not inplace:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import transformers
 from torch import nn
@@ -57,6 +58,27 @@ def stock_class(model_class: type) -> type:
     return model_class
 
 
+# What the Hub accepts as a repository id: "name" or "namespace/name".
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def _check_local_path(path: str | os.PathLike) -> None:
+    """Refuse a path that names no local checkpoint folder and cannot be a Hub id either.
+
+    Left to transformers, such a path fails with "Repo id must be in the form ...", which does not say the
+    folder is missing.
+    """
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        if not os.path.isfile(os.path.join(text, "config.json")):
+            raise InputError(f"{text} holds no config.json, so it is not a checkpoint folder.")
+        return
+    if os.path.exists(text):
+        raise InputError(f"{text} is a file; give the checkpoint folder that save_pretrained wrote.")
+    if not _HUB_ID.match(text):
+        raise InputError(f"There is no folder {text!r}; give the folder that save_pretrained wrote (or a Hub id).")
+
+
 def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs) -> nn.Module:
     """Load a slim checkpoint with nn_prune_ext's slim classes, without running its remote code.
 
@@ -69,6 +91,7 @@ def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs
     Returns:
         The slim model.
     """
+    _check_local_path(path)
     config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(kwargs))
     if not modeling_slim.is_slim_config(config):
         raise InputError(
