@@ -62,12 +62,14 @@ def stock_class(model_class: type) -> type:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
-def _check_local_path(path: str | os.PathLike) -> None:
+def _check_local_path(path: str | os.PathLike, subfolder: str = "") -> None:
     """Refuse a path that names no local checkpoint folder and cannot be a Hub id either.
 
     Left to transformers, such a path fails with "Repo id must be in the form ...", which does not say the
     folder is missing.
     """
+    if os.path.isdir(path) and subfolder:
+        path = os.path.join(path, subfolder)
     text = os.fspath(path)
     if os.path.isdir(text):
         if not os.path.isfile(os.path.join(text, "config.json")):
@@ -91,7 +93,7 @@ def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs
     Returns:
         The slim model.
     """
-    _check_local_path(path)
+    _check_local_path(path, kwargs.get("subfolder") or "")
     config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(kwargs))
     if not modeling_slim.is_slim_config(config):
         raise InputError(
