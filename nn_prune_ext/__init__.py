@@ -6,6 +6,7 @@ _check_installed()  # before torch and transformers are used: an unsupported rel
 
 from .args import SparseArgs
 from .flops import model_flops
+from .heal import HealResult, HealRound, prune_and_heal
 from .importance import (
     MaskGradients,
     MaskImportance,
@@ -48,6 +49,9 @@ __version__ = "0.1.0"
 __all__ = [
     "SparseArgs",
     "InputError",
+    "prune_and_heal",
+    "HealResult",
+    "HealRound",
     "NonFiniteError",
     "SparseTrainer",
     "SparsityController",
