@@ -4,6 +4,7 @@
     nn-prune report CKPT        text summary and PNG pictures of a checkpoint's pruning
     nn-prune bench CKPT         dense vs slim latency, measured side by side
     nn-prune posttrain IN OUT   prune a fine-tuned checkpoint to a budget without retraining, and slim it
+    nn-prune heal IN OUT        the same, then heal the slim model by distillation from the checkpoint
 
 Each subcommand lives in `nn_prune_ext/commands/<name>.py`. Exit statuses: 0 done; 2 a bad input
 (a flag, a path, a checkpoint or data file: one line on stderr that says what to fix); 1 an
@@ -15,12 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import bench, optimize, posttrain, report
+from .commands import bench, heal, optimize, posttrain, report
 from .validation import InputError
 
 __all__ = ["main", "build_parser", "parse_arguments"]
 
-SUBCOMMANDS = (optimize, report, bench, posttrain)
+SUBCOMMANDS = (optimize, report, bench, posttrain, heal)
 
 
 def build_parser() -> argparse.ArgumentParser:

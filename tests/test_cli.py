@@ -159,8 +159,14 @@ FLAGS = {
     ("posttrain", "--max-length"): lambda value: isinstance(value, int) and value >= 1,
     ("posttrain", "--flops-budget"): lambda value: math.isfinite(value) and 0 < value <= 1,
     ("posttrain", "--latency-budget"): lambda value: math.isfinite(value) and 0 < value <= 1,
+    ("heal", "--rounds"): lambda value: isinstance(value, int) and value >= 1,
+    ("heal", "--epochs"): lambda value: math.isfinite(value) and value > 0,
+    ("heal", "--learning-rate"): lambda value: math.isfinite(value) and value > 0,
+    ("heal", "--train-max-batches"): lambda value: isinstance(value, int) and value >= 1,
+    ("heal", "--flops-budget"): lambda value: math.isfinite(value) and 0 < value <= 1,
 }
-POSITIONALS = {"bench": ["ckpt"], "report": ["ckpt"], "posttrain": ["ckpt", "out", "--data", "d.jsonl"]}
+POSITIONALS = {"bench": ["ckpt"], "report": ["ckpt"], "posttrain": ["ckpt", "out", "--data", "d.jsonl"],
+               "heal": ["ckpt", "out", "--data", "d.jsonl", "--train-data", "t.jsonl"]}
 VALUES = st.one_of(
     st.integers(min_value=-10**20, max_value=10**20).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(str),
@@ -174,7 +180,7 @@ VALUES = st.one_of(
 def test_a_numeric_flag_is_parsed_within_its_range_or_refused_with_status_2(flag, text):
     command, name = flag
     argv = [command, *POSITIONALS[command], f"{name}={text}"]
-    if command == "posttrain" and not name.endswith("-budget"):
+    if command in ("posttrain", "heal") and not name.endswith("-budget"):
         argv.append("--flops-budget=0.5")  # one budget is required
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
