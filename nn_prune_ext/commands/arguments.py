@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..validation import InputError
 
-__all__ = ["whole_number", "real_number", "checkpoint_folder", "output_folder"]
+__all__ = ["whole_number", "real_number", "checkpoint_folder", "output_folder", "add_budget_arguments"]
 
 
 def whole_number(minimum: int) -> Callable[[str], int]:
@@ -81,3 +81,12 @@ def output_folder(path: str, flag: str = "output") -> str:
     if not os.path.isdir(parent):
         raise InputError(f"{flag} {path!r} lies below {parent!r}, which is a file: give a folder path.")
     return path
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--flops-budget` or `--latency-budget` (one of them, required): the fraction of the dense cost to keep."""
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--flops-budget", type=real_number(0, 1, low_inclusive=False),
+                        help="fraction of the dense layers' FLOPs to keep, in (0, 1], e.g. 0.6")
+    budget.add_argument("--latency-budget", type=real_number(0, 1, low_inclusive=False),
+                        help="fraction of the dense layers' latency to keep, in (0, 1], measured here")

@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from ..validation import InputError
-from .arguments import checkpoint_folder, output_folder, real_number, whole_number
+from .arguments import add_budget_arguments, checkpoint_folder, output_folder, real_number, whole_number
 from .data import add_data_arguments, examples_batches
 
 RECORD_NAME = "heal.json"
@@ -32,11 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", help="fine-tuned checkpoint folder (a plain, unpatched model)")
     parser.add_argument("output", help="folder to write the healed slim checkpoint to")
-    budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--flops-budget", type=real_number(0, 1, low_inclusive=False),
-                        help="fraction of the dense layers' FLOPs to keep, in (0, 1], e.g. 0.5")
-    budget.add_argument("--latency-budget", type=real_number(0, 1, low_inclusive=False),
-                        help="fraction of the dense layers' latency to keep, in (0, 1], measured here")
+    add_budget_arguments(parser)
     parser.add_argument("--rounds", type=whole_number(1), default=1,
                         help="prune-and-heal steps to reach the budget (default: 1)")
     healing = parser.add_argument_group("healing")

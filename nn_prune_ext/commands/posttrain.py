@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict
 
 from ..validation import InputError
-from .arguments import checkpoint_folder, output_folder, real_number
+from .arguments import add_budget_arguments, checkpoint_folder, output_folder
 from .data import add_data_arguments, examples_batches
 
 RECORD_NAME = "posttrain.json"
@@ -29,11 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", help="fine-tuned checkpoint folder (a plain, unpatched model)")
     parser.add_argument("output", help="folder to write the slim checkpoint to")
-    budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--flops-budget", type=real_number(0, 1, low_inclusive=False),
-                        help="fraction of the dense layers' FLOPs to keep, in (0, 1], e.g. 0.6")
-    budget.add_argument("--latency-budget", type=real_number(0, 1, low_inclusive=False),
-                        help="fraction of the dense layers' latency to keep, in (0, 1], measured here")
+    add_budget_arguments(parser)
     parser.add_argument("--head-granularity", choices=("head", "group"), default="head",
                         help="prune query heads one by one, or whole key/value groups (GQA)")
     parser.add_argument("--no-rearrange", action="store_true", help="skip mask rearrangement")
