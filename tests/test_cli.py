@@ -192,3 +192,13 @@ def test_a_numeric_flag_is_parsed_within_its_range_or_refused_with_status_2(flag
             return
     value = getattr(args, name.lstrip("-").replace("-", "_"))
     assert FLAGS[flag](value), (flag, text, value)
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--batch-size", "-1"), ("--max-length", "0"),
+                                             ("--max-batches", "nan")])
+def test_zero_and_negative_counts_are_refused_before_anything_loads(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["posttrain", str(tmp_path / "missing"), str(tmp_path / "out"), "--flops-budget", "0.5",
+              "--data", "d.jsonl", flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: " in capsys.readouterr().err  # refused by the flag, not by the missing folder

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nn_prune_ext import (
+    InputError,
     SparseArgs,
     StructureMasks,
     apply_masks,
@@ -164,3 +165,23 @@ def test_masks_from_scores_slim_to_the_patched_model(model_type, preset):
 def test_masks_from_scores_needs_a_patched_model():
     with pytest.raises(ValueError, match="needs a model patched for movement pruning"):
         masks_from_scores(tiny_model("bert"))
+
+
+FULL = [1.0] * HEADS
+
+
+@pytest.mark.parametrize(
+    ("heads", "message"),
+    [
+        ([FULL, [1.0]], f"head mask of layer 1 has 1 entries, but the layer has {HEADS} heads"),
+        ([[1.0, [0.0, 1.0]] + FULL[2:], FULL], "head mask of layer 0 cannot be read as numbers"),
+        (["1101", FULL], r"head mask of layer 0 is text \('1101'\)"),
+        ([[float("nan")] + FULL[1:], FULL], "head mask of layer 0 holds NaN or infinite values"),
+        ("11", "StructureMasks.heads must be a list with one mask per layer, got str"),
+    ],
+    ids=["ragged_layers", "ragged_inside", "text", "nan", "not_a_list"],
+)
+def test_masks_that_are_not_numbers_per_layer_are_input_errors(heads, message):
+    units = [[1.0] * INTERMEDIATE] * LAYERS
+    with pytest.raises(InputError, match=message):
+        StructureMasks(heads=heads, units=units if isinstance(heads, list) else units[:1]).check(tiny_model("bert"))
