@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import types
-from typing import Any, Callable, Iterable
+from typing import Callable
 
 import torch
 from torch import nn
