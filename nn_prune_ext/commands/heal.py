@@ -57,6 +57,7 @@ def _first(items: list[Any]) -> Any:
 
 
 def run(args: argparse.Namespace) -> None:
+    import torch
     from transformers import TrainingArguments
 
     from ..checkpoints import load_for_slimming
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
     training_args = TrainingArguments(
         work_dir, num_train_epochs=args.epochs, learning_rate=args.learning_rate, per_device_train_batch_size=1,
         per_device_eval_batch_size=1, save_strategy="no", report_to=[], logging_steps=max(1, len(train_batches) // 4),
-        disable_tqdm=True,
+        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
     )
     result = prune_and_heal(
         model, calibration, train_batches, training_args,
