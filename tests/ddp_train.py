@@ -56,6 +56,11 @@ def main(output_dir: str, mode: str | None) -> None:
     save_file(tensors, os.path.join(output_dir, f"masks_rank{rank}.safetensors"))
     # Leave the process group before exiting: a gloo rank that exits with it open can abort at shutdown.
     trainer.accelerator.end_training()
+    # Even then, a gloo rank once aborted in a C++ destructor at interpreter exit ("terminate called without an
+    # active exception", status -6) after writing its masks: everything is written, so skip the destructors.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
