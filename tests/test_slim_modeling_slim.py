@@ -182,6 +182,22 @@ def test_a_slim_model_builds_from_its_config():
     assert all(torch.isfinite(p).all() for p in fresh.parameters())
 
 
+def test_a_config_that_is_not_slim_is_an_input_error():
+    with pytest.raises(InputError, match="does not describe a slim model"):
+        modeling_slim.slim_spec(AutoConfig.for_model("bert"))
+
+
+def test_a_hand_edited_config_whose_heads_do_not_group_is_an_input_error():
+    slim = optimize_model(masked_model("llama"))
+    settings = slim.config.to_dict()
+    layer = next(iter(settings["per_layer_config"].values()))
+    layer["num_key_value_heads"] = 2
+    layer["num_attention_heads"] = 3  # 3 query heads cannot share 2 key/value heads evenly
+    settings["allow_global_per_layer_attribute_access"] = True  # as a saved Llama config.json has it
+    with pytest.raises(InputError, match="cannot be grouped"):
+        type(slim)(type(slim.config).from_dict(settings))
+
+
 def test_save_is_atomic(tmp_path):
     slim = optimize_model(masked_model("bert"))
     target = tmp_path / "slim"

@@ -108,7 +108,7 @@ def dense_config(config):
 def slim_spec(config) -> dict[str, Any]:
     """The layout description stored in a slim config (`config.nn_prune_slim`)."""
     if not is_slim_config(config):
-        raise ValueError(
+        raise _input_error(
             f"This config has no '{SLIM_SPEC_KEY}' entry, so it does not describe a slim model. Slim "
             "models are made by nn_prune_ext.optimize_model and saved with save_pretrained."
         )
@@ -535,7 +535,7 @@ def _apply_layer_shape(model, layer, spec, index, shape, hidden, device) -> list
     heads["cross"] = (shape.get("cross_heads", 0), shape.get("cross_kv_heads", 0))
     for kind, (query, kv) in heads.items():
         if query % max(kv, 1) or (query == 0) != (kv == 0):
-            raise ValueError(f"Layer {index}: {query} {kind}-attention query heads cannot be grouped over {kv} key/value heads.")
+            raise _input_error(f"Layer {index}: {query} {kind}-attention query heads cannot be grouped over {kv} key/value heads.")
     # (inputs, outputs) of every role in this layer.
     sizes = {"ffn_gate": (hidden, width), "ffn_up": (hidden, width), "ffn_down": (width, hidden)}
     for kind, (query, kv) in heads.items():
@@ -554,7 +554,7 @@ def _apply_layer_shape(model, layer, spec, index, shape, hidden, device) -> list
             attention = _get(layer, spec[_BLOCKS[kind][0]]) if spec.get(_BLOCKS[kind][0]) else None
             if heads[kind][0] == 0 or isinstance(attention, EmptyAttention):
                 if heads[kind][0]:
-                    raise ValueError(f"Layer {index} has no {kind}-attention heads left and cannot grow back.")
+                    raise _input_error(f"Layer {index} has no {kind}-attention heads left and cannot grow back.")
                 continue  # replaced by EmptyAttention below, with the projections it held
         old = _get(layer, site["path"])
         new = _resized_projection(
@@ -621,7 +621,7 @@ def _empty_or_resize_attention(layer, spec, index, kind, heads, kv_heads, head_d
     attention_path = spec.get(module_key)
     if attention_path is None:
         if heads == 0:
-            raise ValueError(
+            raise _input_error(
                 f"Layer {index} has no heads left, but the layout names no attention module to replace; "
                 "register the layout with attention='<path of the attention module>'."
             )
@@ -630,7 +630,7 @@ def _empty_or_resize_attention(layer, spec, index, kind, heads, kv_heads, head_d
     if heads == 0 and not isinstance(attention, EmptyAttention):
         output_inside = _relative(spec[output_key], attention_path)
         if output_inside is not None and "." in output_inside:
-            raise ValueError(f"The output projection path {spec[output_key]!r} is nested too deep to keep.")
+            raise _input_error(f"The output projection path {spec[output_key]!r} is nested too deep to keep.")
         layer_idx = getattr(attention, "layer_idx", None)
         residual = spec.get("attention_residual")
         if residual is not None:  # its position among the arguments after hidden_states
