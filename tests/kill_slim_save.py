@@ -3,10 +3,10 @@
     python kill_slim_save.py WORK_DIR
 
 For each stage of `STAGES`, a forked child saves a slim model to `WORK_DIR/<stage>/slim` with a tokenizer
-file beside it, records the classifier weights of that save (`old.safetensors`), changes the weights
-(`new.safetensors`) and saves again with a SIGKILL planted at that stage. The parent only forks and waits
-(no torch computation of its own, so forking stays safe) and writes `WORK_DIR/report.json`: per stage, the
-signal that ended the child and what the folder held after the kill.
+file beside it, records the weights of that save (`old.safetensors`), changes the weights (`new.safetensors`)
+and saves again with a SIGKILL planted at that stage. The parent only forks and waits (no torch computation of
+its own, so forking stays safe) and writes `WORK_DIR/report.json`: per stage, the signal that ended the child
+and what the folder held after the kill.
 """
 
 from __future__ import annotations
@@ -45,18 +45,38 @@ def _kill_in(name: str, after: bool = False) -> None:
     setattr(modeling_slim, name, wrapper)
 
 
-def _kill_at_second_rename() -> None:
-    """The fallback without an exchange, killed between moving the old folder aside and the new one in."""
+def _kill_at_rename(number: int, after: bool = False) -> None:
+    """The fallback without an exchange, killed at its `number`-th rename (before it, or once it is done)."""
     modeling_slim._exchange = lambda first, second: False
     rename, calls = os.rename, []
 
     def counting_rename(source, destination):
         calls.append(source)
-        if len(calls) == 2:
+        if len(calls) == number and not after:
             _kill()
         rename(source, destination)
+        if len(calls) == number:
+            _kill()
 
     os.rename = counting_rename
+
+
+def _kill_while_removing_the_old_copy() -> None:
+    """Swapped in one step, then killed after the first file of the old folder was deleted."""
+    exchange = modeling_slim._exchange
+
+    def exchange_then_plant(first, second):
+        done = exchange(first, second)
+        unlink = os.unlink
+
+        def unlink_then_kill(*args, **kwargs):
+            unlink(*args, **kwargs)
+            _kill()
+
+        os.unlink = unlink_then_kill  # shutil.rmtree deletes with os.unlink
+        return done
+
+    modeling_slim._exchange = exchange_then_plant
 
 
 def _kill_while_writing(model, directory) -> None:
@@ -70,8 +90,18 @@ STAGES = {
     "keeping_old_files": lambda: _kill_in("_keep_unwritten_files"),
     "before_exchange": lambda: _kill_in("_exchange"),
     "after_exchange": lambda: _kill_in("_exchange", after=True),
-    "between_fallback_renames": _kill_at_second_rename,
+    "removing_old_copy": _kill_while_removing_the_old_copy,
+    "between_fallback_renames": lambda: _kill_at_rename(2),
+    "after_fallback_renames": lambda: _kill_at_rename(2, after=True),
 }
+# Which checkpoint is at the path after the kill (the one between the fallback renames only after a recovery).
+EXPECTED = {stage: "old" for stage in STAGES} | {
+    "after_exchange": "new", "removing_old_copy": "new", "after_fallback_renames": "new"
+}
+
+
+def _weights(model) -> dict:
+    return {name: value.detach().clone().contiguous() for name, value in model.state_dict().items()}
 
 
 def _run(stage: str, folder: str) -> None:
@@ -81,10 +111,11 @@ def _run(stage: str, folder: str) -> None:
     slim.save_pretrained(target)
     with open(os.path.join(target, "tokenizer.json"), "w", encoding="utf-8") as handle:
         handle.write("{}")
-    save_file({"weight": slim.classifier.weight.detach().clone()}, os.path.join(folder, "old.safetensors"))
+    save_file(_weights(slim), os.path.join(folder, "old.safetensors"))
     with torch.no_grad():
-        slim.classifier.weight.add_(1.0)
-    save_file({"weight": slim.classifier.weight.detach().clone()}, os.path.join(folder, "new.safetensors"))
+        for parameter in slim.parameters():
+            parameter.add_(1.0)
+    save_file(_weights(slim), os.path.join(folder, "new.safetensors"))
     STAGES[stage]()
     slim.save_pretrained(target)
     os._exit(3)  # the kill did not come

@@ -108,7 +108,7 @@ def dense_config(config):
 def slim_spec(config) -> dict[str, Any]:
     """The layout description stored in a slim config (`config.nn_prune_slim`)."""
     if not is_slim_config(config):
-        raise ValueError(
+        raise _input_error(
             f"This config has no '{SLIM_SPEC_KEY}' entry, so it does not describe a slim model. Slim "
             "models are made by nn_prune_ext.optimize_model and saved with save_pretrained."
         )
@@ -535,7 +535,7 @@ def _apply_layer_shape(model, layer, spec, index, shape, hidden, device) -> list
     heads["cross"] = (shape.get("cross_heads", 0), shape.get("cross_kv_heads", 0))
     for kind, (query, kv) in heads.items():
         if query % max(kv, 1) or (query == 0) != (kv == 0):
-            raise ValueError(f"Layer {index}: {query} {kind}-attention query heads cannot be grouped over {kv} key/value heads.")
+            raise _input_error(f"Layer {index}: {query} {kind}-attention query heads cannot be grouped over {kv} key/value heads.")
     # (inputs, outputs) of every role in this layer.
     sizes = {"ffn_gate": (hidden, width), "ffn_up": (hidden, width), "ffn_down": (width, hidden)}
     for kind, (query, kv) in heads.items():
@@ -554,7 +554,7 @@ def _apply_layer_shape(model, layer, spec, index, shape, hidden, device) -> list
             attention = _get(layer, spec[_BLOCKS[kind][0]]) if spec.get(_BLOCKS[kind][0]) else None
             if heads[kind][0] == 0 or isinstance(attention, EmptyAttention):
                 if heads[kind][0]:
-                    raise ValueError(f"Layer {index} has no {kind}-attention heads left and cannot grow back.")
+                    raise _input_error(f"Layer {index} has no {kind}-attention heads left and cannot grow back.")
                 continue  # replaced by EmptyAttention below, with the projections it held
         old = _get(layer, site["path"])
         new = _resized_projection(
@@ -621,7 +621,7 @@ def _empty_or_resize_attention(layer, spec, index, kind, heads, kv_heads, head_d
     attention_path = spec.get(module_key)
     if attention_path is None:
         if heads == 0:
-            raise ValueError(
+            raise _input_error(
                 f"Layer {index} has no heads left, but the layout names no attention module to replace; "
                 "register the layout with attention='<path of the attention module>'."
             )
@@ -630,7 +630,7 @@ def _empty_or_resize_attention(layer, spec, index, kind, heads, kv_heads, head_d
     if heads == 0 and not isinstance(attention, EmptyAttention):
         output_inside = _relative(spec[output_key], attention_path)
         if output_inside is not None and "." in output_inside:
-            raise ValueError(f"The output projection path {spec[output_key]!r} is nested too deep to keep.")
+            raise _input_error(f"The output projection path {spec[output_key]!r} is nested too deep to keep.")
         layer_idx = getattr(attention, "layer_idx", None)
         residual = spec.get("attention_residual")
         if residual is not None:  # its position among the arguments after hidden_states
@@ -685,16 +685,30 @@ class SlimModelMixin:
         with global_size_access(self.config):
             super().initialize_weights()
 
-    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs):
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True, **kwargs) -> None:
         """Save weights, config, this modeling file and (with nn_prune_ext) a model card.
 
-        Everything is written to a temporary folder beside `save_directory`, which then takes the
-        place of the old folder by renames, so a failed save leaves the old checkpoint whole (files
-        of the old folder that this save does not write, such as a tokenizer, are kept). Where the
-        folder cannot be renamed (a mount point), files are replaced one by one, `config.json`
-        last. With `push_to_hub=True` the saved folder is then uploaded with `push_to_hub`
-        (`repo_id` defaults to the folder name; `commit_message`, `private`, `token`, `create_pr`
-        and `revision` are passed on).
+        Everything is written to a staging folder beside `save_directory`
+        (`.slim-staging-<host>-<pid>-<random>`), which then takes the old folder's place in one step
+        (Linux `renameat2(RENAME_EXCHANGE)`; elsewhere two renames, and a save killed between them is
+        undone by the next one), so a save that fails or is killed leaves at the path the whole old
+        checkpoint or the whole new one. Files of the old folder that this save does not write (a
+        tokenizer) are kept; old weight shards are not. A link to a folder is followed. Where the folder
+        cannot be renamed (a mount point), files are replaced one by one, `config.json` last. Each save
+        first removes what saves of dead processes left beside it. With `push_to_hub=True` the saved
+        folder is then uploaded with `push_to_hub` (`repo_id` defaults to the folder name;
+        `commit_message`, `private`, `token`, `create_pr` and `revision` are passed on).
+
+        Args:
+            save_directory: The checkpoint folder; created, or replaced where it exists.
+            is_main_process: False on the other ranks of a distributed run: they write nothing.
+            **kwargs: Passed to transformers' `save_pretrained` (`max_shard_size`, ...), plus the
+                `push_to_hub` settings above.
+
+        Raises:
+            InputError: `save_directory` is a file, a link to a file or lies below a file; nothing was
+                written, moved or changed.
+            OSError: The save failed; the folder holds the checkpoint it held before.
         """
         push = kwargs.pop("push_to_hub", False)
         hub_kwargs = {
@@ -710,12 +724,15 @@ class SlimModelMixin:
                 super().save_pretrained(save_directory, is_main_process=False, **kwargs)
             return
         save_directory = os.fspath(save_directory)
-        _refuse_file_path(save_directory)
+        target = _checked_target(save_directory)
         self.config.auto_map = auto_map_for(type(self))
-        parent = os.path.dirname(os.path.abspath(save_directory))
+        parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
         _clean_stale_staging(parent)
+        if os.path.isdir(target):
+            _clean_stale_staging(target)  # what a file-by-file save into a mount point left
         staging = tempfile.mkdtemp(prefix=f"{_STAGING}{_owner()}-", dir=parent)
+        lock = _lock(staging)
         try:
             os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; a checkpoint is not
             with global_size_access(self.config):  # config validators read global sizes
@@ -724,9 +741,11 @@ class SlimModelMixin:
             write_modeling_file(type(self), staging)
             for hook in SAVE_HOOKS:
                 hook(self, staging)
-            _move_into_place(staging, save_directory)
+            _move_into_place(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if lock is not None:
+                os.close(lock)
         if push:
             repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory)))
             self.push_to_hub(repo_id, **hub_kwargs)
@@ -802,13 +821,17 @@ def _is_weight_file(name: str) -> bool:
 
 
 # ----- putting a saved folder in place without a moment of nothing -------------------------
-# A save is written to `.slim-staging-<host>-<pid>-<random>` beside its target. The folder it replaces is
-# moved aside to `.slim-old-<host>-<pid>-<target name>` where the two cannot be swapped in one step. The
-# owner in the names lets a later save remove what a killed one left, and never what a live one writes.
+# A save is written to `.slim-staging-<host>-<pid>-<random>` beside its target. Where the two cannot be swapped
+# in one step, the folder it replaces is moved aside to `.slim-old-<host>-<pid>-<target name>`. The owner in
+# the names lets a later save remove what a killed one left, and never what a live one writes; the lock a
+# save holds on its staging folder covers a live owner whose pid this process cannot see (another container).
 _STAGING = ".slim-staging-"
 _BACKUP = ".slim-old-"
 _LEFTOVER = re.compile(r"^\.slim-(staging|old)-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-(?P<rest>.+)$")
 _RENAME_EXCHANGE = 2  # linux/fs.h
+# A folder that cannot be renamed where it is: a mount point (EBUSY) or another file system (EXDEV).
+_UNMOVABLE = (errno.EBUSY, errno.EXDEV)
+_SAVE_LOGGER = _std_logging.getLogger(__name__)
 
 
 def _owner() -> str:
@@ -816,18 +839,40 @@ def _owner() -> str:
     return f"{host}-{os.getpid()}"
 
 
-def _refuse_file_path(path: str) -> None:
-    """Refuse a save path that is an existing file, or lies below one, before anything is written or moved."""
-    if os.path.lexists(path) and not os.path.isdir(path):
+def _checked_target(path: str) -> str:
+    """The folder a save to `path` writes, checked before anything is written or moved.
+
+    A link to a folder is followed: the folder it points to is replaced and the link stays a link.
+
+    Args:
+        path: The folder the user asked to save to; it may exist or not.
+
+    Returns:
+        The absolute path of that folder, links resolved.
+
+    Raises:
+        InputError: `path` is a file, a link to a file or to nothing, or lies below a file. Nothing is changed.
+    """
+    if os.path.islink(path) and not os.path.exists(path):
         raise _input_error(
-            f"Cannot save a slim checkpoint to {path!r}: it is an existing file, not a folder. Give a folder path; "
-            "the file is left as it is."
+            f"Cannot save a slim checkpoint to {path!r}: it is a link to {os.readlink(path)!r}, which does not "
+            "exist. Pick a folder path, or remove the link; it was left as it is."
+        )
+    if os.path.exists(path) and not os.path.isdir(path):
+        what = f"a link to the file {os.path.realpath(path)!r}" if os.path.islink(path) else "an existing file"
+        raise _input_error(
+            f"Cannot save a slim checkpoint to {path!r}: it is {what}, not a folder. Pick a folder path, or "
+            "remove the file; it was left as it is."
         )
     parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):  # ends at the root at the latest
+    while not os.path.lexists(parent):  # ends at the root at the latest
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise _input_error(f"Cannot save a slim checkpoint to {path!r}: {parent!r} is a file, not a folder.")
+        raise _input_error(
+            f"Cannot save a slim checkpoint to {path!r}: {parent!r} is a file, not a folder. Pick a folder path; "
+            "the file was left as it is."
+        )
+    return os.path.realpath(path)
 
 
 def _input_error(message: str) -> ValueError:
@@ -849,33 +894,134 @@ def _is_alive(pid: int) -> bool:
     return True
 
 
+def _lock(folder: str) -> int | None:
+    """Take an exclusive lock on `folder` for the time of a save.
+
+    Returns:
+        The descriptor holding the lock (close it to let go), or None where the system or file system has
+        no such locks (the owner's pid in the folder name then protects it alone).
+    """
+    try:
+        import fcntl
+
+        descriptor = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def _is_locked(path: str) -> bool:
+    """Whether a process holds the lock of the folder `path` (a live save); False where that cannot be told."""
+    try:
+        import fcntl
+
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)  # also lets go of the lock just taken
+    return False
+
+
+def _stale_leftovers(parent: str) -> Iterator[tuple[str, str]]:
+    """`(name, target name)` of the `.slim-*` entries in `parent` that saves of dead processes of this host left.
+
+    A target name is given for folders a save moved aside (`.slim-old-*`), else None.
+    """
+    host = _owner().rsplit("-", 1)[0]
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return
+    for name in names:
+        match = _LEFTOVER.match(name)
+        # Another host's pid says nothing here (a shared file system): its leftovers stay.
+        if match is None or match["host"] != host or _is_alive(int(match["pid"])):
+            continue
+        if _is_locked(os.path.join(parent, name)):
+            continue  # a live save whose pid this process does not see
+        yield name, (match["rest"] if name.startswith(_BACKUP) else None)
+
+
+def recover_interrupted_save(path: str | os.PathLike) -> bool:
+    """Put back the checkpoint that a killed save had moved aside, where nothing is at `path`.
+
+    Only a save on a system without the one-step exchange (not Linux, or a file system without it) can leave
+    that: it moves the old folder to `.slim-old-<host>-<pid>-<name>` and the new one in its place, and a kill
+    between the two renames leaves the path empty. Every save does this for its own path; a loader may call it
+    before reading a path that is missing.
+
+    Args:
+        path: The checkpoint folder.
+
+    Returns:
+        Whether a folder was put back at `path`.
+    """
+    target = os.path.abspath(os.fspath(path))
+    if os.path.lexists(target):
+        return False
+    parent, name = os.path.split(target)
+    for leftover, moved_from in _stale_leftovers(parent):
+        if moved_from == name:
+            try:
+                os.rename(os.path.join(parent, leftover), target)
+            except OSError:
+                return False
+            return True
+    return False
+
+
 def _clean_stale_staging(parent: str) -> list[str]:
     """Remove what saves of dead processes of this host left in `parent`; put back a folder one moved aside.
 
     A save killed between its two renames left its target missing and the old folder under `.slim-old-...`:
-    that folder is renamed back (a save that did not finish keeps the old checkpoint).
+    that folder is renamed back (a save that did not finish keeps the old checkpoint). A leftover that cannot
+    be removed is reported with a warning; it does not stop the save.
+
+    Args:
+        parent: The folder beside the target (or the target itself, for a mount point).
 
     Returns:
         The names removed or restored.
     """
     handled = []
-    host = _owner().rsplit("-", 1)[0]
-    for name in sorted(os.listdir(parent)):
-        match = _LEFTOVER.match(name)
-        if match is None or match["host"] != host or _is_alive(int(match["pid"])):
-            continue
+    for name, moved_from in _stale_leftovers(parent):
         path = os.path.join(parent, name)
-        target = os.path.join(parent, match["rest"])
-        if name.startswith(_BACKUP) and not os.path.lexists(target):
-            os.rename(path, target)
-        else:
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            if moved_from is not None and not os.path.lexists(os.path.join(parent, moved_from)):
+                os.rename(path, os.path.join(parent, moved_from))
+            elif os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        except OSError as error:
+            _SAVE_LOGGER.warning("Could not remove %s, left by an earlier save that was stopped: %s", path, error)
+            continue
         handled.append(name)
     return handled
 
 
 def _exchange(first: str, second: str) -> bool:
-    """Swap two folders in one step (Linux `renameat2(RENAME_EXCHANGE)`); False where that is not possible."""
+    """Swap two folders in one step (Linux `renameat2(RENAME_EXCHANGE)`).
+
+    Returns:
+        True once swapped; False where that is not possible here (no such call, a file system without it,
+        a mount point), and nothing was changed.
+
+    Raises:
+        OSError: Any other failure of the call.
+    """
     try:
         import ctypes
 
@@ -887,28 +1033,32 @@ def _exchange(first: str, second: str) -> bool:
     if renameat2(at_current_folder, os.fsencode(first), at_current_folder, os.fsencode(second), _RENAME_EXCHANGE) == 0:
         return True
     error = ctypes.get_errno()
-    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):
-        return False  # no such call, or a file system without exchange: the two renames do it
+    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, *_UNMOVABLE):
+        return False  # the two renames, or file by file, do it
     raise OSError(error, os.strerror(error), second)
 
 
+def _link_or_copy(source: str, destination: str) -> None:
+    """Hard-link `source` to `destination` (nothing copied, and the old folder stays whole); copy where that fails."""
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, destination, follow_symlinks=False)
+
+
 def _keep_unwritten_files(target: str, staging: str, staged: set[str]) -> None:
-    """Copy into `staging` what the old folder holds and this save does not write (tokenizer, training state).
+    """Put into `staging` what the old folder holds and this save does not write (tokenizer, training state).
 
     Old weight files are not kept: other shards of an earlier save would load along with the new ones.
-    Hard links where possible: nothing is copied, and the old folder stays whole until it is replaced.
     """
     for name in os.listdir(target):
-        if name in staged or _is_weight_file(name):
+        if name in staged or _is_weight_file(name) or _LEFTOVER.match(name):
             continue
         source, destination = os.path.join(target, name), os.path.join(staging, name)
         if os.path.isdir(source) and not os.path.islink(source):
-            shutil.copytree(source, destination, symlinks=True)
-            continue
-        try:
-            os.link(source, destination, follow_symlinks=False)
-        except OSError:
-            shutil.copy2(source, destination, follow_symlinks=False)
+            shutil.copytree(source, destination, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, destination)
 
 
 def _move_into_place(staging: str, target: str) -> None:
@@ -918,21 +1068,40 @@ def _move_into_place(staging: str, target: str) -> None:
     swapped with the staging folder in one step where the system can (Linux), else moved aside and back in
     place of the staged one; a save killed between those two renames is undone by the next save in that folder.
     A target that cannot be renamed (a mount point) has its files replaced one by one, `config.json` last.
+
+    Args:
+        staging: The folder this save wrote, beside `target`.
+        target: The folder to replace or create (no link).
+
+    Raises:
+        OSError: The folder could not be put in place; `target` then holds what it held before.
     """
-    if not os.path.exists(target):
-        os.rename(staging, target)
-        return
+    if not os.path.lexists(target):
+        try:
+            os.rename(staging, target)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            # Another save put a folder there since: this one replaces it like any old folder.
     staged = set(os.listdir(staging))
-    _keep_unwritten_files(target, staging, staged)
-    if _exchange(staging, target):
-        shutil.rmtree(staging, ignore_errors=True)  # now the old folder
+    parent = os.path.dirname(target)
+    if os.path.ismount(target) or os.stat(target).st_dev != os.stat(parent).st_dev:
+        _replace_files(staging, target, staged)
         return
-    parent = os.path.dirname(os.path.abspath(target))
-    backup = os.path.join(parent, f"{_BACKUP}{_owner()}-{os.path.basename(os.path.abspath(target))}")
+    _keep_unwritten_files(target, staging, staged)
+    with contextlib.suppress(OSError):
+        os.chmod(staging, os.stat(target).st_mode & 0o7777)  # the permissions chosen for the folder stay
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # now the old folder; a kill here leaves it to the next save
+        return
+    backup = os.path.join(parent, f"{_BACKUP}{_owner()}-{os.path.basename(target)}")
     try:
         os.rename(target, backup)
-    except OSError:  # e.g. the target is a mount point
-        _replace_files(staging, target, staged)
+    except OSError as error:
+        if error.errno not in _UNMOVABLE:
+            raise
+        _replace_files(staging, target, staged)  # a mount point that `ismount` does not see (a bind mount)
         return
     try:
         os.rename(staging, target)
@@ -943,9 +1112,19 @@ def _move_into_place(staging: str, target: str) -> None:
 
 
 def _replace_files(staging: str, target: str, staged: set[str]) -> None:
-    """File by file (each `os.replace` is atomic), weights first and `config.json` last."""
-    for name in sorted(staged, key=lambda name: name == "config.json"):
-        os.replace(os.path.join(staging, name), os.path.join(target, name))
+    """Replace the files of `target` one by one (each `os.replace` is atomic), weights first, `config.json` last.
+
+    The staged files are first moved into a staging folder inside `target` (copied where `target` is another
+    file system), since a rename cannot cross into a mount point. Old weight shards are removed after.
+    """
+    inner = tempfile.mkdtemp(prefix=f"{_STAGING}{_owner()}-", dir=target)
+    try:
+        for name in staged:
+            shutil.move(os.path.join(staging, name), os.path.join(inner, name))
+        for name in sorted(staged, key=lambda name: name == "config.json"):
+            os.replace(os.path.join(inner, name), os.path.join(target, name))
+    finally:
+        shutil.rmtree(inner, ignore_errors=True)
     for name in set(os.listdir(target)) - staged:
         if _is_weight_file(name):
             os.remove(os.path.join(target, name))
