@@ -101,8 +101,13 @@ def prune_and_heal(
     Raises:
         InputError: For no budget, `rounds < 1`, or `sparse_args` that would prune while healing.
     """
-    if prune_args is None:
-        raise InputError("prune_and_heal needs a budget: pass prune_args=PostTrainingArgs(flops_budget=...).")
+    if not isinstance(prune_args, PostTrainingArgs):
+        raise InputError(
+            f"prune_and_heal needs a budget: pass prune_args=PostTrainingArgs(flops_budget=...), got "
+            f"{type(prune_args).__name__}."
+        )
+    if isinstance(calibration_batches, Mapping):
+        raise InputError("calibration_batches is one batch: pass a list of batches (e.g. [batch]).")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise InputError(f"rounds must be a whole number >= 1, got {rounds!r}.")
     sparse_args = sparse_args if sparse_args is not None else SparseArgs.filled()

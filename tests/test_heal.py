@@ -55,12 +55,18 @@ def test_iterative_rounds_compound_to_the_budget(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"prune_args": None}, "needs a budget"), ({"rounds": 0}, "rounds must be a whole number >= 1"),
-     ({"sparse_args": SparseArgs.hybrid()}, "without pruning")],
-    ids=["no_budget", "rounds", "pruning_while_healing"],
+    [({"prune_args": None}, "needs a budget"), ({"prune_args": {"flops_budget": 0.5}}, "needs a budget.*got dict"),
+     ({"rounds": 0}, "rounds must be a whole number >= 1"), ({"sparse_args": SparseArgs.hybrid()}, "without pruning")],
+    ids=["no_budget", "budget_as_dict", "rounds", "pruning_while_healing"],
 )
 def test_bad_settings_are_input_errors(tmp_path, kwargs, message):
     settings = dict(prune_args=PostTrainingArgs(flops_budget=0.5))
     settings.update(kwargs)
     with pytest.raises(InputError, match=message):
         prune_and_heal(tiny_model("bert"), labelled_batches(1), tiny_dataset(8), training_args(tmp_path), **settings)
+
+
+def test_one_batch_instead_of_a_list_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="calibration_batches is one batch"):
+        prune_and_heal(tiny_model("bert"), labelled_batches(1)[0], tiny_dataset(8), training_args(tmp_path),
+                       PostTrainingArgs(flops_budget=0.5))
