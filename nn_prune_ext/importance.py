@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .arch import LayerModules, check_batch, get_layout
-from .validation import InputError, NonFiniteError
+from .validation import InputError, NonFiniteError, first_non_finite
 
 if TYPE_CHECKING:
     from .masks import StructureMasks
@@ -252,7 +252,7 @@ def collect_mask_gradients(
                     loss, head_masks + unit_masks, allow_unused=True, materialize_grads=True
                 )
                 gradients = [gradient.detach().float().cpu() for gradient in gradients]
-                if not all(bool(torch.isfinite(gradient).all()) for gradient in gradients):
+                if first_non_finite(enumerate(gradients)) is not None:
                     raise NonFiniteError(
                         f"The head or FFN-unit mask gradients of batch {index} are not finite (the loss is): the "
                         "model overflows in its backward pass. Run it in float32, or check its weights."
