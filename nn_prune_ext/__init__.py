@@ -37,12 +37,14 @@ from .posttrain import (
     prune_layers,
 )
 from .schedule import SparsitySchedule
+from .speed import SpeedModel, calibrate_speed_model
 from .scores import MaskedLinear, MaskScores
 from .slim import SlimMismatchError, SlimReport, drop_layers, load_slim, optimize_model, prune_with_masks
 from .summary import LayerSummary, ModelSummary, summary
 from .timing import LatencyComparison, LatencyStats, compare_latency, inference_time
 from .trainer import SparseTrainer, SparsityController
 from .validation import InputError, NonFiniteError
+from .work import LayerWork, model_work
 
 __version__ = "0.1.0"
 
@@ -75,6 +77,10 @@ __all__ = [
     "SlimMismatchError",
     "load_slim",
     "model_flops",
+    "model_work",
+    "LayerWork",
+    "SpeedModel",
+    "calibrate_speed_model",
     "apply_masks",
     "collect_mask_gradients",
     "taylor_importance",

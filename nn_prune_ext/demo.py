@@ -1,28 +1,34 @@
 """`make demo`: prune a real model on real data end to end, and report what it bought.
 
     python -m nn_prune_ext.demo                       # all-MiniLM-L6-v2 on WordNet noun glosses
-    python -m nn_prune_ext.demo --regularization_lambda 20 --output_dir runs/l20
+    python -m nn_prune_ext.demo --flops_budget 0.3 --output_dir runs/b03
+    python -m nn_prune_ext.demo --method movement --regularization_lambda 20
     python -m nn_prune_ext.demo --model_name_or_path MODEL --train_file train.csv --validation_file dev.csv
 
 The stages:
 1. fine-tune the dense model (plain `Trainer`) on the task: the reference accuracy, and the teacher;
-2. fine-tune it again with `SparseTrainer` and the hybrid preset (32x32 attention blocks, FFN
-   units, sigmoied threshold, L1 penalty), distilling from the dense model: attention blocks and
-   FFN units whose scores the penalty drives down are masked;
-3. `optimize_model` removes the heads and FFN units the masks emptied, and the slim model is
-   saved as a Hub-ready checkpoint;
-4. the report: accuracy of both models on held-out data, parameters, FLOPs, measured latency
-   of both (timed alternately in this process), kept heads and FFN width per layer.
+2. prune it, by one of two methods:
+   - `heal` (the default, the best point of the measured frontier, docs/frontier.md): prune and
+     heal (`prune_and_heal`): in each of `--heal_rounds` rounds the Fisher mask search of
+     `post_training_prune` keeps a share of the FLOPs (all rounds together: `--flops_budget`),
+     `optimize_model` removes the rest, and the slim model is distilled from the dense one for
+     `--heal_epochs`;
+   - `movement`: fine-tune the dense model again with `SparseTrainer` and a preset (hybrid: 32x32
+     attention blocks, FFN units, sigmoied threshold, L1 penalty), distilling from the dense
+     model; the pruning target is `--regularization_lambda` (larger prunes more); then
+     `optimize_model` removes the heads and FFN units the masks emptied;
+3. the slim model is saved as a Hub-ready checkpoint;
+4. the report: accuracy of both models on held-out data and their agreement, parameters, FLOPs,
+   measured latency of both (timed alternately in this process) beside the FLOPs limit, kept
+   heads and FFN width per layer.
 
-The pruning target is `--regularization_lambda` (the final weight of the L1 penalty): larger
-prunes more. The defaults prune all-MiniLM-L6-v2 in about one epoch of the shipped WordNet
-sample, which is short for movement pruning; hence a mask-score learning rate five times
-nn_pruning's. `--quick` runs every stage on a few examples (tests use it).
+`--quick` runs every stage on a few examples (tests use it).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import json
 import os
@@ -45,13 +51,17 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .args import SparseArgs
-from .flops import model_flops
-from .slim import SlimReport, optimize_model
+from .flops import dense_layer_shapes, kept_layer_shapes, model_flops
+from .heal import prune_and_heal
+from .posttrain import PostTrainingArgs, post_training_prune
+from .slim import optimize_model, record_measured_speedup
 from .slim.optimize import count_parameters
+from .speed import calibrate_speed_model, can_calibrate
 from .timing import compare_latency
 from .trainer import SparseTrainer
 from .validation import InputError, check_fields
 
+METHODS = ("heal", "posttrain", "movement")
 PRESETS = ("hybrid", "struct")
 DATA_FORMATS = ("csv", "json", "jsonl")
 # Flag -> (lowest valid value, whether the lowest value itself is valid). SparseArgs checks the penalty flags.
@@ -59,6 +69,10 @@ _FLAG_RANGES = {
     "learning_rate": (0.0, False),
     "dense_epochs": (0.0, True),
     "sparse_epochs": (0.0, False),
+    "heal_epochs": (0.0, False),
+    "heal_learning_rate": (0.0, False),
+    "heal_rounds": (1, True),
+    "calibration_examples": (1, True),
     "batch_size": (1, True),
     "max_length": (1, True),
     "latency_batch_size": (1, True),
@@ -83,10 +97,32 @@ class DemoArguments:
     text_column: str = field(default="text", metadata={"help": "Column of the input text in your files."})
     label_column: str = field(default="label", metadata={"help": "Column of the label in your files."})
     output_dir: str = field(default="demo_output", metadata={"help": "Where the checkpoints and the report go."})
-    preset: str = field(default="hybrid", metadata={"help": f"SparseArgs preset: one of {', '.join(PRESETS)}."})
+    method: str = field(
+        default="heal",
+        metadata={"help": "How to prune: 'heal' (post-training masks at --flops_budget, slimming, then distillation "
+                  "of the slim model), 'posttrain' (the same without healing) or 'movement' (pruning while "
+                  "fine-tuning with SparseTrainer)."},
+    )
+    dense_model_path: str | None = field(
+        default=None,
+        metadata={"help": "A dense model already fine-tuned on the same data and labels (e.g. the dense/ folder an "
+                  "earlier demo run left in --output_dir): skips stage 1."},
+    )
+    flops_budget: float = field(
+        default=0.4, metadata={"help": "heal, posttrain: fraction of the dense transformer-layer FLOPs to keep."}
+    )
+    heal_rounds: int = field(
+        default=2, metadata={"help": "heal: prune-and-heal steps to reach --flops_budget (each keeps budget**(1/rounds))."}
+    )
+    heal_epochs: float = field(default=1.0, metadata={"help": "heal: epochs of distillation after each pruning step."})
+    heal_learning_rate: float = field(default=5e-5, metadata={"help": "heal: learning rate of the distillation."})
+    calibration_examples: int = field(
+        default=2048, metadata={"help": "heal, posttrain: training examples the mask search measures importance on."}
+    )
+    preset: str = field(default="hybrid", metadata={"help": f"movement: SparseArgs preset, one of {', '.join(PRESETS)}."})
     regularization_lambda: float = field(
-        default=10.0, metadata={"help": "The pruning target: final weight of the L1 penalty on the mask scores. "
-                                "Larger prunes more."}
+        default=10.0, metadata={"help": "movement: the pruning target, final weight of the L1 penalty on the mask "
+                                "scores. Larger prunes more."}
     )
     # Attention blocks empty much faster than FFN units under one penalty, while FFN units are most
     # of the cost of short sequences: the defaults push the FFN harder.
@@ -97,8 +133,8 @@ class DemoArguments:
         default=2.0, metadata={"help": "Epochs of dense fine-tuning (stage 1). The slim model trains for "
                                "sparse_epochs more: two dense epochs keep the comparison fair at the defaults."}
     )
-    sparse_epochs: float = field(default=1.0, metadata={"help": "Epochs of pruning while fine-tuning (stage 2)."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of the weights in both stages."})
+    sparse_epochs: float = field(default=1.0, metadata={"help": "movement: epochs of pruning while fine-tuning."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of dense fine-tuning and of movement pruning."})
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
     max_length: int = field(default=64, metadata={"help": "Texts are truncated to this many tokens."})
     latency_batch_size: int = field(default=32, metadata={"help": "Batch size of the latency measurement."})
@@ -109,6 +145,10 @@ class DemoArguments:
 
     def __post_init__(self):
         check_fields(self)
+        if self.method not in METHODS:
+            raise InputError(f"--method {self.method!r} is not one of {', '.join(METHODS)}.")
+        if not 0 < self.flops_budget <= 1:
+            raise InputError(f"--flops_budget is a fraction of the dense FLOPs in (0, 1], got {self.flops_budget!r}.")
         if self.preset not in PRESETS:
             raise InputError(f"--preset {self.preset!r} is not one of {', '.join(PRESETS)}.")
         for name, (lowest, inclusive) in _FLAG_RANGES.items():
@@ -124,6 +164,7 @@ class DemoResult:
     name: str
     dense_accuracy: float
     slim_accuracy: float
+    agreement: float
     dense_parameters: int
     slim_parameters: int
     dense_flops: int
@@ -131,9 +172,12 @@ class DemoResult:
     seq_len: int
     dense_ms: float
     slim_ms: float
+    speed_limit: float | None
     latency_batch_size: int
     dense_steps: int
     sparse_steps: int
+    pruning_seconds: float
+    training: str
     slim_dir: str
     layers: list[dict] = field(default_factory=list)
     pictures: dict[str, str] = field(default_factory=dict)
@@ -141,6 +185,11 @@ class DemoResult:
     @property
     def speedup(self) -> float:
         return self.dense_ms / self.slim_ms
+
+    @property
+    def flops_limit(self) -> float:
+        """The speedup the FLOPs promise (infinite when no layer keeps a head or unit)."""
+        return self.dense_flops / self.slim_flops if self.slim_flops else float("inf")
 
     def report(self) -> str:
         """The report printed at the end of the demo."""
@@ -152,14 +201,18 @@ class DemoResult:
             row("", "dense", "slim"),
             row("accuracy (held-out)", f"{self.dense_accuracy:.2%}", f"{self.slim_accuracy:.2%}",
                 f"{100 * (self.slim_accuracy - self.dense_accuracy):+.1f} points"),
+            row("agreement with dense", "", f"{self.agreement:.2%}", "of held-out predictions identical"),
             row("parameters", f"{self.dense_parameters:,}", f"{self.slim_parameters:,}",
                 f"{self.slim_parameters / self.dense_parameters:.1%}"),
             row(f"GFLOPs / sequence of {self.seq_len}", f"{self.dense_flops / 1e9:.3f}", f"{self.slim_flops / 1e9:.3f}",
                 f"{self.slim_flops / self.dense_flops:.1%} (transformer layers)"),
             row(f"latency, batch {self.latency_batch_size} (median)", f"{self.dense_ms:.1f} ms", f"{self.slim_ms:.1f} ms",
-                f"speedup x{self.speedup:.2f} (measured here, side by side)"),
-            f"  training: dense {self.dense_steps} steps; slim {self.sparse_steps} more, pruning and "
-            "distilling from the dense model",
+                f"speedup x{self.speedup:.2f} measured here, side by side"),
+            row("limits of that speedup", "", "", f"x{self.flops_limit:.2f} from the FLOPs, "
+                + (f"x{self.speed_limit:.2f} from all the work (fixed costs included, rates fitted here)"
+                   if self.speed_limit is not None else "no speed model for this architecture")),
+            f"  training: dense {self.dense_steps} steps; slim {self.sparse_steps} more, {self.training} "
+            f"({self.pruning_seconds:.0f} s)",
             "  kept per layer (heads / FFN width):",
         ]
         for layer in self.layers:
@@ -254,7 +307,20 @@ def training_arguments(args: DemoArguments, stage: str, epochs: float, max_steps
 
 def run_folder(args: DemoArguments) -> str:
     """Each setting gets a folder of its own, so that runs gathered in one `results.jsonl` keep their files."""
+    if args.method == "heal":
+        return os.path.join(args.output_dir, f"heal-flops{args.flops_budget:g}-rounds{args.heal_rounds}")
+    if args.method == "posttrain":
+        return os.path.join(args.output_dir, f"posttrain-flops{args.flops_budget:g}")
     return os.path.join(args.output_dir, f"{args.preset}-lambda{args.regularization_lambda:g}")
+
+
+def setting_name(args: DemoArguments) -> str:
+    """The setting's name in the report and in `results.jsonl` (one line per name)."""
+    if args.method == "heal":
+        return f"prune+heal, FLOPs {args.flops_budget:g}, {args.heal_rounds} round{'s' * (args.heal_rounds > 1)}"
+    if args.method == "posttrain":
+        return f"post-training, FLOPs {args.flops_budget:g}"
+    return f"{args.preset}, lambda {args.regularization_lambda:g}"
 
 
 def sparse_arguments(args: DemoArguments) -> SparseArgs:
@@ -267,97 +333,164 @@ def sparse_arguments(args: DemoArguments) -> SparseArgs:
 
 
 @torch.inference_mode()
-def accuracy(model: PreTrainedModel, dataset, collator, description: str, batch_size: int = 128) -> float:
-    """Fraction of `dataset` that `model` labels right, in eval mode."""
+def predictions(model: PreTrainedModel, dataset, collator, description: str, batch_size: int = 128) -> torch.Tensor:
+    """The label `model` predicts for every example of `dataset`, in eval mode."""
     model.eval()
-    correct = 0
+    predicted = []
     for start in tqdm(range(0, len(dataset), batch_size), desc=description):
         batch = collator(dataset[start : start + batch_size]).to(model.device)
-        labels = batch.pop("labels")
-        correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
-    return correct / len(dataset)
+        batch.pop("labels", None)
+        predicted.append(model(**batch).logits.argmax(-1).cpu())
+    return torch.cat(predicted)
 
 
-def layer_rows(report: SlimReport) -> list[dict]:
+def accuracy(model: PreTrainedModel, dataset, collator, description: str, batch_size: int = 128) -> float:
+    """Fraction of `dataset` that `model` labels right, in eval mode."""
+    predicted = predictions(model, dataset, collator, description, batch_size)
+    return (predicted == torch.tensor(dataset["label"])).float().mean().item()
+
+
+def layer_rows(slim: PreTrainedModel) -> list[dict]:
+    """Heads and FFN width per layer, kept against the dense model's (across every round of slimming)."""
     return [
-        dict(layer=layer.index, heads_before=layer.heads[0], heads_after=layer.heads[1],
-             ffn_before=layer.ffn_width[0], ffn_after=layer.ffn_width[1])
-        for layer in report.layers
+        dict(layer=index, heads_before=dense.num_heads, heads_after=kept.num_heads,
+             ffn_before=dense.ffn_width, ffn_after=kept.ffn_width)
+        for index, (kept, dense) in enumerate(zip(kept_layer_shapes(slim), dense_layer_shapes(slim)))
     ]
 
 
 def run(args: DemoArguments) -> DemoResult:
     """All four stages; returns what they measured (and writes it under `args.output_dir`)."""
-    sparse_args = sparse_arguments(args)  # bad flags fail before any training
-    model_path = args.model_name_or_path or default_model_path()
+    sparse_args = sparse_arguments(args) if args.method == "movement" else None  # bad flags fail before training
+    model_path = args.model_name_or_path or (None if args.dense_model_path else default_model_path())
     model_name = args.model_name_or_path or "all-MiniLM-L6-v2"
     splits, label_names, data_name = load_texts(args)
     if args.quick:
         splits = DatasetDict(train=splits["train"].shuffle(seed=args.seed).select(range(min(96, len(splits["train"])))),
                              eval=splits["eval"].select(range(min(64, len(splits["eval"])))))
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(args.dense_model_path or model_path)
     data = tokenize(splits, tokenizer, args.max_length)
     collator = DataCollatorWithPadding(tokenizer)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-        label2id={name: index for index, name in enumerate(label_names)},
-    )
     quick_steps = 6 if args.quick else -1
+    dense, dense_steps = dense_stage(args, model_path, tokenizer, data, collator, label_names, quick_steps)
+    dense_predictions = predictions(dense, data["eval"], collator, "dense accuracy")
 
-    print(f"[1/4] fine-tuning the dense model ({len(data['train']):,} examples, {len(label_names)} labels)")
-    dense_steps = Trainer(model=model, args=training_arguments(args, "dense", args.dense_epochs, quick_steps),
-                          train_dataset=data["train"], data_collator=collator).train().global_step
-    dense = model.eval()
-    dense_accuracy = accuracy(dense, data["eval"], collator, "dense accuracy")
+    started = time.perf_counter()
+    patched = None  # the movement method's masked model (post-training masks are applied by slimming)
+    if args.method in ("heal", "posttrain"):
+        calibration = calibration_batches(args, data, collator)
+        budget = PostTrainingArgs(flops_budget=args.flops_budget)
+        if args.method == "heal":
+            print(f"[2/4] pruning to {args.flops_budget:g} of the FLOPs without retraining, then healing by "
+                  f"distillation ({args.heal_rounds} round{'s' * (args.heal_rounds > 1)})")
+            healing = dataclasses.replace(training_arguments(args, "heal", args.heal_epochs, quick_steps),
+                                          learning_rate=args.heal_learning_rate)
+            healed = prune_and_heal(dense, calibration, data["train"], healing, budget, rounds=args.heal_rounds,
+                                    data_collator=collator)
+            slim, sparse_steps = healed.model, sum(step.steps for step in healed.rounds)
+            training = (f"{args.heal_rounds} round(s) of Fisher mask search at {args.flops_budget:g} of the FLOPs, "
+                        "slimming and distillation from the dense model")
+        else:
+            print(f"[2/4] pruning to {args.flops_budget:g} of the FLOPs without retraining")
+            slim, sparse_steps = post_training_prune(dense, calibration, budget).model, 0
+            training = f"none: Fisher mask search at {args.flops_budget:g} of the FLOPs, rearranged and tuned"
+    else:
+        print(f"[2/4] pruning while fine-tuning ({args.preset} preset, lambda {args.regularization_lambda:g}, "
+              "distilling from the dense model)")
+        trainer = SparseTrainer(
+            model=copy.deepcopy(dense), args=training_arguments(args, "sparse", args.sparse_epochs, quick_steps),
+            sparse_args=sparse_args, teacher_model=dense, train_dataset=data["train"], data_collator=collator,
+        )
+        sparse_steps = trainer.train().global_step
+        patched = trainer.model
+        print("      slimming: removing empty heads and FFN units")
+        slim = optimize_model(patched)
+        training = "pruning while fine-tuning and distilling from the dense model"
+    pruning_seconds = time.perf_counter() - started
 
-    print(f"[2/4] pruning while fine-tuning ({args.preset} preset, lambda {args.regularization_lambda:g}, "
-          "distilling from the dense model)")
-    trainer = SparseTrainer(
-        model=copy.deepcopy(dense), args=training_arguments(args, "sparse", args.sparse_epochs, quick_steps),
-        sparse_args=sparse_args, teacher_model=dense, train_dataset=data["train"], data_collator=collator,
-    )
-    sparse_steps = trainer.train().global_step
+    slim_predictions = predictions(slim, data["eval"], collator, "slim accuracy")
+    labels = torch.tensor(data["eval"]["label"])
 
-    print("[3/4] slimming: removing empty heads and FFN units")
-    slim = optimize_model(trainer.model)
-    slim_accuracy = accuracy(slim, data["eval"], collator, "slim accuracy")
-    slim_dir = os.path.join(run_folder(args), "slim")
-    slim.save_pretrained(slim_dir)
-    tokenizer.save_pretrained(slim_dir)
-
-    print("[4/4] measuring latency, dense and slim alternately")
+    print("[3/4] measuring latency, dense and slim alternately")
     batch = collator(data["eval"][: args.latency_batch_size]).to(slim.device)
     batch.pop("labels")
     latency = compare_latency({"dense": dense, "slim": slim}, dict(batch),
                               warmup=1 if args.quick else 3, repeats=2 if args.quick else 15)
-    seq_len = int(batch["input_ids"].shape[1])
+    batch_size, seq_len = (int(size) for size in batch["input_ids"].shape)
+    speed = calibrate_speed_model(dense, batch_size=batch_size, seq_len=seq_len, warmup=1 if args.quick else 2,
+                                  repeats=2 if args.quick else 7) if can_calibrate(dense) else None
+
+    print("[4/4] saving the slim model, its measured speedup in its model card")
+    record_measured_speedup(slim, latency.speedup("slim"), batch_size=batch_size, seq_len=seq_len,
+                            device=f"{torch.get_num_threads()}-thread {slim.device.type}, torch {torch.__version__}")
+    slim_dir = os.path.join(run_folder(args), "slim")
+    slim.save_pretrained(slim_dir)
+    tokenizer.save_pretrained(slim_dir)
     result = DemoResult(
-        name=f"{model_name} on {data_name}, {args.preset} preset, "
-             f"lambda {args.regularization_lambda:g}",
-        dense_accuracy=dense_accuracy, slim_accuracy=slim_accuracy,
+        name=f"{model_name} on {data_name}, {setting_name(args)}",
+        dense_accuracy=(dense_predictions == labels).float().mean().item(),
+        slim_accuracy=(slim_predictions == labels).float().mean().item(),
+        agreement=(slim_predictions == dense_predictions).float().mean().item(),
         dense_parameters=count_parameters(dense), slim_parameters=count_parameters(slim),
         dense_flops=model_flops(dense, seq_len), slim_flops=model_flops(slim, seq_len), seq_len=seq_len,
         dense_ms=latency.results["dense"].median_ms, slim_ms=latency.results["slim"].median_ms,
-        latency_batch_size=int(batch["input_ids"].shape[0]), dense_steps=dense_steps,
-        sparse_steps=sparse_steps, slim_dir=slim_dir,
-        layers=layer_rows(slim.slim_report),
+        speed_limit=speed.speedup(dense, slim) if speed is not None else None,
+        latency_batch_size=batch_size, dense_steps=dense_steps,
+        sparse_steps=sparse_steps, pruning_seconds=pruning_seconds, training=training, slim_dir=slim_dir,
+        layers=layer_rows(slim),
     )
     result.pictures = {"model card density": os.path.join(slim_dir, "density.svg"),
-                       **draw_pictures(trainer.model, slim, run_folder(args))}
+                       **draw_pictures(patched, slim, run_folder(args))}
     write_outputs(result, args)
     return result
 
 
-def draw_pictures(patched: PreTrainedModel, slim: PreTrainedModel, output_dir: str) -> dict[str, str]:
-    """density.png (the masks of every pruned matrix) and kept_heads.png; none without matplotlib."""
+def dense_stage(args: DemoArguments, model_path: str, tokenizer, data: DatasetDict, collator, label_names: list[str],
+                quick_steps: int) -> tuple[PreTrainedModel, int]:
+    """Stage 1: the dense model fine-tuned on the task, saved in `<output_dir>/dense`; or the one given.
+
+    Returns:
+        `(dense model in eval mode, its fine-tuning steps here)`.
+    """
+    if args.dense_model_path is not None:
+        if not os.path.isfile(os.path.join(args.dense_model_path, "config.json")):
+            raise InputError(f"--dense_model_path {args.dense_model_path!r} is not a model folder (no config.json).")
+        print(f"[1/4] the dense model: {args.dense_model_path} (fine-tuned before)")
+        dense = AutoModelForSequenceClassification.from_pretrained(args.dense_model_path)
+        if dense.config.num_labels != len(label_names):
+            raise InputError(f"--dense_model_path {args.dense_model_path} has {dense.config.num_labels} labels; the data "
+                             f"has {len(label_names)}: pass the dense model fine-tuned on this data.")
+        return dense.eval(), 0
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+        label2id={name: index for index, name in enumerate(label_names)},
+    )
+    print(f"[1/4] fine-tuning the dense model ({len(data['train']):,} examples, {len(label_names)} labels)")
+    steps = Trainer(model=model, args=training_arguments(args, "dense", args.dense_epochs, quick_steps),
+                    train_dataset=data["train"], data_collator=collator).train().global_step
+    dense_dir = os.path.join(args.output_dir, "dense")
+    model.save_pretrained(dense_dir)
+    tokenizer.save_pretrained(dense_dir)
+    return model.eval(), steps
+
+
+def calibration_batches(args: DemoArguments, data: DatasetDict, collator) -> list[dict]:
+    """`--calibration_examples` training examples in batches: what the mask search measures importance on."""
+    examples = data["train"].shuffle(seed=args.seed).select(range(min(args.calibration_examples, len(data["train"]))))
+    return [dict(collator(examples[start : start + args.batch_size])) for start in range(0, len(examples), args.batch_size)]
+
+
+def draw_pictures(patched: PreTrainedModel | None, slim: PreTrainedModel, output_dir: str) -> dict[str, str]:
+    """kept_heads.png, and density.png (the masks of every pruned matrix) of a patched model; none without matplotlib."""
     if importlib.util.find_spec("matplotlib") is None:  # optional: the checkpoint's density.svg needs nothing
         return {}
     from .plots import plot_density_heatmaps, plot_kept_heads
 
-    return {
-        "density": str(plot_density_heatmaps(patched, os.path.join(output_dir, "density.png"))),
-        "kept heads": str(plot_kept_heads(slim, os.path.join(output_dir, "kept_heads.png"))),
-    }
+    pictures = {}
+    if patched is not None:
+        pictures["density"] = str(plot_density_heatmaps(patched, os.path.join(output_dir, "density.png")))
+    pictures["kept heads"] = str(plot_kept_heads(slim, os.path.join(output_dir, "kept_heads.png")))
+    return pictures
 
 
 def write_outputs(result: DemoResult, args: DemoArguments) -> str:
@@ -372,7 +505,7 @@ def write_outputs(result: DemoResult, args: DemoArguments) -> str:
     """
     with open(os.path.join(run_folder(args), "report.txt"), "w", encoding="utf-8") as handle:
         handle.write(result.report() + "\n")
-    name = f"{args.preset}, lambda {args.regularization_lambda:g}"
+    name = setting_name(args)
     results = os.path.join(args.output_dir, "results.jsonl")
     runs = []
     if os.path.isfile(results):

@@ -38,6 +38,7 @@ class HealRound:
         metrics_before: Evaluation metrics of the slim model before healing (empty without `eval_dataset`).
         metrics_after: The same after healing.
         train_metrics: The healing run's training metrics.
+        steps: The healing run's optimizer steps.
     """
 
     budget: float
@@ -46,6 +47,7 @@ class HealRound:
     metrics_before: dict[str, float]
     metrics_after: dict[str, float]
     train_metrics: dict[str, float]
+    steps: int = 0
 
 
 @dataclass
@@ -137,7 +139,8 @@ def prune_and_heal(
             before = trainer.evaluate() if evaluating else {}
             trained = trainer.train()
             after = trainer.evaluate() if evaluating else {}
-            records.append(HealRound(budget, pruned.search, slim.slim_report, before, after, dict(trained.metrics)))
+            records.append(HealRound(budget, pruned.search, slim.slim_report, before, after, dict(trained.metrics),
+                                     trained.global_step))
             current = trainer.model
     finally:
         # The trainer freezes its teacher and puts it in eval mode; the caller's model gets both back.

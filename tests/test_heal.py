@@ -47,6 +47,7 @@ def test_iterative_rounds_compound_to_the_budget(tmp_path):
     model = tiny_model("bert")
     result = _heal(tmp_path, model, rounds=2)
     assert [step.budget for step in result.rounds] == [pytest.approx(0.5 ** 0.5)] * 2
+    assert [step.steps for step in result.rounds] == [4, 4]
     assert result.rounds[1].search.dense_cost == pytest.approx(result.rounds[0].search.cost, rel=0.02)
     assert result.rounds[1].search.cost <= 0.5 * result.rounds[0].search.dense_cost * 1.02
     assert (tmp_path / "round-1").is_dir() and (tmp_path / "round-2").is_dir()

@@ -1,6 +1,10 @@
 import xml.etree.ElementTree as ElementTree
 
 from nn_prune_ext import get_layout, model_flops, optimize_model
+import pytest
+
+from nn_prune_ext import InputError, load_slim
+from nn_prune_ext.slim import record_measured_speedup
 from nn_prune_ext.slim.model_card import FLOPS_SEQ_LEN, PICTURE_NAME
 
 from conftest import CLASSIFIERS, tiny_model
@@ -23,6 +27,7 @@ def test_model_card_describes_every_layer(model_type, tmp_path):
     # Dense FLOPs are those of the model before slimming, with every layer (a dropped one included).
     dense_flops, slim_flops = model_flops(tiny_model(model_type), FLOPS_SEQ_LEN), model_flops(slim, FLOPS_SEQ_LEN)
     assert f"| {dense_flops:,} | {slim_flops:,} |" in card
+    assert "| measured speedup | | not measured | `nn-prune bench <this folder>` measures it" in card
     dropped = "Layer(s) 1 of the 2 layers of the dense model were removed whole" in card
     assert dropped == (slim.slim_report.dropped_layers == [1])
     assert "trust_remote_code=True" in card and "load_slim" in card
@@ -35,3 +40,17 @@ def test_model_card_describes_every_layer(model_type, tmp_path):
     assert float(bars[-1].get("width")) == 0.0  # the emptied layer keeps no FFN unit
     labels = [text.text for text in picture.iter("{http://www.w3.org/2000/svg}text")]
     assert ("layer 1 (dropped)" in labels) == bool(slim.slim_report.dropped_layers)
+
+
+def test_a_recorded_speedup_is_in_the_card_beside_the_flops_and_survives_reloading(tmp_path):
+    slim = optimize_model(masked_model("bert"))
+    record_measured_speedup(slim, 1.834, batch_size=32, seq_len=19, device="2-core CPU", threads=2)
+    slim.save_pretrained(tmp_path / "first")
+    card = (tmp_path / "first" / "README.md").read_text()
+    assert "| measured speedup, batch 32 x 19 tokens | 1 | x1.83 | 2-core CPU, 2 threads |" in card
+    assert card.index("FLOPs of the transformer layers") < card.index("measured speedup")
+    reloaded = load_slim(tmp_path / "first")
+    reloaded.save_pretrained(tmp_path / "second")
+    assert "x1.83 | 2-core CPU" in (tmp_path / "second" / "README.md").read_text()
+    with pytest.raises(InputError, match="positive number"):
+        record_measured_speedup(slim, 0.0, batch_size=1, seq_len=1, device="cpu")

@@ -12,8 +12,9 @@ CKPT is either
 For every batch size both models get the same seeded random token ids (attention mask all
 ones) and are timed alternately (`nn_prune_ext.timing.compare_latency`). The table gives the
 median latencies, the speedup (dense / slim median), the FLOPs speedup (dense / slim FLOPs of the
-transformer layers, `model_flops`: the speedup the arithmetic predicts) and the speedup over the
-FLOPs speedup. `--json` writes the same numbers with every sample. (Elsewhere in nn_prune_ext a
+transformer layers, `model_flops`: the speedup the matrix products predict), the speed limit (the
+speedup the two models' work allows on this device, fixed costs included: `nn_prune_ext.speed`,
+calibrated here at each batch size) and the measured speedup over each limit. `--json` writes the same numbers with every sample. (Elsewhere in nn_prune_ext a
 "FLOPs ratio" is slim / dense, the inverse of the FLOPs speedup.)
 """
 
@@ -36,6 +37,7 @@ from ..slim.classes import stock_class
 from ..slim.layers import dropped_layer_indices
 from ..slim.modeling_slim import dense_config, is_slim_config
 from ..slim.optimize import count_parameters
+from ..speed import calibrate_speed_model, can_calibrate
 from ..timing import compare_latency
 from ..transformers_internals import attention_implementation, build_model
 from ..validation import InputError
@@ -193,16 +195,29 @@ def _check_seq_len(config, seq_len: int) -> None:
 def _table(rows: list[dict[str, Any]], flops_speedup: float) -> str:
     header = (
         f"{'batch':>5} {'dense ms':>10} {'IQR':>8} {'slim ms':>10} {'IQR':>8} {'speedup':>8} "
-        f"{'FLOPs speedup':>13} {'speedup/FLOPs':>13}"
+        f"{'FLOPs speedup':>13} {'speedup/FLOPs':>13} {'speed limit':>11} {'speedup/limit':>13}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
-        dense, slim = row["dense"], row["slim"]
+        dense, slim, limit = row["dense"], row["slim"], row["speed_limit"]
+        limit_text = (f"{limit:>11.3f} {row['speedup_over_limit']:>13.3f}" if limit is not None
+                      else f"{'n/a':>11} {'n/a':>13}")
         lines.append(
             f"{row['batch_size']:>5} {dense['median_ms']:>10.3f} {dense['iqr_ms']:>8.3f} {slim['median_ms']:>10.3f} "
-            f"{slim['iqr_ms']:>8.3f} {row['speedup']:>8.3f} {flops_speedup:>13.3f} {row['speedup_over_flops']:>13.3f}"
+            f"{slim['iqr_ms']:>8.3f} {row['speedup']:>8.3f} {flops_speedup:>13.3f} {row['speedup_over_flops']:>13.3f} "
+            f"{limit_text}"
         )
     return "\n".join(lines)
+
+
+def speed_limit(dense: nn.Module, slim: nn.Module, batch_size: int, args: argparse.Namespace) -> float | None:
+    """The speedup the work of `dense` and `slim` allows on this device (`nn_prune_ext.speed`), or `None`
+    for architectures the speed model cannot be calibrated on (encoder-decoders, unpruned experts)."""
+    if not can_calibrate(dense):
+        return None
+    speed = calibrate_speed_model(dense, batch_size=batch_size, seq_len=args.seq_len, warmup=args.warmup,
+                                  repeats=args.repeats, threads=args.threads)
+    return speed.speedup(dense, slim)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -221,12 +236,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {"dense": dense, "slim": slim}, inputs, warmup=args.warmup, repeats=args.repeats, threads=args.threads
         )
         speedup = comparison.speedup("slim")
+        limit = speed_limit(dense, slim, batch_size, args)
         rows.append({
             "batch_size": batch_size,
             "dense": comparison.results["dense"].to_dict(),
             "slim": comparison.results["slim"].to_dict(),
             "speedup": speedup,
             "speedup_over_flops": speedup / flops_speedup,
+            "speed_limit": limit,
+            "speedup_over_limit": speedup / limit if limit is not None else None,
         })
     results = {
         "checkpoint": str(args.checkpoint),
@@ -253,7 +271,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(
         f"median of {args.repeats} timed rounds after {args.warmup} warm-up rounds, dense and slim alternating; "
         f"{results['device']}, {results['threads']} threads, torch {torch.__version__}\n"
-        "speedup = dense / slim median; FLOPs speedup = dense / slim FLOPs; IQR = interquartile range (ms)"
+        "speedup = dense / slim median; FLOPs speedup = dense / slim FLOPs; speed limit = dense / slim time "
+        "predicted from all their work (fixed costs included, rates fitted here); IQR = interquartile range (ms)"
     )
     if args.json_path:
         path = Path(args.json_path)

@@ -3,7 +3,7 @@
 from . import modeling_slim
 from .classes import load_slim, slim_class_for
 from .layers import drop_layers
-from .model_card import write_model_card
+from .model_card import record_measured_speedup, write_model_card
 from .optimize import LayerReport, SlimReport, is_slim_model, optimize_model, prune_with_masks
 from .verify import SlimMismatchError
 
@@ -21,4 +21,5 @@ __all__ = [
     "load_slim",
     "slim_class_for",
     "write_model_card",
+    "record_measured_speedup",
 ]

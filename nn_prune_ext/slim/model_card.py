@@ -12,10 +12,44 @@ from . import modeling_slim
 from .layers import dropped_layer_indices
 from .optimize import count_parameters
 
-__all__ = ["write_model_card", "density_svg", "FLOPS_SEQ_LEN"]
+__all__ = ["write_model_card", "density_svg", "record_measured_speedup", "FLOPS_SEQ_LEN"]
 
 FLOPS_SEQ_LEN = 128
 PICTURE_NAME = "density.svg"
+SPEEDUP_KEY = "measured_speedup"  # in the slim description of the config: what the card reports
+
+
+def record_measured_speedup(
+    model: nn.Module, speedup: float, *, batch_size: int, seq_len: int, device: str, threads: int | None = None
+) -> None:
+    """Record a speedup measured against the dense model in `model`'s config, for its model card.
+
+    The next `save_pretrained` writes it into `config.json` and into the card's size table, beside
+    the FLOPs ratio; the latest measurement replaces an earlier one.
+
+    Args:
+        model: A slim model.
+        speedup: Dense latency over slim latency, measured side by side (`compare_latency`).
+        batch_size: Sequences per timed forward.
+        seq_len: Tokens per sequence.
+        device: Where it was measured, in words (e.g. "2-core CPU, torch 2.13").
+        threads: Intra-op threads while timing, if set.
+    """
+    if not (isinstance(speedup, (int, float)) and speedup > 0):
+        raise modeling_slim._input_error(f"speedup must be a positive number, got {speedup!r}.")
+    modeling_slim.slim_spec(model.config)[SPEEDUP_KEY] = dict(
+        speedup=float(speedup), batch_size=int(batch_size), seq_len=int(seq_len), device=str(device), threads=threads
+    )
+
+
+def _speedup_row(spec: dict) -> str:
+    measured = spec.get(SPEEDUP_KEY)
+    if not measured:
+        return ("| measured speedup | | not measured | `nn-prune bench <this folder>` measures it on your "
+                "hardware |")
+    threads = f", {measured['threads']} threads" if measured.get("threads") else ""
+    return (f"| measured speedup, batch {measured['batch_size']} x {measured['seq_len']} tokens | 1 | "
+            f"x{measured['speedup']:.2f} | {escape(measured['device'])}{threads} |")
 
 
 def density_svg(dense: list[LayerShape], slim: list[LayerShape], dropped: frozenset[int] = frozenset()) -> str:
@@ -95,6 +129,7 @@ def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape
         f"| FLOPs of the transformer layers, one sequence of {FLOPS_SEQ_LEN} tokens | {dense_flops:,} | "
         f"{slim_flops:,} | {slim_flops / max(dense_flops, 1):.1%} |"
     )
+    size_rows.append(_speedup_row(spec))
     return "\n".join(
         [
             "---",
