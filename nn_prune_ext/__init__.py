@@ -16,6 +16,7 @@ from .importance import (
     magnitude_importance,
     taylor_importance,
 )
+from .inference import CapturedModel, CaptureMismatchError, capture_for_inference
 from .importance_pruning import ImportancePruningArgs, importance_masks, prune_by_importance
 from .arch import (
     ArchitectureLayout,
@@ -88,6 +89,9 @@ __all__ = [
     "MaskGradients",
     "MaskImportance",
     "inference_time",
+    "capture_for_inference",
+    "CapturedModel",
+    "CaptureMismatchError",
     "compare_latency",
     "LatencyStats",
     "LatencyComparison",

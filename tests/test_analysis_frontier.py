@@ -64,6 +64,8 @@ def test_a_quick_sweep_writes_the_picture_and_table_and_resumes(tmp_path, capsys
     runs = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     names = [setting_name(frontier.demo_arguments(setting, str(tmp_path), True)) for setting in settings]
     assert [run["name"] for run in runs] == ["dense", *names]
+    # The speedups and speed limits were measured again at the end, all models in one process.
+    assert runs[0]["speedup"] == 1.0 and all(run["speedup"] > 0 and run["run"]["speed_limit"] > 0 for run in runs[1:])
     assert (tmp_path / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(name in (tmp_path / "frontier.md").read_text() for name in names)
     # The second setting started from the dense model the first one fine-tuned.

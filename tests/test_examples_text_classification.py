@@ -27,9 +27,8 @@ METRICS = ROOT / "examples" / "metrics"
 TOPICS = {"sports": "the match goal team ball", "food": "bread soup cheese apple", "music": "song guitar piano drum"}
 
 
-def load_script():
-    name = "examples_text_classification_run"
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
+def load_script(script: Path = SCRIPT, name: str = "examples_text_classification_run"):
+    spec = importlib.util.spec_from_file_location(name, script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the script runs
     spec.loader.exec_module(module)

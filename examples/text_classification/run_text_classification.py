@@ -511,6 +511,22 @@ def load_classifier(model_args: ModelArguments, label_names: list[str]):
     return config, tokenizer, model
 
 
+def load_and_encode(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments):
+    """The classifier with the data's labels, its tokenizer, and the splits the run uses, tokenized.
+
+    Returns:
+        `(tokenizer, model, encoded splits)`.
+    """
+    raw = load_examples(data_args, model_args, training_args)
+    first = next(iter(raw.values()))
+    text_columns = resolve_text_columns(first, data_args.text_column_names, data_args.label_column_name)
+    config, tokenizer, model = load_classifier(model_args, dataset_label_names(first, data_args.label_column_name))
+    max_seq_length = resolve_max_seq_length(data_args.max_seq_length, tokenizer, config)
+    encoded = encode(raw, tokenizer, text_columns, data_args.label_column_name, config.label2id, max_seq_length,
+                     data_args, training_args)
+    return tokenizer, model, encoded
+
+
 def slim_evaluate_and_save(
     trainer: SparseTrainer, evaluation: dict[str, Any], masked_metrics: dict[str, Any]
 ) -> dict[str, Any]:
@@ -552,13 +568,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup_logging(training_args)
     set_seed(training_args.seed)
 
-    raw = load_examples(data_args, model_args, training_args)
-    first = next(iter(raw.values()))
-    text_columns = resolve_text_columns(first, data_args.text_column_names, data_args.label_column_name)
-    config, tokenizer, model = load_classifier(model_args, dataset_label_names(first, data_args.label_column_name))
-    max_seq_length = resolve_max_seq_length(data_args.max_seq_length, tokenizer, config)
-    encoded = encode(raw, tokenizer, text_columns, data_args.label_column_name, config.label2id, max_seq_length,
-                     data_args, training_args)
+    tokenizer, model, encoded = load_and_encode(model_args, data_args, training_args)
     evaluation = dict(
         eval_dataset=encoded.get(data_args.eval_split_name),
         data_collator=default_data_collator if data_args.pad_to_max_length else DataCollatorWithPadding(tokenizer),
