@@ -58,7 +58,7 @@ from .posttrain import PostTrainingArgs, post_training_prune
 from .slim import optimize_model, record_measured_speedup
 from .slim.optimize import count_parameters
 from .speed import calibrate_speed_model, can_calibrate
-from .timing import compare_latency
+from .timing import compare_latency, describe_device
 from .trainer import SparseTrainer
 from .validation import InputError, check_fields
 
@@ -432,7 +432,7 @@ def run(args: DemoArguments) -> DemoResult:
 
     print("[4/4] saving the slim model, its measured speedup in its model card")
     record_measured_speedup(slim, latency.speedup("slim"), batch_size=batch_size, seq_len=seq_len,
-                            device=f"{torch.get_num_threads()}-thread {slim.device.type}, torch {torch.__version__}")
+                            device=describe_device(slim))
     slim_dir = os.path.join(run_folder(args), "slim")
     slim.save_pretrained(slim_dir)
     tokenizer.save_pretrained(slim_dir)

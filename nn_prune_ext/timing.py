@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from .validation import InputError
 
-__all__ = ["LatencyStats", "LatencyComparison", "inference_time", "compare_latency"]
+__all__ = ["LatencyStats", "LatencyComparison", "inference_time", "compare_latency", "describe_device"]
 
 Inputs = Mapping[str, Any] | Sequence[Any] | torch.Tensor
 
@@ -287,3 +287,10 @@ def inference_time(
         and every sample.
     """
     return compare_latency({"model": model}, inputs, warmup=warmup, repeats=repeats, threads=threads).results["model"]
+
+
+def describe_device(model: nn.Module) -> str:
+    """Where `model` runs, in words for a record of a measurement, e.g. "2-thread cpu, torch 2.13.0"."""
+    device = next(model.parameters()).device
+    threads = f"{torch.get_num_threads()}-thread " if device.type == "cpu" else ""
+    return f"{threads}{device}, torch {torch.__version__}"

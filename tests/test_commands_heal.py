@@ -43,6 +43,7 @@ def test_heal_writes_a_healed_slim_checkpoint_and_its_record(checkpoint, tmp_pat
     assert model_flops(slim, 8) <= 0.5 * model_flops(tiny_model("bert"), 8) * 1.05
     assert (tmp_path / "slim" / "tokenizer_config.json").exists()
     assert (tmp_path / "slim-healing" / "round-1").is_dir()
+    assert "measured speedup x" in printed and "| measured speedup, batch " in (tmp_path / "slim" / "README.md").read_text()
 
 
 def test_heal_refuses_a_missing_training_file(checkpoint, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -32,6 +33,11 @@ def test_posttrain_writes_a_slim_checkpoint_within_budget(checkpoint, tmp_path, 
     ])
     printed = capsys.readouterr().out
     assert "seconds per stage" in printed and f"slim checkpoint written to {out}" in printed
+    # The speedup measured side by side on the first calibration batch (8 examples) is in the card.
+    speedup = re.search(r"measured speedup x(\d+\.\d\d) on a calibration batch of 8 x (\d+) tokens", printed)
+    assert speedup is not None
+    assert f"| measured speedup, batch 8 x {speedup.group(2)} tokens | 1 | x{speedup.group(1)} |" in (
+        out / "README.md").read_text()
     record = json.loads((out / RECORD_NAME).read_text())
     assert record["calibration"]["batches"] == 5 and record["arguments"]["flops_budget"] == 0.5
     assert record["cost"] <= record["budget"] == pytest.approx(0.5 * record["dense_cost"])

@@ -66,6 +66,7 @@ def test_report_of_a_slim_checkpoint(tmp_path, capsys):
     assert integers(text, r"parameters: ([\d,]+) -> ([\d,]+)") == (count_parameters(dense), count_parameters(slim))
     flops = integers(text, r"one sequence of 64 tokens: ([\d,]+) -> ([\d,]+)")
     assert flops == (model_flops(dense, 64), model_flops(slim, 64))
+    assert "measured speedup: not recorded in this checkpoint; `nn-prune bench CHECKPOINT` measures it" in text
     assert "mask densities" not in text
     names = ["summary.txt", "density.png", "kept_heads.png"]
     assert written == [tmp_path / "out" / name for name in names]
@@ -177,3 +178,14 @@ def test_report_of_a_slim_checkpoint_without_its_dense_parameter_count(tmp_path,
     slim = load_slim(tmp_path / "slim")
     assert integers(text, r"parameters: ([\d,]+) -> ([\d,]+)") == (count_parameters(tiny_model("llama")),
                                                                     count_parameters(slim))
+
+
+def test_report_states_the_speedup_a_slim_checkpoint_records(tmp_path, capsys):
+    from nn_prune_ext.slim import record_measured_speedup
+
+    slim = optimize_model(masked_model("bert"))
+    record_measured_speedup(slim, 2.345, batch_size=32, seq_len=45, device="2-thread cpu, torch 2.13.0")
+    slim.save_pretrained(tmp_path / "slim")
+    run_report([str(tmp_path / "slim"), "--no-plots", "--output-dir", str(tmp_path / "out")])
+    assert ("measured speedup x2.35 (batch 32 x 45 tokens, 2-thread cpu, torch 2.13.0), as recorded in the checkpoint"
+            in capsys.readouterr().out)

@@ -38,7 +38,8 @@ from ..slim.layers import dropped_layer_indices
 from ..slim.modeling_slim import dense_config, is_slim_config
 from ..slim.optimize import count_parameters
 from ..speed import calibrate_speed_model, can_calibrate
-from ..timing import compare_latency
+from ..slim import record_measured_speedup
+from ..timing import compare_latency, describe_device
 from ..transformers_internals import attention_implementation, build_model
 from ..validation import InputError
 from .arguments import checkpoint_folder, whole_number
@@ -140,6 +141,25 @@ def random_inputs(config, batch_size: int, seq_len: int, device: str | torch.dev
     generator = torch.Generator().manual_seed(SEED)
     input_ids = torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=generator)
     return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids, device=device)}
+
+
+def measure_and_record(dense: nn.Module, slim: nn.Module, batch: dict[str, Any]) -> str:
+    """Time `slim` against `dense` side by side on `batch`, record the speedup for `slim`'s model card.
+
+    For the commands that write a slim checkpoint from a model they have loaded (`posttrain`, `heal`):
+    the card then states a measured speedup beside the FLOPs.
+
+    Returns:
+        The line to print: the measured speedup and the FLOPs limit at the batch's length.
+    """
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    comparison = compare_latency({"dense": dense, "slim": slim}, inputs, warmup=2, repeats=10)
+    speedup = comparison.speedup("slim")
+    batch_size, seq_len = (int(size) for size in next(iter(inputs.values())).shape[:2])
+    record_measured_speedup(slim, speedup, batch_size=batch_size, seq_len=seq_len, device=describe_device(slim))
+    limit = model_flops(dense, seq_len) / max(model_flops(slim, seq_len), 1)
+    return (f"measured speedup x{speedup:.2f} on a calibration batch of {batch_size} x {seq_len} tokens, side by side "
+            f"(FLOPs limit x{limit:.2f}); recorded in the model card")
 
 
 # ----- the command -------------------------------------------------------------------------

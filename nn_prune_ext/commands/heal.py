@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> None:
     from ..checkpoints import load_for_slimming
     from ..heal import prune_and_heal
     from ..posttrain import PostTrainingArgs
+    from .bench import measure_and_record
     from .optimize import copy_tokenizer
 
     checkpoint_folder(args.checkpoint)
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> None:
     )
     print(result)
     print(result.model.slim_report)
+    print(measure_and_record(model, result.model, calibration[0]))
     result.model.save_pretrained(args.output)
     copy_tokenizer(args.checkpoint, args.output)
     record = {

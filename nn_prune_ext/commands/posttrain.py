@@ -43,6 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..checkpoints import load_for_slimming
     from ..posttrain import PostTrainingArgs, post_training_prune
+    from .bench import measure_and_record
     from .optimize import copy_tokenizer
 
     checkpoint_folder(args.checkpoint)
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> None:
     result = post_training_prune(model, batches, settings)
     print(result)
     print(result.model.slim_report)
+    print(measure_and_record(model, result.model, batches[0]))
     result.model.save_pretrained(args.output)
     copy_tokenizer(args.checkpoint, args.output)
     record = {

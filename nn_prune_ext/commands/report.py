@@ -26,6 +26,8 @@ from ..patch import densities, is_patched
 from ..plots import INSTALL_HINT, as_slim, plot_density_heatmaps, plot_head_importance, plot_kept_heads
 from ..slim import LayerReport, SlimReport
 from ..slim.layers import kept_layer_indices
+from ..slim.model_card import SPEEDUP_KEY
+from ..slim.modeling_slim import is_slim_config, slim_spec
 from ..summary import summary
 
 SUMMARY_NAME = "summary.txt"
@@ -67,6 +69,7 @@ class CheckpointSummary:
         flops: FLOPs of the transformer layers for one sequence, (dense, kept).
         seq_len: The sequence length of `flops`.
         mask_densities: `nn_prune_ext.densities` of a patched checkpoint's masks, else `None`.
+        measured_speedup: The speedup a slim checkpoint records (`record_measured_speedup`), else `None`.
     """
 
     description: str
@@ -74,6 +77,7 @@ class CheckpointSummary:
     flops: tuple[int, int]
     seq_len: int
     mask_densities: dict[str, float] | None = None
+    measured_speedup: dict | None = None
 
     def __str__(self) -> str:
         lines = [self.description]
@@ -87,6 +91,12 @@ class CheckpointSummary:
         lines.append(
             f"FLOPs of the transformer layers, one sequence of {self.seq_len} tokens: {dense:,} -> {kept:,} "
             f"({kept / max(dense, 1):.1%})"
+        )
+        measured = self.measured_speedup
+        lines.append(
+            f"measured speedup x{measured['speedup']:.2f} (batch {measured['batch_size']} x {measured['seq_len']} tokens, "
+            f"{measured['device']}), as recorded in the checkpoint" if measured else
+            "measured speedup: not recorded in this checkpoint; `nn-prune bench CHECKPOINT` measures it here"
         )
         return "\n".join(lines)
 
@@ -128,6 +138,7 @@ def summarize(model: nn.Module, slim: nn.Module, seq_len: int) -> CheckpointSumm
         flops=(described.dense_flops, described.flops),
         seq_len=seq_len,
         mask_densities=densities(model) if patched else None,
+        measured_speedup=slim_spec(slim.config).get(SPEEDUP_KEY) if is_slim_config(slim.config) else None,
     )
 
 
