@@ -23,20 +23,22 @@ print(speed.speedup(dense, slim), model_flops(dense, 128) / model_flops(slim, 12
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from .arch import get_layout, probe_inputs
+from .flops import dense_layer_shapes
 from .masks import StructureMasks
+from .posttrain.costs import LatencyCost, PiecewiseLinear
 from .slim.classes import stock_class
 from .slim.modeling_slim import dense_config, is_slim_config
 from .slim.optimize import prune_with_masks
 from .timing import compare_latency
 from .transformers_internals import build_model
 from .validation import InputError
-from .work import ModelWork, model_work
+from .work import ModelWork, layer_work, model_work
 
 __all__ = ["SpeedModel", "calibrate_speed_model", "can_calibrate"]
 
@@ -94,6 +96,34 @@ class SpeedModel:
         fixed = (self.ms_per_attention_block * work.attention_blocks + self.ms_per_ffn_block * work.ffn_blocks
                  + self.ms_per_layer * work.layers + self.ms_outside_layers)
         return fixed / self.predict_ms(work)
+
+    def block_ms(self, work: ModelWork) -> float:
+        """The predicted milliseconds of `work` without the fixed cost of its layers and of what lies outside them."""
+        return self.predict_ms(work) - self.ms_per_layer * work.layers - self.ms_outside_layers
+
+    def layer_cost_model(self, model: nn.Module) -> LatencyCost:
+        """These rates as the per-layer cost a latency budget of the mask search adds up (`post_training_prune`).
+
+        Every layer of the dense model has the same shape: one layer's attention cost is tabulated at
+        every head count (key/value heads in proportion under GQA) and its FFN cost at one unit and at
+        the full width (it is affine in the width). Both are 0 when nothing is kept, so removing a
+        whole block saves its fixed cost too.
+        """
+        shape = dense_layer_shapes(model)[0]
+        head_counts = tuple(range(1, shape.num_heads + 1))
+        attention = []
+        for heads in head_counts:
+            kv_heads = max(1, round(heads * shape.num_kv_heads / shape.num_heads))
+            only_attention = replace(shape, num_heads=heads, num_kv_heads=kv_heads, ffn_width=0, fixed_ffn_macs=0,
+                                     cross_heads=0, cross_kv_heads=0)
+            attention.append(self.block_ms(layer_work(only_attention, self.seq_len, self.batch_size, sublayers=0,
+                                                      norms=0)))
+        widths = (1, shape.ffn_width) if shape.ffn_width > 1 else (1,)
+        ffn = [self.block_ms(layer_work(replace(shape, num_heads=0, num_kv_heads=0, ffn_width=width, cross_heads=0,
+                                                cross_kv_heads=0), self.seq_len, self.batch_size, sublayers=0, norms=0))
+               for width in widths]
+        return LatencyCost(attention_latency=PiecewiseLinear(head_counts, tuple(attention)),
+                           ffn_latency=PiecewiseLinear(widths, tuple(ffn)))
 
     def __str__(self) -> str:
         return (

@@ -73,3 +73,37 @@ def test_calibration_needs_one_stack_and_pruned_ffns():
     assert not can_calibrate(tiny_seq2seq("t5")) and not can_calibrate(mixtral())
     with pytest.raises(InputError, match="one stack"):
         calibrate_speed_model(tiny_seq2seq("bart"))
+
+
+def test_a_latency_budget_counted_with_the_work_model(monkeypatch):
+    """post_training_prune with latency_model="work": the search keeps the budget of the fitted speed model."""
+    from nn_prune_ext import PostTrainingArgs, post_training_prune
+
+    from conftest import labelled_batches
+
+    known = SpeedModel(**RATES, batch_size=8, seq_len=12)
+    monkeypatch.setattr(speed_module, "calibrate_speed_model", lambda model, **kwargs: known)
+    dense = tiny_model("bert")
+    result = post_training_prune(dense, labelled_batches(4), PostTrainingArgs(latency_budget=0.5, latency_model="work"))
+    assert result.search.cost <= result.search.budget == pytest.approx(0.5 * result.search.dense_cost)
+    # The search's cost is the blocks' predicted time: the layers' time without what every layer costs whatever
+    # it keeps (its fixed cost, and its 2 norms and 2 residual sums over 8 x 12 tokens of 64).
+    norms_and_sums_ms = known.ms_per_gflop * 2 * 8 * 12 * 64 * (5 * 2 + 2) / 1e9
+    dense_blocks, slim_blocks = (known.block_ms(model_work(model, 12, 8)) - norms_and_sums_ms
+                                 for model in (dense, result.model))
+    assert result.search.dense_cost == pytest.approx(dense_blocks)
+    assert slim_blocks == pytest.approx(result.search.cost, rel=1e-6)
+
+
+def test_the_work_model_as_a_search_cost_is_zero_for_nothing_and_grows_with_sizes():
+    cost = SpeedModel(**RATES, batch_size=2, seq_len=8).layer_cost_model(tiny_model("bert"))
+    assert cost.attention(0, [0] * 4) == 0 == cost.ffn(0, 0)
+    assert 0.3 < cost.attention(0, [1, 0, 0, 0]) < cost.attention(0, [1, 1, 1, 1])  # the fixed cost, then more
+    assert 0.2 < cost.ffn(0, 1) < cost.ffn(0, INTERMEDIATE)
+
+
+def test_latency_model_must_be_known():
+    from nn_prune_ext import PostTrainingArgs
+
+    with pytest.raises(InputError, match="latency_model must be one of table, work"):
+        PostTrainingArgs(latency_budget=0.5, latency_model="lut")

@@ -34,6 +34,8 @@ from ..validation import InputError, NonFiniteError, check_fields, first_non_fin
 
 __all__ = ["PostTrainingArgs", "PostTrainingResult", "post_training_prune", "mean_sequence_length", "with_labels"]
 
+LATENCY_MODELS = ("table", "work")
+
 
 @dataclass
 class PostTrainingArgs:
@@ -71,6 +73,12 @@ class PostTrainingArgs:
     latency_batch_size: int = field(
         default=8, metadata={"help": "Batch size at which the latency lookup table is measured."}
     )
+    latency_model: str = field(
+        default="table",
+        metadata={"help": "What a latency budget is counted with: 'table' (one layer timed at every head count and a "
+                  "grid of FFN widths, Kwon et al.) or 'work' (the speed model: all of a layer's work, fixed costs "
+                  "included, with rates fitted on this device; nn_prune_ext.speed)."},
+    )
 
     def __post_init__(self):
         check_fields(self)
@@ -91,6 +99,8 @@ class PostTrainingArgs:
             raise InputError(f"max_tune_scale must be positive, got {self.max_tune_scale}.")
         if self.max_batches is not None and self.max_batches < 1:
             raise InputError(f"max_batches must be at least 1 (or None for all batches), got {self.max_batches}.")
+        if self.latency_model not in LATENCY_MODELS:
+            raise InputError(f"latency_model must be one of {', '.join(LATENCY_MODELS)}, got {self.latency_model!r}.")
         if self.latency_batch_size < 1:
             raise InputError(f"latency_batch_size must be at least 1, got {self.latency_batch_size}.")
 
@@ -192,6 +202,11 @@ def _cost_model(
 ) -> CostModel:
     if args.flops_budget is not None:
         return FlopsCost(shapes=structure.shapes, seq_len=seq_len)
+    if args.latency_model == "work":
+        from ..speed import calibrate_speed_model  # imported here: nn_prune_ext.speed imports this package
+
+        speed = calibrate_speed_model(model, batch_size=args.latency_batch_size, seq_len=seq_len)
+        return speed.layer_cost_model(model)
     table = latency_table or measure_latency_table(model, batch_size=args.latency_batch_size, seq_len=seq_len)
     return table.cost_model()
 
