@@ -7,20 +7,22 @@
 
 The stages:
 1. fine-tune the dense model (plain `Trainer`) on the task: the reference accuracy, and the teacher;
-2. prune it, by one of two methods:
+2. prune it, by one of three methods:
    - `heal` (the default, the best point of the measured frontier, docs/frontier.md): prune and
      heal (`prune_and_heal`): in each of `--heal_rounds` rounds the Fisher mask search of
      `post_training_prune` keeps a share of the FLOPs (all rounds together: `--flops_budget`),
      `optimize_model` removes the rest, and the slim model is distilled from the dense one for
      `--heal_epochs`;
+   - `posttrain`: the mask search alone (rearranged and tuned), no retraining;
    - `movement`: fine-tune the dense model again with `SparseTrainer` and a preset (hybrid: 32x32
      attention blocks, FFN units, sigmoied threshold, L1 penalty), distilling from the dense
      model; the pruning target is `--regularization_lambda` (larger prunes more); then
      `optimize_model` removes the heads and FFN units the masks emptied;
 3. the slim model is saved as a Hub-ready checkpoint;
 4. the report: accuracy of both models on held-out data and their agreement, parameters, FLOPs,
-   measured latency of both (timed alternately in this process) beside the FLOPs limit, kept
-   heads and FFN width per layer.
+   measured latency of both (timed alternately in this process, eager and captured as graphs)
+   beside the limits of the speedup (FLOPs; all the work, `nn_prune_ext.speed`), kept heads and
+   FFN width per layer.
 
 `--quick` runs every stage on a few examples (tests use it).
 """
