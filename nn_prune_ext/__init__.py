@@ -16,7 +16,7 @@ from .importance import (
     magnitude_importance,
     taylor_importance,
 )
-from .inference import CapturedModel, CaptureMismatchError, capture_for_inference
+from .inference import CapturedModel, CaptureError, CaptureMismatchError, capture_for_inference
 from .importance_pruning import ImportancePruningArgs, importance_masks, prune_by_importance
 from .arch import (
     ArchitectureLayout,
@@ -91,6 +91,7 @@ __all__ = [
     "inference_time",
     "capture_for_inference",
     "CapturedModel",
+    "CaptureError",
     "CaptureMismatchError",
     "compare_latency",
     "LatencyStats",

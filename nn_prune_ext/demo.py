@@ -55,7 +55,7 @@ from transformers.utils import logging as hf_logging
 from .args import SparseArgs
 from .flops import dense_layer_shapes, kept_layer_shapes, model_flops
 from .heal import prune_and_heal
-from .inference import CaptureMismatchError, capture_for_inference
+from .inference import CaptureError, capture_for_inference
 from .posttrain import PostTrainingArgs, post_training_prune
 from .slim import optimize_model, record_measured_speedup
 from .slim.optimize import count_parameters
@@ -213,7 +213,7 @@ class DemoResult:
             row(f"latency, batch {self.latency_batch_size} (median)", f"{self.dense_ms:.1f} ms", f"{self.slim_ms:.1f} ms",
                 f"speedup x{self.speedup:.2f} measured here, side by side"),
             row("both captured as graphs", "", "", f"speedup x{self.captured_speedup:.2f} (capture_for_inference)"
-                if self.captured_speedup is not None else "the trace differed from the eager model: not timed"),
+                if self.captured_speedup is not None else "not captured (capture_for_inference refused this model)"),
             row("limits of the speedup", "", "", f"x{self.flops_limit:.2f} from the FLOPs, "
                 + (f"x{self.speed_limit:.2f} from all the work (fixed costs included, rates fitted here)"
                    if self.speed_limit is not None else "no speed model for this architecture")),
@@ -427,7 +427,7 @@ def run(args: DemoArguments) -> DemoResult:
         captured = {name: capture_for_inference(model, dict(batch)) for name, model in (("dense", dense), ("slim", slim))}
         captured_speedup = compare_latency(captured, dict(batch), warmup=1 if args.quick else 3,
                                            repeats=2 if args.quick else 15).speedup("slim")
-    except CaptureMismatchError:
+    except CaptureError:
         captured_speedup = None
     speed = calibrate_speed_model(dense, batch_size=batch_size, seq_len=seq_len, warmup=1 if args.quick else 2,
                                   repeats=2 if args.quick else 7) if can_calibrate(dense) else None

@@ -26,12 +26,16 @@ from torch import nn
 
 from .validation import InputError
 
-__all__ = ["CaptureMismatchError", "CapturedModel", "capture_for_inference"]
+__all__ = ["CaptureError", "CaptureMismatchError", "CapturedModel", "capture_for_inference"]
 
 METHODS = ("trace", "compile")
 
 
-class CaptureMismatchError(RuntimeError):
+class CaptureError(RuntimeError):
+    """The model could not be captured: use it eagerly, or try the other method."""
+
+
+class CaptureMismatchError(CaptureError):
     """The captured model's outputs differ from the eager model's: it is not returned."""
 
 
@@ -130,6 +134,8 @@ def capture_for_inference(
 
     Raises:
         InputError: For an unknown method, or inputs that are not a mapping of tensors.
+        CaptureError: If the tracer cannot trace the model (some transformers releases build attention
+            masks with `vmap`, which it cannot follow).
         CaptureMismatchError: If the captured model's outputs differ from the eager model's.
     """
     if method not in METHODS:
@@ -145,8 +151,14 @@ def capture_for_inference(
         # The tracer warns at every Python value taken from a tensor; the checks below decide instead.
         with torch.inference_mode(False), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(positional, tuple(inputs.values()), strict=False, check_trace=False)
-            graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+            try:
+                traced = torch.jit.trace(positional, tuple(inputs.values()), strict=False, check_trace=False)
+                graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+            except Exception as error:  # the tracer fails in many ways (vmap masks, unsupported ops, ...)
+                raise CaptureError(
+                    f"torch.jit.trace cannot trace this {type(model).__name__} ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}); use method=\"compile\" or the eager model."
+                ) from error
     else:
         graph = torch.compile(positional)
     captured = CapturedModel(graph, names, type(reference), method)

@@ -6,7 +6,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from nn_prune_ext import InputError, optimize_model
-from nn_prune_ext.inference import CaptureMismatchError, capture_for_inference
+from nn_prune_ext.inference import CaptureError, CaptureMismatchError, capture_for_inference
 
 from conftest import tiny_batch
 from slim_helpers import masked_model
@@ -14,7 +14,13 @@ from slim_helpers import masked_model
 
 def test_a_traced_slim_model_equals_the_eager_one_on_other_batches(model_type):
     slim = optimize_model(masked_model(model_type)).eval()
-    captured = capture_for_inference(slim, tiny_batch(model_type))
+    try:
+        captured = capture_for_inference(slim, tiny_batch(model_type))
+    except CaptureError as error:
+        # transformers 5.14 builds Falcon's causal mask with vmap, which the tracer cannot follow: a clear
+        # refusal, not a wrong model. Every registered type traces on the newest release.
+        assert "cannot trace this" in str(error) and 'method="compile"' in str(error)
+        pytest.skip(f"this transformers release's {model_type} cannot be traced: {error}")
     for batch in (tiny_batch(model_type, batch=3, seq=7, seed=5), tiny_batch(model_type, batch=1, seq=12, seed=6)):
         with torch.no_grad():
             expected = slim(**batch).logits
@@ -68,3 +74,16 @@ def test_a_compiled_model_equals_the_eager_one():
     with torch.no_grad():
         torch.testing.assert_close(captured(**batch).logits, slim(**batch).logits, rtol=1e-4, atol=1e-5)
     assert captured.method == "compile"
+
+
+def test_a_model_the_tracer_cannot_follow_is_refused_with_the_way_out():
+    class Unusual(nn.Module):
+        """Fails under the tracer only, as transformers 5.14's vmap-built causal masks do."""
+
+        def forward(self, input_ids):
+            if torch.jit.is_tracing():
+                raise RuntimeError("unordered_map::at")
+            return {"logits": input_ids.float()}
+
+    with pytest.raises(CaptureError, match='cannot trace this Unusual.*method="compile"'):
+        capture_for_inference(Unusual(), {"input_ids": torch.ones(2, 3, dtype=torch.long)})
