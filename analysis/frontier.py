@@ -41,7 +41,7 @@ from nn_prune_ext.plots import load_runs, pareto_frontier, plot_frontier
 DEFAULT_SETTINGS = (
     "posttrain:0.6", "posttrain:0.4",
     "heal:0.5:2", "heal:0.4:2", "heal:0.3:2",
-    "movement:10", "movement:20", "movement:10:2",
+    "movement:10", "movement:20", "movement:10:2", "movement:20:2",
 )
 
 

@@ -314,19 +314,28 @@ def training_arguments(args: DemoArguments, stage: str, epochs: float, max_steps
 def run_folder(args: DemoArguments) -> str:
     """Each setting gets a folder of its own, so that runs gathered in one `results.jsonl` keep their files."""
     if args.method == "heal":
-        return os.path.join(args.output_dir, f"heal-flops{args.flops_budget:g}-rounds{args.heal_rounds}")
-    if args.method == "posttrain":
-        return os.path.join(args.output_dir, f"posttrain-flops{args.flops_budget:g}")
-    return os.path.join(args.output_dir, f"{args.preset}-lambda{args.regularization_lambda:g}")
+        folder = f"heal-flops{args.flops_budget:g}-rounds{args.heal_rounds}"
+        epochs = args.heal_epochs
+    elif args.method == "posttrain":
+        folder, epochs = f"posttrain-flops{args.flops_budget:g}", 1.0
+    else:
+        folder = f"{args.preset}-lambda{args.regularization_lambda:g}"
+        epochs = args.sparse_epochs
+    return os.path.join(args.output_dir, folder + (f"-epochs{epochs:g}" if epochs != 1 else ""))
 
 
 def setting_name(args: DemoArguments) -> str:
-    """The setting's name in the report and in `results.jsonl` (one line per name)."""
+    """The setting's name in the report and in `results.jsonl` (one line per name).
+
+    Training epochs other than the default 1 are part of it, so that runs of different lengths are kept apart.
+    """
     if args.method == "heal":
-        return f"prune+heal, FLOPs {args.flops_budget:g}, {args.heal_rounds} round{'s' * (args.heal_rounds > 1)}"
+        epochs = f", {args.heal_epochs:g} epochs per round" if args.heal_epochs != 1 else ""
+        return f"prune+heal, FLOPs {args.flops_budget:g}, {args.heal_rounds} round{'s' * (args.heal_rounds > 1)}{epochs}"
     if args.method == "posttrain":
         return f"post-training, FLOPs {args.flops_budget:g}"
-    return f"{args.preset}, lambda {args.regularization_lambda:g}"
+    epochs = f", {args.sparse_epochs:g} epochs" if args.sparse_epochs != 1 else ""
+    return f"{args.preset}, lambda {args.regularization_lambda:g}{epochs}"
 
 
 def sparse_arguments(args: DemoArguments) -> SparseArgs:

@@ -18,6 +18,7 @@ from nn_prune_ext.demo import (
     main,
     predictions,
     run_folder,
+    setting_name,
     tokenize,
     write_outputs,
 )
@@ -113,6 +114,18 @@ def test_demo_on_own_files_with_other_columns(tmp_path):
     slim = load_slim(result.slim_dir)
     assert slim.config.id2label == {0: "animal", 1: "artifact"}
     assert 0.0 <= result.slim_accuracy <= 1.0 and result.latency_batch_size == 4
+
+
+@pytest.mark.parametrize("first, second", [
+    (dict(method="movement"), dict(method="movement", sparse_epochs=2.0)),
+    (dict(method="heal"), dict(method="heal", heal_epochs=0.5)),
+    (dict(method="heal"), dict(method="heal", heal_rounds=1)),
+    (dict(method="heal"), dict(method="posttrain")),
+    (dict(method="posttrain", flops_budget=0.5), dict(method="posttrain", flops_budget=0.6)),
+])
+def test_settings_that_differ_get_their_own_name_and_folder(tmp_path, first, second):
+    one, other = (DemoArguments(output_dir=str(tmp_path), **settings) for settings in (first, second))
+    assert setting_name(one) != setting_name(other) and run_folder(one) != run_folder(other)
 
 
 @pytest.fixture(scope="module")
