@@ -140,10 +140,10 @@ def main(argv: list[str] | None = None) -> None:
               f"x{result.speedup:.2f}, FLOPs limit x{result.flops_limit:.2f}, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
     print("== timing the dense model and every slim model again, interleaved in one process", flush=True)
-    remeasure(args.output_dir, results_path, warmup=1 if args.quick else 3, repeats=2 if args.quick else 15)
+    remeasure(args.output_dir, results_path, warmup=1 if args.quick else 5, repeats=2 if args.quick else 40)
     command = "python analysis/frontier.py " + " ".join(argv if argv is not None else sys.argv[1:])
     picture = plot_frontier(load_runs(results_path), os.path.join(args.output_dir, "frontier.png"),
-                            title="all-MiniLM-L6-v2 on WordNet noun glosses: accuracy vs measured speedup")
+                            title="all-MiniLM-L6-v2 on WordNet noun glosses")
     markdown = os.path.join(args.output_dir, "frontier.md")
     with open(markdown, "w", encoding="utf-8") as handle:
         handle.write(table(results_path, command.strip()) + "\n")

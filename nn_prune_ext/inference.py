@@ -144,7 +144,9 @@ def capture_for_inference(
         raise InputError("example_inputs must be a mapping of tensors, e.g. a tokenizer's output with return_tensors='pt'.")
     inputs = {key: value for key, value in example_inputs.items() if key != "labels"}
     names = tuple(inputs)
-    eager = copy.deepcopy(model).eval()
+    with warnings.catch_warnings():  # transformers warns of a deprecated property that copying reads
+        warnings.simplefilter("ignore", FutureWarning)
+        eager = copy.deepcopy(model).eval()
     positional = _PositionalTensors(eager, names).eval()
     reference = eager(**inputs, **positional.extra)
     if method == "trace":
