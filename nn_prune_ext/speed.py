@@ -22,7 +22,6 @@ print(speed.speedup(dense, slim), model_flops(dense, 128) / model_flops(slim, 12
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, replace
 
 import torch
@@ -32,11 +31,9 @@ from .arch import get_layout, probe_inputs
 from .flops import dense_layer_shapes
 from .masks import StructureMasks
 from .posttrain.costs import LatencyCost, PiecewiseLinear
-from .slim.classes import stock_class
-from .slim.modeling_slim import dense_config, is_slim_config
+from .posttrain.latency import stock_copy
 from .slim.optimize import prune_with_masks
 from .timing import compare_latency
-from .transformers_internals import build_model
 from .validation import InputError
 from .work import ModelWork, layer_work, model_work
 
@@ -143,16 +140,6 @@ def _calibration_sizes(heads: int, width: int) -> list[tuple[int, int, int]]:
     return [(1, h, w) for h, w in one_layer] + [(2, h, w) for h, w in two_layers]
 
 
-def _stock_copy(model: nn.Module, layers: int) -> nn.Module:
-    """A randomly initialised dense copy of `model`'s architecture with `layers` layers (timing needs no weights)."""
-    config = dense_config(model.config) if is_slim_config(model.config) else copy.deepcopy(model.config)
-    config.num_hidden_layers = layers
-    if getattr(config, "layer_types", None):
-        config.layer_types = list(config.layer_types)[:layers]
-    parameter = next(model.parameters())
-    return build_model(stock_class(type(model)), config).to(device=parameter.device, dtype=parameter.dtype).eval()
-
-
 def can_calibrate(model: nn.Module) -> bool:
     """Whether `calibrate_speed_model` can time copies of `model`: one stack of layers, FFNs that are pruned."""
     layout = get_layout(model)
@@ -194,7 +181,7 @@ def calibrate_speed_model(
     layout.require_prunable_ffn("calibrate_speed_model (it times FFN widths)")
     if batch_size < 1 or seq_len < 1:
         raise InputError(f"batch_size and seq_len must be at least 1, got {batch_size} and {seq_len}.")
-    stocks = {layers: _stock_copy(model, layers) for layers in (1, 2)}
+    stocks = {layers: stock_copy(model, layers) for layers in (1, 2)}
     first = next(layout.iter_layers(stocks[1]))
     variants = {}
     for layers, heads, width in _calibration_sizes(first.num_heads, first.ffn_width):

@@ -110,15 +110,17 @@ class LatencyTable:
         return "\n".join(rows)
 
 
-def _one_layer_model(model: nn.Module) -> nn.Module:
-    """A randomly initialised copy of `model` with one dense transformer layer (timing needs no weights)."""
+def stock_copy(model: nn.Module, layers: int = 1) -> nn.Module:
+    """A randomly initialised dense copy of `model`'s architecture with `layers` layers (timing needs no weights).
+
+    A slim model's copy has its dense sizes; the copy is on the model's device and in its dtype, in eval mode.
+    """
     config = dense_config(model.config) if is_slim_config(model.config) else copy.deepcopy(model.config)
-    config.num_hidden_layers = 1
+    config.num_hidden_layers = layers
     if getattr(config, "layer_types", None):
-        config.layer_types = list(config.layer_types)[:1]
-    one = build_model(stock_class(type(model)), config)
-    device = next(model.parameters()).device
-    return one.to(device=device, dtype=next(model.parameters()).dtype).eval()
+        config.layer_types = list(config.layer_types)[:layers]
+    parameter = next(model.parameters())
+    return build_model(stock_class(type(model)), config).to(device=parameter.device, dtype=parameter.dtype).eval()
 
 
 def _sliced(model: nn.Module, heads: int, width: int) -> nn.Module:
@@ -172,7 +174,7 @@ def measure_latency_table(
     """
     get_layout(model).require_single_stack("measure_latency_table (it times one-layer models)", "use a FLOPs budget")
     get_layout(model).require_prunable_ffn("measure_latency_table (it times FFN widths)")
-    one = _one_layer_model(model)
+    one = stock_copy(model)
     layer = next(get_layout(one).iter_layers(one))
     group = layer.num_heads // max(layer.num_kv_heads, 1)
     # Keeping the first h heads fills whole key/value groups; under GQA the slim layer may then
