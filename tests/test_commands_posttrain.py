@@ -65,6 +65,18 @@ def test_posttrain_on_unlabelled_data(checkpoint, tmp_path):
     assert record["tuning"] is None and list(record["stage_seconds"]) == ["gradients", "cost model", "search", "slim"]
 
 
+def test_posttrain_latency_budget_counted_with_the_speed_model(checkpoint, tmp_path, capsys):
+    out = tmp_path / "slim"
+    main([
+        "posttrain", str(checkpoint), str(out), "--latency-budget", "0.6", "--latency-model", "work",
+        "--data", str(tmp_path / "calibration.jsonl"), "--text-column", "sentence", "--label-column", "gold",
+        "--no-tune", "--no-rearrange",
+    ])
+    record = json.loads((out / RECORD_NAME).read_text())
+    assert record["arguments"]["latency_model"] == "work" and record["arguments"]["latency_budget"] == 0.6
+    assert record["cost"] <= record["budget"] == pytest.approx(0.6 * record["dense_cost"])
+
+
 def test_posttrain_needs_one_budget(checkpoint, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["posttrain", str(checkpoint), str(tmp_path / "o"), "--data", str(tmp_path / "calibration.jsonl")])

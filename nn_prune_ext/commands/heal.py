@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> None:
     )
     result = prune_and_heal(
         model, calibration, train_batches, training_args,
-        PostTrainingArgs(flops_budget=args.flops_budget, latency_budget=args.latency_budget),
+        PostTrainingArgs(flops_budget=args.flops_budget, latency_budget=args.latency_budget,
+                         latency_model=args.latency_model),
         rounds=args.rounds, eval_dataset=eval_batches, data_collator=_first,
     )
     print(result)

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> None:
     settings = PostTrainingArgs(
         flops_budget=args.flops_budget,
         latency_budget=args.latency_budget,
+        latency_model=args.latency_model,
         head_granularity=args.head_granularity,
         rearrange=not args.no_rearrange,
         tune=not args.no_tune,
