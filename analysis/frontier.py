@@ -35,7 +35,7 @@ import time
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from nn_prune_ext import calibrate_speed_model, compare_latency, load_slim
-from nn_prune_ext.demo import DemoArguments, load_texts, run, setting_name, tokenize
+from nn_prune_ext.demo import DemoArguments, latency_batch, load_texts, run, setting_name, tokenize
 from nn_prune_ext.plots import load_runs, pareto_frontier, plot_frontier
 
 DEFAULT_SETTINGS = (
@@ -77,8 +77,7 @@ def remeasure(output_dir: str, results_path: str, *, batch_size: int = 32, warmu
     tokenizer = AutoTokenizer.from_pretrained(dense_dir)
     arguments = DemoArguments()
     held_out = tokenize(load_texts(arguments)[0], tokenizer, arguments.max_length)["eval"]
-    batch = dict(DataCollatorWithPadding(tokenizer)(held_out[:batch_size]))
-    batch.pop("labels")
+    batch = latency_batch(held_out, DataCollatorWithPadding(tokenizer), batch_size)
     comparison = compare_latency(models, batch, warmup=warmup, repeats=repeats)
     speed = calibrate_speed_model(models["dense"], batch_size=batch["input_ids"].shape[0],
                                   seq_len=batch["input_ids"].shape[1], warmup=warmup, repeats=max(2, repeats // 2))

@@ -359,10 +359,21 @@ def predictions(model: PreTrainedModel, dataset, collator, description: str, bat
     return torch.cat(predicted)
 
 
+def fraction_equal(first: torch.Tensor, second: torch.Tensor) -> float:
+    """The share of positions where two label tensors agree (accuracy against the labels, agreement between models)."""
+    return (first == second).float().mean().item()
+
+
 def accuracy(model: PreTrainedModel, dataset, collator, description: str, batch_size: int = 128) -> float:
     """Fraction of `dataset` that `model` labels right, in eval mode."""
-    predicted = predictions(model, dataset, collator, description, batch_size)
-    return (predicted == torch.tensor(dataset["label"])).float().mean().item()
+    return fraction_equal(predictions(model, dataset, collator, description, batch_size), torch.tensor(dataset["label"]))
+
+
+def latency_batch(dataset, collator, batch_size: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The first `batch_size` examples of `dataset`, padded as the models take them, without labels: what latency is timed on."""
+    batch = dict(collator(dataset[:batch_size]).to(device))
+    batch.pop("labels", None)
+    return batch
 
 
 def layer_rows(slim: PreTrainedModel) -> list[dict]:
@@ -377,6 +388,8 @@ def layer_rows(slim: PreTrainedModel) -> list[dict]:
 def run(args: DemoArguments) -> DemoResult:
     """All four stages; returns what they measured (and writes it under `args.output_dir`)."""
     sparse_args = sparse_arguments(args) if args.method == "movement" else None  # bad flags fail before training
+    if args.dense_model_path is not None and not os.path.isfile(os.path.join(args.dense_model_path, "config.json")):
+        raise InputError(f"--dense_model_path {args.dense_model_path!r} is not a model folder (no config.json).")
     model_path = args.model_name_or_path or (None if args.dense_model_path else default_model_path())
     model_name = args.model_name_or_path or "all-MiniLM-L6-v2"
     splits, label_names, data_name = load_texts(args)
@@ -427,15 +440,13 @@ def run(args: DemoArguments) -> DemoResult:
     labels = torch.tensor(data["eval"]["label"])
 
     print("[3/4] measuring latency, dense and slim alternately")
-    batch = collator(data["eval"][: args.latency_batch_size]).to(slim.device)
-    batch.pop("labels")
-    latency = compare_latency({"dense": dense, "slim": slim}, dict(batch),
-                              warmup=1 if args.quick else 3, repeats=2 if args.quick else 15)
+    batch = latency_batch(data["eval"], collator, args.latency_batch_size, slim.device)
+    rounds = dict(warmup=1, repeats=2) if args.quick else dict(warmup=3, repeats=15)
+    latency = compare_latency({"dense": dense, "slim": slim}, batch, **rounds)
     batch_size, seq_len = (int(size) for size in batch["input_ids"].shape)
     try:
-        captured = {name: capture_for_inference(model, dict(batch)) for name, model in (("dense", dense), ("slim", slim))}
-        captured_speedup = compare_latency(captured, dict(batch), warmup=1 if args.quick else 3,
-                                           repeats=2 if args.quick else 15).speedup("slim")
+        captured = {name: capture_for_inference(model, batch) for name, model in (("dense", dense), ("slim", slim))}
+        captured_speedup = compare_latency(captured, batch, **rounds).speedup("slim")
     except CaptureError:
         captured_speedup = None
     speed = calibrate_speed_model(dense, batch_size=batch_size, seq_len=seq_len, warmup=1 if args.quick else 2,
@@ -449,9 +460,9 @@ def run(args: DemoArguments) -> DemoResult:
     tokenizer.save_pretrained(slim_dir)
     result = DemoResult(
         name=f"{model_name} on {data_name}, {setting_name(args)}",
-        dense_accuracy=(dense_predictions == labels).float().mean().item(),
-        slim_accuracy=(slim_predictions == labels).float().mean().item(),
-        agreement=(slim_predictions == dense_predictions).float().mean().item(),
+        dense_accuracy=fraction_equal(dense_predictions, labels),
+        slim_accuracy=fraction_equal(slim_predictions, labels),
+        agreement=fraction_equal(slim_predictions, dense_predictions),
         dense_parameters=count_parameters(dense), slim_parameters=count_parameters(slim),
         dense_flops=model_flops(dense, seq_len), slim_flops=model_flops(slim, seq_len), seq_len=seq_len,
         dense_ms=latency.results["dense"].median_ms, slim_ms=latency.results["slim"].median_ms,
@@ -474,8 +485,6 @@ def dense_stage(args: DemoArguments, model_path: str, tokenizer, data: DatasetDi
         `(dense model in eval mode, its fine-tuning steps here)`.
     """
     if args.dense_model_path is not None:
-        if not os.path.isfile(os.path.join(args.dense_model_path, "config.json")):
-            raise InputError(f"--dense_model_path {args.dense_model_path!r} is not a model folder (no config.json).")
         print(f"[1/4] the dense model: {args.dense_model_path} (fine-tuned before)")
         dense = AutoModelForSequenceClassification.from_pretrained(args.dense_model_path)
         if dense.config.num_labels != len(label_names):

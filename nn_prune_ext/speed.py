@@ -140,10 +140,20 @@ def _calibration_sizes(heads: int, width: int) -> list[tuple[int, int, int]]:
     return [(1, h, w) for h, w in one_layer] + [(2, h, w) for h, w in two_layers]
 
 
-def can_calibrate(model: nn.Module) -> bool:
-    """Whether `calibrate_speed_model` can time copies of `model`: one stack of layers, FFNs that are pruned."""
+def _require_calibratable(model: nn.Module) -> None:
+    """Raise `InputError` unless copies of `model` can be timed: one stack of layers, FFNs that are pruned."""
     layout = get_layout(model)
-    return layout.decoder is None and layout.fixed_ffn is None
+    layout.require_single_stack("calibrate_speed_model (it times copies with one and two layers)", "compare FLOPs")
+    layout.require_prunable_ffn("calibrate_speed_model (it times FFN widths)")
+
+
+def can_calibrate(model: nn.Module) -> bool:
+    """Whether `calibrate_speed_model` can time copies of `model` (the layout's own checks, asked without raising)."""
+    try:
+        _require_calibratable(model)
+    except InputError:
+        return False
+    return True
 
 
 @torch.no_grad()
@@ -176,9 +186,8 @@ def calibrate_speed_model(
     """
     from scipy.optimize import nnls  # scipy is a dependency; imported here, as only calibration needs it
 
+    _require_calibratable(model)
     layout = get_layout(model)
-    layout.require_single_stack("calibrate_speed_model (it times copies with one and two layers)", "compare FLOPs")
-    layout.require_prunable_ffn("calibrate_speed_model (it times FFN widths)")
     if batch_size < 1 or seq_len < 1:
         raise InputError(f"batch_size and seq_len must be at least 1, got {batch_size} and {seq_len}.")
     stocks = {layers: stock_copy(model, layers) for layers in (1, 2)}

@@ -180,6 +180,7 @@ def test_agreement_is_the_share_of_identical_predictions(quick_heal_run):
     (["--flops_budget", "0"], "--flops_budget is a fraction of the dense FLOPs in (0, 1], got 0.0"),
     (["--heal_rounds", "0"], "--heal_rounds must be >= 1, got 0"),
     (["--heal_epochs", "0"], "--heal_epochs must be > 0.0, got 0.0"),
+    (["--dense_model_path", "no/such/folder"], "--dense_model_path 'no/such/folder' is not a model folder (no config.json)"),
     (["--batch_size", "0"], "--batch_size must be >= 1, got 0"),
     (["--max_length", "-3"], "--max_length must be >= 1, got -3"),
     (["--learning_rate", "nan"], "DemoArguments.learning_rate must be finite, got nan"),
