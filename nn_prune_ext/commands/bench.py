@@ -42,7 +42,7 @@ from ..slim import record_measured_speedup
 from ..timing import compare_latency, describe_device
 from ..transformers_internals import attention_implementation, build_model
 from ..validation import InputError
-from .arguments import checkpoint_folder, whole_number
+from .arguments import LARGEST_COUNT, checkpoint_config, output_file, whole_number
 
 SEED = 0
 DEFAULT_BATCH_SIZES = (1, 8)
@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "dense sizes, random weights) or any checkpoint `nn-prune optimize` accepts (dense: the model baked; slim: "
         "the model slimmed here).",
     )
-    parser.add_argument("checkpoint", help="checkpoint folder")
+    parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder (with its config.json)")
     parser.add_argument(
         "--batch-size",
         dest="batch_sizes",
@@ -72,18 +72,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=whole_number(0), default=3, help="untimed rounds per batch size (default: 3)")
     parser.add_argument("--repeats", type=whole_number(1), default=20, help="timed rounds per batch size (default: 20)")
     parser.add_argument("--device", default="cpu", help="device to time on, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--json", dest="json_path", metavar="OUT", help="also write the results as JSON to OUT")
+    parser.add_argument("--json", dest="json_path", metavar="OUT",
+                        help="also write the results as JSON to the file OUT (overwritten if it exists)")
     parser.set_defaults(run=run)
 
 
 def _batch_sizes(text: str) -> list[int]:
-    """One `--batch-size` value: a number or a comma list of numbers."""
+    """One `--batch-size` value: a number or a comma list of numbers, each from 1 to `LARGEST_COUNT`."""
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a batch size or a comma list such as 1,8,32; got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be whole numbers >= 1; got {text!r}")
+    if not sizes or min(sizes) < 1 or max(sizes) > LARGEST_COUNT:
+        raise argparse.ArgumentTypeError(f"batch sizes must be whole numbers from 1 to {LARGEST_COUNT}; got {text!r}")
     return sizes
 
 
@@ -164,14 +165,20 @@ def measure_and_record(dense: nn.Module, slim: nn.Module, batch: dict[str, Any])
 
 # ----- the command -------------------------------------------------------------------------
 def _check_arguments(args: argparse.Namespace) -> None:
-    """The checks argparse makes, for callers that build the Namespace themselves, and the device's."""
+    """The checks argparse makes, for callers that build the Namespace themselves, then the device and paths.
+
+    Raises:
+        InputError: Before any model is loaded.
+    """
     for name, low in (("seq_len", 1), ("warmup", 0), ("repeats", 1)):
-        if getattr(args, name) < low:
-            raise InputError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}.")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}.")
+        if not isinstance(getattr(args, name), int) or getattr(args, name) < low:
+            raise InputError(f"--{name.replace('_', '-')} must be a whole number >= {low}, got {getattr(args, name)!r}.")
+    if args.threads is not None and (not isinstance(args.threads, int) or args.threads < 1):
+        raise InputError(f"--threads must be a whole number >= 1, got {args.threads!r}.")
     check_device(args.device)
-    checkpoint_folder(str(args.checkpoint))
+    _check_seq_len(checkpoint_config(str(args.checkpoint), "CKPT"), args.seq_len)  # before the models load
+    if args.json_path:
+        output_file(str(args.json_path), "--json")
 
 
 def available_devices() -> list[str]:
@@ -200,7 +207,10 @@ def check_device(device: str) -> None:
     available = available_devices()
     if parsed.type != "cpu" and (str(parsed) not in available and f"{parsed.type}:0" not in available
                                  or parsed.index is not None and str(parsed) not in available):
-        raise InputError(f"--device {device!r} is not available on this machine; available: {', '.join(available)}.")
+        raise InputError(
+            f"--device {device!r} is not available on this machine; available: {', '.join(available)} (a GPU needs "
+            "its driver and a torch build for it)."
+        )
 
 
 def _check_seq_len(config, seq_len: int) -> None:
@@ -245,7 +255,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     _check_arguments(args)
     batch_sizes = sorted({size for sizes in (args.batch_sizes or [DEFAULT_BATCH_SIZES]) for size in sizes})
     dense, slim, description = load_pair(args.checkpoint)
-    _check_seq_len(dense.config, args.seq_len)
     dense, slim = dense.to(args.device), slim.to(args.device)
     flops = {"dense": model_flops(dense, args.seq_len), "slim": model_flops(slim, args.seq_len)}
     flops_speedup = flops["dense"] / max(flops["slim"], 1)

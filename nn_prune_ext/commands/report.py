@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from torch import nn
 
 from ..checkpoints import load_for_slimming
 from ..validation import InputError
-from .arguments import checkpoint_folder, output_folder, whole_number
+from .arguments import checkpoint_config, input_file, output_folder, whole_number
 from .data import add_data_arguments, examples_batches
 from ..importance import MaskImportance, collect_mask_gradients, fisher_importance, taylor_importance
 from ..patch import densities, is_patched
@@ -44,8 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "and FFN width kept per layer against the dense model, parameters and FLOPs; write the summary and "
         f"PNG pictures ({DENSITY_PICTURE}, {KEPT_PICTURE}, and {IMPORTANCE_PICTURE} with --importance-data).",
     )
-    parser.add_argument("checkpoint", help="checkpoint folder")
-    parser.add_argument("--output-dir", help="folder for the summary and pictures (default: CHECKPOINT-report)")
+    parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder (with its config.json)")
+    parser.add_argument("--output-dir", help="folder for the summary and pictures (default: CKPT-report)")
     parser.add_argument("--seq-len", type=whole_number(1), default=128, help="sequence length the FLOPs are counted for")
     parser.add_argument("--no-plots", action="store_true", help="write the text summary only (no matplotlib needed)")
     group = parser.add_argument_group(
@@ -161,17 +160,22 @@ def _importance_table(heads: torch.Tensor, layer_indices: list[int]) -> str:
 
 # ----- the command ---------------------------------------------------------------------------
 def _check_arguments(args: argparse.Namespace) -> None:
+    """The ranges argparse checks, for callers that build the Namespace themselves; then paths and matplotlib."""
     for name in ("seq_len", "batch_size", "max_batches", "max_length"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+        if not isinstance(getattr(args, name), int) or getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {getattr(args, name)!r}.")
     # Checked before the model is loaded and the importance measured, not when the first picture is drawn.
     if not args.no_plots and importlib.util.find_spec("matplotlib") is None:
         raise InputError(f"The pictures need matplotlib: {INSTALL_HINT}, or pass --no-plots for the text only.")
-    checkpoint_folder(str(args.checkpoint))
-    if args.output_dir:
-        output_folder(args.output_dir, "--output-dir")
-    if args.importance_data and not os.path.isfile(args.importance_data):
-        raise InputError(f"--importance-data {args.importance_data!r} is not a file.")
+    checkpoint_config(str(args.checkpoint), "CKPT")
+    output_folder(str(_output_dir(args)), "--output-dir" if args.output_dir else "--output-dir (default CKPT-report)")
+    if args.importance_data:
+        input_file(args.importance_data, "--importance-data", "a JSON-lines file of labelled examples")
+
+
+def _output_dir(args: argparse.Namespace) -> Path:
+    checkpoint = Path(args.checkpoint).resolve()
+    return Path(args.output_dir) if args.output_dir else checkpoint.with_name(f"{checkpoint.name}-report")
 
 
 def run(args: argparse.Namespace) -> list[Path]:
@@ -182,14 +186,16 @@ def run(args: argparse.Namespace) -> list[Path]:
     """
     _check_arguments(args)
     checkpoint = Path(args.checkpoint).resolve()
-    output_dir = Path(args.output_dir) if args.output_dir else checkpoint.with_name(f"{checkpoint.name}-report")
+    output_dir = _output_dir(args)
+    # The examples are read and checked before the model loads: a bad line costs no loading time.
+    batches = examples_batches(args, args.importance_data, checkpoint_config(str(checkpoint), "CKPT")) \
+        if args.importance_data else None
     model = load_for_slimming(checkpoint)
     slim = as_slim(model)
     text = str(summarize(model, slim, args.seq_len))
     importance: MaskImportance | None = None
-    if args.importance_data:
+    if batches is not None:
         # On the checkpoint as loaded: a patched model's heads keep their dense numbering.
-        batches = examples_batches(args, args.importance_data, model.config)
         importance = {"taylor": taylor_importance, "fisher": fisher_importance}[args.importance](
             collect_mask_gradients(model, batches)
         )
