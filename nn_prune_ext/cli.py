@@ -12,69 +12,86 @@ report); 130 interrupted. A flag argparse refuses is reported by the subcommand'
 `nn-prune <command>: error: <what>`. An `InputError` of the library is one line,
 `nn-prune <command>: error: <what to fix>`.
 
-Only `InputError` (and argparse's own refusals) become status 2. Other exceptions, `ValueError`
-and `OSError` included, propagate: Python prints their traceback and exits with 1, and an in-process caller of
-`main` gets the exception itself. Turning them into one line too would hide bugs as if they were the user's
-mistake.
+Only `InputError` (and argparse's own refusals) become status 2. Other exceptions, `ValueError` and
+`OSError` included, propagate: Python prints their traceback and exits with 1, and an in-process caller
+of `main` gets the exception itself. Turning them into one line too would hide bugs as if they were the
+user's mistake.
+
+Startup: this module, the command modules' parsers and `nn_prune_ext/__init__.py` import neither torch
+nor transformers, and each command checks its paths before it imports them, so `--help`, a bad flag or a
+missing file is answered without the seconds that importing torch and transformers takes
+(tests/test_lazy_import.py checks that they stay unimported).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Sequence
 
 from .commands import bench, heal, optimize, posttrain, report
 from .validation import InputError
 
-__all__ = ["main", "build_parser", "parse_arguments"]
+__all__ = ["main", "build_parser", "parse_arguments", "SubcommandParser"]
 
 SUBCOMMANDS = (optimize, report, bench, posttrain, heal)
 
 
+class SubcommandParser(argparse.ArgumentParser):
+    """The parser of one subcommand: it refuses what it does not know itself, under its own usage.
+
+    argparse hands the arguments that follow a subcommand to its parser with `parse_known_args` and leaves
+    the unknown ones to the top-level parser, which printed `usage: nn-prune [-h] ...` for
+    `nn-prune optimize --bogus IN OUT`. Refused here, the usage is the subcommand's.
+    """
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """`ArgumentParser.parse_known_args`, refusing unknown arguments and flags whose value argparse dropped.
+
+        argparse takes the value `--` of `--flag=--` for its end-of-options marker and leaves `[]` without
+        calling the flag's type (`[[]]` for an appending flag such as `bench --batch-size`); no flag of
+        `nn-prune` has an empty list as a valid value.
+
+        Raises:
+            SystemExit: 2, with the subcommand's usage and the error on stderr.
+        """
+        parsed, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unrecognized arguments: {' '.join(unknown)}")
+        for action in self._actions:
+            value = getattr(parsed, action.dest, None)
+            if action.option_strings and isinstance(value, list) and (not value or [] in value):
+                self.error(f"argument {'/'.join(action.option_strings)}: expected a value")
+        return parsed, unknown
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The `nn-prune` parser with every subcommand."""
+    """The `nn-prune` parser with every subcommand (built without importing torch or transformers)."""
     parser = argparse.ArgumentParser(prog="nn-prune", description="Structured pruning of transformers models.")
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=SubcommandParser)
     for command in SUBCOMMANDS:
         command.add_parser(subparsers)
     return parser
 
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """`parser.parse_args(argv)`, with errors after the subcommand reported by the subcommand's parser.
-
-    Unknown arguments are refused by the subcommand's parser, so the line names the subcommand
-    (`nn-prune bench: error: unrecognized arguments: ...`). A flag whose value argparse dropped is refused:
-    argparse takes the value `--` of `--flag=--` for its end-of-options marker and leaves `[]` without
-    calling the flag's type; no flag of `nn-prune` has an empty list as a valid value.
+    """`parser.parse_args(argv)`: errors after the subcommand are reported by its `SubcommandParser`.
 
     Raises:
-        SystemExit: 2, with the subcommand's usage and the error on stderr, for arguments argparse refuses.
+        SystemExit: 2 for arguments argparse refuses; 0 after `--help`.
     """
-    args, unknown = parser.parse_known_args(argv)
-    command = _subparser(parser, args.command)
-    if unknown:
-        command.error(f"unrecognized arguments: {' '.join(unknown)}")
-    for dest, value in vars(args).items():
-        if isinstance(value, list) and not value:
-            command.error(f"argument --{dest.replace('_', '-')}: expected a value")
-    return args
-
-
-def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    """The parser of subcommand `command` (argparse keeps no public handle on it)."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices[command]
-    raise LookupError(f"the nn-prune parser has no subcommand {command!r}")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run `nn-prune` with `argv` (default: the command line).
 
     Raises:
-        SystemExit: 2 for a bad input, with one line on stderr; 130 when interrupted. Other exceptions are bugs
-            and propagate with their traceback.
+        SystemExit: 2 for a bad input: a flag argparse refuses (the subcommand's usage and an error line on
+            stderr) or an `InputError` (one line on stderr); 130 when interrupted. Other exceptions are bugs and
+            propagate with their traceback.
     """
     parser = build_parser()
     args = parse_arguments(parser, argv)

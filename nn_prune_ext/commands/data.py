@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..validation import InputError
 from .arguments import whole_number
+
+if TYPE_CHECKING:
+    import torch  # imported where batches are made: the parsers of the commands need no torch
 
 
 def add_data_arguments(group: argparse._ArgumentGroup, *, batch_size: int, max_batches: int) -> None:
@@ -172,6 +173,30 @@ def _check_token_ids(batch: dict[str, torch.Tensor], lines: list[int], path: str
             )
 
 
+def _load_tokenizer(source: str):
+    """The tokenizer of `source`, with a pad token.
+
+    Raises:
+        InputError: When none can be loaded, it has only special tokens, or it has no token to pad with.
+    """
+    from transformers import AutoTokenizer
+
+    hint = "Save the tokenizer into the checkpoint (tokenizer.save_pretrained) or pass --tokenizer NAME_OR_FOLDER."
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise InputError(f"Could not load a tokenizer from {source} ({error}). {hint}") from error
+    # From a folder without tokenizer files, transformers v5 builds a tokenizer of special tokens
+    # only, which would turn every word into the unknown token.
+    if len(tokenizer) <= len(tokenizer.all_special_tokens):
+        raise InputError(f"Could not load a tokenizer from {source}: it has only special tokens. {hint}")
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise InputError(f"The tokenizer of {source} has no pad or end-of-sequence token to pad batches with.")
+        tokenizer.pad_token = tokenizer.eos_token  # decoder tokenizers usually ship without a pad token
+    return tokenizer
+
+
 def examples_batches(args: argparse.Namespace, path: str, config) -> list[dict[str, torch.Tensor]]:
     """Tokenized batches of the JSON-lines file `path`, with `labels` unless `--label-column` is empty.
 
@@ -191,22 +216,10 @@ def examples_batches(args: argparse.Namespace, path: str, config) -> list[dict[s
         InputError: For a tokenizer that cannot be loaded, or a line the model cannot take (naming the file, the
             line and the field).
     """
-    from transformers import AutoTokenizer
+    import torch
 
     source = args.tokenizer or args.checkpoint
-    hint = "Save the tokenizer into the checkpoint (tokenizer.save_pretrained) or pass --tokenizer NAME_OR_FOLDER."
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as error:
-        raise InputError(f"Could not load a tokenizer from {source} ({error}). {hint}") from error
-    # From a folder without tokenizer files, transformers v5 builds a tokenizer of special tokens
-    # only, which would turn every word into the unknown token.
-    if len(tokenizer) <= len(tokenizer.all_special_tokens):
-        raise InputError(f"Could not load a tokenizer from {source}: it has only special tokens. {hint}")
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise InputError(f"The tokenizer of {source} has no pad or end-of-sequence token to pad batches with.")
-        tokenizer.pad_token = tokenizer.eos_token  # decoder tokenizers usually ship without a pad token
+    tokenizer = _load_tokenizer(source)
     label_column = args.label_column or None
     texts = [args.text_column] + ([args.text_pair_column] if args.text_pair_column else [])
     examples = _read_examples(path, texts + ([label_column] if label_column else []), args.batch_size * args.max_batches)

@@ -14,7 +14,15 @@ import json
 import os
 from typing import Any
 
-from .arguments import add_budget_arguments, checkpoint_config, input_file, output_folder, real_number, whole_number
+from .arguments import (
+    add_budget_arguments,
+    checkpoint_config,
+    checkpoint_folder,
+    input_file,
+    output_folder,
+    real_number,
+    whole_number,
+)
 from .data import add_data_arguments, examples_batches
 
 RECORD_NAME = "heal.json"
@@ -58,22 +66,23 @@ def _first(items: list[Any]) -> Any:
 
 def run(args: argparse.Namespace) -> None:
     """Prune `args.checkpoint` to the budget, heal it and save it to `args.output`, checking every path first."""
-    import torch
-    from transformers import TrainingArguments
-
-    from ..checkpoints import load_for_slimming
-    from ..heal import prune_and_heal
-    from ..posttrain import PostTrainingArgs
-    from .bench import measure_and_record
-    from .optimize import copy_tokenizer
-
-    config = checkpoint_config(args.checkpoint, "IN")
+    checkpoint_folder(args.checkpoint, "IN")
     output_folder(args.output, "OUT")
     for flag, path in (("--data", args.data), ("--train-data", args.train_data), ("--eval-data", args.eval_data)):
         if path is not None:
             input_file(path, flag)
     work_dir = args.work_dir or f"{os.path.abspath(args.output).rstrip(os.sep)}-healing"
     output_folder(work_dir, "--work-dir")  # the default too: OUT-healing may be a file already
+    config = checkpoint_config(args.checkpoint, "IN")
+    import torch  # imported once the paths are known to be good
+    from transformers import TrainingArguments
+
+    from ..checkpoints import load_for_slimming
+    from ..heal import prune_and_heal
+    from ..posttrain import PostTrainingArgs
+    from .measure import measure_and_record
+    from .optimize import copy_tokenizer
+
     # Every file is read and checked before the model loads: a bad line costs no loading time.
     calibration = examples_batches(args, args.data, config)
     training = copy.copy(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .arguments import checkpoint_config, output_folder
+from .arguments import checkpoint_config, checkpoint_folder, output_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,11 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Slim checkpoint `args.input` into `args.output`; both paths are checked before the model is loaded."""
-    from ..checkpoints import load_for_slimming
+    checkpoint_folder(args.input, "IN")
+    output_folder(args.output, "OUT")
+    checkpoint_config(args.input, "IN")
+    from ..checkpoints import load_for_slimming  # torch: imported once the paths are known to be good
     from ..slim import optimize_model
 
-    checkpoint_config(args.input, "IN")
-    output_folder(args.output, "OUT")
     model = load_for_slimming(args.input)
     slim = optimize_model(model, inplace=True)
     print(slim.slim_report)

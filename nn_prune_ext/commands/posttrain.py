@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict
 
-from .arguments import add_budget_arguments, checkpoint_config, input_file, output_folder
+from .arguments import add_budget_arguments, checkpoint_config, checkpoint_folder, input_file, output_folder
 from .data import add_data_arguments, examples_batches
 
 RECORD_NAME = "posttrain.json"
@@ -42,16 +42,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     """Prune `args.checkpoint` to the budget on the `--data` examples and save the slim checkpoint to `args.output`.
 
-    The paths are checked before the model is loaded, the examples (labels, token ids) before the pruning runs.
+    The paths are checked before torch is imported, every example (labels, token ids) before the model loads.
     """
-    from ..checkpoints import load_for_slimming
-    from ..posttrain import PostTrainingArgs, post_training_prune
-    from .bench import measure_and_record
-    from .optimize import copy_tokenizer
-
-    config = checkpoint_config(args.checkpoint, "IN")
+    checkpoint_folder(args.checkpoint, "IN")
     output_folder(args.output, "OUT")
     input_file(args.data, "--data", "a JSON-lines file of calibration examples")
+    config = checkpoint_config(args.checkpoint, "IN")
+    from ..checkpoints import load_for_slimming  # torch: imported once the paths are known to be good
+    from ..posttrain import PostTrainingArgs, post_training_prune
+    from .measure import measure_and_record
+    from .optimize import copy_tokenizer
+
     settings = PostTrainingArgs(
         flops_budget=args.flops_budget,
         latency_budget=args.latency_budget,
