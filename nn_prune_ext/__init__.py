@@ -198,7 +198,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f".{module_name}", __name__), name)
         globals()[name] = value  # resolved once: later uses do not come back here
         return value
-    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+    # `isidentifier`: find_spec of "a.b" would import a parent `a`, and getattr(package, "a.b", None) must not raise.
+    if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -125,7 +125,8 @@ def test_a_missing_data_file_is_refused_by_the_console_entry_point_without_torch
     _fake_checkpoint(tmp_path / "in")
     script = (
         "import runpy, sys\n"
-        "sys.argv = ['nn-prune', 'posttrain', sys.argv[1], sys.argv[2], '--flops-budget', '0.5', '--data', sys.argv[3]]\n"
+        "checkpoint, output, data = sys.argv[1:]\n"
+        "sys.argv = ['nn-prune', 'posttrain', checkpoint, output, '--flops-budget', '0.5', '--data', data]\n"
         "try:\n"
         "    runpy.run_module('nn_prune_ext.cli', run_name='__main__')\n"
         "finally:\n"
@@ -197,7 +198,8 @@ def test_star_import_gives_all_and_nothing_else():
 def test_the_type_checking_imports_match_the_lazy_table():
     """Editors and type checkers read the `if TYPE_CHECKING:` imports; `__getattr__` reads `_SUBMODULE_EXPORTS`."""
     tree = ast.parse(open(nn_prune_ext.__file__, encoding="utf-8").read())
-    block = next(node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
+    block = next(node for node in tree.body
+                 if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
     imported = {(node.module, alias.name) for node in block.body for alias in node.names}
     assert imported == {(module, name) for module, names in nn_prune_ext._SUBMODULE_EXPORTS.items() for name in names}
 
@@ -208,6 +210,7 @@ def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(ImportError, match="cannot import name 'SparseTrainr'"):
         exec("from nn_prune_ext import SparseTrainr", {})
     assert not hasattr(nn_prune_ext, "_private_name")
+    assert getattr(nn_prune_ext, "no_such.module", None) is None  # not a ModuleNotFoundError for "no_such"
 
 
 def test_a_submodule_is_reachable_as_an_attribute_as_with_the_eager_package():
