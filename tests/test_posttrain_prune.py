@@ -6,7 +6,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from nn_prune_ext import InputError, NonFiniteError, SparseArgs, StructureMasks, apply_masks, model_flops, patch_model
+from nn_prune_ext import (
+    InputError,
+    NonFiniteError,
+    SparseArgs,
+    StructureMasks,
+    apply_masks,
+    model_flops,
+    patch_model,
+    prune_with_masks,
+)
 from nn_prune_ext.posttrain import (
     LatencyTable,
     PostTrainingArgs,
@@ -41,6 +50,34 @@ def test_flops_budget_slim_model_equals_masked_model(model_type, granularity):
     torch.testing.assert_close(result.model(**batch).logits, expected, rtol=0, atol=1e-5)
     assert list(result.stage_seconds) == ["gradients", "cost model", "search", "rearrange", "tune", "slim"]
     assert "seconds per stage" in str(result)
+
+
+def _slim_without_heads_in_layer_0(model_type: str):
+    """A tiny model slimmed with masks that remove every head of layer 0 and every FFN unit of layer 1."""
+    dense = tiny_model(model_type)
+    cut = StructureMasks.ones(dense)
+    cut.heads[0].zero_()
+    cut.units[1].zero_()
+    return dense, prune_with_masks(dense, cut)
+
+
+@pytest.mark.parametrize("rearrange", [True, False])
+def test_a_slim_model_with_a_layer_without_heads_prunes_further(model_type, rearrange):
+    """Issue 15: rearrangement raised a TypeError on a layer without heads. The result is the slim input under
+    the final masks, within the budget of the input's FLOPs, and the empty parts stay empty."""
+    _, slim = _slim_without_heads_in_layer_0(model_type)
+    batches = labelled_batches(3, model_type=model_type)
+    result = post_training_prune(slim, batches, flops_budget=0.6, rearrange=rearrange)
+    assert result.masks.heads[0].shape == (0,) and result.masks.units[1].shape == (0,)
+    assert result.masks.kept_heads() == result.searched_masks.kept_heads()
+    assert result.masks.kept_units() == result.searched_masks.kept_units()
+    assert model_flops(result.model, result.seq_len) == result.search.cost <= 0.6 * model_flops(slim, result.seq_len)
+    assert [layer.heads[1] for layer in result.model.slim_report.layers][0] == 0
+    batch = tiny_batch(model_type, seed=7)
+    with torch.no_grad(), apply_masks(slim, result.masks.heads, result.masks.units):
+        expected = slim(**batch).logits
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(**batch).logits, expected, rtol=0, atol=1e-5)
 
 
 def test_stages_can_be_switched_off():
