@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> None:
         rounds=args.rounds, eval_dataset=eval_batches, data_collator=_first,
     )
     print(result)
+    print(f"last round's search: {result.rounds[-1].search}")  # its cost against the input and the dense model
     print(result.model.slim_report)
     print(measure_and_record(model, result.model, calibration[0]))
     result.model.save_pretrained(args.output)

@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> None:
         "masks": result.masks.to_dict(),
         "cost": result.search.cost,
         "budget": result.search.budget,
-        "dense_cost": result.search.dense_cost,
+        "dense_cost": result.search.dense_cost,  # of the input model, slim or dense
+        "dense_model_cost": result.search.dense_model_cost,  # of the dense model; null when not known
         "tuning": [asdict(layer) for layer in result.tuning.layers] if result.tuning is not None else None,
         "stage_seconds": result.stage_seconds,
     }
