@@ -34,7 +34,7 @@ def test_posttrain_writes_a_slim_checkpoint_within_budget(checkpoint, tmp_path, 
     printed = capsys.readouterr().out
     assert "seconds per stage" in printed and f"slim checkpoint written to {out}" in printed
     # The speedup measured side by side on the first calibration batch (8 examples) is in the card.
-    speedup = re.search(r"measured speedup x(\d+\.\d\d) on a calibration batch of 8 x (\d+) tokens", printed)
+    speedup = re.search(r"measured speedup x(\d+\.\d\d) against the dense model on a calibration batch of 8 x (\d+) tokens", printed)
     assert speedup is not None
     assert f"| measured speedup, batch 8 x {speedup.group(2)} tokens | 1 | x{speedup.group(1)} |" in (
         out / "README.md").read_text()
@@ -82,6 +82,14 @@ def test_posttrain_prunes_a_slim_checkpoint_with_a_layer_without_heads(tmp_path,
     line = (f"cost {record['cost']:.6g} of budget {record['budget']:.6g} ({of_input:.1%} of the input model, "
             f"{of_dense:.1%} of the dense model)")
     assert line in printed and "of dense)" not in printed
+    # The card's speedup and FLOPs limit are against the dense model the input was cut from, not the slim input.
+    measured = re.search(r"measured speedup x(\d+\.\d\d) against the dense model it was cut from \(rebuilt from its "
+                         r"config\) on a calibration batch of 8 x (\d+) tokens, side by side \(FLOPs limit x(\d+\.\d\d)\)",
+                         printed)
+    assert measured is not None
+    assert float(measured.group(3)) == pytest.approx(model_flops(dense, int(measured.group(2)))
+                                                     / model_flops(slim_out, int(measured.group(2))), abs=0.006)
+    assert f"| 1 | x{measured.group(1)} |" in (out / "README.md").read_text()
     masks = StructureMasks.from_dict(record["masks"])
     assert masks.kept_heads()[0] == 0 and masks.heads[0].shape == (0,)
     batch = tiny_batch()

@@ -200,9 +200,9 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
     `--latency-model`: how a latency budget is counted."""
     budget = parser.add_mutually_exclusive_group(required=True)
     budget.add_argument("--flops-budget", type=real_number(0, 1, low_inclusive=False),
-                        help="fraction of the dense layers' FLOPs to keep, in (0, 1], e.g. 0.6")
+                        help="fraction of the input model's layer FLOPs to keep, in (0, 1], e.g. 0.6")
     budget.add_argument("--latency-budget", type=real_number(0, 1, low_inclusive=False),
-                        help="fraction of the dense layers' latency to keep, in (0, 1], measured here")
+                        help="fraction of the input model's layer latency to keep, in (0, 1], measured here")
     parser.add_argument("--latency-model", choices=("table", "work"), default="table",
                         help="how a latency budget is counted: 'table' times one layer at every head count and a grid "
                         "of FFN widths; 'work' uses the speed model fitted here (fixed costs of whole blocks included)")

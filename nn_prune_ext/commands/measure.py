@@ -96,23 +96,32 @@ def random_inputs(config, batch_size: int, seq_len: int, device: str | torch.dev
     return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids, device=device)}
 
 
-def measure_and_record(dense: nn.Module, slim: nn.Module, batch: dict[str, Any]) -> str:
-    """Time `slim` against `dense` side by side on `batch`, record the speedup for `slim`'s model card.
+def measure_and_record(source: nn.Module, slim: nn.Module, batch: dict[str, Any]) -> str:
+    """Time `slim` against the dense model side by side on `batch`, record the speedup for `slim`'s model card.
 
     For the commands that write a slim checkpoint from a model they have loaded (`posttrain`, `heal`):
-    the card then states a measured speedup beside the FLOPs.
+    the card then states a measured speedup beside the FLOPs. The card's reference is the dense model:
+    `source` itself, or, when `source` is slim already, the dense model it was cut from, rebuilt from
+    its config with random weights (`dense_reference`; timing does not depend on the weights).
+
+    Args:
+        source: The model the command pruned.
+        slim: The command's result.
+        batch: A calibration batch (its labels are left out).
 
     Returns:
         The line to print: the measured speedup and the FLOPs limit at the batch's length.
     """
+    dense = dense_reference(source) if is_slim_config(source.config) else source
     inputs = {key: value for key, value in batch.items() if key != "labels"}
     comparison = compare_latency({"dense": dense, "slim": slim}, inputs, warmup=2, repeats=10)
     speedup = comparison.speedup("slim")
     batch_size, seq_len = (int(size) for size in next(iter(inputs.values())).shape[:2])
     record_measured_speedup(slim, speedup, batch_size=batch_size, seq_len=seq_len, device=describe_device(slim))
     limit = model_flops(dense, seq_len) / max(model_flops(slim, seq_len), 1)
-    return (f"measured speedup x{speedup:.2f} on a calibration batch of {batch_size} x {seq_len} tokens, side by side "
-            f"(FLOPs limit x{limit:.2f}); recorded in the model card")
+    against = "the dense model" if dense is source else "the dense model it was cut from (rebuilt from its config)"
+    return (f"measured speedup x{speedup:.2f} against {against} on a calibration batch of {batch_size} x {seq_len} "
+            f"tokens, side by side (FLOPs limit x{limit:.2f}); recorded in the model card")
 
 
 # ----- the device --------------------------------------------------------------------------
