@@ -116,7 +116,7 @@ class ScoreOptimizer(torch.optim.Optimizer):
         return f"ScoreOptimizer({self.optimizer!r})"
 
     # ----- the penalty ------------------------------------------------------------------
-    def _penalty_buckets(self) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
+    def _penalty_buckets(self) -> list[tuple[list[MaskScores], torch.Tensor]]:
         """The score tensors per method (and device and dtype), with each score's weight in the penalty.
 
         A score of group `g` weighs `multiplier(kind of g) / (numel(g) * number of groups)`, so that the
