@@ -198,13 +198,16 @@ def calibration_batches(model, count: int = 3) -> list[dict[str, torch.Tensor]]:
 def test_post_training_search_and_importance_pruning_slim_both_stacks_exactly(seq2seq_type):
     """The Fisher search and importance pruning cut the self-attention heads and FFN units of both stacks;
     the cross-attention heads stay. Mask tuning runs one stack and refuses an encoder-decoder."""
-    from nn_prune_ext import post_training_prune, prune_by_importance
+    from nn_prune_ext import model_flops, post_training_prune, prune_by_importance
 
     model = tiny_seq2seq(seq2seq_type, head=AutoModelForSequenceClassification)
     batches = calibration_batches(model)
     with pytest.raises(ValueError, match="encoder and a decoder.*pass tune=False"):
         post_training_prune(model, batches, flops_budget=0.6)
     result = post_training_prune(model, batches, flops_budget=0.6, tune=False)
+    # The budget is a share of the dense FLOPs, cross-attention counted once (issue 15: 72% before).
+    assert result.search.dense_cost == model_flops(model, result.seq_len)
+    assert model_flops(result.model, result.seq_len) == result.search.cost <= 0.6 * model_flops(model, result.seq_len)
     by_importance = prune_by_importance(model, batches, target_num_heads=2, target_ffn_width=64)
     for slim, masks in ((result.model, result.masks), (by_importance, None)):
         kept_heads = [layer.heads[1] for layer in slim.slim_report.layers]
