@@ -30,6 +30,7 @@ from nn_prune_ext import (
 )
 from nn_prune_ext.arch import probe_inputs
 from nn_prune_ext.scores import MaskScores
+from nn_prune_ext.slim import kept_head_indices
 
 from conftest import ENCODER_DECODER_TYPES, HEADS, HIDDEN, INTERMEDIATE, VOCAB
 from slim_helpers import HEAD_AND_UNIT_ARGS, train_half_the_heads_and_units
@@ -109,6 +110,7 @@ def test_slim_equals_the_masked_model_and_generates_the_same(seq2seq_type):
     slim = prune_with_masks(model, masks)
     report = slim.slim_report
     assert [layer.heads[1] for layer in report.layers] == [HEADS - 1, HEADS - 2, 0, HEADS]
+    assert kept_head_indices(slim) == [[0, 2, 3], [1, 2], [], [0, 1, 2, 3]]  # each stack's heads, by dense number
     assert [layer.cross_heads for layer in report.layers] == [None] * LAYERS + [(HEADS, HEADS - 1), (HEADS, 0)]
     assert [layer.ffn_width[1] for layer in report.layers] == [INTERMEDIATE, 0, INTERMEDIATE - 43, INTERMEDIATE]
     inputs = probe_inputs(model, batch_size=2, seq_len=9)

@@ -55,7 +55,9 @@ def test_quick_demo_prunes_slims_and_reports(quick_run):
     assert f"{result.dense_accuracy:.2%}" in report and f"x{result.speedup:.2f}" in report
     for path in result.pictures.values():
         assert open(path, "rb").read(4) in (b"<svg", b"\x89PNG")
-    assert png_size(result.pictures["kept heads"]) == png_size(result.pictures["density"]) == (800, 500)
+    assert list(result.pictures) == ["model card kept per layer", "mask density", "kept per layer"]
+    assert result.pictures["model card kept per layer"] == os.path.join(result.slim_dir, "kept_per_layer.svg")
+    assert png_size(result.pictures["kept per layer"]) == png_size(result.pictures["mask density"]) == (800, 500)
 
 
 def test_quick_demo_checkpoint_reloads_with_the_reported_accuracy_and_sizes(quick_run):
@@ -149,7 +151,7 @@ def test_quick_heal_demo_is_the_default_and_reports_against_the_dense_model(quic
             for i in range(6)]
     assert kept == [(layer["heads_after"], layer["ffn_after"]) for layer in result.layers]
     assert result.slim_flops == model_flops(slim, result.seq_len)
-    assert list(result.pictures) == ["model card density", "kept heads"]  # no masks, so no density.png
+    assert list(result.pictures) == ["model card kept per layer", "kept per layer"]  # no masks: no mask_density.png
     card = (folder / "slim" / "README.md").read_text()
     assert f"| x{result.speedup:.2f} |" in card and f"batch {result.latency_batch_size} x {result.seq_len} tokens" in card
     assert result.speed_limit > 1 and f"x{result.speed_limit:.2f} from all the work" in result.report()

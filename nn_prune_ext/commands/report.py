@@ -1,9 +1,10 @@
 """`nn-prune report CKPT`: a text summary and PNG pictures of what a checkpoint's pruning keeps.
 
-For a slim checkpoint it shows what each layer kept of the dense model; for a `SparseTrainer`
-checkpoint, the densities of its masks (at the final threshold) and what slimming would keep;
-for a baked or zero-filled checkpoint, what slimming would keep. With `--importance-data` it
-also measures head importance on labelled examples (`nn_prune_ext.importance`).
+For every checkpoint it draws what each layer keeps of the dense model (`kept_per_layer.png`:
+what a slim checkpoint kept, what slimming would keep of any other); for a `SparseTrainer`
+checkpoint also the density of its masks at the final threshold (`mask_density.png`). With
+`--importance-data` it measures head importance on labelled examples (`nn_prune_ext.importance`)
+and draws it (`head_importance.png`). The pictures are those of `nn_prune_ext.plots`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from .arguments import checkpoint_config, checkpoint_folder, input_file, output_
 from .data import add_data_arguments, examples_batches
 
 SUMMARY_NAME = "summary.txt"
-DENSITY_PICTURE = "density.png"
-KEPT_PICTURE = "kept_heads.png"
+# The names nn_prune_ext.plots gives these pictures (MASK_DENSITY_PICTURE, ...), spelled out here for the help text.
+MASK_DENSITY_PICTURE = "mask_density.png"
+KEPT_PICTURE = "kept_per_layer.png"
 IMPORTANCE_PICTURE = "head_importance.png"
 
 
@@ -28,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="print what a checkpoint's pruning keeps per layer and draw it as PNG pictures",
         description="Summarize a slim, SparseTrainer, baked or zero-filled checkpoint: heads, key/value heads "
         "and FFN width kept per layer against the dense model, parameters and FLOPs; write the summary and "
-        f"PNG pictures ({DENSITY_PICTURE}, {KEPT_PICTURE}, and {IMPORTANCE_PICTURE} with --importance-data).",
+        f"PNG pictures ({KEPT_PICTURE}; {MASK_DENSITY_PICTURE} of a SparseTrainer checkpoint's masks; "
+        f"{IMPORTANCE_PICTURE} with --importance-data).",
     )
     parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder (with its config.json)")
     parser.add_argument("--output-dir", help="folder for the summary and pictures (default: CKPT-report)")
@@ -82,7 +85,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     config = checkpoint_config(str(checkpoint), "CKPT")
     from ..checkpoints import load_for_slimming  # torch: imported once the arguments and paths are checked
     from ..importance import MaskImportance, collect_mask_gradients, fisher_importance, taylor_importance
-    from ..plots import as_slim, plot_density_heatmaps, plot_head_importance, plot_kept_heads
+    from ..patch import is_patched
+    from ..plots import as_slim, plot_head_importance, plot_kept_per_layer, plot_mask_density
     from ..slim.layers import kept_layer_indices
     from .checkpoint_summary import importance_table, summarize
 
@@ -106,12 +110,12 @@ def run(args: argparse.Namespace) -> list[Path]:
     written = [output_dir / SUMMARY_NAME]
     written[0].write_text(text + "\n", encoding="utf-8")
     if not args.no_plots:
-        written.append(plot_density_heatmaps(model, output_dir / DENSITY_PICTURE))
-        written.append(plot_kept_heads(slim, output_dir / KEPT_PICTURE))
+        written.append(plot_kept_per_layer(slim, output_dir / KEPT_PICTURE))
+        if is_patched(model):  # only masks have a mask density; a slim model's sizes are in the picture above
+            written.append(plot_mask_density(model, output_dir / MASK_DENSITY_PICTURE))
         if importance is not None:
             title = f"Head importance ({args.importance}, {len(batches)} batches of {Path(args.importance_data).name})"
-            written.append(plot_head_importance(
-                importance, output_dir / IMPORTANCE_PICTURE, title=title, layer_indices=layer_indices
-            ))
+            # Rows and heads as in the dense model; heads a slim checkpoint lost are marked removed.
+            written.append(plot_head_importance(importance, output_dir / IMPORTANCE_PICTURE, title=title, model=model))
     print("written:\n" + "\n".join(f"  {path}" for path in written))
     return written
