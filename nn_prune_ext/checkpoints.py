@@ -11,7 +11,9 @@ Three kinds of folders are handled:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from pathlib import Path
 
 import transformers
@@ -20,18 +22,21 @@ from torch import nn
 
 from .patch import patch_model, set_thresholds
 from .slim import load_slim
-from .slim.classes import hub_kwargs
-from .slim.modeling_slim import is_slim_config
+from .slim.classes import hub_kwargs, slim_class_for
+from .slim.modeling_slim import SLIM_CLASS_PREFIX, is_slim_config
 from .sparse_state import SPARSE_STATE_NAME, read_sparse_state, saved_sparse_args
 from .trainer import MASK_SCORES_NAME, SCORES_MARKER
+from .transformers_internals import unreported_extra_keys
 from .validation import InputError, NonFiniteError, first_non_finite
 
 __all__ = ["load_for_slimming"]
 
 
-
 def _model_class(config, path: Path) -> type:
+    """The stock class the checkpoint was saved from (a slim checkpoint names its slim class: `Slim<stock>`)."""
     name = (getattr(config, "architectures", None) or [None])[0]
+    if name and is_slim_config(config) and name.startswith(SLIM_CLASS_PREFIX):
+        name = name[len(SLIM_CLASS_PREFIX) :]
     model_class = getattr(transformers, name, None) if name else None
     if model_class is None:
         raise InputError(
@@ -104,12 +109,21 @@ def load_for_slimming(path: str | os.PathLike, **from_pretrained_kwargs) -> nn.M
         )
     config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(from_pretrained_kwargs))
     from_pretrained_kwargs.setdefault("use_safetensors", True)
-    if is_slim_config(config):
-        model = load_slim(path, **from_pretrained_kwargs)
-    else:
-        model = _model_class(config, path).from_pretrained(path, **from_pretrained_kwargs)
-    scores = _saved_scores(path)
+    model_class = _model_class(config, path)
     state_file = path / SPARSE_STATE_NAME
+    # A patched checkpoint's weight files hold its mask scores too; the stock model has no parameter for them
+    # and transformers would report them as UNEXPECTED, though they are read below. Other entries still are.
+    expected_scores = (
+        unreported_extra_keys(slim_class_for(model_class) if is_slim_config(config) else model_class,
+                              re.escape(SCORES_MARKER))
+        if state_file.is_file() else contextlib.nullcontext()
+    )
+    with expected_scores:
+        if is_slim_config(config):
+            model = load_slim(path, model_class=model_class, **from_pretrained_kwargs)
+        else:
+            model = model_class.from_pretrained(path, **from_pretrained_kwargs)
+    scores = _saved_scores(path)
     if not state_file.is_file():
         if not scores:
             return model.eval()

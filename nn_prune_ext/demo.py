@@ -64,6 +64,7 @@ from .heal import prune_and_heal
 from .inference import CaptureError, capture_for_inference
 from .posttrain import PostTrainingArgs, post_training_prune
 from .slim import optimize_model, record_measured_speedup
+from .slim.model_card import PICTURE_NAME as MODEL_CARD_PICTURE
 from .slim.optimize import count_parameters
 from .speed import calibrate_speed_model, can_calibrate
 from .timing import compare_latency, describe_device
@@ -494,7 +495,7 @@ def run(args: DemoArguments) -> DemoResult:
         sparse_steps=sparse_steps, pruning_seconds=pruning_seconds, training=training, slim_dir=slim_dir,
         checkpoint_dir=checkpoint_dir, examples=examples, layers=layer_rows(slim),
     )
-    result.pictures = {"model card density": os.path.join(slim_dir, "density.svg"),
+    result.pictures = {"model card kept per layer": os.path.join(slim_dir, MODEL_CARD_PICTURE),
                        **draw_pictures(patched, slim, run_folder(args))}
     write_outputs(result, args)
     return result
@@ -608,15 +609,15 @@ def keep_checkpoint(args: DemoArguments, save: Callable[[str], None], state: Tra
 
 
 def draw_pictures(patched: PreTrainedModel | None, slim: PreTrainedModel, output_dir: str) -> dict[str, str]:
-    """kept_heads.png, and density.png (the masks of every pruned matrix) of a patched model; none without matplotlib."""
-    if importlib.util.find_spec("matplotlib") is None:  # optional: the checkpoint's density.svg needs nothing
+    """kept_per_layer.png, and mask_density.png of a patched model (its masks); none without matplotlib."""
+    if importlib.util.find_spec("matplotlib") is None:  # optional: the checkpoint's kept_per_layer.svg needs nothing
         return {}
-    from .plots import plot_density_heatmaps, plot_kept_heads
+    from .plots import KEPT_PER_LAYER_PICTURE, MASK_DENSITY_PICTURE, plot_kept_per_layer, plot_mask_density
 
     pictures = {}
     if patched is not None:
-        pictures["density"] = str(plot_density_heatmaps(patched, os.path.join(output_dir, "density.png")))
-    pictures["kept heads"] = str(plot_kept_heads(slim, os.path.join(output_dir, "kept_heads.png")))
+        pictures["mask density"] = str(plot_mask_density(patched, os.path.join(output_dir, MASK_DENSITY_PICTURE)))
+    pictures["kept per layer"] = str(plot_kept_per_layer(slim, os.path.join(output_dir, KEPT_PER_LAYER_PICTURE)))
     return pictures
 
 

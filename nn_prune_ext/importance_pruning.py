@@ -49,6 +49,7 @@ from torch import nn
 from .importance import collect_mask_gradients, taylor_importance
 from .arch import get_layout
 from .masks import StructureMasks
+from .patch import require_unpatched
 from .slim import prune_with_masks
 from .validation import InputError, NonFiniteError, check_fields
 
@@ -367,7 +368,7 @@ def prune_by_importance(
     """Prune `model` to the targets by importance and slim it (`importance_masks`, then `prune_with_masks`).
 
     Args:
-        model: A model of a registered architecture that returns a loss.
+        model: A plain (unpatched) model of a registered architecture, dense or slim, that returns a loss.
         batches: Labelled batches to measure importance on.
         args: The targets and options (`ImportancePruningArgs`).
         inplace: Slim `model` itself instead of a copy.
@@ -376,6 +377,11 @@ def prune_by_importance(
     Returns:
         The slim model from `optimize_model`, with its `slim_report`; its outputs equal those of
         `model` with the removed heads and FFN units masked out.
+
+    Raises:
+        InputError: For a model patched for movement pruning (bake it first, as for
+            `post_training_prune` and `prune_layers`), and as `importance_masks`.
     """
+    require_unpatched(model, "prune_by_importance")
     masks = importance_masks(model, batches, args, **kwargs)
     return prune_with_masks(model, masks, inplace=inplace)

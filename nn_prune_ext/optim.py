@@ -58,6 +58,8 @@ class ScoreOptimizer(torch.optim.Optimizer):
         self.kind_multipliers = dict(kind_multipliers or {})
         self.mask_scores = [scores for scores in mask_scores if scores.scores is not None]
         self.last_penalty: torch.Tensor | None = None
+        self._buckets: list[tuple[list[MaskScores], torch.Tensor]] = []
+        self._buckets_key: tuple | None = None
         score_params = [scores.scores for scores in self.mask_scores]
         score_ids = {id(param) for param in score_params}
         if any(id(param) in score_ids and param in optimizer.state for group in optimizer.param_groups for param in group["params"]):
@@ -114,13 +116,45 @@ class ScoreOptimizer(torch.optim.Optimizer):
         return f"ScoreOptimizer({self.optimizer!r})"
 
     # ----- the penalty ------------------------------------------------------------------
+    def _penalty_buckets(self) -> list[tuple[list[MaskScores], torch.Tensor]]:
+        """The score tensors per method (and device and dtype), with each score's weight in the penalty.
+
+        A score of group `g` weighs `multiplier(kind of g) / (numel(g) * number of groups)`, so that the
+        weighted sum over a bucket's concatenated scores is its share of the mean over groups of
+        `multiplier * method.penalty(scores)`. The weights change only with `kind_multipliers`.
+        """
+        key = (tuple(sorted(self.kind_multipliers.items())),
+               tuple((scores.scores.device, scores.scores.dtype) for scores in self.mask_scores))
+        if self._buckets_key == key:
+            return self._buckets
+        grouped: dict[tuple, list[MaskScores]] = {}
+        for scores in self.mask_scores:
+            grouped.setdefault((scores.method, scores.scores.device, scores.scores.dtype), []).append(scores)
+        buckets = []
+        for (_, device, dtype), members in grouped.items():
+            weights = torch.cat([
+                torch.full((scores.scores.numel(),), self.kind_multipliers.get(scores.kind, 1.0)
+                           / (scores.scores.numel() * len(self.mask_scores)), device=device, dtype=dtype)
+                for scores in members
+            ])
+            buckets.append((members, weights))
+        self._buckets, self._buckets_key = buckets, key
+        return buckets
+
     def penalty(self) -> torch.Tensor:
-        """The unweighted penalty: mean over score groups of kind multiplier x method penalty."""
-        terms = [
-            self.kind_multipliers.get(scores.kind, 1.0) * scores.method.penalty(scores.scores)
-            for scores in self.mask_scores
-        ]
-        return torch.stack(terms).mean()
+        """The unweighted penalty: mean over score groups of kind multiplier x method penalty.
+
+        One concatenation and one elementwise penalty per pruning method, not a few operations per
+        score group: this runs at every optimizer step.
+        """
+        total = None
+        for members, weights in self._penalty_buckets():
+            method = members[0].method
+            flat = torch.cat([scores.scores.reshape(-1) for scores in members]) if len(members) > 1 else (
+                members[0].scores.reshape(-1))
+            term = torch.dot(method.penalty_terms(flat), weights)
+            total = term if total is None else total + term
+        return total
 
     @torch.no_grad()
     def apply_penalty(self) -> None:
@@ -132,11 +166,14 @@ class ScoreOptimizer(torch.optim.Optimizer):
         with torch.enable_grad():
             penalty = self.penalty()
             grads = torch.autograd.grad(penalty, params)
-        for param, grad in zip(params, grads):
-            if param.grad is None:
-                param.grad = grad.mul(weight)
-            else:
-                param.grad.add_(grad, alpha=weight)
+        if all(param.grad is not None for param in params):
+            torch._foreach_add_([param.grad for param in params], grads, alpha=weight)
+        else:
+            for param, grad in zip(params, grads):
+                if param.grad is None:
+                    param.grad = grad.mul(weight)
+                else:
+                    param.grad.add_(grad, alpha=weight)
         self.last_penalty = penalty.detach()
 
     def step(self, closure=None):

@@ -19,7 +19,7 @@ from torch import nn
 
 from .args import SparseArgs
 from .arch import ArchitectureLayout, AttentionBlock, LayerModules, get_layout, join_projections, split_projections
-from .scores.masked_linear import MaskedLinear, MaskScores, release_scratch_buffers
+from .scores.masked_linear import MaskedLinear, MaskScores, begin_forward_all, release_scratch_buffers
 from .scores.methods import PruningMethod
 from .validation import InputError
 
@@ -166,8 +166,7 @@ def _begin_forward(module: nn.Module, args) -> None:
             "(`accelerate launch` or `torchrun`; the Trainer then uses DDP), or restrict the run to one GPU with "
             "CUDA_VISIBLE_DEVICES=0."
         )
-    for scores in getattr(module, _SCORES_ATTR):
-        scores.begin_forward()
+    begin_forward_all(getattr(module, _SCORES_ATTR))
 
 
 def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureLayout | None = None) -> nn.Module:
@@ -206,7 +205,6 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
         if split:
             join_projections(model)
         raise
-    all_scores: list[MaskScores] = []
     for layer, groups in planned:
         projections = layer.projections
         for group in groups:
@@ -219,10 +217,11 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
                     projection.module, scores, member.grid, owner=position == 0, mask_bias=sparse_args.bias_mask
                 )
                 _replace(layer.module, projection.path, masked.train(model.training))
-            all_scores.append(scores)
 
     base = getattr(model, "base_model", model)
-    setattr(base, _SCORES_ATTR, all_scores)
+    # In module order, as a walk over the model finds them (the optimizer's parameter order and so its
+    # saved state follow it), not in the order of the groups above.
+    setattr(base, _SCORES_ATTR, [module for module in model.modules() if isinstance(module, MaskScores)])
     hooks = [base.register_forward_pre_hook(_begin_forward)]
     setattr(base, _HOOKS_ATTR, hooks)
     return model
@@ -260,6 +259,11 @@ def require_unpatched(model: nn.Module, action: str) -> None:
 
 def iter_mask_scores(model: nn.Module) -> Iterator[MaskScores]:
     """Every score group of a patched model, in module order."""
+    # `patch_model` keeps the list on the model it patched: the trainer's callbacks read it at every
+    # step, and a walk over every module would cost more than the checks they make.
+    registered = getattr(getattr(model, "base_model", model), _SCORES_ATTR, None)
+    if registered is not None:
+        return iter(registered)
     return (module for module in model.modules() if isinstance(module, MaskScores))
 
 

@@ -177,7 +177,9 @@ class SparseTrainer(Trainer):
         if model is not None:
             self._prepare_student(model)
         super().__init__(model, args, *trainer_args, **trainer_kwargs)
-        self.non_finite_guard = NonFiniteGuard(lambda: self.accelerator.unwrap_model(self.model),
+        # The trained model, or a wrapper around it: the guard only looks for the scores inside, and
+        # unwrapping at every step would cost more than its checks.
+        self.non_finite_guard = NonFiniteGuard(lambda: self.model,
                                                skip_steps=self.sparse_args.skip_non_finite_steps)
         self.add_callback(self.non_finite_guard)
         if self.sparse_args.prune:

@@ -46,11 +46,16 @@ What is relied on, and where:
   counts (`ArchitectureLayout.attention_attrs`, e.g. Llama's `num_key_value_groups`); a config
   keeps its state in its `__dict__` (`slim.layers.layers_removed` restores it from there).
 - **Activations by name**: `transformers.activations.ACT2FN` (`slim/optimize.py`).
+- **Checkpoint entries a load expects** (`unreported_extra_keys`, `checkpoints.load_for_slimming`):
+  `from_pretrained` leaves out of its LOAD REPORT the unexpected entries matching the patterns of
+  the model class attribute `_keys_to_ignore_on_load_unexpected`, which `post_init` copies onto
+  each new instance from its class.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -67,6 +72,8 @@ __all__ = [
     "attention_implementation",
     "loss_is_per_batch_mean",
     "rotate_checkpoints",
+    "IGNORED_UNEXPECTED_KEYS",
+    "unreported_extra_keys",
 ]
 
 # The keyword under which a layer takes its hidden states when they are not passed positionally.
@@ -183,3 +190,38 @@ def rotate_checkpoints(run_dir: str, save_total_limit: int | None, best_model_ch
         best_model_checkpoint=best_model_checkpoint,
         use_mtime=True,
     )
+
+
+# The model class attribute whose regular expressions name the checkpoint entries that `from_pretrained`
+# expects to find without a parameter to load them into (it reports the others as UNEXPECTED).
+IGNORED_UNEXPECTED_KEYS = "_keys_to_ignore_on_load_unexpected"
+
+
+@contextmanager
+def unreported_extra_keys(model_class: type, pattern: str) -> Iterator[None]:
+    """Inside, `model_class.from_pretrained` does not report checkpoint entries matching `pattern` as UNEXPECTED.
+
+    transformers 5 logs a LOAD REPORT listing every checkpoint entry the model has no parameter for;
+    for entries nn_prune_ext reads itself (the mask scores of a patched checkpoint) that reads like a
+    failure. Nothing else changes: the entries are not loaded either way, and missing weights, other
+    unexpected entries and shape mismatches are reported as before.
+
+    The pattern is added to `model_class`'s own attribute for the duration of the block (a new
+    instance copies it in `post_init`, so `model_class` must be the class `from_pretrained` builds,
+    not a base class) and the attribute is restored afterwards, also when loading fails.
+
+    Args:
+        model_class: The class whose `from_pretrained` runs inside the block.
+        pattern: A regular expression, searched in each checkpoint entry's name.
+    """
+    missing = object()
+    own = model_class.__dict__.get(IGNORED_UNEXPECTED_KEYS, missing)
+    inherited = getattr(model_class, IGNORED_UNEXPECTED_KEYS, None) or ()
+    setattr(model_class, IGNORED_UNEXPECTED_KEYS, [*inherited, pattern])
+    try:
+        yield
+    finally:
+        if own is missing:
+            delattr(model_class, IGNORED_UNEXPECTED_KEYS)
+        else:
+            setattr(model_class, IGNORED_UNEXPECTED_KEYS, own)

@@ -90,14 +90,24 @@ def _numeric_kinds(annotation: Any) -> set[type]:
 def first_non_finite(named_tensors: Iterable[tuple[Any, torch.Tensor | None]]) -> Any:
     """The key (usually the name) of the first tensor holding NaN or an infinity, or None when all are finite.
 
-    The tensors are checked with one device synchronisation in all (not one per tensor).
+    The tensors are checked with one device synchronisation in all (not one per tensor), and with one
+    multi-tensor reduction: the trainer checks its scores and their gradients at every step.
     """
     import torch  # here: the settings checks above need no torch
 
-    named = [(name, tensor) for name, tensor in named_tensors if tensor is not None]
+    # Integer and empty tensors are always finite. The largest magnitude of each tensor is NaN where it holds
+    # a NaN and infinite where it holds an infinity, and unlike a sum of squares it cannot overflow.
+    named = [
+        (name, tensor) for name, tensor in named_tensors
+        if tensor is not None and tensor.numel() and (tensor.is_floating_point() or tensor.is_complex())
+    ]
     if not named:
         return None
-    finite = torch.stack([torch.isfinite(tensor).all().to(named[0][1].device) for _, tensor in named])
+    largest = torch._foreach_norm([tensor.detach() for _, tensor in named], ord=math.inf)
+    first = largest[0]
+    if any(value.dtype != first.dtype or value.device != first.device for value in largest):
+        largest = [value.to(first.device, torch.float32) for value in largest]
+    finite = torch.stack(largest).isfinite()
     if bool(finite.all()):
         return None
     return named[int((~finite).nonzero()[0])][0]

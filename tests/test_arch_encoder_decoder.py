@@ -30,6 +30,7 @@ from nn_prune_ext import (
 )
 from nn_prune_ext.arch import probe_inputs
 from nn_prune_ext.scores import MaskScores
+from nn_prune_ext.slim import kept_head_indices
 
 from conftest import ENCODER_DECODER_TYPES, HEADS, HIDDEN, INTERMEDIATE, VOCAB
 from slim_helpers import HEAD_AND_UNIT_ARGS, train_half_the_heads_and_units
@@ -109,6 +110,7 @@ def test_slim_equals_the_masked_model_and_generates_the_same(seq2seq_type):
     slim = prune_with_masks(model, masks)
     report = slim.slim_report
     assert [layer.heads[1] for layer in report.layers] == [HEADS - 1, HEADS - 2, 0, HEADS]
+    assert kept_head_indices(slim) == [[0, 2, 3], [1, 2], [], [0, 1, 2, 3]]  # each stack's heads, by dense number
     assert [layer.cross_heads for layer in report.layers] == [None] * LAYERS + [(HEADS, HEADS - 1), (HEADS, 0)]
     assert [layer.ffn_width[1] for layer in report.layers] == [INTERMEDIATE, 0, INTERMEDIATE - 43, INTERMEDIATE]
     inputs = probe_inputs(model, batch_size=2, seq_len=9)
@@ -196,13 +198,16 @@ def calibration_batches(model, count: int = 3) -> list[dict[str, torch.Tensor]]:
 def test_post_training_search_and_importance_pruning_slim_both_stacks_exactly(seq2seq_type):
     """The Fisher search and importance pruning cut the self-attention heads and FFN units of both stacks;
     the cross-attention heads stay. Mask tuning runs one stack and refuses an encoder-decoder."""
-    from nn_prune_ext import post_training_prune, prune_by_importance
+    from nn_prune_ext import model_flops, post_training_prune, prune_by_importance
 
     model = tiny_seq2seq(seq2seq_type, head=AutoModelForSequenceClassification)
     batches = calibration_batches(model)
     with pytest.raises(ValueError, match="encoder and a decoder.*pass tune=False"):
         post_training_prune(model, batches, flops_budget=0.6)
     result = post_training_prune(model, batches, flops_budget=0.6, tune=False)
+    # The budget is a share of the dense FLOPs, cross-attention counted once (issue 15: 72% before).
+    assert result.search.dense_cost == model_flops(model, result.seq_len)
+    assert model_flops(result.model, result.seq_len) == result.search.cost <= 0.6 * model_flops(model, result.seq_len)
     by_importance = prune_by_importance(model, batches, target_num_heads=2, target_ffn_width=64)
     for slim, masks in ((result.model, result.masks), (by_importance, None)):
         kept_heads = [layer.heads[1] for layer in slim.slim_report.layers]

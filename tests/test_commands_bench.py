@@ -4,7 +4,7 @@ import json
 import pytest
 
 from nn_prune_ext import InputError, bake_model, load_slim, model_flops, optimize_model
-from nn_prune_ext.commands import bench
+from nn_prune_ext.commands import bench, measure
 from nn_prune_ext.flops import layer_shapes
 from nn_prune_ext.slim import drop_layers
 from nn_prune_ext.slim.optimize import count_parameters
@@ -94,10 +94,20 @@ def test_bench_a_checkpoint_that_lost_layers_against_all_the_dense_layers(tmp_pa
 def test_dense_reference_of_a_slim_model_has_the_dense_shapes():
     dense = tiny_model("qwen2")
     slim = optimize_model(masked_model("qwen2"))
-    reference = bench.dense_reference(slim)
+    reference = measure.dense_reference(slim)
     assert type(reference) is type(dense)
     assert layer_shapes(reference) == layer_shapes(dense)
     assert reference.dtype == slim.dtype and not reference.training
+
+
+def test_the_measuring_helpers_still_resolve_from_bench():
+    # benchmarks/slim_speedup.py and analysis/posttrain_latency.py import random_inputs from commands.bench.
+    from nn_prune_ext.commands.bench import random_inputs
+
+    assert random_inputs is measure.random_inputs
+    assert all(getattr(bench, name) is getattr(measure, name) for name in bench._MEASURE_NAMES)
+    with pytest.raises(AttributeError, match="module 'nn_prune_ext.commands.bench' has no attribute 'nothing'"):
+        bench.nothing
 
 
 def test_bad_arguments(tmp_path):

@@ -36,6 +36,11 @@ def test_heal_writes_a_healed_slim_checkpoint_and_its_record(checkpoint, tmp_pat
     assert "round 2: kept 0.707 of its input's cost" in printed
     record = json.loads((tmp_path / "slim" / RECORD_NAME).read_text())
     assert [step["budget"] for step in record["rounds"]] == [pytest.approx(0.5 ** 0.5)] * 2
+    # Round 2 prunes round 1's slim model: its cost is stated against both (issue 15).
+    first, second = record["rounds"]
+    assert second["input_cost"] == first["cost"]
+    assert (f"({second['cost'] / second['input_cost']:.1%} of the input model, "
+            f"{second['cost'] / first['input_cost']:.1%} of the dense model)") in printed.split("last round's search: ")[1]
     for step in record["rounds"]:
         assert step["eval_after"]["eval_loss"] != step["eval_before"]["eval_loss"]  # healing trained it
         assert step["train"]["train_loss"] > 0

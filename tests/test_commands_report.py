@@ -8,16 +8,20 @@ import torch
 from transformers import BertTokenizer
 
 from nn_prune_ext import InputError, SparseArgs, densities, get_layout, load_slim, model_flops, optimize_model
+from nn_prune_ext import plots
 from nn_prune_ext.commands import report
 from nn_prune_ext.commands.data import examples_batches
 from nn_prune_ext.importance import collect_mask_gradients, fisher_importance
+from nn_prune_ext.slim import kept_head_indices
 from nn_prune_ext.slim.layers import dense_num_layers, dropped_layer_indices, kept_layer_indices
 from nn_prune_ext.slim.optimize import count_parameters
 from nn_prune_ext.trainer import SPARSE_STATE_NAME
 
 from conftest import HEADS, INTERMEDIATE, KV_HEADS, VOCAB, tiny_model
 from slim_helpers import HEAD_AND_UNIT_ARGS, masked_model
-from test_plots import EXPECTED_SIZE, png_size
+from test_plots import (
+    Drawn, check_kept_per_layer, check_mask_density, kept_sizes, mask_fractions, rendered
+)
 
 LAYER_ROW = re.compile(r"^\s*(\d+)\s+(\d+) -> (\d+)\s+(\d+) -> (\d+)\s+(\d+) -> (\d+)", re.MULTILINE)
 
@@ -51,8 +55,9 @@ def kept_rows(model) -> list[tuple[int, ...]]:
     return rows
 
 
-def test_report_of_a_slim_checkpoint(tmp_path, capsys):
+def test_report_of_a_slim_checkpoint(tmp_path, capsys, monkeypatch):
     optimize_model(masked_model("llama")).save_pretrained(tmp_path / "slim")
+    drawn = Drawn(monkeypatch)
     written = run_report([str(tmp_path / "slim"), "--output-dir", str(tmp_path / "out"), "--seq-len", "64"])
     text = capsys.readouterr().out
     slim, dense = load_slim(tmp_path / "slim"), tiny_model("llama")
@@ -68,10 +73,24 @@ def test_report_of_a_slim_checkpoint(tmp_path, capsys):
     assert flops == (model_flops(dense, 64), model_flops(slim, 64))
     assert "measured speedup: not recorded in this checkpoint; `nn-prune bench CHECKPOINT` measures it" in text
     assert "mask densities" not in text
-    names = ["summary.txt", "density.png", "kept_heads.png"]
-    assert written == [tmp_path / "out" / name for name in names]
+    # No mask density: a slim checkpoint has no masks. What it kept, per layer of the dense model.
+    assert written == [tmp_path / "out" / name for name in ("summary.txt", "kept_per_layer.png")]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["kept_per_layer.png", "summary.txt"]
     assert (tmp_path / "out" / "summary.txt").read_text() in text
-    assert [png_size(path) for path in written[1:]] == [EXPECTED_SIZE] * 2
+    assert [figure.get_suptitle() for figure in drawn.figures] == ["Kept per layer, as a share of the dense model"]
+    check_kept_per_layer(drawn.figures[0], written[1], kept_sizes(slim), dropped=[1])
+    assert text.endswith(f"written:\n  {written[0]}\n  {written[1]}\n")
+
+
+def test_report_names_its_pictures_as_the_plots_do():
+    assert (report.KEPT_PICTURE, report.MASK_DENSITY_PICTURE, report.IMPORTANCE_PICTURE) == (
+        plots.KEPT_PER_LAYER_PICTURE, plots.MASK_DENSITY_PICTURE, plots.HEAD_IMPORTANCE_PICTURE
+    )
+    parser = argparse.ArgumentParser(prog="nn-prune")
+    report.add_parser(parser.add_subparsers(dest="command", required=True))
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["report"].format_help().split())
+    assert ("PNG pictures (kept_per_layer.png; mask_density.png of a SparseTrainer checkpoint's masks; "
+            "head_importance.png with --importance-data)") in help_text
 
 
 def test_report_of_a_sparse_trainer_checkpoint(tmp_path, capsys):
@@ -96,6 +115,22 @@ def test_report_of_a_sparse_trainer_checkpoint(tmp_path, capsys):
     assert written == [tmp_path / "checkpoint-4-report" / "summary.txt"]  # beside the checkpoint, no pictures
 
 
+def test_pictures_of_a_sparse_trainer_checkpoint(tmp_path, capsys, monkeypatch):
+    masked = masked_model("bert")
+    masked.save_pretrained(tmp_path / "checkpoint-4")
+    state = {"sparse_args": SparseArgs(**HEAD_AND_UNIT_ARGS).to_dict(), "step": 4}
+    (tmp_path / "checkpoint-4" / SPARSE_STATE_NAME).write_text(json.dumps(state))
+    drawn = Drawn(monkeypatch)
+    written = run_report([str(tmp_path / "checkpoint-4"), "--output-dir", str(tmp_path / "out")])
+    assert written == [tmp_path / "out" / name for name in ("summary.txt", "kept_per_layer.png", "mask_density.png")]
+    kept, density = drawn.figures
+    slim = optimize_model(masked)
+    check_kept_per_layer(kept, written[1], kept_sizes(slim), dropped=slim.slim_report.dropped_layers)
+    # The masks at the final threshold, read from the raw scores here.
+    check_mask_density(density, written[2], mask_fractions(masked))
+    assert density.get_suptitle() == "Mask density of each prunable matrix (before slimming)"
+
+
 def save_tokenizer(path) -> None:
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"word{index}" for index in range(VOCAB - 5)]
     BertTokenizer(vocab={word: index for index, word in enumerate(words)}).save_pretrained(path)
@@ -109,17 +144,18 @@ def write_examples(path, count: int) -> None:
             handle.write(json.dumps({"sentence": words, "gold": f"LABEL_{index % 3}"}) + "\n")
 
 
-def test_report_with_head_importance(tmp_path, capsys):
+def test_report_with_head_importance(tmp_path, capsys, monkeypatch):
     checkpoint = tmp_path / "slim"
     optimize_model(masked_model("bert")).save_pretrained(checkpoint)
     save_tokenizer(checkpoint)
     write_examples(tmp_path / "data.jsonl", 10)
     argv = [str(checkpoint), "--importance-data", str(tmp_path / "data.jsonl"), "--text-column", "sentence",
             "--label-column", "gold", "--importance", "fisher", "--batch-size", "4", "--max-batches", "2"]
+    drawn = Drawn(monkeypatch)
     written = run_report(argv)
     text = capsys.readouterr().out
     assert written[-1] == tmp_path / "slim-report" / "head_importance.png"
-    assert png_size(written[-1]) == EXPECTED_SIZE
+    rendered(written[-1])
     slim = load_slim(checkpoint)
     args = parse(argv)
     batches = examples_batches(args, args.importance_data, slim.config)
@@ -130,6 +166,17 @@ def test_report_with_head_importance(tmp_path, capsys):
     for index, line in enumerate(table.splitlines()[: len(expected.num_heads)]):
         values = " ".join(f"{value:.3g}" for value in expected.layer_heads(index).tolist())
         assert line == f"{index:>5}  {values}".rstrip()
+    # The picture places each slim head at the dense head it was cut from; the others are removed.
+    axes = drawn.figures[-1].axes[0]
+    assert drawn.figures[-1].get_suptitle() == "Head importance (fisher, 2 batches of data.jsonl)"
+    grid = torch.full((len(expected.num_heads), HEADS), float("nan"))
+    for layer, heads in enumerate(kept_head_indices(slim)):
+        grid[layer, heads] = expected.layer_heads(layer)
+    assert axes.images[0].get_array().filled(float("nan")) == pytest.approx(
+        (grid / grid.nan_to_num(-1.0).max()).numpy(), nan_ok=True, rel=1e-3
+    )
+    assert (~axes.images[1].get_array().mask).tolist() == grid.isnan().tolist()
+    assert axes.get_xlabel() == "head (numbered as in the dense model)"
 
 
 def test_report_input_errors(tmp_path):

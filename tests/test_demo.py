@@ -29,7 +29,7 @@ from nn_prune_ext.checkpoints import load_for_slimming
 from nn_prune_ext.cli import build_parser
 from nn_prune_ext.cli import main as nn_prune
 from nn_prune_ext.commands.data import examples_batches
-from nn_prune_ext.commands.report import DENSITY_PICTURE, KEPT_PICTURE, SUMMARY_NAME
+from nn_prune_ext.commands.report import KEPT_PICTURE, MASK_DENSITY_PICTURE, SUMMARY_NAME
 from nn_prune_ext.demo import (
     CHECKPOINT_NAME,
     DemoArguments,
@@ -84,7 +84,9 @@ def test_quick_demo_prunes_slims_and_reports(quick_run):
     assert f"{result.dense_accuracy:.2%}" in report and f"x{result.speedup:.2f}" in report
     for path in result.pictures.values():
         assert open(path, "rb").read(4) in (b"<svg", b"\x89PNG")
-    assert png_size(result.pictures["kept heads"]) == png_size(result.pictures["density"]) == (800, 500)
+    assert list(result.pictures) == ["model card kept per layer", "mask density", "kept per layer"]
+    assert result.pictures["model card kept per layer"] == os.path.join(result.slim_dir, "kept_per_layer.svg")
+    assert png_size(result.pictures["kept per layer"]) == png_size(result.pictures["mask density"]) == (800, 500)
 
 
 def test_quick_demo_checkpoint_reloads_with_the_reported_accuracy_and_sizes(quick_run):
@@ -210,7 +212,7 @@ def test_quick_heal_demo_is_the_default_and_reports_against_the_dense_model(quic
             for i in range(6)]
     assert kept == [(layer["heads_after"], layer["ffn_after"]) for layer in result.layers]
     assert result.slim_flops == model_flops(slim, result.seq_len)
-    assert list(result.pictures) == ["model card density", "kept heads"]  # no masks, so no density.png
+    assert list(result.pictures) == ["model card kept per layer", "kept per layer"]  # no masks: no mask_density.png
     card = (HEAL_FOLDER / "slim" / "README.md").read_text()
     assert f"| x{result.speedup:.2f} |" in card and f"batch {result.latency_batch_size} x {result.seq_len} tokens" in card
     assert result.speed_limit > 1 and f"x{result.speed_limit:.2f} from all the work" in result.report()
@@ -338,7 +340,8 @@ def check_optimize(args, output: str, result) -> None:
 
 
 def check_report(args, output: str, result) -> None:
-    """The summary states the heads and FFN units each layer kept of the dense model; the pictures are 800 x 500."""
+    """The summary states the heads and FFN units each layer kept of the dense model; the picture is 800 x 500
+    (a slim checkpoint has no masks, so no mask_density.png)."""
     folder = Path(args.output_dir or f"{args.checkpoint}-report")
     summary = (folder / SUMMARY_NAME).read_text()
     for row in layer_rows(load_slim(args.checkpoint)):
@@ -346,8 +349,7 @@ def check_report(args, output: str, result) -> None:
         assert re.search(rf"^\s*{row['layer']}\s+{heads}\s+{heads}\s+{row['ffn_before']} -> {row['ffn_after']}\s",
                          summary, flags=re.M), row
     assert summary.strip() in output
-    for picture in (DENSITY_PICTURE, KEPT_PICTURE):
-        assert png_size(folder / picture) == (800, 500)
+    assert png_size(folder / KEPT_PICTURE) == (800, 500) and not (folder / MASK_DENSITY_PICTURE).exists()
 
 
 def check_bench(args, output: str, result) -> None:
@@ -370,7 +372,7 @@ def check_posttrain(args, output: str, result) -> None:
     slim, dense = load_slim(args.output), load_for_slimming(args.checkpoint)
     seq_len = record["calibration"]["seq_len"]
     assert record["cost"] == model_flops(slim, seq_len) <= record["budget"]
-    assert record["dense_cost"] == model_flops(dense, seq_len)
+    assert record["dense_cost"] == record["dense_model_cost"] == model_flops(dense, seq_len)  # the input is dense
     assert record["budget"] == pytest.approx(args.flops_budget * record["dense_cost"])
     assert AutoTokenizer.from_pretrained(args.output).vocab == AutoTokenizer.from_pretrained(args.checkpoint).vocab
 

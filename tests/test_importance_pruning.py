@@ -2,7 +2,18 @@ import pytest
 import torch
 from transformers import HfArgumentParser
 
-from nn_prune_ext import get_layout, importance_pruning, prune_with_masks
+from nn_prune_ext import (
+    InputError,
+    SparseArgs,
+    bake_model,
+    get_layout,
+    importance_pruning,
+    is_patched,
+    patch_model,
+    post_training_prune,
+    prune_layers,
+    prune_with_masks,
+)
 from nn_prune_ext.importance import MaskGradients, apply_masks, collect_mask_gradients, taylor_importance
 from nn_prune_ext.importance_pruning import ImportancePruningArgs, importance_masks, prune_by_importance
 
@@ -166,6 +177,27 @@ def test_batches_without_labels_or_no_batches_are_refused():
         importance_masks(model, [tiny_batch()], target_num_heads=2)
     with pytest.raises(ValueError, match="got no batches"):
         importance_masks(model, [], target_num_heads=2)
+
+
+def test_a_patched_model_is_refused_like_post_training_prune_and_prune_layers():
+    """Issue 15: prune_by_importance ran on a patched model where the other pruning calls refuse it."""
+    model = patch_model(tiny_model("bert"), SparseArgs.struct())
+    batches = labelled_batches(1)
+    messages = []
+    for name, call in (
+        ("prune_by_importance", lambda: prune_by_importance(model, batches, target_num_heads=2)),
+        ("prune_by_importance", lambda: prune_by_importance(model, batches, target_ffn_width=64, inplace=True)),
+        ("post_training_prune", lambda: post_training_prune(model, batches, flops_budget=0.5)),
+        ("prune_layers", lambda: prune_layers(model, batches, 1)),
+    ):
+        with pytest.raises(InputError) as error:
+            call()
+        assert str(error.value).startswith(f"{name} needs a plain model, but this one is patched for movement pruning")
+        messages.append(str(error.value).replace(name, "<call>"))
+    assert len(set(messages)) == 1 and "bake it first with nn_prune_ext.bake_model(model)" in messages[0]
+    assert is_patched(model)  # refused before anything was changed, inplace or not
+    slim = prune_by_importance(bake_model(model), batches, target_num_heads=2)
+    assert [layer.heads[1] for layer in slim.slim_report.layers] == [2] * LAYERS
 
 
 def test_arguments_parse_from_the_command_line_and_combine_with_keywords(monkeypatch):

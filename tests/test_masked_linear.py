@@ -80,3 +80,33 @@ def test_saves_no_weight_sized_tensor_beyond_the_input():
     # Only the input, the weight parameter itself and the small grid: no masked weight copy.
     assert {t.data_ptr() for t in saved if t.numel() == weight.numel()} == {weight.data_ptr()}
     assert sum(t.numel() for t in saved if t.data_ptr() not in (x.data_ptr(), weight.data_ptr())) <= grid.numel()
+
+
+def test_a_patched_model_compiles_without_graph_breaks_and_equals_eager():
+    """torch.compile traces the masks, the masked linears and their backward in one graph (fullgraph=True raises
+    at any graph break); `aot_eager` needs no C compiler and still runs the traced forward and backward."""
+    from nn_prune_ext import SparseArgs, patch_model, set_thresholds
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+                        vocab_size=100, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = patch_model(BertForSequenceClassification(config),
+                        SparseArgs.hybrid(attention_block_rows=16, attention_block_cols=16)).train()
+    set_thresholds(model, 0.5, 0.5)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("scores"):
+                parameter.normal_()  # about half of every mask pruned
+    batch = dict(input_ids=torch.randint(0, 100, (2, 8)), labels=torch.tensor([0, 1]))
+    eager = model(**batch).loss
+    eager.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(**batch).loss
+    compiled.backward()
+    torch.testing.assert_close(compiled, eager)
+    assert any(name.endswith("scores") for name in expected)
+    for name, parameter in model.named_parameters():
+        if name in expected:
+            torch.testing.assert_close(parameter.grad, expected[name], msg=name)

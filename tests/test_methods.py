@@ -62,3 +62,38 @@ def test_unknown_method_lists_the_known_ones():
         get_pruning_method("random")
     for name in PRUNING_METHODS:
         assert name in str(error.value)
+
+
+@pytest.mark.parametrize("name", sorted(PRUNING_METHODS))
+def test_masks_of_many_groups_equal_each_groups_own_mask(name):
+    """`masks` (one computation over the concatenated scores where the method allows it) changes nothing:
+    the same masks and the same straight-through gradients as `mask` per group."""
+    method = get_pruning_method(name)
+    threshold = 0.6 if method.threshold_range else 0.1
+    shapes = [(4, 8), (16,), (2, 2)]
+    generator = torch.Generator().manual_seed(0)
+    values = [torch.randn(shape, generator=generator) for shape in shapes]
+    upstream = [torch.randn(shape, generator=generator) for shape in shapes]
+    training = name != "l0"  # l0 samples noise in training: compared in eval, where its gates are binary
+    alone = [v.clone().requires_grad_(method.learnable) for v in values]
+    together = [v.clone().requires_grad_(method.learnable) for v in values]
+    masks_alone = [method.mask(scores, threshold, training) for scores in alone]
+    masks_together = method.masks(together, threshold, training)
+    assert [tuple(mask.shape) for mask in masks_together] == shapes
+    for mine, theirs in zip(masks_together, masks_alone):
+        assert torch.equal(mine, theirs)
+    if method.learnable and training:
+        sum((m * u).sum() for m, u in zip(masks_alone, upstream)).backward()
+        sum((m * u).sum() for m, u in zip(masks_together, upstream)).backward()
+        for mine, theirs in zip(together, alone):
+            assert torch.equal(mine.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("name", sorted(set(PRUNING_METHODS) - {"magnitude"}))
+def test_penalty_is_the_mean_of_its_terms(name):
+    method = get_pruning_method(name)
+    scores = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    expected = {"topK": scores.abs(), "threshold": scores.abs(), "sigmoied_threshold": torch.sigmoid(scores),
+                "l0": torch.sigmoid(scores - method.beta * math.log(-method.gamma / method.zeta)) if name == "l0" else None}[name]
+    torch.testing.assert_close(method.penalty_terms(scores), expected)
+    torch.testing.assert_close(method.penalty(scores), expected.mean())

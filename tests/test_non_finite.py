@@ -20,6 +20,13 @@ def test_first_non_finite_names_the_first_bad_tensor():
     assert first_non_finite([("a", finite), ("b", None), ("c", finite)]) is None
     assert first_non_finite([("a", finite), ("b", torch.tensor([1.0, math.inf])), ("c", torch.tensor(math.nan))]) == "b"
     assert first_non_finite([]) is None
+    # Whole numbers and empty tensors are finite; finite values near the float range are not mistaken for overflow.
+    assert first_non_finite([("i", torch.arange(3)), ("e", torch.zeros(0)), ("big", torch.tensor([3e38, -3e38]))]) is None
+    mixed = [("half", torch.ones(2, dtype=torch.float16)), ("double", torch.tensor([1.0, -math.inf], dtype=torch.float64)),
+             ("nan", torch.tensor([math.nan]))]
+    assert first_non_finite(mixed) == "double"
+    assert first_non_finite(mixed[::2]) == "nan"
+    assert first_non_finite([("bf16", torch.tensor([1.0, math.nan], dtype=torch.bfloat16))]) == "bf16"
 
 
 class _Step(TrainerCallback):

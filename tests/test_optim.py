@@ -53,6 +53,36 @@ def test_penalty_gradient_is_added_once_per_step():
     assert optimizer.last_penalty is not None
 
 
+@pytest.mark.parametrize("attention, dense", [("topK", "sigmoied_threshold"), ("sigmoied_threshold", "sigmoied_threshold"),
+                                               ("l0", "l0"), ("threshold", "topK")])
+def test_penalty_equals_the_mean_over_groups_of_each_methods_penalty(attention, dense):
+    """The penalty is computed once per method over the concatenated scores; its value and gradient are those of
+    the definition, group by group."""
+    model = tiny_model("bert")
+    regularization = "l0" if attention == "l0" else "l1"
+    patch_model(model, SparseArgs(attention_pruning_method=attention, dense_pruning_method=dense,
+                                  regularization=regularization, attention_block_rows=16, attention_block_cols=16,
+                                  initial_threshold=0.5 if "threshold" not in (attention, dense) else 0.0))
+    optimizer = _wrapped(model, lam=2.0)
+    groups = list(iter_mask_scores(model))
+    with torch.no_grad():
+        for scores in groups:
+            scores.scores.normal_()
+    params = [scores.scores for scores in groups]
+    multipliers = {"attention": 1.0, "dense": 3.0}
+    with torch.enable_grad():
+        reference = torch.stack([multipliers[s.kind] * s.method.penalty(s.scores) for s in groups]).mean()
+        expected = torch.autograd.grad(reference, params)
+    torch.testing.assert_close(optimizer.penalty(), reference.detach())
+    optimizer.apply_penalty()
+    for param, grad in zip(params, expected):
+        torch.testing.assert_close(param.grad, 2.0 * grad)
+    optimizer.kind_multipliers["dense"] = 5.0  # the cached per-score weights follow the multipliers
+    multipliers["dense"] = 5.0
+    reference = torch.stack([multipliers[s.kind] * s.method.penalty(s.scores) for s in groups]).mean()
+    torch.testing.assert_close(optimizer.penalty(), reference.detach())
+
+
 def test_zero_lambda_leaves_gradients_alone():
     model = _patched()
     optimizer = _wrapped(model, lam=0.0)

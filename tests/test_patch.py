@@ -15,6 +15,8 @@ from nn_prune_ext import (
     set_thresholds,
 )
 
+from nn_prune_ext.scores.masked_linear import MaskScores
+
 from conftest import GQA_TYPES, HEADS, INTERMEDIATE, KV_HEADS, LAYERS, enable_checkpointing, tiny_batch, tiny_model
 
 # Block sizes that divide the tiny models' matrices (16 = one head).
@@ -69,6 +71,13 @@ def test_patch_train_step_bake_roundtrip(model_type, setup):
     for scores in iter_mask_scores(model):
         if scores.scores is not None:
             assert scores.scores.grad is not None and scores.scores.grad.abs().sum() > 0, scores
+    # The list patch_model keeps is every score module, in module order; masks computed for all groups at
+    # once (begin_forward_all) are each group's own.
+    walked = [module for module in model.modules() if isinstance(module, MaskScores)]
+    assert len(walked) > 0 and list(iter_mask_scores(model)) == walked
+    for scores in walked:
+        if scores.method.batched_masks:
+            assert torch.equal(scores.current(), scores.compute())
 
     model.eval()
     patched_logits = model(**batch).logits

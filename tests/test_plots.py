@@ -4,31 +4,44 @@ import struct
 import sys
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
+from matplotlib import colormaps
+from matplotlib.colors import to_rgb
+from matplotlib.image import imread
 
-from nn_prune_ext import bake_model, get_layout, optimize_model
+from nn_prune_ext import InputError, SparseArgs, bake_model, get_layout, optimize_model, patch_model
 from nn_prune_ext import plots
 from nn_prune_ext.flops import kept_layer_shapes, layer_shapes
 from nn_prune_ext.importance import collect_mask_gradients, taylor_importance
 from nn_prune_ext.plots import (
+    DENSE_COLOR,
     DPI,
     FIGURE_SIZE,
+    HEADS_COLOR,
+    KEPT_PER_LAYER_PICTURE,
+    MASK_DENSITY_PICTURE,
+    NO_HEAD_COLOR,
+    REMOVED_COLOR,
+    UNITS_COLOR,
     RunResult,
     as_slim,
     dense_layer_shapes,
     load_runs,
     matrix_densities,
     pareto_frontier,
-    plot_density_heatmaps,
     plot_frontier,
     plot_head_importance,
-    plot_kept_heads,
+    plot_kept_per_layer,
+    plot_mask_density,
 )
 from nn_prune_ext.scores import MaskScores
+from nn_prune_ext.slim import kept_head_indices
+from nn_prune_ext.slim.layers import dense_num_layers, kept_layer_indices
 
-from conftest import GQA_TYPES, tiny_batch, tiny_model
-from slim_helpers import masked_model
+from conftest import GQA_TYPES, HEADS, INTERMEDIATE, tiny_batch, tiny_model
+from slim_helpers import HEAD_AND_UNIT_ARGS, masked_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -50,6 +63,47 @@ def test_figure_size_is_fixed():
     assert (round(FIGURE_SIZE[0] * DPI), round(FIGURE_SIZE[1] * DPI)) == EXPECTED_SIZE
 
 
+# ----- checking what a picture shows -----------------------------------------------------------
+class Drawn:
+    """Records the figures the plots draw (and still writes them)."""
+
+    def __init__(self, monkeypatch):
+        self.figures = []
+        self._save = plots._save
+        monkeypatch.setattr(plots, "_save", self.save)
+
+    def save(self, figure, path):
+        self.figures.append(figure)
+        return self._save(figure, path)
+
+
+def rendered(path) -> numpy.ndarray:
+    """The pixels of a written PNG (RGB, 0 to 1), after checking its size and that it is not blank."""
+    assert png_size(path) == EXPECTED_SIZE
+    pixels = imread(path)[..., :3]
+    assert pixels.shape == (EXPECTED_SIZE[1], EXPECTED_SIZE[0], 3)
+    assert pixels.std() > 0.05 and len(numpy.unique(pixels.reshape(-1, 3), axis=0)) > 20
+    return pixels
+
+
+def colour_at(pixels: numpy.ndarray, axes, x: float, y: float) -> tuple[float, float, float]:
+    """The colour of the rendered picture at data point (x, y) of `axes` (the figure as saved)."""
+    column, row = axes.transData.transform((x, y))
+    return tuple(float(value) for value in pixels[int(pixels.shape[0] - row), int(column)])
+
+
+def assert_legends_off_the_data(figure) -> None:
+    """The figure has a legend, wholly inside the picture, and it overlaps no axes (data area or colour bar)."""
+    renderer = figure.canvas.get_renderer()
+    legends = list(figure.legends) + [axes.get_legend() for axes in figure.axes if axes.get_legend() is not None]
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert figure.bbox.x0 <= box.x0 and box.x1 <= figure.bbox.x1 and figure.bbox.y0 <= box.y0 and box.y1 <= figure.bbox.y1
+        for axes in figure.axes:
+            assert not box.overlaps(axes.get_window_extent(renderer)), (legend, axes)
+
+
 def mask_fractions(model) -> dict[str, list[float]]:
     """What a patched head-and-unit model keeps, read from its raw scores (kept when > 0)."""
     result = {}
@@ -57,6 +111,54 @@ def mask_fractions(model) -> dict[str, list[float]]:
         for name, projection in layer.projections.items():
             result.setdefault(name, []).append(float((projection.module.source.scores > 0).float().mean()))
     return result
+
+
+def check_mask_density(figure, path, densities: dict[str, list[float]]) -> None:
+    """The heat map of `figure` (written to `path`) shows `densities`, cell by cell, in the file too."""
+    axes = figure.axes[0]
+    values = numpy.array(list(densities.values()), dtype=float).T  # layers x matrices
+    assert axes.images[0].get_array().filled(numpy.nan) == pytest.approx(values)
+    assert [label.get_text() for label in axes.get_xticklabels()] == list(densities)
+    assert figure.axes[1].get_ylabel() == "share of the matrix's weights the masks keep"  # the colour bar
+    pixels = rendered(path)
+    for (row, column), value in numpy.ndenumerate(values):
+        # Off the cell's centre, where its number is written.
+        expected = to_rgb(colormaps["viridis"](value))
+        assert colour_at(pixels, axes, column - 0.4, row - 0.4) == pytest.approx(expected, abs=0.02)
+
+
+def kept_sizes(slim) -> list[tuple[int, int, int, int]]:
+    """Per layer of the dense model: (heads kept, dense heads, FFN units kept, dense units), read from the
+    slim model's modules; a layer dropped whole keeps nothing."""
+    sizes = [(0, HEADS, 0, INTERMEDIATE)] * dense_num_layers(slim.config)
+    for layer, index in zip(get_layout(slim).iter_layers(slim), kept_layer_indices(slim.config)):
+        sizes[index] = (layer.num_heads, HEADS, layer.ffn_down.in_features, INTERMEDIATE)
+    return sizes
+
+
+def check_kept_per_layer(figure, path, sizes: list[tuple[int, int, int, int]], dropped) -> None:
+    """The kept-per-layer bars of `figure` (written to `path`) show `sizes` (see `kept_sizes`)."""
+    axes = figure.axes[0]
+    dense_bars, head_bars, unit_bars = axes.containers
+    head_shares = [kept / dense for kept, dense, _, _ in sizes]
+    unit_shares = [kept / dense for _, _, kept, dense in sizes]
+    assert [bar.get_width() for bar in dense_bars] == [1.0] * len(sizes)
+    assert [bar.get_width() for bar in head_bars] == pytest.approx(head_shares)
+    assert [bar.get_width() for bar in unit_bars] == pytest.approx(unit_shares)
+    labels = [["dropped" if index in dropped else f"{row[first]}/{row[first + 1]}" for index, row in enumerate(sizes)]
+              for first in (0, 2)]
+    assert [text.get_text() for text in axes.texts] == labels[0] + labels[1]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == [
+        "attention heads kept", "FFN units kept", "dense model (100%)"
+    ]
+    assert_legends_off_the_data(figure)
+    pixels = rendered(path)
+    for layer, (head_share, unit_share) in enumerate(zip(head_shares, unit_shares)):
+        for share, colour, y in ((head_share, HEADS_COLOR, layer - 0.19), (unit_share, UNITS_COLOR, layer + 0.19)):
+            if share > 0.05:  # the middle of the bar
+                assert colour_at(pixels, axes, share / 2, y) == pytest.approx(to_rgb(colour), abs=0.02)
+            if share < 0.75:  # just before 100%, right of the bar and its label: the dense size in grey
+                assert colour_at(pixels, axes, 0.98, y) == pytest.approx(to_rgb(DENSE_COLOR), abs=0.02)
 
 
 def test_matrix_densities_of_patched_baked_and_slim_models(model_type):
@@ -97,19 +199,6 @@ def llama_without_middle_layer():
     return masked
 
 
-class Drawn:
-    """Records the figures the plots draw (and still writes them)."""
-
-    def __init__(self, monkeypatch):
-        self.figures = []
-        self._save = plots._save
-        monkeypatch.setattr(plots, "_save", self.save)
-
-    def save(self, figure, path):
-        self.figures.append(figure)
-        return self._save(figure, path)
-
-
 def test_pictures_of_a_model_with_a_dropped_middle_layer(tmp_path, monkeypatch):
     masked = llama_without_middle_layer()
     slim = optimize_model(masked)
@@ -120,45 +209,152 @@ def test_pictures_of_a_model_with_a_dropped_middle_layer(tmp_path, monkeypatch):
         assert slim_densities[name] == densities[name]  # per dense layer, the FFN cut exactly
 
     drawn = Drawn(monkeypatch)
-    assert png_size(plot_kept_heads(slim, tmp_path / "kept.png")) == EXPECTED_SIZE
-    kept, dense = kept_layer_shapes(slim), dense_layer_shapes(slim)
-    heads_axes, units_axes = drawn.figures[0].axes
-    for axes, sizes, dense_sizes in (
-        (heads_axes, [s.num_heads for s in kept], [s.num_heads for s in dense]),
-        (units_axes, [s.ffn_width for s in kept], [s.ffn_width for s in dense]),
-    ):
-        dense_bars, kept_bars = axes.containers
-        assert [bar.get_height() for bar in dense_bars] == dense_sizes
-        assert [bar.get_height() for bar in kept_bars] == sizes and sizes[1] == 0 and min(sizes[::2]) > 0
-        assert [text.get_text() for text in axes.texts] == [str(sizes[0]), "dropped", str(sizes[2])]
-
-    assert png_size(plot_density_heatmaps(slim, tmp_path / "density.png")) == EXPECTED_SIZE
-    rows = [label.get_text() for label in drawn.figures[1].axes[0].get_yticklabels()]
-    assert rows == ["layer 0", "layer 1 (dropped)", "layer 2"]
+    path = plot_kept_per_layer(slim, tmp_path / "kept.png")
+    check_kept_per_layer(drawn.figures[-1], path, kept_sizes(slim), dropped=[1])
+    assert [label.get_text() for label in drawn.figures[-1].axes[0].get_yticklabels()] == [
+        "layer 0", "layer 1 (dropped)", "layer 2"
+    ]
+    # The masks of the patched model, not the sizes of the slim one: a slim model has no mask density.
+    path = plot_mask_density(masked, tmp_path / MASK_DENSITY_PICTURE)
+    check_mask_density(drawn.figures[-1], path, mask_fractions(masked))
+    with pytest.raises(InputError, match="has none. For what a slim, baked or dense model keeps per layer, use plot_kept"):
+        plot_mask_density(slim, tmp_path / "slim.png")
 
 
-def test_density_heatmaps_png(tmp_path):
-    path = plot_density_heatmaps(masked_model("bert"), tmp_path / "sub" / "density.png")
-    assert path == tmp_path / "sub" / "density.png"
-    assert png_size(path) == EXPECTED_SIZE
+def test_mask_density_is_drawn_from_the_masks_only(tmp_path, monkeypatch):
+    masked = masked_model("bert")
+    drawn = Drawn(monkeypatch)
+    path = plot_mask_density(masked, tmp_path / "sub" / MASK_DENSITY_PICTURE)
+    assert path == tmp_path / "sub" / "mask_density.png"
+    figure = drawn.figures[-1]
+    check_mask_density(figure, path, mask_fractions(masked))
+    assert figure.get_suptitle() == "Mask density of each prunable matrix (before slimming)"
+    for model in (bake_model(copy.deepcopy(masked)), optimize_model(masked), tiny_model("bert")):
+        with pytest.raises(InputError, match=f"this {type(model).__name__} has none"):
+            plot_mask_density(model, tmp_path / "refused.png")
     given = {"query": [1.0, 0.5], "ffn_up": [0.25, 0.0]}
-    assert png_size(plot_density_heatmaps(given, tmp_path / "given.png")) == EXPECTED_SIZE
+    path = plot_mask_density(given, tmp_path / "given.png")
+    check_mask_density(drawn.figures[-1], path, given)
     with pytest.raises(ValueError, match="one density per layer"):
-        plot_density_heatmaps({"query": [1.0, 0.5], "ffn_up": [0.25]}, tmp_path / "bad.png")
+        plot_mask_density({"query": [1.0, 0.5], "ffn_up": [0.25]}, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="between 0 and 1; got 1.5 for 'key'"):
+        plot_mask_density({"query": [1.0, 0.5], "key": [0.25, 1.5]}, tmp_path / "bad.png")
 
 
-def test_kept_heads_png(tmp_path):
-    assert png_size(plot_kept_heads(masked_model("qwen2"), tmp_path / "kept.png")) == EXPECTED_SIZE
+@pytest.mark.parametrize("model_type", ["qwen2", "bert"])
+def test_kept_per_layer_of_a_patched_model_shows_what_slimming_keeps(tmp_path, monkeypatch, model_type):
+    masked = masked_model(model_type)
+    drawn = Drawn(monkeypatch)
+    path = plot_kept_per_layer(masked, tmp_path / KEPT_PER_LAYER_PICTURE)
+    slim = optimize_model(masked)
+    check_kept_per_layer(drawn.figures[-1], path, kept_sizes(slim), dropped=slim.slim_report.dropped_layers)
+    assert drawn.figures[-1].get_suptitle() == "Kept per layer, as a share of the dense model"
 
 
-def test_head_importance_png_of_a_slim_model(tmp_path):
-    slim = optimize_model(masked_model("distilbert"))
-    batch = {**tiny_batch(), "labels": torch.tensor([0, 1, 2, 1])}
-    importance = taylor_importance(collect_mask_gradients(slim, [batch]))
-    assert png_size(plot_head_importance(importance, tmp_path / "importance.png")) == EXPECTED_SIZE
-    assert png_size(plot_head_importance([[0.1, 0.2], [0.3, float("nan")]], tmp_path / "list.png")) == EXPECTED_SIZE
+def keeping_heads(model_type: str, heads: list[list[int]]):
+    """A tiny patched model whose layer `i` keeps exactly the heads `heads[i]` (numbered as in the dense
+    model) and every FFN unit."""
+    model = tiny_model(model_type, num_hidden_layers=len(heads))
+    patch_model(model, SparseArgs(**HEAD_AND_UNIT_ARGS))
+    with torch.no_grad():
+        for layer, kept in zip(get_layout(model).iter_layers(model), heads):
+            for name, projection in layer.projections.items():
+                scores = projection.module.source.scores
+                if name.startswith("ffn"):
+                    scores.fill_(1.0)
+                else:
+                    scores.copy_(torch.tensor([1.0 if head in kept else -1.0 for head in range(HEADS)]))
+    return model.eval()
+
+
+LABELLED = {**tiny_batch(), "labels": torch.tensor([0, 1, 2, 1])}
+
+
+def test_head_importance_of_a_slim_model_names_the_dense_heads_and_marks_the_removed_ones(tmp_path, monkeypatch):
+    heads = [[1, 3], [0, 2, 3]]
+    masked = keeping_heads("bert", heads)
+    slim = optimize_model(masked)
+    assert [layer.num_heads for layer in get_layout(slim).iter_layers(slim)] == [2, 3]
+    importance = taylor_importance(collect_mask_gradients(slim, [LABELLED]))
+    # Measured on the patched model, heads keep their dense numbers: a kept head scores there what it scores
+    # in the slim model, whatever its position in the slim layer.
+    dense_numbering = taylor_importance(collect_mask_gradients(masked, [LABELLED])).heads
+    expected = torch.full((2, HEADS), float("nan"))
+    for layer, kept in enumerate(heads):
+        expected[layer, kept] = dense_numbering[layer, kept]
+    assert torch.allclose(importance.heads[0, :2], dense_numbering[0, [1, 3]], rtol=1e-4, atol=1e-7)
+
+    drawn = Drawn(monkeypatch)
+    path = plot_head_importance(importance, tmp_path / "importance.png", model=slim)
+    figure = drawn.figures[-1]
+    axes = figure.axes[0]
+    top = float(expected.nan_to_num(-1.0).max())
+    assert axes.images[0].get_array().filled(float("nan")) == pytest.approx(
+        (expected / top).numpy(), nan_ok=True, rel=1e-3
+    )
+    removed = [[head not in kept for head in range(HEADS)] for kept in heads]
+    assert (~axes.images[1].get_array().mask).tolist() == removed  # the "removed" layer covers exactly those
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["0", "1", "2", "3"]
+    assert axes.get_xlabel() == "head (numbered as in the dense model)"
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["removed by slimming (no score)"]
+    assert_legends_off_the_data(figure)
+    pixels = rendered(path)
+    for layer in range(2):
+        for head in range(HEADS):
+            colour = REMOVED_COLOR if removed[layer][head] else colormaps["viridis"](float(expected[layer, head]) / top)
+            assert colour_at(pixels, axes, head - 0.35, layer - 0.35) == pytest.approx(to_rgb(colour), abs=0.02)
+
+
+def test_head_importance_of_a_slim_model_with_a_dropped_layer(tmp_path, monkeypatch):
+    slim = optimize_model(masked_model("llama"))  # the emptied last layer is dropped
+    importance = taylor_importance(collect_mask_gradients(slim, [LABELLED]))
+    assert importance.heads.shape[0] == 1
+    drawn = Drawn(monkeypatch)
+    plot_head_importance(importance, tmp_path / "importance.png", model=slim)
+    axes = drawn.figures[-1].axes[0]
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["layer 0", "layer 1 (dropped)"]
+    drawn_values = axes.images[0].get_array().filled(float("nan"))
+    assert drawn_values.shape == (2, HEADS) and numpy.isnan(drawn_values[1]).all()
+    assert (~axes.images[1].get_array().mask)[1].all()  # every head of the dropped layer is removed
+
+
+def test_head_importance_of_a_slim_checkpoint_that_does_not_record_its_heads(tmp_path, monkeypatch):
+    slim = optimize_model(keeping_heads("bert", [[1, 3], [0, 2, 3]]))
+    del slim.config.nn_prune_slim["kept_heads"]  # as checkpoints saved before every stack recorded its heads
+    assert kept_head_indices(slim) is None
+    importance = taylor_importance(collect_mask_gradients(slim, [LABELLED]))
+    drawn = Drawn(monkeypatch)
+    plot_head_importance(importance, tmp_path / "importance.png", model=slim)
+    axes = drawn.figures[-1].axes[0]
+    assert axes.get_xlabel().startswith("head, in the slim layer's order (this checkpoint does not record")
+    top = float(importance.heads.nan_to_num(-1.0).max())
+    expected = torch.full((2, HEADS), float("nan"))
+    expected[:, :3] = importance.heads / top  # the slim layers have 2 and 3 heads, in their own order
+    assert axes.images[0].get_array().filled(float("nan")) == pytest.approx(expected.numpy(), nan_ok=True, rel=1e-3)
+    assert (~axes.images[1].get_array().mask).tolist() == [[False, False, True, True], [False, False, False, True]]
+
+
+def test_head_importance_without_a_model(tmp_path, monkeypatch):
+    drawn = Drawn(monkeypatch)
+    values = [[0.1, 0.2], [0.4, float("nan")]]
+    path = plot_head_importance(values, tmp_path / "list.png", layer_indices=[0, 2])
+    axes = drawn.figures[-1].axes[0]
+    expected = numpy.array([[0.25, 0.5], [1.0, numpy.nan]])  # relative to the largest score
+    assert axes.images[0].get_array().filled(numpy.nan) == pytest.approx(expected, nan_ok=True)
+    assert len(axes.images) == 1  # nothing is marked removed without the model
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["layer 0", "layer 2"]
+    assert [text.get_text() for text in drawn.figures[-1].legends[0].get_texts()] == ["no such head in this layer"]
+    assert_legends_off_the_data(drawn.figures[-1])
+    assert colour_at(rendered(path), axes, 1.35, 1.35) == pytest.approx(to_rgb(NO_HEAD_COLOR), abs=0.02)
     with pytest.raises(ValueError, match=r"2-d \[layers, heads\]"):
         plot_head_importance(torch.ones(4), tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="layer_indices names 3 layers, but the importance has 2 rows"):
+        plot_head_importance(values, tmp_path / "bad.png", layer_indices=[0, 1, 2])
+    slim = optimize_model(masked_model("bert"))
+    with pytest.raises(ValueError, match="Pass model or layer_indices, not both"):
+        plot_head_importance(values, tmp_path / "bad.png", model=slim, layer_indices=[0, 1])
+    with pytest.raises(ValueError, match="has 3 rows, but the model has 2 layers"):
+        plot_head_importance([[0.1, 0.2]] * 3, tmp_path / "bad.png", model=slim)
 
 
 RESULTS = """{"name": "dense", "accuracy": 0.88, "speedup": 1.0, "params_ratio": 1.0}
@@ -169,13 +365,29 @@ RESULTS = """{"name": "dense", "accuracy": 0.88, "speedup": 1.0, "params_ratio":
 """
 
 
-def test_load_runs_and_frontier(tmp_path):
+def test_load_runs_and_frontier(tmp_path, monkeypatch):
     (tmp_path / "runs.jsonl").write_text(RESULTS)
     runs = load_runs(tmp_path / "runs.jsonl")
     assert runs[1] == RunResult("hybrid", "accuracy", 0.87, 2.4, params_ratio=0.42, flops_ratio=0.31)
     assert [run.name for run in runs] == ["dense", "hybrid", "struct", "fast"]
     assert [run.name for run in pareto_frontier(runs)] == ["dense", "hybrid", "fast"]  # struct: hybrid beats it
-    assert png_size(plot_frontier(runs, tmp_path / "frontier.png")) == EXPECTED_SIZE
+    drawn = Drawn(monkeypatch)
+    path = plot_frontier(runs, tmp_path / "frontier.png")
+    figure = drawn.figures[-1]
+    axes = figure.axes[0]
+    points = [[1.0, 0.88], [2.4, 0.87], [2.0, 0.85], [3.5, 0.80]]
+    assert axes.collections[0].get_offsets().tolist() == points
+    lines = {line.get_label(): line.get_xydata().tolist() for line in axes.lines}
+    assert lines["Pareto frontier"] == [points[index] for index in (0, 1, 3)]
+    assert lines["dense baseline"] == [[0.0, 0.88], [1.0, 0.88]]  # axhline: axes x from 0 to 1 at the dense accuracy
+    assert [text.get_text() for text in axes.texts] == [
+        "dense (100% params)", "hybrid (42% params)", "struct", "fast"
+    ]
+    assert figure.get_suptitle() == "accuracy vs speedup"
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["dense baseline", "Pareto frontier", "runs"]
+    assert_legends_off_the_data(figure)
+    pixels = rendered(path)
+    assert colour_at(pixels, axes, 2.0, 0.85) == pytest.approx(to_rgb("#4c72b0"), abs=0.02)  # struct's point
     f1 = {"name": "a", "metric": "f1", "value": 0.9, "speedup": 1.5}
     assert RunResult.from_dict(f1) == RunResult("a", "f1", 0.9, 1.5)
     with pytest.raises(ValueError, match="different metrics"):
@@ -220,12 +432,7 @@ def test_analysis_scripts(tmp_path, capsys):
     assert png_size(tmp_path / "frontier.png") == EXPECTED_SIZE
     optimize_model(masked_model("bert")).save_pretrained(tmp_path / "slim")
     load_script("plot_checkpoint").main([str(tmp_path / "slim"), "-o", str(tmp_path / "pictures")])
-    assert [png_size(tmp_path / "pictures" / name) for name in ("density.png", "kept_heads.png")] == [EXPECTED_SIZE] * 2
-
-
-def test_head_importance_rows_can_carry_dense_layer_indices(tmp_path):
-    values = torch.tensor([[1.0, 0.5], [0.25, float("nan")]])
-    path = plots.plot_head_importance(values, tmp_path / "importance.png", layer_indices=[0, 2])
-    assert path.exists()
-    with pytest.raises(ValueError, match="layer_indices names 3 layers, but the importance has 2 rows"):
-        plots.plot_head_importance(values, tmp_path / "bad.png", layer_indices=[0, 1, 2])
+    # A slim checkpoint has no masks: what each layer kept, and no mask density.
+    assert sorted(path.name for path in (tmp_path / "pictures").iterdir()) == ["kept_per_layer.png"]
+    assert capsys.readouterr().out == f"written {tmp_path / 'pictures' / 'kept_per_layer.png'}\n"
+    rendered(tmp_path / "pictures" / "kept_per_layer.png")

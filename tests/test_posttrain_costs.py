@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from nn_prune_ext import StructureMasks, model_flops, prune_with_masks
+from nn_prune_ext.flops import LayerShape, layer_macs
 from nn_prune_ext.posttrain.costs import FlopsCost, LatencyCost, PiecewiseLinear
-from nn_prune_ext.posttrain.search import masks_cost
+from nn_prune_ext.posttrain.search import dense_cost, masks_cost
 from nn_prune_ext.posttrain.units import PruningUnits
 from nn_prune_ext.slim.structure import slim_attention_sizes
 
@@ -29,6 +30,28 @@ def test_flops_cost_is_the_slim_models_flops(model_type, seed):
     cost = FlopsCost(shapes=structure.shapes, seq_len=SEQ)
     assert masks_cost(masks, structure, cost) == model_flops(prune_with_masks(model, masks), SEQ)
     assert masks_cost(StructureMasks.ones(model), structure, cost) == model_flops(model, SEQ)
+
+
+def test_flops_cost_counts_cross_attention_and_a_fixed_ffn_once():
+    """A decoder layer's cross-attention (never pruned) belongs to its attention cost alone, a fixed FFN's
+    MACs to its FFN cost alone: the dense cost is `model_flops`, and an FFN unit costs the same in every layer.
+    (Issue 15: the FFN cost counted the cross-attention too, so an encoder-decoder's budget was a share of
+    an inflated dense cost and the slim model kept 72% of the FLOPs at a budget of 0.6.)"""
+    encoder = LayerShape(hidden=64, num_heads=4, num_kv_heads=4, head_dim=16, ffn_width=128)
+    decoder = LayerShape(hidden=64, num_heads=4, num_kv_heads=4, head_dim=16, ffn_width=128, cross_heads=4,
+                         cross_kv_heads=4)
+    shapes = (encoder, encoder, decoder, decoder)
+    cost = FlopsCost(shapes=shapes, seq_len=SEQ)
+    assert dense_cost(PruningUnits(shapes), cost) == model_flops(list(shapes), SEQ) == 2 * (
+        2 * layer_macs(encoder, SEQ) + 2 * layer_macs(decoder, SEQ))
+    assert cost.ffn(2, 0) == 0.0 and cost.ffn(2, 10) == cost.ffn(0, 10) == 10 * cost.ffn_unit_cost(2)
+    assert cost.ffn_unit_cost(2) == cost.ffn_unit_cost(0) == 2.0 * SEQ * 64 * 2
+    cross_only = 2.0 * SEQ * (64 * 16 * 16 + 2 * 4 * 16 * SEQ)  # a decoder layer without heads keeps its cross-attention
+    assert cost.attention(2, [0, 0, 0, 0]) == cross_only and cost.attention(0, [0, 0, 0, 0]) == 0.0
+    experts = LayerShape(hidden=64, num_heads=4, num_kv_heads=4, head_dim=16, ffn_width=0, fixed_ffn_macs=5000)
+    fixed = FlopsCost(shapes=(experts,), seq_len=SEQ)
+    assert fixed.attention(0, [1, 1, 1, 1]) + fixed.ffn(0, 0) == model_flops([experts], SEQ)
+    assert fixed.ffn(0, 0) == 2.0 * SEQ * 5000 and fixed.ffn_unit_cost(0) is None
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,16 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from nn_prune_ext import InputError, NonFiniteError, SparseArgs, StructureMasks, apply_masks, model_flops, patch_model
+from nn_prune_ext import (
+    InputError,
+    NonFiniteError,
+    SparseArgs,
+    StructureMasks,
+    apply_masks,
+    model_flops,
+    patch_model,
+    prune_with_masks,
+)
 from nn_prune_ext.posttrain import (
     LatencyTable,
     PostTrainingArgs,
@@ -41,6 +50,62 @@ def test_flops_budget_slim_model_equals_masked_model(model_type, granularity):
     torch.testing.assert_close(result.model(**batch).logits, expected, rtol=0, atol=1e-5)
     assert list(result.stage_seconds) == ["gradients", "cost model", "search", "rearrange", "tune", "slim"]
     assert "seconds per stage" in str(result)
+
+
+def _slim_without_heads_in_layer_0(model_type: str):
+    """A tiny model slimmed with masks that remove every head of layer 0 and every FFN unit of layer 1."""
+    dense = tiny_model(model_type)
+    cut = StructureMasks.ones(dense)
+    cut.heads[0].zero_()
+    cut.units[1].zero_()
+    return dense, prune_with_masks(dense, cut)
+
+
+@pytest.mark.parametrize("rearrange", [True, False])
+def test_a_slim_model_with_a_layer_without_heads_prunes_further(model_type, rearrange):
+    """Issue 15: rearrangement raised a TypeError on a layer without heads. The result is the slim input under
+    the final masks, within the budget of the input's FLOPs, and the empty parts stay empty."""
+    _, slim = _slim_without_heads_in_layer_0(model_type)
+    batches = labelled_batches(3, model_type=model_type)
+    result = post_training_prune(slim, batches, flops_budget=0.6, rearrange=rearrange)
+    assert result.masks.heads[0].shape == (0,) and result.masks.units[1].shape == (0,)
+    assert result.masks.kept_heads() == result.searched_masks.kept_heads()
+    assert result.masks.kept_units() == result.searched_masks.kept_units()
+    assert model_flops(result.model, result.seq_len) == result.search.cost <= 0.6 * model_flops(slim, result.seq_len)
+    assert [layer.heads[1] for layer in result.model.slim_report.layers][0] == 0
+    batch = tiny_batch(model_type, seed=7)
+    with torch.no_grad(), apply_masks(slim, result.masks.heads, result.masks.units):
+        expected = slim(**batch).logits
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(**batch).logits, expected, rtol=0, atol=1e-5)
+
+
+def test_the_cost_is_stated_against_the_input_and_the_dense_model():
+    """Issue 15: "(60.0% of dense)" was a share of the input model, which may be slim already."""
+    dense, slim = _slim_without_heads_in_layer_0("bert")
+    batches = labelled_batches(3)
+    first = post_training_prune(dense, batches, flops_budget=0.6, tune=False)
+    seq_len = first.seq_len
+    assert first.search.dense_model_cost == first.search.dense_cost == model_flops(dense, seq_len)
+    assert str(first.search).endswith(f" ({first.search.cost / model_flops(dense, seq_len):.1%} of the dense model)")
+    second = post_training_prune(slim, batches, flops_budget=0.6, tune=False)
+    assert second.seq_len == seq_len and second.search.dense_cost == model_flops(slim, seq_len)
+    assert second.search.dense_model_cost == model_flops(dense, seq_len) > second.search.dense_cost
+    of_input = second.search.cost / model_flops(slim, seq_len)
+    of_dense = model_flops(second.model, seq_len) / model_flops(dense, seq_len)
+    assert 0.58 < of_input <= 0.6 and of_dense < 0.6 * model_flops(slim, seq_len) / model_flops(dense, seq_len) + 1e-9
+    assert str(second.search).endswith(f" ({of_input:.1%} of the input model, {of_dense:.1%} of the dense model)")
+    # The model it comes from is read from the slim config, so slimming again keeps the first dense reference.
+    third = post_training_prune(second.model, batches, flops_budget=0.8, tune=False)
+    assert third.search.dense_model_cost == model_flops(dense, seq_len)
+    # A latency budget on a slim input: the dense model's latency was never measured.
+    table = LatencyTable(
+        head_counts=(1, 2, 3, 4), attention_ms=(1.0, 1.0, 2.0, 3.0),
+        ffn_widths=(1, 64, 128), ffn_ms=(0.5, 1.0, 2.0), batch_size=1, seq_len=12,
+    )
+    latency = post_training_prune(slim, batches, latency_budget=0.6, latency_table=table, tune=False)
+    assert latency.search.dense_model_cost is None
+    assert str(latency.search).endswith(f" ({latency.search.cost / latency.search.dense_cost:.1%} of the input model)")
 
 
 def test_stages_can_be_switched_off():

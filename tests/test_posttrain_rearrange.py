@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nn_prune_ext import collect_mask_gradients, model_flops, prune_with_masks
+from nn_prune_ext import StructureMasks, collect_mask_gradients, model_flops, prune_with_masks
 from nn_prune_ext.posttrain.costs import FlopsCost
 from nn_prune_ext.posttrain.rearrange import rearrange_layer, rearrange_masks, removal_loss
 from nn_prune_ext.posttrain.search import search_masks
@@ -71,3 +71,34 @@ def test_rearranged_masks_keep_sizes_and_cost(model_type, granularity):
                 new = structure.kept_units(layer, new)
             assert removal_loss(new == 0, grads) <= removal_loss(old == 0, grads) + 1e-15
     assert model_flops(prune_with_masks(model, rearranged), 12) == model_flops(prune_with_masks(model, searched), 12)
+
+
+def test_rearrange_masks_of_a_slim_model_with_a_layer_without_heads_or_units(model_type):
+    """A slim model whose layer 0 lost every head and layer 1 every FFN unit (issue 15: `~kept` raised a
+    TypeError, because `kept_units` of a layer without heads was an empty float tensor)."""
+    dense = tiny_model(model_type)
+    cut = StructureMasks.ones(dense)
+    cut.heads[0].zero_()
+    cut.units[1].zero_()
+    slim = prune_with_masks(dense, cut)
+    structure = PruningUnits.for_model(slim)
+    assert [shape.num_heads for shape in structure.shapes][0] == 0
+    assert [shape.ffn_width for shape in structure.shapes][1] == 0
+    kept = structure.kept_units(0, torch.zeros(0))
+    assert kept.dtype == torch.bool and kept.shape == (0,)
+    assert structure.kept_units(1, torch.tensor([0.0, 1.0, 0.0, 1.0])).dtype == torch.bool
+    gradients = UnitGradients.from_gradients(
+        collect_mask_gradients(slim, labelled_batches(3, model_type=model_type)), structure
+    )
+    heads, units = gradients.fisher()
+    searched = search_masks(heads, units, structure, FlopsCost(structure.shapes, seq_len=12),
+                            0.6 * model_flops(slim, 12)).masks
+    rearranged = rearrange_masks(searched, gradients, structure)
+    assert rearranged.kept_heads() == searched.kept_heads() and rearranged.kept_heads()[0] == 0
+    assert rearranged.kept_units() == searched.kept_units() and rearranged.kept_units()[1] == 0
+    assert rearranged.heads[0].shape == (0,) and rearranged.units[1].shape == (0,)
+    for layer in range(structure.num_layers):
+        old = structure.kept_units(layer, searched.heads[layer])
+        new = structure.kept_units(layer, rearranged.heads[layer])
+        assert removal_loss(~new, gradients.heads[layer]) <= removal_loss(~old, gradients.heads[layer]) + 1e-15
+    assert model_flops(prune_with_masks(slim, rearranged), 12) == model_flops(prune_with_masks(slim, searched), 12)

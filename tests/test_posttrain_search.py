@@ -7,10 +7,10 @@ import itertools
 import pytest
 import torch
 
-from nn_prune_ext import collect_mask_gradients, model_flops, prune_with_masks
+from nn_prune_ext import StructureMasks, collect_mask_gradients, model_flops, prune_with_masks
 from nn_prune_ext.flops import LayerShape
 from nn_prune_ext.posttrain.costs import FlopsCost, LatencyCost, PiecewiseLinear
-from nn_prune_ext.posttrain.search import masks_cost, search_masks
+from nn_prune_ext.posttrain.search import SearchResult, masks_cost, search_masks
 from nn_prune_ext.posttrain.units import PruningUnits, UnitGradients
 
 from conftest import GQA_TYPES, labelled_batches, tiny_model
@@ -116,3 +116,16 @@ def test_search_errors():
         search_masks([torch.ones(2)], [torch.ones(5)], structure, cost, 10.0)
     with pytest.raises(ValueError, match="granularity='row' is not one of head, group"):
         PruningUnits(shapes=shapes, granularity="row")
+
+
+def test_search_result_states_what_its_share_is_of():
+    """Issue 15: the share was printed as "of dense" also when the input was a slim model."""
+    masks = StructureMasks(heads=[torch.tensor([1.0, 0.0])], units=[torch.tensor([1.0, 1.0, 0.0])])
+    head = "kept heads per layer [1], FFN units per layer [2]; cost 300 of budget 320"
+    dense = SearchResult(masks, cost=300.0, budget=320.0, dense_cost=500.0, importance=1.0, dense_model_cost=500.0)
+    assert str(dense) == f"{head} (60.0% of the dense model)"
+    slim = SearchResult(masks, cost=300.0, budget=320.0, dense_cost=500.0, importance=1.0, dense_model_cost=1200.0)
+    assert str(slim) == f"{head} (60.0% of the input model, 25.0% of the dense model)"
+    unknown = SearchResult(masks, cost=300.0, budget=320.0, dense_cost=500.0, importance=1.0)
+    assert str(unknown) == f"{head} (60.0% of the input model)"
+    assert str(SearchResult(masks, cost=0.0, budget=0.0, dense_cost=0.0, importance=0.0)).endswith("of budget 0")

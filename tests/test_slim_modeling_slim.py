@@ -103,7 +103,7 @@ def remote_results(slim_checkpoints):
 def test_checkpoint_files(model_type, slim_checkpoints):
     folder = slim_checkpoints[model_type]
     names = set(os.listdir(folder))
-    assert {"config.json", "model.safetensors", modeling_slim.MODELING_FILE_NAME, "README.md", "density.svg"} <= names
+    assert {"config.json", "model.safetensors", modeling_slim.MODELING_FILE_NAME, "README.md", "kept_per_layer.svg"} <= names
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
     config = json.load(open(os.path.join(folder, "config.json")))
     assert config["model_type"] == model_type
@@ -592,7 +592,7 @@ def test_push_to_hub_uploads_the_slim_checkpoint_and_its_card(fake_hub):
     slim.push_to_hub("me/slim", commit_message="slim")
     ((repo_id, kwargs, files),) = fake_hub
     assert repo_id == "me/slim" and kwargs["commit_message"] == "slim"
-    assert {"model.safetensors", "config.json", modeling_slim.MODELING_FILE_NAME, "density.svg"} <= set(files)
+    assert {"model.safetensors", "config.json", modeling_slim.MODELING_FILE_NAME, "kept_per_layer.svg"} <= set(files)
     assert b"## Kept per layer" in files["README.md"]
 
 

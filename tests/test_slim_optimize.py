@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BertConfig, BertModel
@@ -12,6 +14,8 @@ from nn_prune_ext import (
     patch_model,
 )
 from nn_prune_ext.scores import MaskScores
+from nn_prune_ext import load_slim
+from nn_prune_ext.slim import kept_head_indices
 from nn_prune_ext.slim.layers import kept_layer_indices
 from nn_prune_ext.slim.modeling_slim import EmptyAttention, SlimModelMixin
 from nn_prune_ext.slim.optimize import count_parameters
@@ -445,3 +449,41 @@ def test_a_model_without_any_heads_slims_again(model_type):
     assert sites == {site["path"]: site["storage"] for site in slim.config.nn_prune_slim["sites"]}
     with torch.no_grad():
         assert max_difference(model(**batch).logits, again(**batch).logits) < 1e-5
+
+
+def output_columns(layer, head: int) -> torch.Tensor:
+    """The columns of a layer's attention output projection that read head `head` (heads are contiguous)."""
+    return layer.output.weight[:, head * layer.head_dim : (head + 1) * layer.head_dim]
+
+
+def test_kept_head_indices_name_the_dense_heads(model_type, tmp_path):
+    masked = masked_model(model_type, empty_last_layer=False)
+    dense_layers = list(get_layout(masked).iter_layers(bake_model(copy.deepcopy(masked))))
+    slim = optimize_model(masked)
+    slim.save_pretrained(tmp_path)
+    indices = kept_head_indices(slim)
+    assert kept_head_indices(load_slim(tmp_path)) == indices  # recorded in config.json
+    layers = list(get_layout(slim).iter_layers(slim))
+    assert [len(heads) for heads in indices] == [layer.num_heads for layer in layers]
+    for layer, heads, index in zip(layers, indices, kept_layer_indices(slim.config)):
+        for position, head in enumerate(heads):
+            # A slim head reads what the dense head it names read; a padding head (None) reads nothing.
+            expected = torch.zeros_like(output_columns(layer, position)) if head is None else output_columns(
+                dense_layers[index], head
+            )
+            assert torch.equal(output_columns(layer, position), expected), (layer.name, position, head)
+
+
+def test_kept_head_indices_compose_when_a_slim_model_is_slimmed_again():
+    slim = optimize_model(masked_model("bert", empty_last_layer=False))
+    first = kept_head_indices(slim)
+    layer = next(get_layout(slim).iter_layers(slim))
+    assert len(first[0]) >= 2
+    with torch.no_grad():
+        output_columns(layer, 0).zero_()  # the slim layer's head 0 now adds nothing: slimming removes it
+    again = optimize_model(slim)
+    assert kept_head_indices(again) == [first[0][1:], *first[1:]]
+    # A slim model saved before heads were recorded: which dense heads remain is unknown, and stays unknown.
+    del slim.config.nn_prune_slim["kept_heads"]
+    assert kept_head_indices(slim) is None and kept_head_indices(optimize_model(slim)) is None
+    assert kept_head_indices(tiny_model("bert")) is None  # not slim

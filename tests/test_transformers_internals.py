@@ -246,3 +246,34 @@ def test_a_config_restores_from_its_dict():
         vars(config).clear()
         vars(config).update(state)
         assert config.to_dict() == before
+
+
+# ----- checkpoint entries a load expects (checkpoints.load_for_slimming) ---------------------------------
+def test_unreported_extra_keys_leave_just_those_entries_out_of_the_load_report(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tiny_model("bert").save_pretrained(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    weights["bert.encoder.layer.0.attention.self.query.mask_scores.scores"] = torch.zeros(4)
+    weights["bert.stray_entry"] = torch.zeros(3)
+    del weights["classifier.bias"]
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+
+    def load_info(model_class):
+        return model_class.from_pretrained(tmp_path, output_loading_info=True)[1]
+
+    plain = load_info(BertForSequenceClassification)
+    assert set(plain["unexpected_keys"]) == {"bert.encoder.layer.0.attention.self.query.mask_scores.scores",
+                                             "bert.stray_entry"}
+    with internals.unreported_extra_keys(BertForSequenceClassification, r"\.mask_scores\."):
+        expected = load_info(BertForSequenceClassification)
+    assert set(expected["unexpected_keys"]) == {"bert.stray_entry"}
+    assert set(expected["missing_keys"]) == set(plain["missing_keys"]) == {"classifier.bias"}
+    # The attribute is the class's own for the block only; a class with its own patterns gets them back.
+    assert internals.IGNORED_UNEXPECTED_KEYS not in BertForSequenceClassification.__dict__
+    own = type("WithOwnPatterns", (BertForSequenceClassification,), {internals.IGNORED_UNEXPECTED_KEYS: [r"^pooler"]})
+    with pytest.raises(RuntimeError, match="failed inside"):
+        with internals.unreported_extra_keys(own, r"\.mask_scores\."):
+            assert getattr(own, internals.IGNORED_UNEXPECTED_KEYS) == [r"^pooler", r"\.mask_scores\."]
+            raise RuntimeError("failed inside")
+    assert own.__dict__[internals.IGNORED_UNEXPECTED_KEYS] == [r"^pooler"]

@@ -25,27 +25,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-import transformers
-from torch import nn
-
-from ..checkpoints import load_for_slimming
-from ..flops import model_flops
-from ..patch import bake_model, is_patched
-from ..slim import is_slim_model, optimize_model
-from ..slim.classes import stock_class
-from ..slim.layers import dropped_layer_indices
-from ..slim.modeling_slim import dense_config, is_slim_config
-from ..slim.optimize import count_parameters
-from ..speed import calibrate_speed_model, can_calibrate
-from ..slim import record_measured_speedup
-from ..timing import compare_latency, describe_device
-from ..transformers_internals import attention_implementation, build_model
 from ..validation import InputError
-from .arguments import checkpoint_folder, whole_number
+from .arguments import LARGEST_COUNT, checkpoint_config, checkpoint_folder, output_file, whole_number
 
-SEED = 0
 DEFAULT_BATCH_SIZES = (1, 8)
+
+# The models and the timing live in `measure` (torch and transformers), imported once the arguments are
+# checked. These names were defined here before; they still resolve here (`commands.bench.random_inputs`).
+_MEASURE_NAMES = ("SEED", "dense_reference", "load_pair", "random_inputs", "measure_and_record",
+                  "available_devices", "check_device", "speed_limit")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MEASURE_NAMES:
+        from . import measure
+
+        return getattr(measure, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -53,11 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "bench",
         help="measure the inference latency of a checkpoint's dense and slim models side by side",
         description="Time the dense and the slim model of a checkpoint on random token ids, alternating them "
-        "round by round. CHECKPOINT may be a slim checkpoint (the dense reference is then its stock class with the "
+        "round by round. CKPT may be a slim checkpoint (the dense reference is then its stock class with the "
         "dense sizes, random weights) or any checkpoint `nn-prune optimize` accepts (dense: the model baked; slim: "
         "the model slimmed here).",
     )
-    parser.add_argument("checkpoint", help="checkpoint folder")
+    parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint folder (with its config.json)")
     parser.add_argument(
         "--batch-size",
         dest="batch_sizes",
@@ -72,135 +68,41 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup", type=whole_number(0), default=3, help="untimed rounds per batch size (default: 3)")
     parser.add_argument("--repeats", type=whole_number(1), default=20, help="timed rounds per batch size (default: 20)")
     parser.add_argument("--device", default="cpu", help="device to time on, e.g. cpu or cuda (default: cpu)")
-    parser.add_argument("--json", dest="json_path", metavar="OUT", help="also write the results as JSON to OUT")
+    parser.add_argument("--json", dest="json_path", metavar="OUT",
+                        help="also write the results as JSON to the file OUT (overwritten if it exists)")
     parser.set_defaults(run=run)
 
 
 def _batch_sizes(text: str) -> list[int]:
-    """One `--batch-size` value: a number or a comma list of numbers."""
+    """One `--batch-size` value: a number or a comma list of numbers, each from 1 to `LARGEST_COUNT`."""
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a batch size or a comma list such as 1,8,32; got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"batch sizes must be whole numbers >= 1; got {text!r}")
+    if not sizes or min(sizes) < 1 or max(sizes) > LARGEST_COUNT:
+        raise argparse.ArgumentTypeError(f"batch sizes must be whole numbers from 1 to {LARGEST_COUNT}; got {text!r}")
     return sizes
-
-
-# ----- the two models ----------------------------------------------------------------------
-def dense_reference(slim: nn.Module) -> nn.Module:
-    """The stock model a slim model was cut from, with random weights.
-
-    Args:
-        slim: A slim model (its config carries the dense global sizes and `per_layer_config`).
-
-    Returns:
-        A model of the slim model's stock class, built from its config without the per-layer sizes
-        and with every layer of the dense model (`dense_config`), with the slim model's dtype,
-        device and attention implementation, in eval mode.
-    """
-    model = build_model(
-        stock_class(type(slim)),
-        dense_config(slim.config),
-        dtype=slim.dtype,
-        attn_implementation=attention_implementation(slim.config),
-    )
-    return model.to(slim.device).eval()
-
-
-def load_pair(checkpoint: str | Path) -> tuple[nn.Module, nn.Module, str]:
-    """The dense and slim models to compare for `checkpoint`, and how they were made.
-
-    Args:
-        checkpoint: A slim checkpoint or any folder `load_for_slimming` accepts.
-
-    Returns:
-        `(dense, slim, description)`, both models in eval mode.
-    """
-    model = load_for_slimming(checkpoint)
-    if is_slim_model(model):
-        slim, kind = model, "slim checkpoint"
-    else:
-        patched = is_patched(model)
-        if patched:
-            bake_model(model)
-        slim = optimize_model(model)
-        kind = ("SparseTrainer checkpoint baked at its final threshold" if patched else "baked or zero-filled "
-                "checkpoint") + ", slimmed here with optimize_model"
-        if not is_slim_config(model.config) and not dropped_layer_indices(model.config):
-            return model.eval(), slim, f"{kind}; dense reference: the checkpoint as loaded"
-    # The dense model of a slim one, or of one that lost layers, exists only as the sizes its config keeps.
-    return dense_reference(slim), slim, (
-        f"{kind}; dense reference: stock {stock_class(type(slim)).__name__} with the dense sizes of its config and "
-        "random weights (latency depends on the shapes, not on the values)"
-    )
-
-
-def random_inputs(config, batch_size: int, seq_len: int, device: str | torch.device) -> dict[str, torch.Tensor]:
-    """Seeded random token ids of shape `(batch_size, seq_len)` with an all-ones attention mask."""
-    generator = torch.Generator().manual_seed(SEED)
-    input_ids = torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=generator)
-    return {"input_ids": input_ids.to(device), "attention_mask": torch.ones_like(input_ids, device=device)}
-
-
-def measure_and_record(dense: nn.Module, slim: nn.Module, batch: dict[str, Any]) -> str:
-    """Time `slim` against `dense` side by side on `batch`, record the speedup for `slim`'s model card.
-
-    For the commands that write a slim checkpoint from a model they have loaded (`posttrain`, `heal`):
-    the card then states a measured speedup beside the FLOPs.
-
-    Returns:
-        The line to print: the measured speedup and the FLOPs limit at the batch's length.
-    """
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
-    comparison = compare_latency({"dense": dense, "slim": slim}, inputs, warmup=2, repeats=10)
-    speedup = comparison.speedup("slim")
-    batch_size, seq_len = (int(size) for size in next(iter(inputs.values())).shape[:2])
-    record_measured_speedup(slim, speedup, batch_size=batch_size, seq_len=seq_len, device=describe_device(slim))
-    limit = model_flops(dense, seq_len) / max(model_flops(slim, seq_len), 1)
-    return (f"measured speedup x{speedup:.2f} on a calibration batch of {batch_size} x {seq_len} tokens, side by side "
-            f"(FLOPs limit x{limit:.2f}); recorded in the model card")
 
 
 # ----- the command -------------------------------------------------------------------------
 def _check_arguments(args: argparse.Namespace) -> None:
-    """The checks argparse makes, for callers that build the Namespace themselves, and the device's."""
-    for name, low in (("seq_len", 1), ("warmup", 0), ("repeats", 1)):
-        if getattr(args, name) < low:
-            raise InputError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}.")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}.")
-    check_device(args.device)
-    checkpoint_folder(str(args.checkpoint))
-
-
-def available_devices() -> list[str]:
-    """The devices torch can run on here, e.g. `["cpu", "cuda:0"]`."""
-    devices = ["cpu"]
-    for kind in ("cuda", "xpu", "mps"):
-        backend = getattr(torch, kind, None)
-        if backend is not None and getattr(backend, "is_available", lambda: False)():
-            count = getattr(backend, "device_count", lambda: 1)()
-            devices += [f"{kind}:{index}" for index in range(count)] if kind != "mps" else ["mps"]
-    return devices
-
-
-def check_device(device: str) -> None:
-    """Refuse a `--device` that torch does not know or that this machine lacks, naming the available ones.
+    """The checks argparse makes, for callers that build the Namespace themselves, then the paths and the device.
 
     Raises:
-        InputError: Before any model is loaded.
+        InputError: Before any model is loaded; the paths before torch is imported.
     """
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise InputError(
-            f"--device {device!r} is not a device name; use one of {', '.join(available_devices())}."
-        ) from None
-    available = available_devices()
-    if parsed.type != "cpu" and (str(parsed) not in available and f"{parsed.type}:0" not in available
-                                 or parsed.index is not None and str(parsed) not in available):
-        raise InputError(f"--device {device!r} is not available on this machine; available: {', '.join(available)}.")
+    for name, low in (("seq_len", 1), ("warmup", 0), ("repeats", 1)):
+        if not isinstance(getattr(args, name), int) or getattr(args, name) < low:
+            raise InputError(f"--{name.replace('_', '-')} must be a whole number >= {low}, got {getattr(args, name)!r}.")
+    if args.threads is not None and (not isinstance(args.threads, int) or args.threads < 1):
+        raise InputError(f"--threads must be a whole number >= 1, got {args.threads!r}.")
+    checkpoint_folder(str(args.checkpoint), "CKPT")
+    if args.json_path:
+        output_file(str(args.json_path), "--json")
+    from .measure import check_device
+
+    check_device(args.device)
+    _check_seq_len(checkpoint_config(str(args.checkpoint), "CKPT"), args.seq_len)  # before the models load
 
 
 def _check_seq_len(config, seq_len: int) -> None:
@@ -230,22 +132,19 @@ def _table(rows: list[dict[str, Any]], flops_speedup: float) -> str:
     return "\n".join(lines)
 
 
-def speed_limit(dense: nn.Module, slim: nn.Module, batch_size: int, args: argparse.Namespace) -> float | None:
-    """The speedup the work of `dense` and `slim` allows on this device (`nn_prune_ext.speed`), or `None`
-    for architectures the speed model cannot be calibrated on (encoder-decoders, unpruned experts)."""
-    if not can_calibrate(dense):
-        return None
-    speed = calibrate_speed_model(dense, batch_size=batch_size, seq_len=args.seq_len, warmup=args.warmup,
-                                  repeats=args.repeats, threads=args.threads)
-    return speed.speedup(dense, slim)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time the dense and slim models of `args.checkpoint`, print the table; returns the results."""
     _check_arguments(args)
+    import torch  # imported once the arguments are checked
+    import transformers
+
+    from ..flops import model_flops
+    from ..slim.optimize import count_parameters
+    from ..timing import compare_latency
+    from .measure import load_pair, random_inputs, speed_limit
+
     batch_sizes = sorted({size for sizes in (args.batch_sizes or [DEFAULT_BATCH_SIZES]) for size in sizes})
     dense, slim, description = load_pair(args.checkpoint)
-    _check_seq_len(dense.config, args.seq_len)
     dense, slim = dense.to(args.device), slim.to(args.device)
     flops = {"dense": model_flops(dense, args.seq_len), "slim": model_flops(slim, args.seq_len)}
     flops_speedup = flops["dense"] / max(flops["slim"], 1)

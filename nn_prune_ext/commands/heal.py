@@ -14,8 +14,15 @@ import json
 import os
 from typing import Any
 
-from ..validation import InputError
-from .arguments import add_budget_arguments, checkpoint_folder, output_folder, real_number, whole_number
+from .arguments import (
+    add_budget_arguments,
+    checkpoint_config,
+    checkpoint_folder,
+    input_file,
+    output_folder,
+    real_number,
+    whole_number,
+)
 from .data import add_data_arguments, examples_batches
 
 RECORD_NAME = "heal.json"
@@ -30,8 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f"--rounds, the budget is reached in several prune-and-heal steps. Writes a slim checkpoint to OUT, with the "
         f"tokenizer and {RECORD_NAME}.",
     )
-    parser.add_argument("checkpoint", help="fine-tuned checkpoint folder (a plain, unpatched model)")
-    parser.add_argument("output", help="folder to write the healed slim checkpoint to")
+    parser.add_argument("checkpoint", metavar="IN", help="fine-tuned checkpoint folder (a plain, unpatched model)")
+    parser.add_argument("output", metavar="OUT",
+                        help="folder to write the healed slim checkpoint to (not an existing file)")
     add_budget_arguments(parser)
     parser.add_argument("--rounds", type=whole_number(1), default=1,
                         help="prune-and-heal steps to reach the budget (default: 1)")
@@ -57,27 +65,31 @@ def _first(items: list[Any]) -> Any:
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch
+    """Prune `args.checkpoint` to the budget, heal it and save it to `args.output`, checking every path first."""
+    checkpoint_folder(args.checkpoint, "IN")
+    output_folder(args.output, "OUT")
+    for flag, path in (("--data", args.data), ("--train-data", args.train_data), ("--eval-data", args.eval_data)):
+        if path is not None:
+            input_file(path, flag)
+    work_dir = args.work_dir or f"{os.path.abspath(args.output).rstrip(os.sep)}-healing"
+    output_folder(work_dir, "--work-dir")  # the default too: OUT-healing may be a file already
+    config = checkpoint_config(args.checkpoint, "IN")
+    import torch  # imported once the paths are known to be good
     from transformers import TrainingArguments
 
     from ..checkpoints import load_for_slimming
     from ..heal import prune_and_heal
     from ..posttrain import PostTrainingArgs
-    from .bench import measure_and_record
+    from .measure import measure_and_record
     from .optimize import copy_tokenizer
 
-    checkpoint_folder(args.checkpoint)
-    output_folder(args.output)
-    for flag, path in (("--data", args.data), ("--train-data", args.train_data), ("--eval-data", args.eval_data)):
-        if path is not None and not os.path.isfile(path):
-            raise InputError(f"{flag} {path!r} is not a file: give a JSON-lines file of examples.")
-    model = load_for_slimming(args.checkpoint)
-    calibration = examples_batches(args, args.data, model.config)
+    # Every file is read and checked before the model loads: a bad line costs no loading time.
+    calibration = examples_batches(args, args.data, config)
     training = copy.copy(args)
     training.max_batches = args.train_max_batches
-    train_batches = examples_batches(training, args.train_data, model.config)
-    eval_batches = examples_batches(training, args.eval_data, model.config) if args.eval_data else None
-    work_dir = args.work_dir or f"{os.path.abspath(args.output).rstrip(os.sep)}-healing"
+    train_batches = examples_batches(training, args.train_data, config)
+    eval_batches = examples_batches(training, args.eval_data, config) if args.eval_data else None
+    model = load_for_slimming(args.checkpoint)
     training_args = TrainingArguments(
         work_dir, num_train_epochs=args.epochs, learning_rate=args.learning_rate, per_device_train_batch_size=1,
         per_device_eval_batch_size=1, save_strategy="no", report_to=[], logging_steps=max(1, len(train_batches) // 4),
@@ -90,6 +102,7 @@ def run(args: argparse.Namespace) -> None:
         rounds=args.rounds, eval_dataset=eval_batches, data_collator=_first,
     )
     print(result)
+    print(f"last round's search: {result.rounds[-1].search}")  # its cost against the input and the dense model
     print(result.model.slim_report)
     print(measure_and_record(model, result.model, calibration[0]))
     result.model.save_pretrained(args.output)

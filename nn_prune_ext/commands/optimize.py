@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .arguments import checkpoint_folder, output_folder
+from .arguments import checkpoint_config, checkpoint_folder, output_folder
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,17 +16,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "SparseTrainer checkpoint (with sparse_state.json), a baked or zero-filled checkpoint of a supported "
         "architecture, or a slim checkpoint.",
     )
-    parser.add_argument("input", help="checkpoint folder to slim")
-    parser.add_argument("output", help="folder to write the slim checkpoint to")
+    parser.add_argument("input", metavar="IN", help="checkpoint folder to slim (with its config.json)")
+    parser.add_argument("output", metavar="OUT", help="folder to write the slim checkpoint to (not an existing file)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..checkpoints import load_for_slimming
-    from ..slim import optimize_model
-
+    """Slim checkpoint `args.input` into `args.output`; both paths are checked before the model is loaded."""
     checkpoint_folder(args.input, "IN")
     output_folder(args.output, "OUT")
+    checkpoint_config(args.input, "IN")
+    from ..checkpoints import load_for_slimming  # torch: imported once the paths are known to be good
+    from ..slim import optimize_model
+
     model = load_for_slimming(args.input)
     slim = optimize_model(model, inplace=True)
     print(slim.slim_report)

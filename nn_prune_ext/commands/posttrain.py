@@ -12,8 +12,7 @@ import json
 import os
 from dataclasses import asdict
 
-from ..validation import InputError
-from .arguments import add_budget_arguments, checkpoint_folder, output_folder
+from .arguments import add_budget_arguments, checkpoint_config, checkpoint_folder, input_file, output_folder
 from .data import add_data_arguments, examples_batches
 
 RECORD_NAME = "posttrain.json"
@@ -27,8 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "calibration examples, mask search under the budget, rearrangement, least-squares tuning, then slimming. "
         f"Writes a slim checkpoint to OUT, with the tokenizer and {RECORD_NAME}.",
     )
-    parser.add_argument("checkpoint", help="fine-tuned checkpoint folder (a plain, unpatched model)")
-    parser.add_argument("output", help="folder to write the slim checkpoint to")
+    parser.add_argument("checkpoint", metavar="IN", help="fine-tuned checkpoint folder (a plain, unpatched model)")
+    parser.add_argument("output", metavar="OUT", help="folder to write the slim checkpoint to (not an existing file)")
     add_budget_arguments(parser)
     parser.add_argument("--head-granularity", choices=("head", "group"), default="head",
                         help="prune query heads one by one, or whole key/value groups (GQA)")
@@ -41,15 +40,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..checkpoints import load_for_slimming
+    """Prune `args.checkpoint` to the budget on the `--data` examples and save the slim checkpoint to `args.output`.
+
+    The paths are checked before torch is imported, every example (labels, token ids) before the model loads.
+    """
+    checkpoint_folder(args.checkpoint, "IN")
+    output_folder(args.output, "OUT")
+    input_file(args.data, "--data", "a JSON-lines file of calibration examples")
+    config = checkpoint_config(args.checkpoint, "IN")
+    from ..checkpoints import load_for_slimming  # torch: imported once the paths are known to be good
     from ..posttrain import PostTrainingArgs, post_training_prune
-    from .bench import measure_and_record
+    from .measure import measure_and_record
     from .optimize import copy_tokenizer
 
-    checkpoint_folder(args.checkpoint)
-    output_folder(args.output)
-    if not os.path.isfile(args.data):
-        raise InputError(f"--data {args.data!r} is not a file: give a JSON-lines file of calibration examples.")
     settings = PostTrainingArgs(
         flops_budget=args.flops_budget,
         latency_budget=args.latency_budget,
@@ -58,8 +61,8 @@ def run(args: argparse.Namespace) -> None:
         rearrange=not args.no_rearrange,
         tune=not args.no_tune,
     )
+    batches = examples_batches(args, args.data, config)  # a bad line stops the command before the model loads
     model = load_for_slimming(args.checkpoint)
-    batches = examples_batches(args, args.data, model.config)
     result = post_training_prune(model, batches, settings)
     print(result)
     print(result.model.slim_report)
@@ -72,7 +75,8 @@ def run(args: argparse.Namespace) -> None:
         "masks": result.masks.to_dict(),
         "cost": result.search.cost,
         "budget": result.search.budget,
-        "dense_cost": result.search.dense_cost,
+        "dense_cost": result.search.dense_cost,  # of the input model, slim or dense
+        "dense_model_cost": result.search.dense_model_cost,  # of the dense model; null when not known
         "tuning": [asdict(layer) for layer in result.tuning.layers] if result.tuning is not None else None,
         "stage_seconds": result.stage_seconds,
     }

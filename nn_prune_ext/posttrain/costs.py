@@ -47,16 +47,23 @@ class FlopsCost:
         if self.seq_len < 1:
             raise InputError(f"seq_len must be at least 1, got {self.seq_len}.")
 
+    # The layer's cost splits in two parts that add up to `layer_macs`: the attention (self- and, in a
+    # decoder layer, cross-attention, whose heads are never pruned) and the FFN (its units, plus the
+    # cost of an FFN that is not pruned). Each part zeroes what the other counts, so nothing is counted twice.
     def attention(self, layer: int, kept_per_group: Sequence[int]) -> float:
         heads, kv_heads = slim_attention_sizes(list(kept_per_group))
-        shape = replace(self.shapes[layer], num_heads=heads, num_kv_heads=kv_heads, ffn_width=0)
+        shape = replace(self.shapes[layer], num_heads=heads, num_kv_heads=kv_heads, ffn_width=0, fixed_ffn_macs=0)
         return 2.0 * layer_macs(shape, self.seq_len)
 
     def ffn(self, layer: int, width: int) -> float:
-        shape = replace(self.shapes[layer], num_heads=0, num_kv_heads=0, ffn_width=width)
+        shape = replace(
+            self.shapes[layer], num_heads=0, num_kv_heads=0, cross_heads=0, cross_kv_heads=0, ffn_width=width
+        )
         return 2.0 * layer_macs(shape, self.seq_len)
 
     def ffn_unit_cost(self, layer: int) -> float | None:
+        if self.shapes[layer].fixed_ffn_macs:
+            return None  # a fixed part: the FFN cost is not `width x` one unit's
         return self.ffn(layer, 1)
 
 

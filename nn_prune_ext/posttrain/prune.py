@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from ..arch import check_batch, get_layout, tokens_per_example
+from ..flops import dense_layer_shapes, kept_layer_shapes, model_flops
 from ..importance import collect_mask_gradients, to_device
 from ..masks import StructureMasks
 from ..slim import prune_with_masks
@@ -43,12 +44,13 @@ class PostTrainingArgs:
 
     flops_budget: float | None = field(
         default=None,
-        metadata={"help": "Keep at most this fraction of the dense model's transformer-layer FLOPs (e.g. 0.6), "
-                  "counted at the calibration data's mean sequence length."},
+        metadata={"help": "Keep at most this fraction of the input model's transformer-layer FLOPs (e.g. 0.6), "
+                  "counted at the calibration data's mean sequence length (a slim input is pruned further: the "
+                  "fraction is of its own FLOPs, not of the dense model's)."},
     )
     latency_budget: float | None = field(
         default=None,
-        metadata={"help": "Keep at most this fraction of the dense model's layer latency, from a lookup table "
+        metadata={"help": "Keep at most this fraction of the input model's layer latency, from a lookup table "
                   "measured on the current device (e.g. 0.5)."},
     )
     head_granularity: str = field(
@@ -211,6 +213,21 @@ def _cost_model(
     return table.cost_model()
 
 
+def _dense_model_cost(model: nn.Module, args: PostTrainingArgs, seq_len: int, input_cost: float) -> float | None:
+    """The cost of the dense model `model` comes from, for `SearchResult.dense_model_cost`.
+
+    `input_cost` when `model` is dense (no layer slimmed or dropped); for a slim model under a FLOPs
+    budget the FLOPs of the dense layers its config records (`flops.dense_layer_shapes`); `None` for
+    a slim model under a latency budget, since the dense model's latency was never measured.
+    """
+    dense_shapes = dense_layer_shapes(model)
+    if kept_layer_shapes(model) == dense_shapes:
+        return input_cost
+    if args.flops_budget is not None:
+        return float(model_flops(dense_shapes, seq_len))
+    return None
+
+
 def post_training_prune(
     model: nn.Module,
     batches: Iterable[Mapping[str, Any]],
@@ -272,6 +289,7 @@ def post_training_prune(
     start = time.perf_counter()
     fraction = args.flops_budget if args.flops_budget is not None else args.latency_budget
     search = search_masks(head_fisher, unit_fisher, structure, cost, fraction * dense_cost(structure, cost))
+    search = replace(search, dense_model_cost=_dense_model_cost(model, args, seq_len, search.dense_cost))
     masks = search.masks
     seconds["search"] = time.perf_counter() - start
 

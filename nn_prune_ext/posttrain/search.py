@@ -31,8 +31,12 @@ class SearchResult:
         masks: Binary head and FFN-unit masks.
         cost: Their cost under the search's cost model.
         budget: The budget they had to fit.
-        dense_cost: The cost with nothing pruned.
+        dense_cost: The cost of the searched (input) model with nothing pruned: the dense model's
+            cost when the input is dense, the slim model's when it was slimmed before.
         importance: Summed importance of everything kept.
+        dense_model_cost: The cost of the dense model: `dense_cost` itself for a dense input, the
+            cost of the model a slim input was cut from when it is known (`post_training_prune`
+            sets it), `None` when it is not (`search_masks` alone cannot tell).
     """
 
     masks: StructureMasks
@@ -40,13 +44,24 @@ class SearchResult:
     budget: float
     dense_cost: float
     importance: float
+    dense_model_cost: float | None = None
 
     def __str__(self) -> str:
-        share = f" ({self.cost / self.dense_cost:.1%} of dense)" if self.dense_cost > 0 else ""
         return (
             f"kept heads per layer {self.masks.kept_heads()}, FFN units per layer {self.masks.kept_units()}; "
-            f"cost {self.cost:.6g} of budget {self.budget:.6g}{share}"
+            f"cost {self.cost:.6g} of budget {self.budget:.6g}{self._shares()}"
         )
+
+    def _shares(self) -> str:
+        """The cost as a share of the dense model's, and of the input model's when that was slim already."""
+        if self.dense_cost <= 0:
+            return ""
+        of_input = f"{self.cost / self.dense_cost:.1%}"
+        if self.dense_model_cost == self.dense_cost:
+            return f" ({of_input} of the dense model)"
+        if self.dense_model_cost is None or self.dense_model_cost <= 0:
+            return f" ({of_input} of the input model)"
+        return f" ({of_input} of the input model, {self.cost / self.dense_model_cost:.1%} of the dense model)"
 
 
 def masks_cost(masks: StructureMasks, structure: PruningUnits, cost: CostModel) -> float:

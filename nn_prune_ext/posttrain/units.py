@@ -107,8 +107,15 @@ class PruningUnits:
         return mask
 
     def kept_units(self, layer: int, head_mask: torch.Tensor) -> torch.Tensor:
-        """Which attention units of `layer` a head mask keeps (a unit is kept when any member is)."""
-        return torch.tensor([bool(head_mask[members].any()) for members in self.head_units(layer)])
+        """Which attention units of `layer` a head mask keeps (a unit is kept when any member is).
+
+        Returns:
+            A boolean tensor, one entry per attention unit; empty (still boolean) for a layer
+            without heads, such as a layer a slim model lost all heads of.
+        """
+        # dtype given: `torch.tensor([])` is float, and callers invert the result (`~kept`).
+        kept = [bool(head_mask[members].any()) for members in self.head_units(layer)]
+        return torch.tensor(kept, dtype=torch.bool)
 
 
 @dataclass(frozen=True)

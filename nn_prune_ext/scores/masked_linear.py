@@ -11,6 +11,7 @@ so peak memory matches a plain `Linear`.
 from __future__ import annotations
 
 import threading
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,9 @@ from torch import nn
 
 from .methods import PruningMethod
 
-__all__ = ["MaskScores", "MaskedLinear", "masked_linear", "apply_grid_mask", "release_scratch_buffers"]
+__all__ = [
+    "MaskScores", "MaskedLinear", "masked_linear", "apply_grid_mask", "begin_forward_all", "release_scratch_buffers"
+]
 
 
 # One reusable weight-sized buffer per (dtype, shape, thread) on CPU. The masked weight lives
@@ -29,13 +32,15 @@ __all__ = ["MaskScores", "MaskedLinear", "masked_linear", "apply_grid_mask", "re
 _SCRATCH: dict[tuple, torch.Tensor] = {}
 
 
-def _scratch_like(tensor: torch.Tensor) -> torch.Tensor:
-    if tensor.device.type != "cpu":
-        return torch.empty_like(tensor, memory_format=torch.contiguous_format)
+def _scratch_like(tensor: torch.Tensor) -> torch.Tensor | None:
+    """A reusable buffer shaped like `tensor` on CPU; None where a fresh result is better."""
+    if tensor.device.type != "cpu" or torch.compiler.is_compiling():
+        # A compiled graph fuses the product into its consumer and owns its buffers; the dict
+        # lookup below would only break the graph.
+        return None
     # Inference-mode tensors cannot be written outside inference mode (and vice versa is
     # allowed but would leak an inference tensor into training): one buffer for each mode.
-    inference = torch.is_inference_mode_enabled()
-    key = (threading.get_ident(), inference, tensor.dtype, tensor.shape)
+    key = (threading.get_ident(), torch.is_inference_mode_enabled(), tensor.dtype, tensor.shape)
     buffer = _SCRATCH.get(key)
     if buffer is None:
         buffer = _SCRATCH[key] = torch.empty_like(tensor, memory_format=torch.contiguous_format)
@@ -69,8 +74,12 @@ def apply_grid_mask(tensor: torch.Tensor, grid: torch.Tensor, out: torch.Tensor 
     Returns:
         The masked matrix (`out` when given).
     """
+    grid = _as(grid, tensor.dtype)
+    if grid.shape[0] in (1, tensor.shape[0]) and grid.shape[1] in (1, tensor.shape[1]):
+        # One entry per row, per column or for the whole matrix: the grid broadcasts as it is.
+        return tensor * grid if out is None else torch.mul(tensor, grid, out=out)
     shape4d = _blocks(tensor.shape, grid.shape)
-    grid4d = _as(grid, tensor.dtype).view(shape4d[0], 1, shape4d[2], 1)
+    grid4d = grid.view(shape4d[0], 1, shape4d[2], 1)
     if out is None:
         return (tensor.view(shape4d) * grid4d).view(tensor.shape)
     torch.mul(tensor.view(shape4d), grid4d, out=out.view(shape4d))
@@ -113,8 +122,6 @@ class _MaskedLinearFunction(torch.autograd.Function):
         need_x, need_w, need_b, need_grid, _ = ctx.needs_input_grad
         # Under autocast the output (and so its gradient) is in the autocast dtype: compute there.
         dtype = grad_output.dtype
-        shape4d = _blocks(weight.shape, grid.shape)
-        grid4d = _as(grid, dtype).view(shape4d[0], 1, shape4d[2], 1)
         grad_x = grad_w = grad_b = grad_grid = None
         # Weight-sized passes are the other cost: the masked weight and the grid product go
         # through the reusable scratch buffer, and the weight gradient is masked in place.
@@ -125,19 +132,17 @@ class _MaskedLinearFunction(torch.autograd.Function):
         if need_w or need_grid:
             full_grad_w = grad_2d.t() @ _as(x.reshape(-1, weight.shape[1]), dtype)
             if need_grid:
-                product = _scratch_like(full_grad_w)
-                torch.mul(full_grad_w, _as(weight, dtype), out=product)
+                product = torch.mul(full_grad_w, _as(weight, dtype), out=_scratch_like(full_grad_w))
                 # Accumulate half-precision products (autocast) in float32.
                 grad_grid = _block_sum(product, grid.shape, torch.float32 if product.element_size() < 4 else None)
             if need_w:
-                full_grad_w.view(shape4d).mul_(grid4d)
-                grad_w = _as(full_grad_w, weight.dtype)
+                grad_w = _as(apply_grid_mask(full_grad_w, grid, out=full_grad_w), weight.dtype)
         if need_b or (need_grid and ctx.mask_bias):
             full_grad_b = grad_2d.sum(dim=0)
             if need_b:
                 grad_b = _as(_mask_bias(full_grad_b, grid) if ctx.mask_bias else full_grad_b, bias.dtype)
             if need_grid and ctx.mask_bias:
-                bias_term = (full_grad_b * _as(bias, dtype)).view(shape4d[0], shape4d[1]).sum(dim=1, keepdim=True)
+                bias_term = (full_grad_b * _as(bias, dtype)).view(grid.shape[0], -1).sum(dim=1, keepdim=True)
                 grad_grid = grad_grid + bias_term
         if grad_grid is not None:
             grad_grid = _as(grad_grid, grid.dtype)
@@ -218,14 +223,18 @@ class MaskScores(nn.Module):
         tensors = [self.scores] if self.scores is not None else [linear.weight for linear, _ in self.members]
         return (self.threshold, self.training, tuple((t._version, t.data_ptr(), t.device) for t in tensors))
 
-    def begin_forward(self) -> None:
+    def begin_forward(self, mask: torch.Tensor | None = None) -> None:
         """Compute the mask once for a whole model forward pass, shared by all members.
 
         Sharing one tensor keeps the members consistent (one hard-concrete sample for the up
         rows and down columns of an FFN), computes each mask once instead of per member, and
         lets gradient checkpointing recompute a layer with the very mask of its forward pass.
+
+        Args:
+            mask: The mask, computed already from the current scores and threshold
+                (`begin_forward_all` computes those of many groups at once); by default computed here.
         """
-        self._cached = self.compute()
+        self._cached = self.compute() if mask is None else mask
         self._cached_key = self._cache_key()
 
     def current(self) -> torch.Tensor:
@@ -236,6 +245,10 @@ class MaskScores(nn.Module):
         mask cached without a graph is refreshed when gradients are wanted.
         """
         cached = self._cached
+        if torch.compiler.is_compiling():
+            # Version counters and data pointers cannot be traced; a compiled model runs the
+            # `begin_forward` hook in its own graph, so the cached mask is that of this forward.
+            return self.compute() if cached is None else cached
         if cached is None or self._cached_key != self._cache_key():
             return self.compute()
         if cached.grad_fn is None and torch.is_grad_enabled() and self.scores is not None and self.scores.requires_grad:
@@ -244,6 +257,25 @@ class MaskScores(nn.Module):
 
     def extra_repr(self) -> str:
         return f"method={self.method.name}, shape={self.shape}, kind={self.kind}, threshold={self.threshold:.4g}"
+
+
+def begin_forward_all(groups: Sequence[MaskScores]) -> None:
+    """`begin_forward` of every group, with one mask computation per method and threshold where it can.
+
+    The learnt scores of a method with `PruningMethod.batched_masks` that share a threshold,
+    a mode, a device and a dtype get their masks from one computation over their concatenation: a
+    few operations per model forward instead of a few per score group.
+    """
+    batches: dict[tuple, list[MaskScores]] = {}
+    for group in groups:
+        if group.scores is None or not group.method.batched_masks:
+            group.begin_forward()
+        else:
+            key = (group.method, group.threshold, group.training, group.scores.device, group.scores.dtype)
+            batches.setdefault(key, []).append(group)
+    for (method, threshold, training, _, _), members in batches.items():
+        for group, mask in zip(members, method.masks([group.scores for group in members], threshold, training)):
+            group.begin_forward(mask)
 
 
 class MaskedLinear(nn.Linear):

@@ -9,6 +9,7 @@ schedule, so a training step never waits on the device.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from ..validation import InputError
@@ -71,6 +72,10 @@ class PruningMethod:
 
     name: str = ""
     learnable: bool = True
+    # Whether the masks of many score groups may come from one mask of their concatenation (`masks`):
+    # each entry must depend on its own score alone, and the graph from scores to mask must hold no
+    # saved tensors, because reentrant gradient checkpointing backpropagates through it once per layer.
+    batched_masks: bool = False
     threshold_range: tuple[float, float] | None = None
     regularizations: tuple[str, ...] = ("disabled", "l1")
     threshold_help: str = ""
@@ -82,9 +87,25 @@ class PruningMethod:
     def mask(self, scores: torch.Tensor, threshold: float, training: bool) -> torch.Tensor:
         raise NotImplementedError
 
+    def masks(self, scores: Sequence[torch.Tensor], threshold: float, training: bool) -> list[torch.Tensor]:
+        """The masks of several score tensors at one threshold, each shaped like its scores.
+
+        A method with `batched_masks` computes them as one mask of the concatenated scores: a handful
+        of operations per forward pass instead of a handful per score group. Gradients reach every
+        score tensor through the concatenation.
+        """
+        if not self.batched_masks or len(scores) < 2:
+            return [self.mask(tensor, threshold, training) for tensor in scores]
+        flat = self.mask(torch.cat([tensor.reshape(-1) for tensor in scores]), threshold, training)
+        return [part.view(tensor.shape) for part, tensor in zip(flat.split([t.numel() for t in scores]), scores)]
+
+    def penalty_terms(self, scores: torch.Tensor) -> torch.Tensor:
+        """The regularization penalty of each score (L1 by default); `penalty` is their mean."""
+        return scores.abs()
+
     def penalty(self, scores: torch.Tensor) -> torch.Tensor:
-        """The mean regularization penalty of `scores` (L1 by default)."""
-        return scores.abs().mean()
+        """The mean regularization penalty of `scores`."""
+        return self.penalty_terms(scores).mean()
 
     def check_threshold(self, value: float, name: str) -> None:
         if self.threshold_range is None:
@@ -112,6 +133,7 @@ class Threshold(PruningMethod):
     """Keep structures whose score exceeds `threshold` (hard movement pruning)."""
 
     name = "threshold"
+    batched_masks = True
     threshold_help = "For threshold the threshold is compared with the raw scores, which start at 0."
 
     def mask(self, scores, threshold, training):
@@ -122,14 +144,15 @@ class SigmoidThreshold(PruningMethod):
     """Keep structures with `sigmoid(score) > threshold` (soft movement pruning, nn_pruning's hybrid)."""
 
     name = "sigmoied_threshold"
+    batched_masks = True
     threshold_range = (0.0, 1.0)
     threshold_help = "For sigmoied_threshold the threshold is compared with sigmoid(scores), which starts at 0.5."
 
     def mask(self, scores, threshold, training):
         return _straight_through((torch.sigmoid(scores) > threshold).to(scores.dtype), scores)
 
-    def penalty(self, scores):
-        return torch.sigmoid(scores).mean()
+    def penalty_terms(self, scores):
+        return torch.sigmoid(scores)
 
 
 class Magnitude(PruningMethod):
@@ -144,7 +167,7 @@ class Magnitude(PruningMethod):
     def mask(self, scores, threshold, training):
         return _top_fraction(scores, threshold)
 
-    def penalty(self, scores):
+    def penalty_terms(self, scores):
         raise RuntimeError("magnitude pruning has no scores to regularize")
 
 
@@ -178,9 +201,9 @@ class HardConcrete(PruningMethod):
             return gate
         return (gate > 0.5).to(scores.dtype)
 
-    def penalty(self, scores):
-        # Expected fraction of open gates.
-        return torch.sigmoid(scores - self.beta * math.log(-self.gamma / self.zeta)).mean()
+    def penalty_terms(self, scores):
+        # The probability of each gate being open: their mean is the expected fraction of open gates.
+        return torch.sigmoid(scores - self.beta * math.log(-self.gamma / self.zeta))
 
 
 PRUNING_METHODS: dict[str, PruningMethod] = {

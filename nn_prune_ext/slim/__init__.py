@@ -4,7 +4,7 @@ from . import modeling_slim
 from .classes import load_slim, slim_class_for
 from .layers import drop_layers
 from .model_card import record_measured_speedup, write_model_card
-from .optimize import LayerReport, SlimReport, is_slim_model, optimize_model, prune_with_masks
+from .optimize import LayerReport, SlimReport, is_slim_model, kept_head_indices, optimize_model, prune_with_masks
 from .verify import SlimMismatchError
 
 if write_model_card not in modeling_slim.SAVE_HOOKS:
@@ -18,6 +18,7 @@ __all__ = [
     "SlimMismatchError",
     "drop_layers",
     "is_slim_model",
+    "kept_head_indices",
     "load_slim",
     "slim_class_for",
     "write_model_card",

@@ -1,4 +1,4 @@
-"""The model card (`README.md`) and density picture written into every slim checkpoint."""
+"""The model card (`README.md`) and its picture of what each layer kept (`kept_per_layer.svg`), written into every slim checkpoint."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from . import modeling_slim
 from .layers import dropped_layer_indices
 from .optimize import count_parameters
 
-__all__ = ["write_model_card", "density_svg", "record_measured_speedup", "FLOPS_SEQ_LEN"]
+__all__ = ["write_model_card", "kept_per_layer_svg", "record_measured_speedup", "FLOPS_SEQ_LEN", "PICTURE_NAME"]
 
 FLOPS_SEQ_LEN = 128
-PICTURE_NAME = "density.svg"
+# The SVG twin of `nn_prune_ext.plots.plot_kept_per_layer` (kept_per_layer.png): same name, same meaning.
+# Checkpoints saved by earlier versions hold it as density.svg; nothing reads either file back.
+PICTURE_NAME = "kept_per_layer.svg"
+PICTURE_TITLE = "Kept per layer, as a share of the dense model"
 SPEEDUP_KEY = "measured_speedup"  # in the slim description of the config: what the card reports
 
 
@@ -52,8 +55,11 @@ def _speedup_row(spec: dict) -> str:
             f"x{measured['speedup']:.2f} | {escape(measured['device'])}{threads} |")
 
 
-def density_svg(dense: list[LayerShape], slim: list[LayerShape], dropped: frozenset[int] = frozenset()) -> str:
-    """A bar chart of the fraction of heads and FFN units each layer keeps, as SVG text.
+def kept_per_layer_svg(dense: list[LayerShape], slim: list[LayerShape], dropped: frozenset[int] = frozenset()) -> str:
+    """A bar chart of the share of the dense model's heads and FFN units each layer keeps, as SVG text.
+
+    Each layer has a bar for its attention heads and one for its FFN units, over a grey bar of the
+    dense size (100%), labelled kept/dense: what `nn_prune_ext.plots.plot_kept_per_layer` draws.
 
     Args:
         dense: The shape of every layer of the dense model (`dense_layer_shapes`).
@@ -64,18 +70,23 @@ def density_svg(dense: list[LayerShape], slim: list[LayerShape], dropped: frozen
         The SVG document.
     """
     row, bar, label_width, chart_width = 26, 9, 110, 360
-    height = 40 + row * len(slim)
+    top = 44  # the title and the legend above the bars
+    height = top + 4 + row * len(slim)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_width + chart_width + 70}" height="{height}" '
         'font-family="sans-serif" font-size="11">',
+        f"<title>{escape(PICTURE_TITLE)}</title>",
         '<rect width="100%" height="100%" fill="white"/>',
-        '<rect x="70" y="8" width="10" height="8" fill="#4c72b0"/><text x="84" y="16">attention heads kept</text>',
-        '<rect x="220" y="8" width="10" height="8" fill="#dd8452"/><text x="234" y="16">FFN units kept</text>',
+        f'<text x="4" y="15" font-size="13">{escape(PICTURE_TITLE)}</text>',
+        '<rect x="4" y="26" width="10" height="8" fill="#4c72b0"/><text x="18" y="34">attention heads kept</text>',
+        '<rect x="154" y="26" width="10" height="8" fill="#dd8452"/><text x="168" y="34">FFN units kept</text>',
+        '<rect x="274" y="26" width="10" height="8" fill="#e3e3e3"/><text x="288" y="34">dense model (100%)</text>',
     ]
     for index, (before, after) in enumerate(zip(dense, slim)):
-        y = 28 + row * index
+        y = top + row * index
         label = f"layer {index}" + (" (dropped)" if index in dropped else "")
         parts.append(f'<text x="4" y="{y + 13}">{label}</text>')
+        parts.append(f'<rect x="{label_width}" y="{y - 1}" width="{chart_width}" height="{2 * bar + 3}" fill="#e3e3e3"/>')
         for offset, color, kept, total in (
             (0, "#4c72b0", after.num_heads, before.num_heads),
             (bar + 1, "#dd8452", after.ffn_width, before.ffn_width),
@@ -85,9 +96,10 @@ def density_svg(dense: list[LayerShape], slim: list[LayerShape], dropped: frozen
                 f'<rect x="{label_width}" y="{y + offset}" width="{chart_width * fraction:.1f}" height="{bar}" '
                 f'fill="{color}"/>'
             )
+            text = "dropped" if index in dropped else f"{kept}/{total}"
             parts.append(
-                f'<text x="{label_width + chart_width * fraction + 4:.1f}" y="{y + offset + 8}">'
-                f"{escape(f'{kept}/{total}')}</text>"
+                f'<text x="{label_width + chart_width * max(fraction, 1.0) + 4:.1f}" y="{y + offset + 8}">'
+                f"{escape(text)}</text>"
             )
     parts.append("</svg>")
     return "\n".join(parts)
@@ -159,7 +171,7 @@ def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape
             "|---:|---:|---:|---:|",
             *rows,
             "",
-            f"![Attention heads and FFN units kept per layer]({PICTURE_NAME})",
+            f"![Attention heads and FFN units kept per layer, as a share of the dense model]({PICTURE_NAME})",
             "",
             "## Loading",
             "",
@@ -188,11 +200,11 @@ def _model_card(model: nn.Module, dense: list[LayerShape], slim: list[LayerShape
 
 
 def write_model_card(model: nn.Module, directory: str) -> None:
-    """Write `README.md` and the density picture of a slim model into `directory`."""
+    """Write `README.md` and the picture of what each layer kept (`PICTURE_NAME`) of a slim model into `directory`."""
     slim = kept_layer_shapes(model)
     dense = dense_layer_shapes(model)
     dropped = dropped_layer_indices(model.config)
     with open(os.path.join(directory, PICTURE_NAME), "w", encoding="utf-8") as handle:
-        handle.write(density_svg(dense, slim, frozenset(dropped)))
+        handle.write(kept_per_layer_svg(dense, slim, frozenset(dropped)))
     with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as handle:
         handle.write(_model_card(model, dense, slim, dropped))

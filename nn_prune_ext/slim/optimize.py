@@ -32,7 +32,7 @@ from .structure import AttentionPlan, LayerPlan, plan_layer, plan_layer_from_mas
 from .verify import SlimMismatchError, check_against, reference_probe
 from ..validation import InputError
 
-__all__ = ["optimize_model", "prune_with_masks", "SlimReport", "LayerReport", "is_slim_model"]
+__all__ = ["optimize_model", "prune_with_masks", "SlimReport", "LayerReport", "is_slim_model", "kept_head_indices"]
 
 logger = logging.getLogger(__name__)
 
@@ -528,19 +528,21 @@ def _describe_slim_config(
 def _record_kept_heads(
     config, previous: dict, layers: list[LayerModules], plans: list[LayerPlan], stack_specs: list[dict]
 ) -> None:
-    """Record, for stacks whose attention takes per-head arguments of the dense model (`head_arguments`),
-    which dense heads every layer keeps (`kept_heads`, keyed by the layer's index in the dense model).
+    """Record which dense heads every layer keeps (`kept_heads`, keyed by the layer's index in the dense model).
 
-    Slimming a slim model again composes the new choice with the recorded one.
+    Stacks whose attention takes per-head arguments of the dense model (`head_arguments`) select those
+    arguments with it when loading; every stack's record names the heads in pictures
+    (`kept_head_indices`). Slimming a slim model again composes the new choice with the recorded one.
     """
     dense_indices = kept_layer_indices(config)
     previous_stacks = previous.get("stacks", [previous]) if previous else []
     for stack_spec in stack_specs:
-        if not stack_spec.get("head_arguments"):
+        earlier_spec = next((entry for entry in previous_stacks if entry.get("layers") == stack_spec["layers"]), None)
+        if earlier_spec is not None and "kept_heads" not in earlier_spec and not stack_spec.get("head_arguments"):
+            # Slim already, saved before every stack recorded its heads: which dense heads remain is unknown,
+            # and recording the slim positions instead would name the wrong heads.
             continue
-        before = next(
-            (entry.get("kept_heads", {}) for entry in previous_stacks if entry.get("layers") == stack_spec["layers"]), {}
-        )
+        before = (earlier_spec or {}).get("kept_heads", {})
         kept = {}
         stack_layers = [(layer, plan) for layer, plan in zip(layers, plans) if layer.layout.layers == stack_spec["layers"]]
         for layer, plan in stack_layers:
@@ -550,6 +552,42 @@ def _record_kept_heads(
                 None if head is None else (earlier[head] if earlier is not None else head) for head in plan.query_heads
             ]
         stack_spec["kept_heads"] = kept
+
+
+def kept_head_indices(model: nn.Module) -> list[list[int | None]] | None:
+    """For every layer of a slim model, the dense model's index of each of its query heads.
+
+    Args:
+        model: A slim model (`optimize_model`'s result, or a loaded slim checkpoint).
+
+    Returns:
+        One list per layer, in `iter_layers` order: entry `j` is the dense index of the layer's head
+        `j`, `None` for a zero head slimming added to fill a key/value group. `None` instead of the
+        lists for a model that is not slim, or a slim checkpoint saved before the heads were recorded.
+
+    Raises:
+        ValueError: When a recorded list does not match its layer's head count (the model was
+            changed after slimming without recording it).
+    """
+    if not modeling_slim.is_slim_config(model.config):
+        return None
+    stacks = modeling_slim.slim_spec(model.config).get("stacks")
+    stack_specs = stacks or [modeling_slim.slim_spec(model.config)]
+    dense_indices = kept_layer_indices(model.config)
+    result = []
+    for layer in get_layout(model).iter_layers(model):
+        spec = next((entry for entry in stack_specs if entry.get("layers") == layer.layout.layers), {})
+        key = dense_indices[layer.index] if len(stack_specs) == 1 else layer.position
+        kept = spec.get("kept_heads", {}).get(str(key))
+        if kept is None:
+            return None
+        if len(kept) != layer.num_heads:
+            raise InputError(
+                f"The slim config records {len(kept)} heads for {layer.name}, but the layer has {layer.num_heads}: "
+                "the model changed after slimming. Slim it again with optimize_model to record its heads."
+            )
+        result.append(list(kept))
+    return result
 
 
 def _shape(plan: LayerPlan) -> dict[str, int]:
