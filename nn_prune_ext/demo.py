@@ -18,7 +18,9 @@ The stages:
      attention blocks, FFN units, sigmoied threshold, L1 penalty), distilling from the dense
      model; the pruning target is `--regularization_lambda` (larger prunes more); then
      `optimize_model` removes the heads and FFN units the masks emptied;
-3. the slim model is saved as a Hub-ready checkpoint;
+3. the slim model is saved as a Hub-ready checkpoint, beside what the `nn-prune` commands take
+   (README's "Tools"): the final state of the `SparseTrainer` run (`checkpoint/`), and the training
+   and calibration examples as JSON lines;
 4. the report: accuracy of both models on held-out data and their agreement, parameters, FLOPs,
    measured latency of both (timed alternately in this process, eager and captured as graphs)
    beside the limits of the speedup (FLOPs; all the work, `nn_prune_ext.speed`), kept heads and
@@ -34,9 +36,11 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 from datasets import DatasetDict, load_dataset
@@ -48,6 +52,8 @@ from transformers import (
     HfArgumentParser,
     PreTrainedModel,
     Trainer,
+    TrainerCallback,
+    TrainerState,
     TrainingArguments,
 )
 from transformers.utils import logging as hf_logging
@@ -63,11 +69,17 @@ from .slim.optimize import count_parameters
 from .speed import calibrate_speed_model, can_calibrate
 from .timing import compare_latency, describe_device
 from .trainer import SparseTrainer
+from .training_checkpoints import TRAINER_STATE_NAME, publish_checkpoint
 from .validation import InputError, check_fields
 
 METHODS = ("heal", "posttrain", "movement")
 PRESETS = ("hybrid", "struct")
 DATA_FORMATS = ("csv", "json", "jsonl")
+# What the demo leaves for the `nn-prune` commands (README's "Tools" names these paths): the examples in
+# `--output_dir`, beside dense/, and the training run's final state in each setting's folder.
+TRAIN_EXAMPLES_NAME = "train.jsonl"
+CALIBRATION_EXAMPLES_NAME = "calibration.jsonl"
+CHECKPOINT_NAME = "checkpoint"
 # Flag -> (lowest valid value, whether the lowest value itself is valid). SparseArgs checks the penalty flags.
 _FLAG_RANGES = {
     "learning_rate": (0.0, False),
@@ -184,6 +196,8 @@ class DemoResult:
     pruning_seconds: float
     training: str
     slim_dir: str
+    checkpoint_dir: str | None = None
+    examples: dict[str, str] = field(default_factory=dict)
     layers: list[dict] = field(default_factory=list)
     pictures: dict[str, str] = field(default_factory=dict)
 
@@ -227,6 +241,9 @@ class DemoResult:
                          f"{layer['ffn_after']:>5} of {layer['ffn_before']} FFN units")
         lines += [f"  {name} picture: {path}" for name, path in self.pictures.items()]
         lines.append(f"  slim checkpoint: {self.slim_dir}")
+        if self.checkpoint_dir is not None:
+            lines.append(f"  training checkpoint (the SparseTrainer run's final state): {self.checkpoint_dir}")
+        lines += [f"  {name} examples (JSON lines, for nn-prune): {path}" for name, path in self.examples.items()]
         return "\n".join(lines)
 
 
@@ -399,6 +416,7 @@ def run(args: DemoArguments) -> DemoResult:
                              eval=splits["eval"].select(range(min(64, len(splits["eval"])))))
     tokenizer = AutoTokenizer.from_pretrained(args.dense_model_path or model_path)
     data = tokenize(splits, tokenizer, args.max_length)
+    examples = write_examples(args, splits, label_names)
     collator = DataCollatorWithPadding(tokenizer)
     quick_steps = 6 if args.quick else -1
     dense, dense_steps = dense_stage(args, model_path, tokenizer, data, collator, label_names, quick_steps)
@@ -406,6 +424,7 @@ def run(args: DemoArguments) -> DemoResult:
 
     started = time.perf_counter()
     patched = None  # the movement method's masked model (post-training masks are applied by slimming)
+    checkpoint_dir = None  # posttrain trains nothing
     if args.method in ("heal", "posttrain"):
         calibration = calibration_batches(args, data, collator)
         budget = PostTrainingArgs(flops_budget=args.flops_budget)
@@ -414,9 +433,11 @@ def run(args: DemoArguments) -> DemoResult:
                   f"distillation ({args.heal_rounds} round{'s' * (args.heal_rounds > 1)})")
             healing = dataclasses.replace(training_arguments(args, "heal", args.heal_epochs, quick_steps),
                                           learning_rate=args.heal_learning_rate)
+            last_run = LastTrainerState()
             healed = prune_and_heal(dense, calibration, data["train"], healing, budget, rounds=args.heal_rounds,
-                                    data_collator=collator)
+                                    data_collator=collator, callbacks=[last_run])
             slim, sparse_steps = healed.model, sum(step.steps for step in healed.rounds)
+            checkpoint_dir = keep_checkpoint(args, healed.model.save_pretrained, last_run.state, tokenizer)
             training = (f"{args.heal_rounds} round(s) of Fisher mask search at {args.flops_budget:g} of the FLOPs, "
                         "slimming and distillation from the dense model")
         else:
@@ -432,6 +453,8 @@ def run(args: DemoArguments) -> DemoResult:
         )
         sparse_steps = trainer.train().global_step
         patched = trainer.model
+        # SparseTrainer's save writes the mask scores and sparse_state.json: what `nn-prune optimize` bakes and slims.
+        checkpoint_dir = keep_checkpoint(args, trainer.save_model, trainer.state, tokenizer)
         print("      slimming: removing empty heads and FFN units")
         slim = optimize_model(patched)
         training = "pruning while fine-tuning and distilling from the dense model"
@@ -470,7 +493,7 @@ def run(args: DemoArguments) -> DemoResult:
         speed_limit=speed.speedup(dense, slim) if speed is not None else None, captured_speedup=captured_speedup,
         latency_batch_size=batch_size, dense_steps=dense_steps,
         sparse_steps=sparse_steps, pruning_seconds=pruning_seconds, training=training, slim_dir=slim_dir,
-        layers=layer_rows(slim),
+        checkpoint_dir=checkpoint_dir, examples=examples, layers=layer_rows(slim),
     )
     result.pictures = {"model card kept per layer": os.path.join(slim_dir, MODEL_CARD_PICTURE),
                        **draw_pictures(patched, slim, run_folder(args))}
@@ -505,10 +528,84 @@ def dense_stage(args: DemoArguments, model_path: str, tokenizer, data: DatasetDi
     return model.eval(), steps
 
 
+def calibration_examples(args: DemoArguments, train):
+    """The `--calibration_examples` training examples the mask search measures importance on.
+
+    The first ones of a shuffle seeded with `--seed`: the same examples of the raw split (written to
+    `calibration.jsonl`) and of the tokenized one (what the search reads), which have the same length.
+    """
+    return train.shuffle(seed=args.seed).select(range(min(args.calibration_examples, len(train))))
+
+
 def calibration_batches(args: DemoArguments, data: DatasetDict, collator) -> list[dict]:
     """`--calibration_examples` training examples in batches: what the mask search measures importance on."""
-    examples = data["train"].shuffle(seed=args.seed).select(range(min(args.calibration_examples, len(data["train"]))))
+    examples = calibration_examples(args, data["train"])
     return [dict(collator(examples[start : start + args.batch_size])) for start in range(0, len(examples), args.batch_size)]
+
+
+def write_examples(args: DemoArguments, splits: DatasetDict, label_names: list[str]) -> dict[str, str]:
+    """The demo's training examples and its calibration examples as JSON lines in `--output_dir`.
+
+    The format `nn-prune posttrain --data` and `nn-prune heal --data/--train-data` read (docs/cli.md): one
+    `{"text": ..., "label": ...}` object per line, the label by its name (the dense model stage 1 trains
+    gets these names as its `label2id`; the commands refuse names a model does not know).
+    The calibration file is written under every method, so that the commands also run after a movement run.
+    Each file is replaced whole, never half written.
+
+    Returns:
+        `{"training": path, "calibration": path}`.
+    """
+    os.makedirs(args.output_dir, exist_ok=True)
+    files = {"training": (TRAIN_EXAMPLES_NAME, splits["train"]),
+             "calibration": (CALIBRATION_EXAMPLES_NAME, calibration_examples(args, splits["train"]))}
+    paths = {}
+    for kind, (name, dataset) in files.items():
+        path = paths[kind] = os.path.join(args.output_dir, name)
+        temporary = f"{path}.tmp-{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            for text, label in zip(dataset["text"], dataset["label"]):
+                handle.write(json.dumps({"text": text, "label": label_names[label]}) + "\n")
+        os.replace(temporary, path)
+    return paths
+
+
+class LastTrainerState(TrainerCallback):
+    """Keeps the `TrainerState` of the last training run it watched (`prune_and_heal` builds its trainers itself)."""
+
+    def __init__(self):
+        self.state: TrainerState | None = None
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.state = state
+
+
+def keep_checkpoint(args: DemoArguments, save: Callable[[str], None], state: TrainerState, tokenizer) -> str:
+    """Write the final state of the setting's training run to `<run folder>/checkpoint`, complete or not at all.
+
+    One save at the end of training (the runs save no `checkpoint-N` on the way): the weights as `save` writes
+    them (`SparseTrainer.save_model` adds a patched model's mask scores and `sparse_state.json`), the tokenizer,
+    and `trainer_state.json` last, as the Trainer writes it. As `SparseTrainer` does with its checkpoints, the
+    folder is written under a staging name and renamed into place (`publish_checkpoint`), replacing the one of
+    an earlier run of the setting.
+
+    Args:
+        args: The demo's flags (they name the folder).
+        save: Writes the model's weights and config to the folder it is given.
+        state: The training run's `TrainerState` (its steps and log).
+        tokenizer: Saved beside the weights, so the `nn-prune` commands that read data can take the folder.
+
+    Returns:
+        The checkpoint folder.
+    """
+    folder = os.path.join(run_folder(args), CHECKPOINT_NAME)
+    staging = os.path.join(run_folder(args), f"_partial-{CHECKPOINT_NAME}")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while writing it
+    staged = os.path.join(staging, CHECKPOINT_NAME)
+    save(staged)
+    tokenizer.save_pretrained(staged)
+    state.save_to_json(os.path.join(staged, TRAINER_STATE_NAME))
+    publish_checkpoint(staging, folder)
+    return folder
 
 
 def draw_pictures(patched: PreTrainedModel | None, slim: PreTrainedModel, output_dir: str) -> dict[str, str]:
