@@ -45,7 +45,7 @@ test: $(STAMP)
 test-floor: $(FLOOR_STAMP)
 	NN_PRUNE_EXT_TEST_ENVIRONMENT=floor $(FLOOR_PY) -m pytest -q tests
 
-# Flags go through ARGS, e.g. make demo ARGS="--regularization_lambda 20 --output_dir runs/l20"
+# Flags go through ARGS, e.g. make demo ARGS="--method movement --regularization_lambda 20 --output_dir runs/l20"
 demo: $(STAMP)
 	$(PY) -m nn_prune_ext.demo $(ARGS)
 

@@ -271,3 +271,14 @@ def test_bake_reads_replaced_parameters_not_the_cached_masks():
     bake_model(model)
     with torch.no_grad():
         assert (model(**tiny_batch()).logits - expected).abs().max() <= 1e-5
+
+
+def test_a_model_patched_under_inference_mode_runs_and_equals_one_patched_outside():
+    """Inference tensors have no version counter, which the mask cache reads (a RuntimeError before)."""
+    batch = tiny_batch()
+    outside = patch_model(tiny_model("bert"), SETUPS["hybrid"]()).eval()
+    with torch.no_grad():
+        expected = outside(**batch).logits
+    with torch.inference_mode():
+        inside = patch_model(tiny_model("bert"), SETUPS["hybrid"]()).eval()
+        torch.testing.assert_close(inside(**batch).logits, expected, rtol=0, atol=0)

@@ -221,7 +221,10 @@ class MaskScores(nn.Module):
         # In-place updates (optimizer steps, loading) bump a tensor's version counter; replaced
         # or moved tensors (`.data =`, `assign=True`, `.to(device)`) change storage.
         tensors = [self.scores] if self.scores is not None else [linear.weight for linear, _ in self.members]
-        return (self.threshold, self.training, tuple((t._version, t.data_ptr(), t.device) for t in tensors))
+        # Inference tensors (made under `torch.inference_mode`) have no version counter: their storage
+        # stands for them. Every model forward recomputes the masks anyway (`begin_forward_all`).
+        return (self.threshold, self.training,
+                tuple((-1 if t.is_inference() else t._version, t.data_ptr(), t.device) for t in tensors))
 
     def begin_forward(self, mask: torch.Tensor | None = None) -> None:
         """Compute the mask once for a whole model forward pass, shared by all members.
