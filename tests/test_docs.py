@@ -12,8 +12,11 @@ The line directly before a fence may carry one marker, an HTML comment that says
 is checked:
 
 - `<!-- docs-test: covered by tests/test_x.py::test_a[, tests/test_y.py::test_b] -->` (bash): too
-  long to run here; each command of the block must be run by one of the named tests: the same
-  program (module, script or `nn-prune` subcommand) and every flag it shows;
+  long to run here (a block without a marker may not call make, pip, accelerate, or the demo or the
+  frontier sweep without --help/--quick); every command of the block must be run by the named tests:
+  the same program (module, script or `nn-prune` subcommand), each flag it shows in one of the tests
+  that run that program; or one of the tests reads the block's own lines from the page (its source
+  names the page's file and the block's section);
 - `<!-- docs-test: not run (install) -->` or `(test suite)` (bash): pip and venv lines, or the test
   suite itself; every command must be of that kind;
 - `<!-- docs-test: signatures [of MODULE] -->` (python): a listing of call signatures, compared with
@@ -49,8 +52,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["README.md", *sorted(f"docs/{path.name}" for path in (ROOT / "docs").glob("*.md")),
          "examples/README.md", "analysis/README.md"]
-CODE_KINDS = ("python", "bash", "sh")
-DATA_KINDS = ("text", "json", "jsonl")
 MARKER = re.compile(r"<!--\s*docs-test:\s*(.*?)\s*-->")
 FENCE = re.compile(r"^(\s*)(`{3,})\s*([^`\s]*)[^`]*$")
 # `not run` reasons, and the programs each allows: only set-up commands and the suite itself go unrun.
@@ -72,6 +73,7 @@ class Block:
     kind: str
     code: str
     marker: str | None
+    heading: str = ""  # the title of the section the block is in
 
     @property
     def where(self) -> str:
@@ -85,9 +87,11 @@ def read_blocks(page: str, text: str | None = None) -> tuple[list[Block], list[s
         `(blocks, problems)`: problems are unclosed fences and markers that stand before no fence.
     """
     lines = (text if text is not None else (ROOT / page).read_text(encoding="utf-8")).splitlines()
-    blocks, problems, index = [], [], 0
+    blocks, problems, index, heading = [], [], 0, ""
     while index < len(lines):
         match = FENCE.match(lines[index])
+        if lines[index].startswith("#"):
+            heading = lines[index].lstrip("#").strip()
         marker = MARKER.fullmatch(lines[index].strip())
         if marker and not (index + 1 < len(lines) and FENCE.match(lines[index + 1])):
             problems.append(f"{page}:{index + 1}: a docs-test marker must stand on the line directly before a fence")
@@ -104,7 +108,7 @@ def read_blocks(page: str, text: str | None = None) -> tuple[list[Block], list[s
             break
         indent = len(match.group(1))
         code = "\n".join(line[indent:] if line[:indent].isspace() else line for line in lines[start + 1 : index])
-        blocks.append(Block(page, start + 1, match.group(3), code + "\n", before.group(1) if before else None))
+        blocks.append(Block(page, start + 1, match.group(3), code + "\n", before.group(1) if before else None, heading))
         index += 1
     return blocks, problems
 
@@ -207,7 +211,8 @@ def shell_commands(code: str) -> list[list[str]]:
 def runs_here(tokens: list[str]) -> bool:
     """Whether a command may run in the suite: not an install, not a launcher, not a full demo or sweep."""
     program, flags = command_program(tokens)
-    if program.split(":")[0] in ("make", "accelerate") or program in NOT_RUN_REASONS["install"]:
+    # make sets up .venv before its recipe runs, whatever the target.
+    if os.path.basename(tokens[0]) in ("make", "accelerate") or program in NOT_RUN_REASONS["install"]:
         return False
     return program not in LONG_RUNNING or "--help" in flags or "--quick" in flags
 
@@ -251,18 +256,19 @@ def command_program(tokens: list[str]) -> tuple[str, list[str]]:
     return f"program:{name}", flags
 
 
-def covering_source(reference: str) -> tuple[str, set[str]]:
+def covering_source(reference: str) -> tuple[str, set[str], set[str]]:
     """The source a test runs and the names it uses, for `tests/FILE.py::TEST`.
 
     Returns:
-        `(problem, words)`: `problem` is "" when the test exists; `words` holds every string constant
-        (split on whitespace) of the test, of the fixtures it takes (same file or conftest.py) and of the
-        module-level functions and constants they use, and the modules and `module.name`s they import.
+        `(problem, words, strings)`: `problem` is "" when the test exists; `strings` holds every string
+        constant of the test, of the fixtures it takes (same file or conftest.py) and of the module-level
+        functions and constants they use; `words` those constants split on whitespace, and the modules and
+        `module.name`s they import.
 
     """
     path, _, name = reference.partition("::")
     if not (ROOT / path).is_file():
-        return f"{path} does not exist", set()
+        return f"{path} does not exist", set(), set()
     definitions: dict[str, ast.AST] = {}
     imports: dict[str, list[str]] = {}
     for source in (ROOT / "tests" / "conftest.py", ROOT / path):  # the test file's own names win
@@ -281,8 +287,9 @@ def covering_source(reference: str) -> tuple[str, set[str]]:
                     imports[alias.asname or alias.name] = [node.module, f"{node.module}.{alias.name}"]
     test = definitions.get(name)
     if not isinstance(test, ast.FunctionDef) or not name.startswith("test"):
-        return f"{path} has no test function {name!r}", set()
+        return f"{path} has no test function {name!r}", set(), set()
     words: set[str] = set()
+    strings: set[str] = set()
     queue, seen = [test], {name}
     while queue:
         node = queue.pop()
@@ -291,27 +298,31 @@ def covering_source(reference: str) -> tuple[str, set[str]]:
         for child in ast.walk(node):
             if isinstance(child, ast.Constant) and isinstance(child.value, str):
                 words.update(child.value.split())
+                strings.add(child.value)
         for word in used - seen:
             seen.add(word)
             if word in definitions:
                 queue.append(definitions[word])
             words.update(imports.get(word, []))
-    return "", words
+    return "", words, strings
 
 
 def covered_problems(block: Block) -> list[str]:
     """How the tests a `covered by` marker names fail to run the block's commands (empty when they do)."""
-    problems, closures = [], {}
+    problems, closures, reads = [], {}, False
     for reference in parse_marker(block.marker).tests:
-        problem, words = covering_source(reference)
+        problem, words, strings = covering_source(reference)
         if problem:
             problems.append(f"{block.where}: covered by {reference}, but {problem}")
         else:
             closures[reference] = words
+            reads = reads or reads_block(block, strings)
+    if reads:
+        return problems  # a test takes the block's own lines from the page: it runs them as written
     for tokens in shell_commands(block.code):
         program, flags = command_program(tokens)
         # The tests that run this program, together, must show every flag (a flag's range may be tested apart).
-        running = [words for words in closures.values() if runs(program, [], words)]
+        running = [words for words in closures.values() if runs(program, words)]
         missing = [flag for flag in flags if not any(shows(flag, words) for words in running)]
         if not running or missing:
             problems.append(
@@ -322,8 +333,15 @@ def covered_problems(block: Block) -> list[str]:
     return problems
 
 
-def runs(program: str, flags: list[str], words: set[str]) -> bool:
-    """Whether a test whose source closure holds `words` runs `program` with every one of `flags`."""
+def reads_block(block: Block, strings: set[str]) -> bool:
+    """Whether a test reads its commands from the block itself: it names the page's file and the block's section."""
+    page = os.path.basename(block.page)
+    return bool(block.heading) and any(string.endswith(page) for string in strings) and any(
+        re.search(rf"#+ {re.escape(block.heading)}\b", string) for string in strings)
+
+
+def runs(program: str, words: set[str]) -> bool:
+    """Whether a test whose source closure holds `words` runs `program`."""
     kind, _, name = program.partition(":")
     if kind == "module":
         ran = name in words or any(word.startswith(name + ".") for word in words)
@@ -336,7 +354,7 @@ def runs(program: str, flags: list[str], words: set[str]) -> bool:
         ran = module in words or ({name, "nn_prune_ext.cli"} <= words) or ({name, "nn-prune"} <= words)
     else:
         return False
-    return ran and all(shows(flag, words) for flag in flags)
+    return ran
 
 
 def shows(flag: str, words: set[str]) -> bool:
@@ -389,7 +407,8 @@ def signature_entries(code: str) -> list[tuple[str, ast.arguments, int]]:
 
 
 def documented_parameters(arguments: ast.arguments) -> list[tuple[str, inspect._ParameterKind, object]]:
-    """`(name, kind, default)` per documented parameter; the default is a literal, `...` (an expression) or `None`."""
+    """`(name, kind, default)` per documented parameter: a literal default, `...` for an expression (a lambda),
+    `inspect.Parameter.empty` for none."""
     def default(node: ast.expr | None):
         if node is None:
             return inspect.Parameter.empty
@@ -600,6 +619,8 @@ def test_page_runs_as_written(page, tmp_path):
     assert result.returncode == 0, output[-8000:]
     ran = re.findall(r"^\[docs-test\] (\S+) \(", result.stdout, re.M)
     assert ran == [f"{page}:{step['line']}" for step in page_steps(page)], output[-8000:]
+    # The pages' training runs are short on purpose, and say that they prune: SparseTrainer's warning would say not.
+    assert "too short to prune" not in output, output[-8000:]
 
 
 # ----- the checks themselves catch what they are for ------------------------------------------------
@@ -624,11 +645,11 @@ def test_unknown_fences_stray_markers_and_unknown_markers_are_named():
 def test_an_unmarked_block_may_not_install_or_run_for_minutes():
     code = ("nn-prune --help\npython -m nn_prune_ext.demo --help\npython analysis/plot_frontier.py r.jsonl\n"
             "make demo\npip install -e .\npython -m nn_prune_ext.demo --method movement\n"
-            "accelerate launch --multi_gpu train.py\n")
+            "accelerate launch --multi_gpu train.py\nmake demo ARGS=--help\n")
     problems = block_problems(Block("page.md", 3, "bash", code, None))
     assert [problem.split("`")[1] for problem in problems] == [
         "make demo", "pip install -e .", "python -m nn_prune_ext.demo --method movement",
-        "accelerate launch --multi_gpu train.py",
+        "accelerate launch --multi_gpu train.py", "make demo ARGS=--help",
     ]
 
 
@@ -649,8 +670,13 @@ def test_a_covering_test_must_exist_and_run_the_same_program_with_the_same_flags
     ]
     # Two tests of one program share the flags: the heal run, and the range check of --epochs.
     heal = ("tests/test_commands_heal.py::test_heal_writes_a_healed_slim_checkpoint_and_its_record, "
-            "tests/test_cli.py::test_a_numeric_flag_is_parsed_within_its_range_or_refused_with_status_2")
+            "tests/test_cli.py::test_a_bad_input_exits_2_with_one_line_naming_it")
     assert covered_problems(block("nn-prune heal a b --data d --train-data t --flops-budget 0.5 --epochs 1", heal)) == []
+    # A test that reads the block's own lines (it names the page and the section) runs them as written.
+    tools = Block("README.md", 9, "bash", "nn-prune bench out/slim --repeats 5\n", None, "Tools")
+    assert reads_block(tools, {"/checkout/README.md", "\n## Tools\n"})
+    assert not reads_block(tools, {"/checkout/README.md", "\n## Docs\n"})
+    assert not reads_block(tools, {"docs/cli.md", "## Tools"})
     assert covered_problems(block("make demo", "tests/test_demo.py::test_no_such_test")) == [
         "page.md:3: covered by tests/test_demo.py::test_no_such_test, but tests/test_demo.py has no test function "
         "'test_no_such_test'",
