@@ -256,7 +256,7 @@ def command_program(tokens: list[str]) -> tuple[str, list[str]]:
     return f"program:{name}", flags
 
 
-def covering_source(reference: str) -> tuple[str, set[str], set[str]]:
+def covering_source(reference: str, root: Path = ROOT) -> tuple[str, set[str], set[str]]:
     """The source a test runs and the names it uses, for `tests/FILE.py::TEST`.
 
     Returns:
@@ -267,11 +267,12 @@ def covering_source(reference: str) -> tuple[str, set[str], set[str]]:
 
     """
     path, _, name = reference.partition("::")
-    if not (ROOT / path).is_file():
+    if not (root / path).is_file():
         return f"{path} does not exist", set(), set()
     definitions: dict[str, ast.AST] = {}
     imports: dict[str, list[str]] = {}
-    for source in (ROOT / "tests" / "conftest.py", ROOT / path):  # the test file's own names win
+    conftest = root / "tests" / "conftest.py"
+    for source in ([conftest] if conftest.is_file() else []) + [root / path]:  # the test file's own names win
         for node in ast.parse(source.read_text(encoding="utf-8")).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 definitions[node.name] = node
@@ -307,11 +308,11 @@ def covering_source(reference: str) -> tuple[str, set[str], set[str]]:
     return "", words, strings
 
 
-def covered_problems(block: Block) -> list[str]:
+def covered_problems(block: Block, root: Path = ROOT) -> list[str]:
     """How the tests a `covered by` marker names fail to run the block's commands (empty when they do)."""
     problems, closures, reads = [], {}, False
     for reference in parse_marker(block.marker).tests:
-        problem, words, strings = covering_source(reference)
+        problem, words, strings = covering_source(reference, root)
         if problem:
             problems.append(f"{block.where}: covered by {reference}, but {problem}")
         else:
@@ -653,36 +654,74 @@ def test_an_unmarked_block_may_not_install_or_run_for_minutes():
     ]
 
 
-def test_a_covering_test_must_exist_and_run_the_same_program_with_the_same_flags():
-    def block(command: str, tests: str) -> Block:
-        return Block("page.md", 3, "bash", command + "\n", f"covered by {tests}")
+COVERING_TESTS = """
+import pytest
+from nn_prune_ext.cli import main as nn_prune
+from nn_prune_ext.demo import main
 
-    demo = "tests/test_demo.py::test_quick_heal_demo_is_the_default_and_reports_against_the_dense_model"
-    assert covered_problems(block("make demo", demo)) == []
-    assert covered_problems(block('make demo ARGS="--batch_size 16"', demo)) == []  # the test passes it, and --quick
-    assert covered_problems(block('make demo ARGS="--method posttrain"', demo)) == [
+QUICK = ["--quick", "--batch_size", "16"]
+
+
+@pytest.fixture
+def quick_run(tmp_path):
+    return main([*QUICK, "--output_dir", str(tmp_path)])
+
+
+def test_demo(quick_run):
+    assert quick_run.slim_flops < quick_run.dense_flops
+
+
+def test_heal():
+    nn_prune(["heal", "a", "b", "--data", "d", "--train-data", "t", "--flops-budget", "0.5"])
+
+
+def test_heal_epochs_range():
+    nn_prune(["heal", "a", "b", "--epochs", "0"])
+
+
+def test_tools_lines():
+    for line in open("/checkout/README.md").read().split("\\n## Tools\\n")[1].splitlines():
+        nn_prune(line.split()[1:])
+"""
+
+
+def test_a_covering_test_must_exist_and_run_the_same_program_with_the_same_flags(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text(COVERING_TESTS)
+
+    def problems(command: str, tests: str, heading: str = "") -> list[str]:
+        return covered_problems(Block("page.md", 3, "bash", command + "\n", f"covered by {tests}", heading), tmp_path)
+
+    demo = "tests/test_x.py::test_demo"
+    assert problems("make demo", demo) == []  # the Makefile's recipe: python -m nn_prune_ext.demo
+    assert problems('make demo ARGS="--batch_size 16"', demo) == []  # the fixture passes it (with --quick)
+    assert problems('make demo ARGS="--method posttrain"', demo) == [
         "page.md:3: `make demo 'ARGS=--method posttrain'` (module:nn_prune_ext.demo) is run by none of "
         f"{demo} with --method: name tests that run that program with those flags"
     ]
-    assert covered_problems(block("nn-prune bench out/slim", demo)) == [
+    assert problems("nn-prune bench out/slim", demo) == [
         f"page.md:3: `nn-prune bench out/slim` (nn-prune:bench) is run by none of {demo}: name tests that run that "
         "program with those flags"
     ]
-    # Two tests of one program share the flags: the heal run, and the range check of --epochs.
-    heal = ("tests/test_commands_heal.py::test_heal_writes_a_healed_slim_checkpoint_and_its_record, "
-            "tests/test_cli.py::test_a_bad_input_exits_2_with_one_line_naming_it")
-    assert covered_problems(block("nn-prune heal a b --data d --train-data t --flops-budget 0.5 --epochs 1", heal)) == []
+    # Tests of one program share the flags: the heal run, and the range check of --epochs.
+    heal = "nn-prune heal a b --data d --train-data t --flops-budget 0.5 --epochs 1"
+    assert problems(heal, "tests/test_x.py::test_heal, tests/test_x.py::test_heal_epochs_range") == []
+    assert problems(heal, "tests/test_x.py::test_heal")[0].endswith("with --epochs: name tests that run that program "
+                                                                    "with those flags")
     # A test that reads the block's own lines (it names the page and the section) runs them as written.
-    tools = Block("README.md", 9, "bash", "nn-prune bench out/slim --repeats 5\n", None, "Tools")
-    assert reads_block(tools, {"/checkout/README.md", "\n## Tools\n"})
-    assert not reads_block(tools, {"/checkout/README.md", "\n## Docs\n"})
-    assert not reads_block(tools, {"docs/cli.md", "## Tools"})
-    assert covered_problems(block("make demo", "tests/test_demo.py::test_no_such_test")) == [
-        "page.md:3: covered by tests/test_demo.py::test_no_such_test, but tests/test_demo.py has no test function "
+    tools = "nn-prune bench out/slim --repeats 5"
+    assert problems(tools, "tests/test_x.py::test_tools_lines") != []
+    tools_block = Block("README.md", 9, "bash", tools + "\n", "covered by tests/test_x.py::test_tools_lines", "Tools")
+    assert covered_problems(tools_block, tmp_path) == []
+    assert not reads_block(dataclasses.replace(tools_block, heading="Docs"), {"/checkout/README.md", "\n## Tools\n"})
+    assert problems("make demo", "tests/test_x.py::test_no_such_test") == [
+        "page.md:3: covered by tests/test_x.py::test_no_such_test, but tests/test_x.py has no test function "
         "'test_no_such_test'",
         "page.md:3: `make demo` (module:nn_prune_ext.demo) is run by none of the named tests: name tests that run that "
         "program with those flags",
     ]
+    assert problems("make demo", "tests/test_y.py::test_demo")[0] == (
+        "page.md:3: covered by tests/test_y.py::test_demo, but tests/test_y.py does not exist")
 
 
 def test_only_install_and_test_suite_reasons_leave_a_block_unrun():
