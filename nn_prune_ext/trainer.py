@@ -162,7 +162,10 @@ def too_short_to_prune(
         reasons.append(f"the {scores} scores ({name}) must move {travel:.2f} from their start{target} before a "
                        f"structure is masked, which {steps}")
     short_kinds = sum(short.values(), [])
-    pruned = "anything" if len(short_kinds) == len(kinds) else "the attention" if "attention" in short_kinds else "the FFNs"
+    if len(short_kinds) == len(kinds):
+        pruned = "anything"
+    else:
+        pruned = "the attention" if "attention" in short_kinds else "the FFNs"
     return (f"This run of {total_steps} optimizer steps is too short to prune {pruned}: " + "; ".join(reasons)
             + f", since Adam moves a score by about mask_scores_learning_rate={rate:g} per step at most. Train "
             "longer or raise mask_scores_learning_rate.")

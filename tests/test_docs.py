@@ -371,8 +371,8 @@ def not_run_problems(block: Block) -> list[str]:
     for tokens in shell_commands(block.code):
         program, _ = command_program(tokens)
         if program not in NOT_RUN_REASONS[reason]:
-            problems.append(f"{block.where}: `{shlex.join(tokens)}` ({program}) is not one of the {reason!r} commands: run "
-                            "it here, or mark the block 'covered by' a test that runs it")
+            problems.append(f"{block.where}: `{shlex.join(tokens)}` ({program}) is not one of the {reason!r} "
+                            "commands: run it here, or mark the block 'covered by' a test that runs it")
     return problems
 
 
@@ -639,7 +639,8 @@ def test_unknown_fences_stray_markers_and_unknown_markers_are_named():
         "page.md:10: unknown docs-test marker 'skip'; the forms are 'covered by tests/FILE.py::TEST[, ...]', "
         "'not run (REASON)' with REASON one of ['install', 'test suite'], 'signatures [of MODULE]', "
         "'[saved as NAME, ]read by MODULE.FUNCTION'",
-        "page.md:13: a jsonl sample needs '<!-- docs-test: read by MODULE.FUNCTION -->', the code that reads the format",
+        "page.md:13: a jsonl sample needs '<!-- docs-test: read by MODULE.FUNCTION -->', the code that reads the "
+        "format",
     ]
 
 

@@ -221,7 +221,7 @@ class HardConcrete(PruningMethod):
         return (gate > 0.5).to(scores.dtype)
 
     def score_travel(self, threshold):
-        # The evaluation gate closes where log_alpha <= 0, from its start at initial_log_alpha; the threshold is ignored.
+        # The evaluation gate closes at log_alpha <= 0, from its start at initial_log_alpha; the threshold is ignored.
         return self.initial_log_alpha
 
     def penalty_terms(self, scores):
