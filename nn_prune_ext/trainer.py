@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from safetensors.torch import save_file
@@ -26,6 +27,7 @@ from .non_finite import NonFiniteGuard
 from .optim import ScoreOptimizer, find_score_optimizer
 from .patch import densities, is_patched, iter_mask_scores, patch_model, set_thresholds
 from .schedule import SparsitySchedule
+from .scores.methods import get_pruning_method
 from .slim.classes import stock_class
 from .sparse_state import SPARSE_STATE_NAME, read_sparse_state, saved_sparse_args, write_sparse_state
 from .training_checkpoints import (
@@ -40,7 +42,7 @@ from .training_checkpoints import (
 from .transformers_internals import loss_is_per_batch_mean, rotate_checkpoints
 from .validation import InputError
 
-__all__ = ["SparseTrainer", "SparsityController", "SPARSE_STATE_NAME", "MASK_SCORES_NAME"]
+__all__ = ["SparseTrainer", "SparsityController", "SPARSE_STATE_NAME", "MASK_SCORES_NAME", "too_short_to_prune"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +118,59 @@ class SparsityController:
         }
 
 
+def too_short_to_prune(
+    sparse_args: SparseArgs, total_steps: int, kinds: Iterable[str] = ("attention", "dense")
+) -> str | None:
+    """Why a run of `total_steps` optimizer steps cannot prune anything of `kinds`, or `None` if it can.
+
+    Methods with a learnt threshold (`sigmoied_threshold`, `threshold`, `l0`) mask a structure only once its
+    score has moved from where it starts past the final threshold, and Adam moves a score by about
+    `mask_scores_learning_rate` per optimizer step at most (exactly that on a first step, less under a
+    decaying learning rate). A run shorter than distance / rate steps therefore leaves every score of that
+    kind on the kept side: its masks stay full, and `optimize_model` has nothing to remove.
+
+    Args:
+        sparse_args: The pruning arguments.
+        total_steps: Optimizer steps of the run.
+        kinds: The score kinds the model has (`"attention"`, `"dense"`).
+
+    Returns:
+        A message naming each kind that cannot be pruned, the steps it needs and the fix; `None` when every
+        kind can (or prunes by a kept fraction: `topK`, `magnitude`).
+    """
+    attention_final, dense_final = sparse_args.final_thresholds()
+    settings = {"attention": (sparse_args.attention_pruning_method, attention_final),
+                "dense": (sparse_args.dense_pruning_method, dense_final)}
+    rate = sparse_args.mask_scores_learning_rate
+    kinds = [kind for kind in ("attention", "dense") if kind in set(kinds)]
+    short: dict[tuple[str, float, float, float], list[str]] = {}  # (method, threshold, distance, steps) -> kinds
+    for kind in kinds:
+        name, threshold = settings[kind]
+        travel = get_pruning_method(name).score_travel(threshold)
+        if not travel:  # None: a kept fraction; 0.0: masked from the start
+            continue
+        needed = math.inf if rate == 0 else math.ceil(travel / rate)
+        if total_steps < needed:
+            short.setdefault((name, threshold, travel, needed), []).append(kind)
+    if not short:
+        return None
+    reasons = []
+    for (name, threshold, travel, needed), short_kinds in short.items():
+        scores = " and ".join("attention" if kind == "attention" else "FFN" for kind in short_kinds)
+        target = "" if name == "l0" else f" to the final threshold {threshold:g}"  # l0 ignores the threshold
+        steps = "never happens" if math.isinf(needed) else f"takes at least {needed} steps"
+        reasons.append(f"the {scores} scores ({name}) must move {travel:.2f} from their start{target} before a "
+                       f"structure is masked, which {steps}")
+    short_kinds = sum(short.values(), [])
+    if len(short_kinds) == len(kinds):
+        pruned = "anything"
+    else:
+        pruned = "the attention" if "attention" in short_kinds else "the FFNs"
+    return (f"This run of {total_steps} optimizer steps is too short to prune {pruned}: " + "; ".join(reasons)
+            + f", since Adam moves a score by about mask_scores_learning_rate={rate:g} per step at most. Train "
+            "longer or raise mask_scores_learning_rate.")
+
+
 class _SparsityCallback(TrainerCallback):
     def __init__(self, trainer: "SparseTrainer"):
         self.trainer = trainer
@@ -123,6 +178,10 @@ class _SparsityCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer._check_resumed_state(state.max_steps)
         self.trainer.controller.start(self.trainer.model, state.max_steps, state.global_step)
+        kinds = sorted({group.kind for group in iter_mask_scores(self.trainer.model)})
+        warning = too_short_to_prune(self.trainer.sparse_args, state.max_steps, kinds)
+        if warning:
+            logger.warning(warning)
 
     def on_step_end(self, args, state, control, **kwargs):
         # global_step now names the optimizer step whose forward passes come next.

@@ -97,3 +97,27 @@ def test_penalty_is_the_mean_of_its_terms(name):
                 "l0": torch.sigmoid(scores - method.beta * math.log(-method.gamma / method.zeta)) if name == "l0" else None}[name]
     torch.testing.assert_close(method.penalty_terms(scores), expected)
     torch.testing.assert_close(method.penalty(scores), expected.mean())
+
+
+@pytest.mark.parametrize(("name", "threshold", "travel"), [
+    ("sigmoied_threshold", 0.1, math.log(9.0)),  # from 0 down to logit(0.1)
+    ("sigmoied_threshold", 0.3, math.log(7.0 / 3.0)),
+    ("threshold", -0.5, 0.5),
+    ("l0", 0.5, 3.0),  # log_alpha from 3.0 down to 0, whatever the threshold
+])
+def test_score_travel_is_where_the_evaluation_mask_flips(name, threshold, travel):
+    method = get_pruning_method(name)
+    assert method.score_travel(threshold) == pytest.approx(travel)
+    start = method.init_scores((1,)).item()
+    # Just short of the distance the structure is kept; just beyond it, masked.
+    scores = torch.tensor([start - travel + 1e-3, start - travel - 1e-3])
+    assert method.mask(scores, threshold, training=False).tolist() == [1.0, 0.0]
+
+
+def test_score_travel_at_the_edges_and_for_kept_fractions():
+    sigmoied, threshold = get_pruning_method("sigmoied_threshold"), get_pruning_method("threshold")
+    assert sigmoied.score_travel(0.5) == threshold.score_travel(0.0) == 0.0  # everything masked from the start
+    assert sigmoied.mask(torch.zeros(2), 0.5, training=False).tolist() == [0.0, 0.0]
+    assert sigmoied.score_travel(0.0) == math.inf  # sigmoid never reaches 0
+    assert get_pruning_method("topK").score_travel(0.5) is None  # a kept fraction: prunes however little scores move
+    assert get_pruning_method("magnitude").score_travel(0.5) is None

@@ -21,7 +21,7 @@ from nn_prune_ext import (
     iter_mask_scores,
     set_thresholds,
 )
-from nn_prune_ext.trainer import SPARSE_STATE_NAME
+from nn_prune_ext.trainer import SPARSE_STATE_NAME, too_short_to_prune
 
 from conftest import VOCAB, tiny_batch, tiny_model
 
@@ -362,3 +362,42 @@ def test_save_model_of_a_patched_model_is_a_checkpoint_nn_prune_optimize_accepts
 def test_sparse_args_of_another_type_are_an_input_error(tmp_path):
     with pytest.raises(InputError, match="sparse_args must be a SparseArgs, got dict"):
         SparseTrainer(model=tiny_model("bert"), args=training_args(tmp_path), sparse_args={"final_threshold": 0.5})
+
+
+def test_a_run_too_short_to_move_the_scores_is_told_so(tmp_path, caplog):
+    hybrid = SparseArgs.hybrid(1000.0, attention_block_rows=16, attention_block_cols=16)
+    assert too_short_to_prune(hybrid, 219) == (
+        "This run of 219 optimizer steps is too short to prune anything: the attention and FFN scores "
+        "(sigmoied_threshold) must move 2.20 from their start to the final threshold 0.1 before a structure is "
+        "masked, which takes at least 220 steps, since Adam moves a score by about mask_scores_learning_rate=0.01 "
+        "per step at most. Train longer or raise mask_scores_learning_rate."
+    )
+    assert too_short_to_prune(hybrid, 220) is None
+    # The warning is true: 24 steps under a strong penalty leave every mask full.
+    trainer = SparseTrainer(model=tiny_model("bert"), args=training_args(tmp_path), train_dataset=tiny_dataset(),
+                            sparse_args=hybrid)
+    trainer.train()
+    assert [record.getMessage() for record in caplog.records if "too short to prune" in record.getMessage()] == [
+        too_short_to_prune(hybrid, 24)
+    ]
+    assert densities(trainer.model) == {"attention": 1.0, "dense": 1.0, "total": 1.0}
+
+
+def test_a_run_long_enough_for_its_scores_prunes_without_the_warning(tmp_path, caplog):
+    fast = SparseArgs.hybrid(1000.0, attention_block_rows=16, attention_block_cols=16, mask_scores_learning_rate=0.5)
+    trainer = SparseTrainer(model=tiny_model("bert"), args=training_args(tmp_path), train_dataset=tiny_dataset(),
+                            sparse_args=fast)
+    trainer.train()
+    assert not [record for record in caplog.records if "too short to prune" in record.getMessage()]
+    assert densities(trainer.model)["total"] < 1.0
+
+
+def test_only_the_kinds_a_run_cannot_prune_are_named():
+    ffn_only = SparseArgs(attention_pruning_method="topK", dense_pruning_method="sigmoied_threshold",
+                          initial_threshold=0.0, final_threshold=0.1)
+    assert too_short_to_prune(ffn_only, 100).startswith(
+        "This run of 100 optimizer steps is too short to prune the FFNs: the FFN scores (sigmoied_threshold)")
+    assert too_short_to_prune(ffn_only, 100, kinds=["attention"]) is None  # a model with attention scores only
+    assert too_short_to_prune(SparseArgs(), 2) is None  # topK prunes by a kept fraction from the first ramp step
+    frozen = SparseArgs.hybrid(mask_scores_learning_rate=0.0)
+    assert "which never happens" in too_short_to_prune(frozen, 10**6)

@@ -107,6 +107,16 @@ class PruningMethod:
         """The mean regularization penalty of `scores`."""
         return self.penalty_terms(scores).mean()
 
+    def score_travel(self, threshold: float) -> float | None:
+        """How far a score must move from its initial value before the evaluation mask drops it at `threshold`.
+
+        Returns:
+            A distance in score units (0.0 where `threshold` masks every structure from the start, `inf` where
+            no score can reach it), or `None` where the threshold itself decides a kept fraction (topK,
+            magnitude), so that a structure can be masked however little the scores moved.
+        """
+        return None
+
     def check_threshold(self, value: float, name: str) -> None:
         if self.threshold_range is None:
             return
@@ -139,6 +149,9 @@ class Threshold(PruningMethod):
     def mask(self, scores, threshold, training):
         return _straight_through((scores > threshold).to(scores.dtype), scores)
 
+    def score_travel(self, threshold):
+        return max(0.0, -threshold)  # scores start at 0 and are kept above the threshold
+
 
 class SigmoidThreshold(PruningMethod):
     """Keep structures with `sigmoid(score) > threshold` (soft movement pruning, nn_pruning's hybrid)."""
@@ -153,6 +166,12 @@ class SigmoidThreshold(PruningMethod):
 
     def penalty_terms(self, scores):
         return torch.sigmoid(scores)
+
+    def score_travel(self, threshold):
+        # Scores start at 0 (sigmoid 0.5) and are masked at or below logit(threshold).
+        if threshold >= 0.5:
+            return 0.0
+        return math.inf if threshold <= 0.0 else math.log((1.0 - threshold) / threshold)
 
 
 class Magnitude(PruningMethod):
@@ -200,6 +219,10 @@ class HardConcrete(PruningMethod):
         if training:
             return gate
         return (gate > 0.5).to(scores.dtype)
+
+    def score_travel(self, threshold):
+        # The evaluation gate closes at log_alpha <= 0, from its start at initial_log_alpha; the threshold is ignored.
+        return self.initial_log_alpha
 
     def penalty_terms(self, scores):
         # The probability of each gate being open: their mean is the expected fraction of open gates.
