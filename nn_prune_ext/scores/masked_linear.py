@@ -238,7 +238,9 @@ class MaskScores(nn.Module):
                 (`begin_forward_all` computes those of many groups at once); by default computed here.
         """
         self._cached = self.compute() if mask is None else mask
-        self._cached_key = self._cache_key()
+        # Under torch.compile the key cannot be traced (and `current` does not read it there); a cached
+        # mask without a key is recomputed on its next eager use.
+        self._cached_key = None if torch.compiler.is_compiling() else self._cache_key()
 
     def current(self) -> torch.Tensor:
         """The mask of the last model forward pass, or a fresh one if scores or threshold changed since.
