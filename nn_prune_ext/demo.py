@@ -561,12 +561,17 @@ def write_examples(args: DemoArguments, splits: DatasetDict, label_names: list[s
     paths = {}
     for kind, (name, dataset) in files.items():
         path = paths[kind] = os.path.join(args.output_dir, name)
-        temporary = f"{path}.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            for text, label in zip(dataset["text"], dataset["label"]):
-                handle.write(json.dumps({"text": text, "label": label_names[label]}) + "\n")
-        os.replace(temporary, path)
+        _write_json_lines(path, ({"text": text, "label": label_names[label]}
+                                 for text, label in zip(dataset["text"], dataset["label"])))
     return paths
+
+
+def _write_json_lines(path: str, objects) -> None:
+    """One JSON object per line, written under a temporary name and renamed: the file is replaced whole, never half written."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(item) + "\n" for item in objects)
+    os.replace(temporary, path)
 
 
 class LastTrainerState(TrainerCallback):
@@ -646,10 +651,7 @@ def write_outputs(result: DemoResult, args: DemoArguments) -> str:
         params_ratio=result.slim_parameters / result.dense_parameters,
         flops_ratio=result.slim_flops / result.dense_flops, run=asdict(result), arguments=asdict(args),
     ))
-    temporary = f"{results}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(run) + "\n" for run in runs)
-    os.replace(temporary, results)
+    _write_json_lines(results, runs)
     return results
 
 
