@@ -141,9 +141,13 @@ def synchronize() -> None:
 
 
 # ----- one optimizer step of each variant -----------------------------------------------
-def make_trainer(model: BertForSequenceClassification, batch_size: int, sparse: bool) -> Trainer:
-    """A `Trainer` (or `SparseTrainer` with the hybrid preset) that never logs, saves or evaluates."""
+def make_trainer(model: BertForSequenceClassification, batch_size: int, sparse: bool, compile: bool) -> Trainer:
+    """A `Trainer` (or `SparseTrainer` with the hybrid preset) that never logs, saves or evaluates.
+
+    With `compile`, `torch_compile=True`: accelerate's `prepare` compiles the model (inductor).
+    """
     args = TrainingArguments(
+        torch_compile=compile,
         output_dir=_OUTPUT_DIR.name,
         per_device_train_batch_size=batch_size,
         learning_rate=LEARNING_RATE,
@@ -206,7 +210,11 @@ def trainer_stepper(trainer: Trainer, batch: dict[str, torch.Tensor], total_step
 
 
 def loop_stepper(
-    model: BertForSequenceClassification, batch: dict[str, torch.Tensor], total_steps: int, patched: bool
+    model: BertForSequenceClassification,
+    batch: dict[str, torch.Tensor],
+    total_steps: int,
+    patched: bool,
+    compile: bool,
 ) -> tuple[Step, SparsityController | None]:
     """A plain PyTorch training step, optionally on the patched model with the library's optimizer wrapper.
 
@@ -216,6 +224,7 @@ def loop_stepper(
         total_steps: Steps of the run, for the sparsity schedule.
         patched: Patch the model with the hybrid preset, wrap AdamW in a `ScoreOptimizer` and
             move the threshold every step, as a user's own loop would.
+        compile: Run the (patched) model through `torch.compile` (inductor).
 
     Returns:
         The step function and, when patched, the controller moving the thresholds.
@@ -240,11 +249,12 @@ def loop_stepper(
             kind_multipliers={"attention": sparse_args.attention_lambda, "dense": sparse_args.dense_lambda},
         )
         controller.start(model, total_steps, 0)
+    forward = torch.compile(model) if compile else model
     count = 0
 
     def step() -> None:
         nonlocal count
-        model(**inputs).loss.backward()
+        forward(**inputs).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         count += 1
@@ -260,18 +270,19 @@ def build_variant(
     batch: dict[str, torch.Tensor],
     batch_size: int,
     total_steps: int,
+    compile: bool = False,
 ) -> tuple[Step, Callable[[], str]]:
-    """Build one variant's step function around `model`.
+    """Build one variant's step function around `model` (compiled with `compile`).
 
     Returns:
         The step and a function describing its sparsity state (empty for unpatched variants).
     """
     if variant in ("trainer", "sparse_trainer"):
-        trainer = make_trainer(model, batch_size, sparse=variant == "sparse_trainer")
+        trainer = make_trainer(model, batch_size, sparse=variant == "sparse_trainer", compile=compile)
         step = trainer_stepper(trainer, batch, total_steps)
         controller = getattr(trainer, "controller", None)
         return step, lambda: describe_sparsity(trainer.model, controller)
-    step, controller = loop_stepper(model, batch, total_steps, patched=variant == "loop_patched")
+    step, controller = loop_stepper(model, batch, total_steps, patched=variant == "loop_patched", compile=compile)
     return step, lambda: describe_sparsity(model, controller)
 
 
@@ -321,7 +332,13 @@ def time_alternately(steps: dict[str, Step], warmup: int, timed: int) -> Timings
 
 
 def time_pair(
-    name: str, variants: tuple[str, str], batch: dict[str, torch.Tensor], batch_size: int, warmup: int, timed: int
+    name: str,
+    variants: tuple[str, str],
+    batch: dict[str, torch.Tensor],
+    batch_size: int,
+    warmup: int,
+    timed: int,
+    compile: bool = False,
 ) -> tuple[Timings, str]:
     """Build two variants on identical weights in this process and time them alternately.
 
@@ -331,7 +348,8 @@ def time_pair(
     reference = build_model(name)
     models = {variants[0]: reference, variants[1]: build_model(name, reference=reference)}
     built = {
-        variant: build_variant(variant, models[variant], batch, batch_size, warmup + timed) for variant in variants
+        variant: build_variant(variant, models[variant], batch, batch_size, warmup + timed, compile)
+        for variant in variants
     }
     timings = time_alternately({variant: step for variant, (step, _) in built.items()}, warmup, timed)
     sparsity = built[variants[1]][1]()
@@ -491,6 +509,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-steps", type=int, default=2, help="Steps of each fresh memory process (>= 2: the "
                         "second step is the first with optimizer state and gradients alive together).")
     parser.add_argument("--loop-memory", action="store_true", help="Also measure the peak memory of the torch loops.")
+    parser.add_argument("--compile", action="store_true", help="Compile both variants of each pair with "
+                        "torch.compile (inductor; the Trainers through torch_compile=True) and time them; the "
+                        "first warmup step compiles. Peak memory is not measured then.")
     parser.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -509,9 +530,10 @@ def run_model(name: str, options: argparse.Namespace) -> tuple[list[Row], list[s
     for variants in (("trainer", "sparse_trainer"), ("loop", "loop_patched")):
         pair = f"{LABELS[variants[0]]} vs {LABELS[variants[1]]}"
         log(f"[{name}] timing {pair}: {warmup} warmup + {steps} timed steps each, interleaved")
-        timings, sparsity = time_pair(name, variants, batch, options.batch_size, warmup, steps)
+        timings, sparsity = time_pair(name, variants, batch, options.batch_size, warmup, steps, options.compile)
         memory = {}
-        if variants[0] == "trainer" or options.loop_memory:
+        # A compiled step's peak would include the compiler's own memory: time only.
+        if not options.compile and (variants[0] == "trainer" or options.loop_memory):
             for variant in variants:
                 log(f"[{name}] peak memory of {LABELS[variant]} ({options.memory_steps} steps, fresh process)")
                 memory[variant] = measure_memory(name, variant, options)
@@ -532,6 +554,11 @@ def main(argv: list[str] | None = None) -> None:
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return
 
+    if options.compile:
+        # Both models of a pair share their classes' forward code, so their compiled graphs share one cache
+        # (each entry guarded on its model's modules); with the default limit of 8 entries per code object,
+        # alternating them would end in recompiling every step or falling back to eager.
+        torch._dynamo.config.recompile_limit = 64
     names = ("small", "base") if options.model == "both" else (options.model,)
     rows, notes, methods = [], [], set()
     for name in names:
@@ -544,6 +571,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, {where}; "
         f"batch {options.batch_size} x {options.seq_len}; SparseArgs.hybrid: 32x32 attention blocks, FFN units"
+        + ("; both variants compiled (torch.compile, inductor)" if options.compile else "")
     )
     print(f"goal: ratio <= {GOAL} for step time and peak memory (PASS / OVER)\n")
     print(format_table(rows))

@@ -84,7 +84,13 @@ def test_saves_no_weight_sized_tensor_beyond_the_input():
 
 def test_a_patched_model_compiles_without_graph_breaks_and_equals_eager():
     """torch.compile traces the masks, the masked linears and their backward in one graph (fullgraph=True raises
-    at any graph break); `aot_eager` needs no C compiler and still runs the traced forward and backward."""
+    at any graph break); `aot_eager` needs no C compiler and still runs the traced forward and backward.
+
+    The thresholds are graph inputs: a schedule moving them every step must not recompile (each threshold read
+    as a Python float would be a guarded constant), and the compiled masks must follow them.
+    """
+    from torch._dynamo.testing import CompileCounterWithBackend
+
     from nn_prune_ext import SparseArgs, patch_model, set_thresholds
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -103,10 +109,30 @@ def test_a_patched_model_compiles_without_graph_breaks_and_equals_eager():
     eager.backward()
     expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
-    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(**batch).loss
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled_model = torch.compile(model, fullgraph=True, backend=counter)
+    compiled = compiled_model(**batch).loss
     compiled.backward()
     torch.testing.assert_close(compiled, eager)
     assert any(name.endswith("scores") for name in expected)
     for name, parameter in model.named_parameters():
         if name in expected:
             torch.testing.assert_close(parameter.grad, expected[name], msg=name)
+
+    densities_seen = set()
+    for attention, dense in ((0.3, 0.7), (0.6, 0.4), (0.75, 0.75)):
+        set_thresholds(model, attention, dense)
+        model.zero_grad()
+        eager = model(**batch).loss
+        eager.backward()
+        expected = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        densities_seen.add(round(float(model.bert.encoder.layer[0].intermediate.dense.grid().detach().mean()), 4))
+        model.zero_grad()
+        compiled = compiled_model(**batch).loss
+        compiled.backward()
+        torch.testing.assert_close(compiled, eager)
+        for name, parameter in model.named_parameters():
+            if name in expected:
+                torch.testing.assert_close(parameter.grad, expected[name], msg=f"{name} at {attention}, {dense}")
+    assert len(densities_seen) == 3  # the thresholds did change the masks
+    assert counter.frame_count == 1  # and never recompiled

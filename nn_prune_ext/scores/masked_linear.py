@@ -184,6 +184,10 @@ class MaskScores(nn.Module):
         super().__init__()
         self.method = method
         self.kind = kind
+        # The threshold as a tensor too, for compiled graphs: a Python float read in a compiled
+        # forward is a constant the graph is guarded on, so a schedule that moves it every step
+        # would recompile every step. Not persistent: the float is what checkpoints record.
+        self.register_buffer("threshold_tensor", torch.tensor(float(threshold)), persistent=False)
         self.threshold = float(threshold)
         self.shape = tuple(shape)
         if method.learnable:
@@ -195,6 +199,17 @@ class MaskScores(nn.Module):
         self.members: list[tuple[MaskedLinear, tuple[int, int]]] = []
         self._cached: torch.Tensor | None = None
         self._cached_key: tuple | None = None
+
+    @property
+    def threshold(self) -> float:
+        """The current threshold (what it means depends on the method: see `PruningMethod.threshold_help`)."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = float(value)
+        with torch.no_grad():
+            self.threshold_tensor.fill_(self._threshold)
 
     def __getstate__(self) -> dict:
         # The cached mask of the last training forward carries autograd history, which neither
@@ -215,7 +230,10 @@ class MaskScores(nn.Module):
 
     def compute(self) -> torch.Tensor:
         """Compute a fresh mask from the current scores and threshold."""
-        return self.method.mask(self.importance(), self.threshold, self.training)
+        threshold = self.threshold
+        if self.method.tensor_threshold and torch.compiler.is_compiling():
+            threshold = self.threshold_tensor  # a graph input, not a constant: no recompilation when it moves
+        return self.method.mask(self.importance(), threshold, self.training)
 
     def _cache_key(self) -> tuple:
         # In-place updates (optimizer steps, loading) bump a tensor's version counter; replaced
@@ -271,6 +289,12 @@ def begin_forward_all(groups: Sequence[MaskScores]) -> None:
     a mode, a device and a dtype get their masks from one computation over their concatenation: a
     few operations per model forward instead of a few per score group.
     """
+    if torch.compiler.is_compiling():
+        # A compiled graph fuses the per-group masks anyway; grouping by threshold value would guard the
+        # graph on those values.
+        for group in groups:
+            group.begin_forward()
+        return
     batches: dict[tuple, list[MaskScores]] = {}
     for group in groups:
         if group.scores is None or not group.method.batched_masks:

@@ -76,6 +76,9 @@ class PruningMethod:
     # each entry must depend on its own score alone, and the graph from scores to mask must hold no
     # saved tensors, because reentrant gradient checkpointing backpropagates through it once per layer.
     batched_masks: bool = False
+    # Whether `mask` also takes the threshold as a 0-d tensor (compared elementwise, never read back to
+    # the host), which a compiled graph takes as an input instead of a constant it would be guarded on.
+    tensor_threshold: bool = False
     threshold_range: tuple[float, float] | None = None
     regularizations: tuple[str, ...] = ("disabled", "l1")
     threshold_help: str = ""
@@ -144,6 +147,7 @@ class Threshold(PruningMethod):
 
     name = "threshold"
     batched_masks = True
+    tensor_threshold = True
     threshold_help = "For threshold the threshold is compared with the raw scores, which start at 0."
 
     def mask(self, scores, threshold, training):
@@ -158,6 +162,7 @@ class SigmoidThreshold(PruningMethod):
 
     name = "sigmoied_threshold"
     batched_masks = True
+    tensor_threshold = True
     threshold_range = (0.0, 1.0)
     threshold_help = "For sigmoied_threshold the threshold is compared with sigmoid(scores), which starts at 0.5."
 
@@ -200,6 +205,7 @@ class HardConcrete(PruningMethod):
     """
 
     name = "l0"
+    tensor_threshold = True  # the threshold is ignored
     regularizations = ("disabled", "l0")
     beta = 2.0 / 3.0
     gamma = -0.1
