@@ -59,6 +59,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .args import SparseArgs
+from .atomic_files import open_atomically
 from .flops import dense_layer_shapes, kept_layer_shapes, model_flops
 from .heal import prune_and_heal
 from .inference import CaptureError, capture_for_inference
@@ -568,10 +569,8 @@ def write_examples(args: DemoArguments, splits: DatasetDict, label_names: list[s
 
 def _write_json_lines(path: str, objects) -> None:
     """One JSON object per line, written under a temporary name and renamed: the file is replaced whole, never half written."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
+    with open_atomically(path, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(item) + "\n" for item in objects)
-    os.replace(temporary, path)
 
 
 class LastTrainerState(TrainerCallback):

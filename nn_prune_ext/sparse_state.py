@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from .args import SparseArgs
+from .atomic_files import write_text_atomically
 from .validation import InputError
 
 __all__ = ["SPARSE_STATE_NAME", "FORMAT_VERSION", "write_sparse_state", "read_sparse_state", "saved_sparse_args"]
@@ -38,10 +39,7 @@ def write_sparse_state(folder: str | os.PathLike, state: dict[str, Any]) -> None
     """
     payload = {**state, "format_version": FORMAT_VERSION, "nn_prune_ext_version": _package_version()}
     path = os.path.join(folder, SPARSE_STATE_NAME)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def read_sparse_state(path: str | os.PathLike) -> dict[str, Any]:

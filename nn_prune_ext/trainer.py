@@ -22,6 +22,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 
 from .args import SparseArgs
+from .atomic_files import atomic_path
 from .distill import distillation_loss
 from .non_finite import NonFiniteGuard
 from .optim import ScoreOptimizer, find_score_optimizer
@@ -194,9 +195,8 @@ def _write_scores_atomically(path: str, model: nn.Module) -> None:
         for name, tensor in model.state_dict(keep_vars=True).items()
         if SCORES_MARKER in name
     }
-    temporary = f"{path}.tmp-{os.getpid()}"
-    save_file(scores, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file(scores, temporary)
 
 
 class SparseTrainer(Trainer):

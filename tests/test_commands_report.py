@@ -146,7 +146,7 @@ def write_examples(path, count: int) -> None:
 
 def test_report_with_head_importance(tmp_path, capsys, monkeypatch):
     checkpoint = tmp_path / "slim"
-    optimize_model(masked_model("bert")).save_pretrained(checkpoint)
+    optimize_model(masked_model("bert", seed=1)).save_pretrained(checkpoint)
     save_tokenizer(checkpoint)
     write_examples(tmp_path / "data.jsonl", 10)
     argv = [str(checkpoint), "--importance-data", str(tmp_path / "data.jsonl"), "--text-column", "sentence",
@@ -162,10 +162,15 @@ def test_report_with_head_importance(tmp_path, capsys, monkeypatch):
     assert [len(batch["labels"]) for batch in batches] == [4, 4]  # 2 batches of 4 of the 10 examples
     assert batches[1]["labels"].tolist() == [1, 2, 0, 1]  # LABEL_4 ... LABEL_7 through label2id
     expected = fisher_importance(collect_mask_gradients(slim, batches))
-    table = text.split("head importance per layer (heads in order):\n")[1]
-    for index, line in enumerate(table.splitlines()[: len(expected.num_heads)]):
-        values = " ".join(f"{value:.3g}" for value in expected.layer_heads(index).tolist())
-        assert line == f"{index:>5}  {values}".rstrip()
+    # Layer 0 keeps dense heads 0 and 2: its second slim head is named 2 in the table, as in the picture.
+    assert kept_head_indices(slim)[0] == [0, 2]
+    table = text.split("head importance per layer (head:score, heads numbered as in the dense model):\n")[1]
+    rows = table.splitlines()[: len(expected.num_heads)]
+    assert [cell.split(":")[0] for cell in rows[0].split()[1:]] == ["0", "2"]
+    for row, (index, line) in enumerate(zip(kept_layer_indices(slim.config), rows)):
+        cells = " ".join(f"{head}:{value:.3g}" for head, value in
+                         zip(kept_head_indices(slim)[row], expected.layer_heads(row).tolist()))
+        assert line == f"{index:>5}  {cells}".rstrip()
     # The picture places each slim head at the dense head it was cut from; the others are removed.
     axes = drawn.figures[-1].axes[0]
     assert drawn.figures[-1].get_suptitle() == "Head importance (fisher, 2 batches of data.jsonl)"
@@ -177,6 +182,21 @@ def test_report_with_head_importance(tmp_path, capsys, monkeypatch):
     )
     assert (~axes.images[1].get_array().mask).tolist() == grid.isnan().tolist()
     assert axes.get_xlabel() == "head (numbered as in the dense model)"
+
+
+def test_importance_table_names_heads_as_the_picture_does():
+    from nn_prune_ext.commands.checkpoint_summary import importance_table
+
+    heads = torch.tensor([[0.5, 0.25, float("nan")], [1.0, 0.001, 2e-5]])  # NaN: beyond a slim layer's heads
+    # Dense heads 1 and 3 kept in layer 0; layer 2 has a zero head slimming added (None): no dense head.
+    assert importance_table(heads, [0, 2], [[1, 3], [0, None, 2]]).splitlines()[1:] == [
+        "    0  1:0.5 3:0.25",
+        "    2  0:1 2:2e-05",
+    ]
+    # A slim checkpoint saved before heads were recorded: the slim order, and the title says so.
+    unrecorded = importance_table(heads, [0, 2], None).splitlines()
+    assert "does not record the dense model's head numbers" in unrecorded[0]
+    assert unrecorded[1:] == ["    0  0.5 0.25", "    2  1 0.001 2e-05"]
 
 
 def test_report_input_errors(tmp_path):

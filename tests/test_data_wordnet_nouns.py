@@ -1,3 +1,6 @@
+import gzip
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,20 @@ def test_builder_reproduces_the_shipped_sample(tmp_path):
     records = read_synsets(DEFAULT_WORDNET_DIR)
     assert len(records) == 82115
     write_sample(build_sample(records), tmp_path)
+    for name in SPLITS:
+        assert (tmp_path / f"{name}.jsonl.gz").read_bytes() == (SAMPLE_DIR / f"{name}.jsonl.gz").read_bytes()
+
+
+def test_write_sample_rewrites_the_shipped_files_byte_for_byte_and_nothing_else(tmp_path):
+    # Runs without WordNet: the shipped records written again give the shipped bytes (no gzip timestamp),
+    # and the temporary files of the atomic writes are gone.
+    splits = {}
+    for name in SPLITS:
+        with gzip.open(SAMPLE_DIR / f"{name}.jsonl.gz", "rt", encoding="utf-8") as handle:
+            splits[name] = [json.loads(line) for line in handle]
+    (tmp_path / "train.jsonl.gz").write_bytes(b"an older sample")
+    write_sample(splits, tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted(f"{name}.jsonl.gz" for name in SPLITS)
     for name in SPLITS:
         assert (tmp_path / f"{name}.jsonl.gz").read_bytes() == (SAMPLE_DIR / f"{name}.jsonl.gz").read_bytes()
 

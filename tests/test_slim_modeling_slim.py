@@ -321,6 +321,39 @@ def test_replacing_a_checkpoint_keeps_its_other_files_and_drops_old_shards(tmp_p
     assert os.listdir(tmp_path) == ["slim"]
 
 
+@pytest.mark.parametrize("way", ["exchange", "two_renames", "mount_point"])
+def test_a_resave_drops_what_earlier_saves_wrote_and_keeps_the_users_files(tmp_path, monkeypatch, way):
+    slim = optimize_model(masked_model("bert"))
+    target = tmp_path / "slim"
+    slim.save_pretrained(target)
+    written = set(os.listdir(target))
+    (target / "density.svg").write_text("<svg/>")  # the model card's picture as earlier releases named it
+    (target / "generation_config.json").write_text("{}")  # a save of a model that generates
+    (target / "notes.txt").write_text("lr 3e-5 was best")  # no slim save writes these two: the user's
+    (target / "training_args.bin").write_bytes(b"someone else's")
+    if way == "two_renames":
+        monkeypatch.setattr(modeling_slim, "_exchange", lambda first, second: False)
+    elif way == "mount_point":
+        monkeypatch.setattr(modeling_slim.os.path, "ismount", lambda path: str(path) == str(target))
+    with torch.no_grad():
+        slim.classifier.weight.add_(1.0)
+    slim.save_pretrained(target)
+    monkeypatch.undo()
+    assert set(os.listdir(target)) == written | {"notes.txt", "training_args.bin"}
+    assert (target / "notes.txt").read_text() == "lr 3e-5 was best"
+    assert (target / "training_args.bin").read_bytes() == b"someone else's"
+    reloaded = load_slim(target)
+    assert reloaded.state_dict().keys() == slim.state_dict().keys()
+    assert all(torch.equal(reloaded.state_dict()[name], tensor) for name, tensor in slim.state_dict().items())
+
+
+def test_the_names_a_save_owns_include_the_model_cards():
+    from nn_prune_ext.slim.model_card import PICTURE_NAME
+
+    # modeling_slim spells them out (a remote-code copy cannot import model_card): they must agree
+    assert {PICTURE_NAME, "README.md", modeling_slim.MODELING_FILE_NAME} <= modeling_slim._SAVED_NAMES
+
+
 def _fake_renameat2(error_number: int):
     """A libc whose renameat2 fails with `error_number`, as ctypes reports it."""
     import ctypes

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..arch import get_layout
 from ..patch import densities, is_patched
-from ..slim import LayerReport, SlimReport
+from ..slim import LayerReport, SlimReport, kept_head_indices
 from ..slim.layers import kept_layer_indices
 from ..slim.model_card import SPEEDUP_KEY
 from ..slim.modeling_slim import is_slim_config, slim_spec
 from ..summary import summary
 
-__all__ = ["CheckpointSummary", "summarize", "importance_table"]
+__all__ = ["CheckpointSummary", "summarize", "dense_head_numbers", "importance_table"]
 
 
 @dataclass
@@ -112,10 +113,48 @@ def _layer_notes(model: nn.Module, slim: nn.Module) -> dict[int, list[str]]:
     return {dense_index[layer.index]: list(layer.notes) for layer in report.layers}
 
 
-def importance_table(heads: torch.Tensor, layer_indices: list[int]) -> str:
-    """The head importance of each layer as text rows, the layers named by `layer_indices`."""
-    rows = ["head importance per layer (heads in order):"]
-    for index, values in zip(layer_indices, heads.tolist()):
+def dense_head_numbers(model: nn.Module) -> list[list[int | None]] | None:
+    """For every layer of `model` (in `iter_layers` order), the dense model's index of each of its heads.
+
+    Args:
+        model: The checkpoint as `load_for_slimming` loads it.
+
+    Returns:
+        What the slim config records for a slim model (`kept_head_indices`: `None` entries for the zero
+        heads slimming added to fill a key/value group), the positions for any other model (its heads
+        are the dense ones), `None` for a slim checkpoint saved before the heads were recorded.
+    """
+    if is_slim_config(model.config):
+        return kept_head_indices(model)
+    return [list(range(layer.num_heads)) for layer in get_layout(model).iter_layers(model)]
+
+
+def importance_table(
+    heads: torch.Tensor, layer_indices: list[int], head_numbers: list[list[int | None]] | None = None
+) -> str:
+    """The head importance of each layer as text rows, numbered like `nn_prune_ext.plots.plot_head_importance`.
+
+    Args:
+        heads: `[layers, heads]` importance of the checkpoint's layers, NaN beyond a slim layer's heads.
+        layer_indices: The dense model's index of each row (`kept_layer_indices`).
+        head_numbers: The dense model's index of each head of each row (`dense_head_numbers`): each score
+            is written `head:score`, as the picture places it; zero heads slimming added (`None`) have
+            no dense head and are left out, as in the picture. `None` where they are not known (a slim
+            checkpoint saved before heads were recorded): the scores in the slim layer's order.
+
+    Returns:
+        A title line, then one row per layer.
+    """
+    if head_numbers is None:
+        rows = ["head importance per layer (heads in the slim layer's order; this checkpoint does not record "
+                "the dense model's head numbers):"]
+    else:
+        rows = ["head importance per layer (head:score, heads numbered as in the dense model):"]
+    for row, (index, values) in enumerate(zip(layer_indices, heads.tolist())):
         kept = [value for value in values if value == value]  # drop the NaN padding of slim layers
-        rows.append(f"{index:>5}  {' '.join(f'{value:.3g}' for value in kept)}".rstrip())
+        if head_numbers is None:
+            cells = [f"{value:.3g}" for value in kept]
+        else:
+            cells = [f"{head}:{value:.3g}" for head, value in zip(head_numbers[row], kept) if head is not None]
+        rows.append(f"{index:>5}  {' '.join(cells)}".rstrip())
     return "\n".join(rows)

@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any
 
+from ..atomic_files import write_text_atomically
 from .arguments import (
     add_budget_arguments,
     checkpoint_config,
@@ -117,7 +118,5 @@ def run(args: argparse.Namespace) -> None:
         ],
     }
     path = os.path.join(args.output, RECORD_NAME)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2)
-    os.replace(path + ".tmp", path)
+    write_text_atomically(path, json.dumps(record, indent=2))  # never a half-written record
     print(f"healed slim checkpoint written to {args.output}")

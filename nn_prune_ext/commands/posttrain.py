@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict
 
+from ..atomic_files import write_text_atomically
 from .arguments import add_budget_arguments, checkpoint_config, checkpoint_folder, input_file, output_folder
 from .data import add_data_arguments, examples_batches
 
@@ -81,7 +82,5 @@ def run(args: argparse.Namespace) -> None:
         "stage_seconds": result.stage_seconds,
     }
     path = os.path.join(args.output, RECORD_NAME)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2)
-    os.replace(path + ".tmp", path)  # never a half-written record
+    write_text_atomically(path, json.dumps(record, indent=2))  # never a half-written record
     print(f"slim checkpoint written to {args.output}")

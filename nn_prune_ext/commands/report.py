@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> list[Path]:
     from ..patch import is_patched
     from ..plots import as_slim, plot_head_importance, plot_kept_per_layer, plot_mask_density
     from ..slim.layers import kept_layer_indices
-    from .checkpoint_summary import importance_table, summarize
+    from .checkpoint_summary import dense_head_numbers, importance_table, summarize
 
     # The examples are read and checked before the model loads: a bad line costs no loading time.
     batches = examples_batches(args, args.importance_data, config) if args.importance_data else None
@@ -101,9 +101,9 @@ def run(args: argparse.Namespace) -> list[Path]:
         importance = {"taylor": taylor_importance, "fisher": fisher_importance}[args.importance](
             collect_mask_gradients(model, batches)
         )
-        # Rows are the checkpoint's layers; a slim one that lost layers names them by their dense index.
+        # Rows are the checkpoint's layers and heads, named by their dense index as in the picture.
         layer_indices = kept_layer_indices(model.config)
-        text += "\n" + importance_table(importance.heads, layer_indices)
+        text += "\n" + importance_table(importance.heads, layer_indices, dense_head_numbers(model))
     print(text)
 
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,8 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+from ..atomic_files import open_atomically
+
 __all__ = ["CATEGORIES", "SPLITS", "SAMPLE_DIR", "read_synsets", "build_sample", "write_sample", "load_sample"]
 
 # lexnames(5WN): lexicographer file numbers 3..28 are the noun files.
@@ -94,10 +96,8 @@ def write_sample(splits: dict[str, list[dict]], directory: str | os.PathLike = S
     for name, records in splits.items():
         payload = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode("utf-8")
         path = Path(directory) / f"{name}.jsonl.gz"
-        temporary = path.with_suffix(".tmp")
-        with open(temporary, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as handle:
+        with open_atomically(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as handle:
             handle.write(payload)
-        os.replace(temporary, path)
 
 
 def load_sample(directory: str | os.PathLike = SAMPLE_DIR):

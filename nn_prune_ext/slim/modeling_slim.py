@@ -692,12 +692,13 @@ class SlimModelMixin:
         (`.slim-staging-<host>-<pid>-<random>`), which then takes the old folder's place in one step
         (Linux `renameat2(RENAME_EXCHANGE)`; elsewhere two renames, and a save killed between them is
         undone by the next one), so a save that fails or is killed leaves at the path the whole old
-        checkpoint or the whole new one. Files of the old folder that this save does not write (a
-        tokenizer) are kept; old weight shards are not. A link to a folder is followed. Where the folder
-        cannot be renamed (a mount point), files are replaced one by one, `config.json` last. Each save
-        first removes what saves of dead processes left beside it. With `push_to_hub=True` the saved
-        folder is then uploaded with `push_to_hub` (`repo_id` defaults to the folder name;
-        `commit_message`, `private`, `token`, `create_pr` and `revision` are passed on).
+        checkpoint or the whole new one. Files of the old folder that no slim save writes (a tokenizer,
+        the user's notes) are kept; those an earlier slim save wrote and this one does not (other weight
+        shards, the picture under its old name `density.svg`) are not. A link to a folder is followed.
+        Where the folder cannot be renamed (a mount point), files are replaced one by one, `config.json`
+        last. Each save first removes what saves of dead processes left beside it. With
+        `push_to_hub=True` the saved folder is then uploaded with `push_to_hub` (`repo_id` defaults to
+        the folder name; `commit_message`, `private`, `token`, `create_pr` and `revision` are passed on).
 
         Args:
             save_directory: The checkpoint folder; created, or replaced where it exists.
@@ -818,6 +819,26 @@ def _drop_session_flags(config: Any, config_path: str) -> None:
 
 def _is_weight_file(name: str) -> bool:
     return name.startswith("model") and ".safetensors" in name
+
+
+# The other names a slim save writes, or wrote in an earlier release. A re-save drops those it did not
+# write this time (a picture under its old name, a generation config of another model): they would
+# describe a model that is no longer there. Any other file of the folder (a tokenizer, training state,
+# the user's notes) is kept. The model card's names are spelled out because a copy of this file loaded
+# as remote code cannot import nn_prune_ext.slim.model_card (a test checks that they agree).
+_SAVED_NAMES = frozenset({
+    "config.json",
+    "generation_config.json",  # transformers writes it for models that generate
+    MODELING_FILE_NAME,
+    "README.md",
+    "kept_per_layer.svg",  # nn_prune_ext.slim.model_card.PICTURE_NAME
+    "density.svg",  # the same picture, as earlier releases named it
+})
+
+
+def _written_by_saves(name: str) -> bool:
+    """Whether a slim save owns the file `name` (writes it, or wrote it in an earlier release)."""
+    return _is_weight_file(name) or name in _SAVED_NAMES
 
 
 # ----- putting a saved folder in place without a moment of nothing -------------------------
@@ -1049,10 +1070,11 @@ def _link_or_copy(source: str, destination: str) -> None:
 def _keep_unwritten_files(target: str, staging: str, staged: set[str]) -> None:
     """Put into `staging` what the old folder holds and this save does not write (tokenizer, training state).
 
-    Old weight files are not kept: other shards of an earlier save would load along with the new ones.
+    Files a slim save owns are not kept: other shards of an earlier save would load along with the new
+    ones, and a picture or generation config of an earlier save would describe another model.
     """
     for name in os.listdir(target):
-        if name in staged or _is_weight_file(name) or _LEFTOVER.match(name):
+        if name in staged or _written_by_saves(name) or _LEFTOVER.match(name):
             continue
         source, destination = os.path.join(target, name), os.path.join(staging, name)
         if os.path.isdir(source) and not os.path.islink(source):
@@ -1115,7 +1137,8 @@ def _replace_files(staging: str, target: str, staged: set[str]) -> None:
     """Replace the files of `target` one by one (each `os.replace` is atomic), weights first, `config.json` last.
 
     The staged files are first moved into a staging folder inside `target` (copied where `target` is another
-    file system), since a rename cannot cross into a mount point. Old weight shards are removed after.
+    file system), since a rename cannot cross into a mount point. The files of earlier saves that this
+    one did not write (old weight shards, `density.svg`) are removed after.
     """
     inner = tempfile.mkdtemp(prefix=f"{_STAGING}{_owner()}-", dir=target)
     try:
@@ -1126,7 +1149,7 @@ def _replace_files(staging: str, target: str, staged: set[str]) -> None:
     finally:
         shutil.rmtree(inner, ignore_errors=True)
     for name in set(os.listdir(target)) - staged:
-        if _is_weight_file(name):
+        if _written_by_saves(name):
             os.remove(os.path.join(target, name))
 
 
