@@ -401,3 +401,24 @@ def test_only_the_kinds_a_run_cannot_prune_are_named():
     assert too_short_to_prune(SparseArgs(), 2) is None  # topK prunes by a kept fraction from the first ramp step
     frozen = SparseArgs.hybrid(mask_scores_learning_rate=0.0)
     assert "which never happens" in too_short_to_prune(frozen, 10**6)
+
+
+def test_torch_compile_follows_the_moving_thresholds_without_recompiling(tmp_path):
+    """`torch_compile=True`: the schedule moves the thresholds every step; a compiled graph takes them as inputs,
+    so training compiles once (twice: transformers sets `config.problem_type` in the first forward) and its masks
+    follow the schedule as eager ones do."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    sparse_args = SparseArgs.hybrid(attention_block_rows=4, attention_block_cols=4, initial_threshold=0.2,
+                                    final_threshold=0.6, initial_warmup=0, final_warmup=0, mask_scores_learning_rate=0.1)
+    args = training_args(tmp_path, max_steps=8, torch_compile=True, torch_compile_backend="aot_eager")
+    trainer = SparseTrainer(model=tiny_model("bert"), args=args, train_dataset=tiny_dataset(), sparse_args=sparse_args)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    schedule = SparsitySchedule.from_args(sparse_args, 8)
+    assert [entry["threshold"] for entry in logs] == pytest.approx([schedule.threshold(step) for step in range(1, 9)])
+    assert logs[0]["density_total"] == 1.0 and logs[-1]["density_total"] < 1.0
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in logs)
+    assert counters["stats"]["unique_graphs"] <= 2
