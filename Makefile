@@ -51,6 +51,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/train_step_overhead.py
+	$(PY) benchmarks/train_step_overhead.py --model small --compile --steps 20
 	$(PY) benchmarks/slim_speedup.py
 	$(PY) benchmarks/posttrain_prune.py
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_step_overhead.py
     .venv/bin/python benchmarks/train_step_overhead.py --model small --steps 30 --warmup 5
+    .venv/bin/python benchmarks/train_step_overhead.py --model small --steps 30 --warmup 5 --compile
 
 The project's goal is at most 1.05x the step time and 1.05x the peak memory of a plain
 `Trainer`. This script prints both ratios for two BERT shapes built from configs (no Hub, no
@@ -21,6 +22,15 @@ for a busy machine: the median of the per-round ratios and the ratio of CPU time
 does the same for a plain PyTorch loop (forward, `loss.backward()`, fused AdamW step) of the
 unpatched model against the patched one (`patch_model` + `ScoreOptimizer` + the schedule):
 the overhead of the library without the Trainer around it (its peak memory with `--loop-memory`).
+On a 2-core CPU the ratio still scatters by about +-0.01 between runs of this script: the largest
+source measured is glibc returning heap memory to the system between steps, so that some steps
+page-fault thousands of times (up to ~20 MB of activations touched afresh) and others not at all,
+in either variant.
+
+`--compile` builds both variants of each pair compiled (`TrainingArguments(torch_compile=True)`,
+`torch.compile` for the loops; inductor). The masked linears' passes over each weight then fuse,
+and the thresholds enter the compiled graph as tensors, so the moving schedule does not recompile.
+Memory is not measured then (the compiler's own memory would count).
 
 Peak memory. With CUDA: `torch.cuda.max_memory_allocated` during the steps, minus what was
 allocated before the model was built. On CPU there is no allocator statistic, so each
