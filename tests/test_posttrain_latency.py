@@ -6,6 +6,8 @@ import pytest
 
 from nn_prune_ext.posttrain.latency import LatencyTable, _grid, fit_monotone, measure_latency_table
 
+from nn_prune_ext.validation import InputError, NonFiniteError
+
 from conftest import HEADS, INTERMEDIATE, tiny_model
 
 
@@ -28,6 +30,15 @@ def test_fit_monotone_pools_decreasing_noise_and_is_never_negative():
     assert fit_monotone([1, 2], [-1.0, -2.0])(2) == 0.0
     with pytest.raises(ValueError, match="one latency per count"):
         fit_monotone([1, 2], [1.0])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_fit_monotone_refuses_a_failed_timing(bad):
+    """Issue 13: max(nan, 0.0) is nan, which pooling spread and the search took as a free size."""
+    with pytest.raises(NonFiniteError, match=f"latency at count 2 is {bad}: measure the latency table again"):
+        fit_monotone([1, 2, 3], [1.0, bad, 2.0])
+    with pytest.raises(InputError, match="latency at count 3 must be a number of milliseconds, got None"):
+        fit_monotone([1, 2, 3], [1.0, 2.0, None])
 
 
 def test_grid_is_dense_at_the_small_end():

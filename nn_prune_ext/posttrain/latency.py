@@ -17,6 +17,8 @@ cost = table.cost_model()    # for search_masks(..., cost=cost)
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +33,7 @@ from ..timing import compare_latency
 from ..transformers_internals import build_model
 from ..slim.structure import slim_attention_sizes
 from .costs import LatencyCost, PiecewiseLinear
-from ..validation import InputError
+from ..validation import InputError, NonFiniteError
 
 __all__ = ["LatencyTable", "fit_monotone", "measure_latency_table"]
 
@@ -51,9 +53,19 @@ def fit_monotone(counts: list[int], latencies: list[float]) -> PiecewiseLinear:
 
     Returns:
         The fitted curve as a `PiecewiseLinear` (0 at a count of 0, never negative).
+
+    Raises:
+        InputError: For lengths that differ, no counts, or a latency that is not a number.
+        NonFiniteError: For a NaN or infinite latency (pooling would spread it to its neighbours).
     """
     if len(counts) != len(latencies) or not counts:
         raise InputError("fit_monotone needs one latency per count, and at least one count.")
+    for count, value in zip(counts, latencies):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InputError(f"The latency at count {count} must be a number of milliseconds, got {value!r}.")
+        # `max(nan, 0.0)` is nan: it would pass into the curve and make that size free for the search.
+        if not math.isfinite(value):
+            raise NonFiniteError(f"The latency at count {count} is {value}: measure the latency table again.")
     blocks: list[list[float]] = []  # [sum, size] of pooled runs
     for value in latencies:
         blocks.append([max(float(value), 0.0), 1.0])
