@@ -132,6 +132,9 @@ def test_batches_and_max_batches_are_checked():
         prune_layers(model, BATCHES, 1, criterion="output", max_batches=0)
     with pytest.raises(InputError, match=r"got a single batch .* wrap it in a list, \[batch\]"):
         prune_layers(model, BATCHES[0], 1, criterion="output")
+    short_mask = {**BATCHES[0], "attention_mask": BATCHES[0]["attention_mask"][:, :-1]}
+    with pytest.raises(InputError, match=r"Batch 1: attention_mask has shape \(4, 11\) but input_ids \(4, 12\)"):
+        prune_layers(model, [BATCHES[1], short_mask], 1, criterion="output")
 
 
 @pytest.mark.parametrize("criterion", ["loss", "output"])

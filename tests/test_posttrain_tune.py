@@ -388,6 +388,8 @@ def test_bad_masks_batches_and_chunked_ffn_are_refused_before_any_forward():
     batch["input_ids"] = batch["input_ids"] + VOCAB
     with pytest.raises(InputError, match="Batch 1 has token ids from .* outside the model's vocabulary"):
         tune_masks(model, masks, [calibration_batches()[0], batch])
+    with pytest.raises(InputError, match=r"Batch 0: input_ids have shape \(12,\), not \[batch, sequence\]"):
+        tune_masks(model, masks, [{"input_ids": calibration_batches()[0]["input_ids"][0]}])
     unusable_labels = calibration_batches()[0]
     unusable_labels["labels"] = torch.tensor([0.5, 7.0, -3.0, 1.0])  # ignored: tuning needs no loss
     tune_masks(model, masks, [unusable_labels], max_iterations=1)

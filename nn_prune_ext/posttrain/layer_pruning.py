@@ -40,7 +40,7 @@ from ..patch import require_unpatched
 from ..slim.layers import drop_layers, layers_removed
 from ..transformers_internals import no_cache
 from ..validation import InputError, NonFiniteError
-from .batches import read_batches
+from .batches import check_batch_shapes, read_batches
 
 __all__ = ["CRITERIA", "LayerPruningStep", "LayerPruningResult", "prune_layers"]
 
@@ -136,6 +136,7 @@ def prune_layers(
     inputs = read_batches(batches, "prune_layers", max_batches)
     for index, batch in enumerate(inputs):
         check_batch(model, batch, index)
+        check_batch_shapes(model, batch, index)
     inputs = [to_device(batch, device) for batch in inputs]
     if not inplace:
         model = copy.deepcopy(model)

@@ -44,7 +44,7 @@ from ..importance import apply_masks, to_device
 from ..arch import ArchitectureLayout, LayerModules, check_batch, get_layout
 from ..masks import StructureMasks
 from ..patch import require_unpatched
-from .batches import read_batches
+from .batches import check_batch_shapes, read_batches
 from .layer_runner import LayerRunner, StopForward
 from ..validation import InputError, NonFiniteError, check_number
 
@@ -546,6 +546,7 @@ def tune_masks(
         if isinstance(batch, Mapping):
             batch = {key: value for key, value in batch.items() if key not in _TARGET_KEYS}
         check_batch(model, batch, index)
+        check_batch_shapes(model, batch, index)
     tuned = masks.clone()
     device = next(model.parameters()).device
     inputs = [_model_inputs(batch, device) for batch in batches]
