@@ -64,6 +64,12 @@ def test_measure_latency_table(model_type):
     assert "latency of one layer, batch 4 x 64 tokens" in str(table)
 
 
+@pytest.mark.parametrize(("name", "bad"), [("batch_size", 0), ("seq_len", 12.5), ("ffn_points", None)])
+def test_measure_latency_table_checks_its_sizes_first(name, bad):
+    with pytest.raises(InputError, match=rf"measure_latency_table\({name}=\.\.\.\) must be a whole number >= 1, got {bad!r}"):
+        measure_latency_table(tiny_model("bert"), **{name: bad})
+
+
 def test_a_table_without_latency_is_refused():
     table = LatencyTable(head_counts=(1, 2), attention_ms=(0.0, 0.0), ffn_widths=(1, 8), ffn_ms=(0.0, 0.0),
                          batch_size=1, seq_len=1)
