@@ -12,7 +12,7 @@ import numbers
 import typing
 from typing import Any, Iterable
 
-__all__ = ["InputError", "NonFiniteError", "check_fields", "first_non_finite"]
+__all__ = ["InputError", "NonFiniteError", "check_fields", "check_number", "first_non_finite"]
 
 
 class InputError(ValueError):
@@ -73,6 +73,45 @@ def check_fields(settings: Any) -> None:
                 f"{where} must be finite, got {value!r}: NaN and infinities would silently break the pruning "
                 "schedule or the search."
             )
+
+
+def check_number(
+    where: str,
+    value: Any,
+    *,
+    whole: bool = False,
+    minimum: float | None = None,
+    positive: bool = False,
+    allow_none: bool = False,
+) -> None:
+    """Refuse a function argument that is not a finite number in range; `check_fields` for plain arguments.
+
+    Args:
+        where: The argument, as the message names it (`"tune_masks(max_scale=...)"`).
+        value: What was passed.
+        whole: Take whole numbers only (not `bool`: `True` as a count is a slip, not a 1).
+        minimum: The smallest valid value, if any.
+        positive: Refuse 0 and below.
+        allow_none: `None` is valid (it means "no limit" for such arguments).
+
+    Raises:
+        InputError: Naming `where`, the value and what is valid. NaN is refused here: it fails every
+            comparison, so it would pass a `value < minimum` check and then silently accept everything.
+    """
+    if value is None and allow_none:
+        return
+    valid = "a whole number" if whole else "a finite number"
+    if positive:
+        valid += " > 0"
+    elif minimum is not None:
+        valid += f" >= {minimum:g}"
+    if allow_none:
+        valid += " or None"
+    wrong_kind = isinstance(value, bool) or not isinstance(value, numbers.Real)
+    if wrong_kind or (whole and not isinstance(value, numbers.Integral)):
+        raise InputError(f"{where} must be {valid}, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value) or (positive and value <= 0) or (minimum is not None and value < minimum):
+        raise InputError(f"{where} must be {valid}, got {value!r}.")
 
 
 def _plain_kind(annotation: Any) -> type | None:

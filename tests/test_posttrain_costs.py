@@ -11,6 +11,7 @@ from nn_prune_ext.posttrain.costs import FlopsCost, LatencyCost, PiecewiseLinear
 from nn_prune_ext.posttrain.search import dense_cost, masks_cost
 from nn_prune_ext.posttrain.units import PruningUnits
 from nn_prune_ext.slim.structure import slim_attention_sizes
+from nn_prune_ext.validation import InputError, NonFiniteError
 
 from conftest import HEADS, INTERMEDIATE, tiny_model
 
@@ -78,6 +79,18 @@ def test_latency_cost_uses_slim_head_count():
     assert cost.ffn_unit_cost(0) is None
 
 
-def test_flops_cost_rejects_bad_length():
-    with pytest.raises(ValueError, match="seq_len"):
-        FlopsCost(shapes=(), seq_len=0)
+@pytest.mark.parametrize("seq_len", [0, 2.5, True, "12"])
+def test_flops_cost_rejects_bad_length(seq_len):
+    with pytest.raises(InputError, match=rf"FlopsCost.seq_len must be a whole number >= 1, got {seq_len!r}"):
+        FlopsCost(shapes=(), seq_len=seq_len)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_piecewise_linear_refuses_non_finite_values(bad):
+    """Issue 13: a NaN cost compared false with every budget, so the search took that size for free."""
+    with pytest.raises(NonFiniteError, match=f"values must be finite, got {bad} at count 4"):
+        PiecewiseLinear(points=(2, 4), values=(1.0, bad))
+    with pytest.raises(InputError, match=r"values must be numbers, got '3' at count 4"):
+        PiecewiseLinear(points=(2, 4), values=(1.0, "3"))
+    with pytest.raises(InputError, match=r"points \(\(1, 2.5\)\) must be a whole number >= 1, got 2.5"):
+        PiecewiseLinear(points=(1, 2.5), values=(1.0, 2.0))

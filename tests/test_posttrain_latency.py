@@ -6,6 +6,8 @@ import pytest
 
 from nn_prune_ext.posttrain.latency import LatencyTable, _grid, fit_monotone, measure_latency_table
 
+from nn_prune_ext.validation import InputError, NonFiniteError
+
 from conftest import HEADS, INTERMEDIATE, tiny_model
 
 
@@ -30,6 +32,15 @@ def test_fit_monotone_pools_decreasing_noise_and_is_never_negative():
         fit_monotone([1, 2], [1.0])
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_fit_monotone_refuses_a_failed_timing(bad):
+    """Issue 13: max(nan, 0.0) is nan, which pooling spread and the search took as a free size."""
+    with pytest.raises(NonFiniteError, match=f"latency at count 2 is {bad}: measure the latency table again"):
+        fit_monotone([1, 2, 3], [1.0, bad, 2.0])
+    with pytest.raises(InputError, match="latency at count 3 must be a number of milliseconds, got None"):
+        fit_monotone([1, 2, 3], [1.0, 2.0, None])
+
+
 def test_grid_is_dense_at_the_small_end():
     grid = _grid(1536, 16)
     assert grid[0] == 1 and grid[-1] == 1536 and grid == sorted(set(grid))
@@ -51,6 +62,12 @@ def test_measure_latency_table(model_type):
     cost = table.cost_model()
     assert cost.attention(0, [0] * HEADS) == 0.0 and cost.ffn(0, 0) == 0.0
     assert "latency of one layer, batch 4 x 64 tokens" in str(table)
+
+
+@pytest.mark.parametrize(("name", "bad"), [("batch_size", 0), ("seq_len", 12.5), ("ffn_points", None)])
+def test_measure_latency_table_checks_its_sizes_first(name, bad):
+    with pytest.raises(InputError, match=rf"measure_latency_table\({name}=\.\.\.\) must be a whole number >= 1, got {bad!r}"):
+        measure_latency_table(tiny_model("bert"), **{name: bad})
 
 
 def test_a_table_without_latency_is_refused():

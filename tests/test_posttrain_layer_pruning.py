@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from nn_prune_ext import SparseArgs, get_layout, optimize_model, patch_model
 from nn_prune_ext.posttrain.layer_pruning import prune_layers
 from nn_prune_ext.slim.layers import drop_layers, kept_layer_indices
+from nn_prune_ext.validation import InputError, NonFiniteError
 
 from conftest import GQA_TYPES, tiny_batch, tiny_config, tiny_model
 
@@ -115,3 +116,33 @@ def test_bad_arguments():
     patch_model(model, SparseArgs.struct())
     with pytest.raises(ValueError, match="bake_model"):
         prune_layers(model, BATCHES, 1, criterion="output")
+
+
+@pytest.mark.parametrize("num_layers", ["1", True, 1.0])
+def test_num_layers_must_be_a_whole_number(num_layers):
+    """Issue 13: "1" was a TypeError from `1 <= "1"`, True and 1.0 silently counted as one layer."""
+    model = tiny_model("bert", num_hidden_layers=3)
+    with pytest.raises(InputError, match=f"a whole number, at least 1 and fewer than the model's 3; got {num_layers!r}"):
+        prune_layers(model, BATCHES, num_layers, criterion="output")
+
+
+def test_batches_and_max_batches_are_checked():
+    model = tiny_model("bert", num_hidden_layers=3)
+    with pytest.raises(InputError, match=r"prune_layers\(max_batches=\.\.\.\) must be a whole number >= 1 or None, got 0"):
+        prune_layers(model, BATCHES, 1, criterion="output", max_batches=0)
+    with pytest.raises(InputError, match=r"got a single batch .* wrap it in a list, \[batch\]"):
+        prune_layers(model, BATCHES[0], 1, criterion="output")
+    short_mask = {**BATCHES[0], "attention_mask": BATCHES[0]["attention_mask"][:, :-1]}
+    with pytest.raises(InputError, match=r"Batch 1: attention_mask has shape \(4, 11\) but input_ids \(4, 12\)"):
+        prune_layers(model, [BATCHES[1], short_mask], 1, criterion="output")
+
+
+@pytest.mark.parametrize("criterion", ["loss", "output"])
+def test_a_non_finite_baseline_is_refused(criterion):
+    """Issue 13: every candidate then scored NaN too, and layer 0 was removed as the "least harmful"."""
+    model = tiny_model("bert", num_hidden_layers=3)
+    with torch.no_grad():
+        get_layout(model).layer_list(model)[2].output.dense.bias[0] = float("nan")
+    what = "loss on the batches is" if criterion == "loss" else "outputs on the batches are"
+    with pytest.raises(NonFiniteError, match=f"The input model's {what} not finite \\(nan\\)"):
+        prune_layers(model, labelled(), 1, criterion=criterion)

@@ -168,7 +168,7 @@ def test_errors():
     patched = patch_model(tiny_model("bert"), SparseArgs.struct())
     with pytest.raises(ValueError, match="bake_model"):
         post_training_prune(patched, labelled_batches(1), flops_budget=0.5)
-    with pytest.raises(ValueError, match="No calibration batches"):
+    with pytest.raises(InputError, match="post_training_prune got no batches"):
         post_training_prune(tiny_model("bert"), [], flops_budget=0.5)
 
 
@@ -187,8 +187,14 @@ def _batches_with(**changes) -> list[dict[str, torch.Tensor]]:
         (_batches_with(input_ids=torch.full((4, 12), 10**6)), r"Batch 1 has token ids from 1000000 to 1000000, outside"),
         ([{"attention_mask": torch.ones(4, 12, dtype=torch.long)}], r"Batch 0 has no input_ids tensor \(keys: \['attention_mask'\]\)"),
         (["not a batch"], "Batch 0 is a str, not a mapping"),
+        (labelled_batches(1)[0], r"got a single batch \(a dict with keys \['attention_mask', 'input_ids', 'labels'\]\)"),
+        (_batches_with(attention_mask=torch.ones(4, 11, dtype=torch.long)),
+         r"Batch 1: attention_mask has shape \(4, 11\) but input_ids \(4, 12\)"),
+        ([{"input_ids": torch.ones(12, dtype=torch.long)}], r"Batch 0: input_ids have shape \(12,\), not \[batch, sequence\]"),
+        (_batches_with(labels=torch.tensor([0, 1, 2])), r"Batch 1 has labels of shape \(3,\) \(3\) for 4 examples"),
     ],
-    ids=["label_beyond", "fractional_labels", "token_ids_beyond", "no_input_ids", "not_a_mapping"],
+    ids=["label_beyond", "fractional_labels", "token_ids_beyond", "no_input_ids", "not_a_mapping", "single_batch",
+         "mask_shape", "no_batch_dimension", "label_count"],
 )
 def test_calibration_batches_the_model_cannot_take_are_an_input_error(batches, message):
     model = tiny_model("bert")
@@ -229,3 +235,34 @@ def test_a_non_finite_loss_or_mask_gradient_names_the_batch():
     layer.register_forward_hook(overflow_backward)
     with pytest.raises(NonFiniteError, match="mask gradients of batch 0 are not finite"):
         post_training_prune(overflow, labelled_batches(2), flops_budget=0.5)
+
+
+def test_settings_that_are_no_post_training_args_are_refused_naming_them():
+    model = tiny_model("bert")
+    with pytest.raises(InputError, match="PostTrainingArgs.latency_budget is a fraction of the dense model's cost"):
+        PostTrainingArgs(latency_budget=0.0)
+    with pytest.raises(InputError, match="Unknown post-training setting\\(s\\) flops_budjet; valid: flops_budget, "):
+        post_training_prune(model, labelled_batches(1), flops_budjet=0.5)  # was a TypeError from the dataclass
+    with pytest.raises(InputError, match="args must be PostTrainingArgs or None, got dict"):
+        post_training_prune(model, labelled_batches(1), {"flops_budget": 0.5})
+    with pytest.raises(InputError, match="latency_table must be a LatencyTable .* got dict"):
+        post_training_prune(model, labelled_batches(1), latency_budget=0.5, latency_table={"ffn_ms": [1.0]})
+    base = PostTrainingArgs(flops_budget=0.5)
+    with pytest.raises(InputError, match="max_tune_scale must be finite, got nan"):
+        post_training_prune(model, labelled_batches(1), base, max_tune_scale=float("nan"))
+
+
+def test_a_slim_model_with_non_finite_outputs_is_refused(monkeypatch):
+    """A pruned model that outputs NaN on the calibration data must not come back as a result."""
+    import nn_prune_ext.posttrain.prune as prune_module
+
+    def spoiled(model, masks):
+        slim = prune_with_masks(model, masks)
+        with torch.no_grad():
+            slim.classifier.bias.fill_(float("nan"))
+        return slim
+
+    monkeypatch.setattr(prune_module, "prune_with_masks", spoiled)
+    with pytest.raises(NonFiniteError, match="The pruned model's logits on calibration batch 0 are NaN or infinite.*"
+                       "retry with a larger budget"):
+        post_training_prune(tiny_model("bert"), labelled_batches(1), flops_budget=0.5, tune=False)

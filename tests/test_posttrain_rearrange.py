@@ -10,6 +10,7 @@ from nn_prune_ext.posttrain.costs import FlopsCost
 from nn_prune_ext.posttrain.rearrange import rearrange_layer, rearrange_masks, removal_loss
 from nn_prune_ext.posttrain.search import search_masks
 from nn_prune_ext.posttrain.units import PruningUnits, UnitGradients
+from nn_prune_ext.validation import InputError, NonFiniteError
 
 from conftest import GQA_TYPES, labelled_batches, tiny_model
 
@@ -102,3 +103,35 @@ def test_rearrange_masks_of_a_slim_model_with_a_layer_without_heads_or_units(mod
         new = structure.kept_units(layer, rearranged.heads[layer])
         assert removal_loss(~new, gradients.heads[layer]) <= removal_loss(~old, gradients.heads[layer]) + 1e-15
     assert model_flops(prune_with_masks(slim, rearranged), 12) == model_flops(prune_with_masks(slim, searched), 12)
+
+
+def _one_layer_arguments():
+    from nn_prune_ext.flops import LayerShape
+
+    structure = PruningUnits(shapes=(LayerShape(hidden=8, num_heads=2, num_kv_heads=2, head_dim=4, ffn_width=3),))
+    masks = StructureMasks(heads=[torch.tensor([1.0, 0.0])], units=[torch.tensor([1.0, 0.0, 1.0])])
+    gradients = UnitGradients(heads=[torch.ones(4, 2)], units=[torch.ones(4, 3)])
+    return masks, gradients, structure
+
+
+def test_rearrange_masks_refuses_arguments_that_do_not_fit():
+    """Issue 13: these were an IndexError or AttributeError deep inside the greedy swaps."""
+    masks, gradients, structure = _one_layer_arguments()
+    with pytest.raises(InputError, match="rearrange_masks: gradients must be UnitGradients, got tuple"):
+        rearrange_masks(masks, (gradients.heads, gradients.units), structure)
+    two_layers = StructureMasks(heads=masks.heads * 2, units=masks.units * 2)
+    with pytest.raises(InputError, match="the model has 1 layers, the masks 2 and the gradients 1"):
+        rearrange_masks(two_layers, gradients, structure)
+    with pytest.raises(InputError, match="layer 0 has 2 heads in 2 attention units, but 2 head masks and gradients for 3"):
+        rearrange_masks(masks, UnitGradients(heads=[torch.ones(4, 3)], units=gradients.units), structure)
+    with pytest.raises(InputError, match="layer 0 has 3 FFN-unit masks but gradients for 5"):
+        rearrange_masks(masks, UnitGradients(heads=gradients.heads, units=[torch.ones(4, 5)]), structure)
+
+
+@pytest.mark.parametrize("kind", ["attention-unit", "FFN-unit"])
+def test_rearrange_masks_refuses_non_finite_gradients(kind):
+    """A NaN gradient made every swap compare NaN losses: masks that look rearranged but are arbitrary."""
+    masks, gradients, structure = _one_layer_arguments()
+    (gradients.heads if kind == "attention-unit" else gradients.units)[0][2, 1] = float("nan")
+    with pytest.raises(NonFiniteError, match=f"layer 0's {kind} gradients hold NaN or infinite values"):
+        rearrange_masks(masks, gradients, structure)

@@ -12,6 +12,7 @@ from nn_prune_ext.flops import LayerShape
 from nn_prune_ext.posttrain.costs import FlopsCost, LatencyCost, PiecewiseLinear
 from nn_prune_ext.posttrain.search import SearchResult, masks_cost, search_masks
 from nn_prune_ext.posttrain.units import PruningUnits, UnitGradients
+from nn_prune_ext.validation import InputError, NonFiniteError
 
 from conftest import GQA_TYPES, labelled_batches, tiny_model
 
@@ -108,7 +109,7 @@ def test_search_errors():
     shapes = (LayerShape(hidden=8, num_heads=2, num_kv_heads=2, head_dim=4, ffn_width=4),)
     structure = PruningUnits(shapes=shapes)
     cost = FlopsCost(shapes, seq_len=3)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(InputError, match=r"budget=\.\.\.\) must be a finite number >= 0, got -1.0"):
         search_masks([torch.ones(2)], [torch.ones(4)], structure, cost, -1.0)
     with pytest.raises(ValueError, match="Layer 0 has 2 attention units but 3 importances"):
         search_masks([torch.ones(3)], [torch.ones(4)], structure, cost, 10.0)
@@ -116,6 +117,43 @@ def test_search_errors():
         search_masks([torch.ones(2)], [torch.ones(5)], structure, cost, 10.0)
     with pytest.raises(ValueError, match="granularity='row' is not one of head, group"):
         PruningUnits(shapes=shapes, granularity="row")
+
+
+def _one_layer():
+    shapes = (LayerShape(hidden=8, num_heads=2, num_kv_heads=2, head_dim=4, ffn_width=4),)
+    return PruningUnits(shapes=shapes), FlopsCost(shapes, seq_len=3)
+
+
+@pytest.mark.parametrize("budget", [float("nan"), float("inf"), "100", True])
+def test_search_refuses_a_budget_that_is_no_finite_number(budget):
+    """Issue 13: a NaN budget compared false with every cost, and the search returned masks anyway."""
+    structure, cost = _one_layer()
+    with pytest.raises(InputError, match=rf"search_masks\(budget=\.\.\.\) must be a finite number >= 0, got {budget!r}"):
+        search_masks([torch.ones(2)], [torch.ones(4)], structure, cost, budget)
+
+
+@pytest.mark.parametrize("kind", ["attention", "FFN"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_search_refuses_non_finite_importances(kind, bad):
+    """Issue 13: a NaN importance ranked anywhere, an infinite one kept its unit whatever it cost."""
+    structure, cost = _one_layer()
+    heads, units = [torch.ones(2)], [torch.ones(4)]
+    (heads if kind == "attention" else units)[0][1] = bad
+    with pytest.raises(NonFiniteError, match=f"Layer 0's {kind} importances hold NaN or infinite values"):
+        search_masks(heads, units, structure, cost, 1e6)
+
+
+class _NanAttentionCost(FlopsCost):
+    def attention(self, layer, kept_per_group):
+        return float("nan") if sum(kept_per_group) == 1 else super().attention(layer, kept_per_group)
+
+
+def test_search_refuses_a_non_finite_cost():
+    """A NaN cost is never above the budget: the search would take that size for free."""
+    structure, cost = _one_layer()
+    nan_cost = _NanAttentionCost(cost.shapes, seq_len=3)
+    with pytest.raises(NonFiniteError, match="gives nan for the attention keeping the 1 most important units"):
+        search_masks([torch.ones(2)], [torch.ones(4)], structure, nan_cost, 1e6)
 
 
 def test_search_result_states_what_its_share_is_of():

@@ -16,6 +16,7 @@ from nn_prune_ext import (
 from nn_prune_ext.importance import apply_masks
 from nn_prune_ext.posttrain.tune import LayerTaps, TuningResult, _NormalEquations, _solve, tune_masks
 
+from nn_prune_ext.validation import InputError, NonFiniteError
 from transformers import AutoModelForCausalLM
 
 from conftest import (
@@ -356,6 +357,55 @@ def test_bad_input_is_explained():
     patch_model(model, SparseArgs.struct())
     with pytest.raises(ValueError, match="bake_model"):
         tune_masks(model, masks, calibration_batches())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(max_scale=float("nan")), r"tune_masks\(max_scale=\.\.\.\) must be a finite number > 0, got nan"),
+        (dict(max_scale=0), r"tune_masks\(max_scale=\.\.\.\) must be a finite number > 0, got 0"),
+        (dict(tol=-1e-8), r"tune_masks\(tol=\.\.\.\) must be a finite number >= 0, got -1e-08"),
+        (dict(max_iterations=2.5), r"tune_masks\(max_iterations=\.\.\.\) must be a whole number >= 1 or None, got 2.5"),
+        (dict(max_batches="2"), r"tune_masks\(max_batches=\.\.\.\) must be a whole number >= 1 or None, got '2'"),
+        (dict(max_batches=0), r"tune_masks\(max_batches=\.\.\.\) must be a whole number >= 1 or None, got 0"),
+    ],
+)
+def test_bad_settings_are_refused_naming_them(options, message):
+    """Issue 13: a NaN max_scale accepted every fitted scale (`largest > nan` is false)."""
+    model = tiny_model("bert")
+    with pytest.raises(InputError, match=message):
+        tune_masks(model, pruned_masks(model), calibration_batches(), **options)
+
+
+def test_bad_masks_batches_and_chunked_ffn_are_refused_before_any_forward():
+    model = tiny_model("bert")
+    masks = pruned_masks(model)
+    with pytest.raises(InputError, match=r"masks=\.\.\.\) must be StructureMasks .* got list"):
+        tune_masks(model, [masks.heads, masks.units], calibration_batches())
+    batch = calibration_batches()[0]
+    with pytest.raises(InputError, match=r"got a single batch \(a dict with keys \['attention_mask', 'input_ids', 'labels'"):
+        tune_masks(model, masks, batch)
+    batch["input_ids"] = batch["input_ids"] + VOCAB
+    with pytest.raises(InputError, match="Batch 1 has token ids from .* outside the model's vocabulary"):
+        tune_masks(model, masks, [calibration_batches()[0], batch])
+    with pytest.raises(InputError, match=r"Batch 0: input_ids have shape \(12,\), not \[batch, sequence\]"):
+        tune_masks(model, masks, [{"input_ids": calibration_batches()[0]["input_ids"][0]}])
+    unusable_labels = calibration_batches()[0]
+    unusable_labels["labels"] = torch.tensor([0.5, 7.0, -3.0, 1.0])  # ignored: tuning needs no loss
+    tune_masks(model, masks, [unusable_labels], max_iterations=1)
+    model.config.chunk_size_feed_forward = 4  # was a RuntimeError after the first layer's teacher pass
+    with pytest.raises(InputError, match="config.chunk_size_feed_forward=4: set model.config.chunk_size_feed_forward = 0"):
+        tune_masks(model, masks, calibration_batches())
+
+
+def test_non_finite_hidden_states_are_refused_naming_layer_sublayer_and_batch():
+    """Issue 13: a NaN error rejected every fit silently ("does not lower the error"), layer after layer."""
+    model = tiny_model("bert")
+    batches = calibration_batches()
+    with torch.no_grad():
+        get_layout(model).layer_list(model)[1].output.dense.bias[0] = float("inf")
+    with pytest.raises(NonFiniteError, match="the ffn of layer 1 computes NaN or infinite values on batch 0"):
+        tune_masks(model, pruned_masks(model), batches)
 
 
 # ----- the same fit as fresh forwards of the whole model -------------------------------------

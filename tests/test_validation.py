@@ -98,3 +98,29 @@ def test_a_flag_field_refuses_what_is_not_true_or_false(cls, name, bad):
 def test_sparse_args_refuse_each_bad_value_naming_the_field(values, message):
     with pytest.raises(InputError, match=message):
         SparseArgs(**values)
+
+
+@pytest.mark.parametrize(
+    ("options", "bad", "message"),
+    [
+        ({}, float("nan"), "f\\(x=\\.\\.\\.\\) must be a finite number, got nan"),
+        ({"minimum": 0}, -1.0, "must be a finite number >= 0, got -1.0"),
+        ({"positive": True}, 0.0, "must be a finite number > 0, got 0.0"),
+        ({"whole": True, "minimum": 1}, 2.5, "must be a whole number >= 1, got 2.5 \\(float\\)"),
+        ({"whole": True, "allow_none": True}, True, "must be a whole number or None, got True \\(bool\\)"),
+        ({}, "3", "must be a finite number, got '3' \\(str\\)"),
+    ],
+)
+def test_check_number_names_the_argument_and_what_is_valid(options, bad, message):
+    from nn_prune_ext.validation import check_number
+
+    with pytest.raises(InputError, match=message):
+        check_number("f(x=...)", bad, **options)
+
+
+def test_check_number_takes_valid_values():
+    from nn_prune_ext.validation import check_number
+
+    check_number("f(x=...)", None, whole=True, allow_none=True)
+    check_number("f(x=...)", np.int64(3), whole=True, minimum=1)
+    check_number("f(x=...)", 1e-9, positive=True)

@@ -8,12 +8,14 @@ budget is met on exactly the model `optimize_model` will build.
 from __future__ import annotations
 
 import bisect
+import math
+import numbers
 from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
 from ..flops import LayerShape, layer_macs
 from ..slim.structure import slim_attention_sizes
-from ..validation import InputError
+from ..validation import InputError, NonFiniteError, check_number
 
 __all__ = ["CostModel", "FlopsCost", "LatencyCost", "PiecewiseLinear"]
 
@@ -44,8 +46,7 @@ class FlopsCost:
     seq_len: int
 
     def __post_init__(self):
-        if self.seq_len < 1:
-            raise InputError(f"seq_len must be at least 1, got {self.seq_len}.")
+        check_number("FlopsCost.seq_len", self.seq_len, whole=True, minimum=1)
 
     # The layer's cost splits in two parts that add up to `layer_macs`: the attention (self- and, in a
     # decoder layer, cross-attention, whose heads are never pruned) and the FFN (its units, plus the
@@ -82,8 +83,18 @@ class PiecewiseLinear:
     def __post_init__(self):
         if not self.points or len(self.points) != len(self.values):
             raise InputError("PiecewiseLinear needs as many values as points, and at least one point.")
-        if any(b <= a for a, b in zip(self.points, self.points[1:])) or self.points[0] < 1:
+        for point in self.points:
+            check_number(f"PiecewiseLinear.points ({self.points})", point, whole=True, minimum=1)
+        if any(b <= a for a, b in zip(self.points, self.points[1:])):
             raise InputError(f"points must be increasing counts >= 1, got {self.points}.")
+        for point, value in zip(self.points, self.values):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InputError(f"PiecewiseLinear.values must be numbers, got {value!r} at count {point}.")
+            if not math.isfinite(value):
+                # A NaN cost compares false with every budget: the search would take that size for free.
+                raise NonFiniteError(
+                    f"PiecewiseLinear.values must be finite, got {value} at count {point}: measure the latencies again."
+                )
 
     def __call__(self, count: int) -> float:
         if count <= 0:

@@ -17,6 +17,8 @@ cost = table.cost_model()    # for search_masks(..., cost=cost)
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +33,7 @@ from ..timing import compare_latency
 from ..transformers_internals import build_model
 from ..slim.structure import slim_attention_sizes
 from .costs import LatencyCost, PiecewiseLinear
-from ..validation import InputError
+from ..validation import InputError, NonFiniteError, check_number
 
 __all__ = ["LatencyTable", "fit_monotone", "measure_latency_table"]
 
@@ -51,9 +53,19 @@ def fit_monotone(counts: list[int], latencies: list[float]) -> PiecewiseLinear:
 
     Returns:
         The fitted curve as a `PiecewiseLinear` (0 at a count of 0, never negative).
+
+    Raises:
+        InputError: For lengths that differ, no counts, or a latency that is not a number.
+        NonFiniteError: For a NaN or infinite latency (pooling would spread it to its neighbours).
     """
     if len(counts) != len(latencies) or not counts:
         raise InputError("fit_monotone needs one latency per count, and at least one count.")
+    for count, value in zip(counts, latencies):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InputError(f"The latency at count {count} must be a number of milliseconds, got {value!r}.")
+        # `max(nan, 0.0)` is nan: it would pass into the curve and make that size free for the search.
+        if not math.isfinite(value):
+            raise NonFiniteError(f"The latency at count {count} is {value}: measure the latency table again.")
     blocks: list[list[float]] = []  # [sum, size] of pooled runs
     for value in latencies:
         blocks.append([max(float(value), 0.0), 1.0])
@@ -170,8 +182,11 @@ def measure_latency_table(
         The `LatencyTable`.
 
     Raises:
-        ValueError: If every measured latency is 0 (nothing for a latency budget to divide).
+        InputError: For `batch_size`, `seq_len` or `ffn_points` not a whole number >= 1 (checked before any
+            model is built), or if every measured latency is 0 (nothing for a latency budget to divide).
     """
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("ffn_points", ffn_points)):
+        check_number(f"measure_latency_table({name}=...)", value, whole=True, minimum=1)
     get_layout(model).require_single_stack("measure_latency_table (it times one-layer models)", "use a FLOPs budget")
     get_layout(model).require_prunable_ffn("measure_latency_table (it times FFN widths)")
     one = stock_copy(model)

@@ -25,8 +25,8 @@ result.model.save_pretrained("out/shallower")
 from __future__ import annotations
 
 import copy
-import itertools
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -39,7 +39,8 @@ from ..arch import check_batch, get_layout
 from ..patch import require_unpatched
 from ..slim.layers import drop_layers, layers_removed
 from ..transformers_internals import no_cache
-from ..validation import InputError
+from ..validation import InputError, NonFiniteError
+from .batches import check_batch_shapes, read_batches
 
 __all__ = ["CRITERIA", "LayerPruningStep", "LayerPruningResult", "prune_layers"]
 
@@ -115,25 +116,28 @@ def prune_layers(
         The pruned model and the greedy trace.
 
     Raises:
-        ValueError: For an unknown criterion, a `num_layers` out of range, no batches, a patched
-            model, or (`"loss"`) batches the model computes no loss from.
+        InputError: For an unknown criterion, a `num_layers` out of range or not a whole number, a
+            `max_batches` below 1, no batches, a patched model, or (`"loss"`) batches the model
+            computes no loss from.
+        NonFiniteError: If the input model's loss or outputs on the batches are NaN or infinite.
     """
-    if criterion not in CRITERIA:
+    if not isinstance(criterion, str) or criterion not in CRITERIA:
         raise InputError(f"criterion must be one of {CRITERIA}, got {criterion!r}.")
     count = len(get_layout(model).layer_list(model))
-    if not 1 <= num_layers < count:
+    # The type first: `1 <= "2"` is a TypeError, and True would count as one layer.
+    whole = isinstance(num_layers, numbers.Integral) and not isinstance(num_layers, bool)
+    if not whole or not 1 <= num_layers < count:
         raise InputError(
-            f"num_layers is the number of layers to remove: at least 1 and fewer than the model's {count}; "
-            f"got {num_layers}."
+            f"num_layers is the number of layers to remove: a whole number, at least 1 and fewer than the model's "
+            f"{count}; got {num_layers!r}."
         )
     require_unpatched(model, "prune_layers")
     device = next(model.parameters()).device
-    inputs = list(itertools.islice(batches, max_batches))
+    inputs = read_batches(batches, "prune_layers", max_batches)
     for index, batch in enumerate(inputs):
         check_batch(model, batch, index)
+        check_batch_shapes(model, batch, index)
     inputs = [to_device(batch, device) for batch in inputs]
-    if not inputs:
-        raise InputError("prune_layers got no batches: pass at least one batch of model inputs.")
     if not inplace:
         model = copy.deepcopy(model)
     was_training = model.training
@@ -141,6 +145,14 @@ def prune_layers(
     try:
         score = _scorer(model, inputs, criterion)
         baseline = score()
+        if not math.isfinite(baseline):
+            # Every candidate would then score NaN too, and the "least harmful" layer would be layer 0.
+            what = "loss" if criterion == "loss" else "outputs"
+            raise NonFiniteError(
+                f"The input model's {what} on the batches {'is' if criterion == 'loss' else 'are'} not finite "
+                f"({baseline}): every layer's removal would be judged against NaN. Check the model's weights and the "
+                "batches' inputs and labels, or run the model in float32."
+            )
         remaining = list(range(count))  # the input-model index of each layer still there
         steps = []
         for _ in range(num_layers):

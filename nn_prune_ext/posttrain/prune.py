@@ -11,9 +11,8 @@ print(result)                          # kept sizes, cost, reconstruction errors
 
 from __future__ import annotations
 
-import itertools
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -26,6 +25,7 @@ from ..masks import StructureMasks
 from ..slim import prune_with_masks
 from ..patch import require_unpatched
 from .costs import CostModel, FlopsCost
+from .batches import check_batch_shapes, read_batches
 from .latency import LatencyTable, measure_latency_table
 from .rearrange import rearrange_masks
 from .search import SearchResult, dense_cost, search_masks
@@ -84,16 +84,18 @@ class PostTrainingArgs:
 
     def __post_init__(self):
         check_fields(self)
-        budgets = [b for b in (self.flops_budget, self.latency_budget) if b is not None]
-        if len(budgets) != 1:
+        budgets = {name: getattr(self, name) for name in ("flops_budget", "latency_budget")}
+        given = [(name, value) for name, value in budgets.items() if value is not None]
+        if len(given) != 1:
             raise InputError(
                 "Give exactly one budget: flops_budget (a fraction of the dense FLOPs) or latency_budget (a fraction "
                 f"of the dense latency); got flops_budget={self.flops_budget}, latency_budget={self.latency_budget}."
             )
-        if not 0 < budgets[0] <= 1:
+        ((name, budget),) = given
+        if not 0 < budget <= 1:
             raise InputError(
-                f"A budget is a fraction of the dense model's cost in (0, 1]; got {budgets[0]} (a budget of 0 would "
-                "remove every head and FFN unit)."
+                f"PostTrainingArgs.{name} is a fraction of the dense model's cost in (0, 1]; got {budget} (a budget "
+                "of 0 would remove every head and FFN unit). Pass e.g. 0.6."
             )
         if self.head_granularity not in GRANULARITIES:
             raise InputError(f"head_granularity must be one of {', '.join(GRANULARITIES)}, got {self.head_granularity!r}.")
@@ -228,6 +230,47 @@ def _dense_model_cost(model: nn.Module, args: PostTrainingArgs, seq_len: int, in
     return None
 
 
+def _settings(args: Any, overrides: dict[str, Any]) -> PostTrainingArgs:
+    """`args` updated with keyword `overrides`, refusing what is not `PostTrainingArgs` and unknown names."""
+    if args is not None and not isinstance(args, PostTrainingArgs):
+        raise InputError(
+            f"args must be PostTrainingArgs or None, got {type(args).__name__}: pass PostTrainingArgs(flops_budget=...) "
+            "or the settings as keywords (flops_budget=0.6)."
+        )
+    names = [spec.name for spec in fields(PostTrainingArgs)]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:  # the dataclass would raise a TypeError about an unexpected keyword argument
+        raise InputError(f"Unknown post-training setting(s) {', '.join(unknown)}; valid: {', '.join(names)}.")
+    if args is None:
+        return PostTrainingArgs(**overrides)
+    return replace(args, **overrides) if overrides else args
+
+
+@torch.no_grad()
+def _check_finite_outputs(slim: nn.Module, batch: Mapping[str, Any], args: PostTrainingArgs) -> None:
+    """Refuse a slim model whose outputs on calibration batch 0 are not finite (one forward pass).
+
+    The weights were checked finite, and slimming checks the slim model on a made-up probe input;
+    real data with fitted scales (or half precision) can still overflow where the probe did not.
+
+    Raises:
+        NonFiniteError: Naming the output and the settings to change.
+    """
+    was_training = slim.training
+    slim.eval()
+    try:
+        outputs = slim(**to_device(batch, next(slim.parameters()).device))
+    finally:
+        slim.train(was_training)
+    name = next((name for name in ("logits", "last_hidden_state") if isinstance(getattr(outputs, name, None), torch.Tensor)), None)
+    if name is not None and not bool(torch.isfinite(getattr(outputs, name)).all()):
+        raise NonFiniteError(
+            f"The pruned model's {name} on calibration batch 0 are NaN or infinite, although the input model's "
+            f"weights and loss were finite: retry with {'tune=False or ' if args.tune else ''}a larger budget, or run "
+            "the model in float32."
+        )
+
+
 def post_training_prune(
     model: nn.Module,
     batches: Iterable[Mapping[str, Any]],
@@ -253,11 +296,19 @@ def post_training_prune(
 
     Returns:
         A `PostTrainingResult` with the slim model, the masks and the time of every stage.
+
+    Raises:
+        InputError: Before any work, for settings out of range or unknown, no batches, or a batch
+            the model cannot take (its input missing, token ids outside the vocabulary, labels
+            outside the classes, shapes that disagree).
+        NonFiniteError: For a NaN or infinite weight (before any work), a non-finite loss or mask
+            gradient (naming the batch), or a pruned model whose outputs are not finite.
     """
-    if args is None:
-        args = PostTrainingArgs(**overrides)
-    elif overrides:
-        args = PostTrainingArgs(**{**args.__dict__, **overrides})
+    args = _settings(args, overrides)
+    if latency_table is not None and not isinstance(latency_table, LatencyTable):
+        raise InputError(
+            f"latency_table must be a LatencyTable (from measure_latency_table) or None, got {type(latency_table).__name__}."
+        )
     require_unpatched(model, "post_training_prune")
     layout = get_layout(model)
     layout.require_removable_heads("post_training_prune (its search trades heads against FFN units)")
@@ -272,9 +323,11 @@ def post_training_prune(
         )
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    batches = list(itertools.islice(batches, args.max_batches))
+    # Every batch is checked before the first forward pass: a bad batch 40 must not cost the 39 before it.
+    batches = read_batches(batches, "post_training_prune", args.max_batches)
     for index, batch in enumerate(batches):
         check_batch(model, batch, index)
+        check_batch_shapes(model, batch, index)
     batches = [with_labels(model, batch) for batch in batches]
     seq_len = mean_sequence_length(model, batches)
     gradients = collect_mask_gradients(model, batches)
@@ -305,6 +358,7 @@ def post_training_prune(
         seconds["tune"] = time.perf_counter() - start
     start = time.perf_counter()
     slim = prune_with_masks(model, masks)
+    _check_finite_outputs(slim, batches[0], args)
     seconds["slim"] = time.perf_counter() - start
     return PostTrainingResult(
         model=slim,

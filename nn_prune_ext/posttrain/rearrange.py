@@ -17,6 +17,7 @@ import torch
 
 from ..masks import StructureMasks
 from .units import PruningUnits, UnitGradients
+from ..validation import InputError, NonFiniteError, first_non_finite
 
 __all__ = ["rearrange_masks", "removal_loss", "rearrange_layer"]
 
@@ -84,7 +85,14 @@ def rearrange_masks(masks: StructureMasks, gradients: UnitGradients, structure: 
     Returns:
         New binary masks with the same number of kept heads and FFN units in every layer (and in
         every key/value group for GQA head units).
+
+    Raises:
+        InputError: If the arguments are not of these types, or their layers or sizes disagree (an
+            IndexError deep inside otherwise).
+        NonFiniteError: If a gradient is NaN or infinite (the greedy swaps would compare NaN losses,
+            and return masks that look rearranged and are arbitrary).
     """
+    _check_arguments(masks, gradients, structure)
     heads, units = [], []
     for layer in range(structure.num_layers):
         kept = structure.kept_units(layer, masks.heads[layer])
@@ -93,3 +101,40 @@ def rearrange_masks(masks: StructureMasks, gradients: UnitGradients, structure: 
         unit_removed = rearrange_layer(masks.units[layer] == 0, gradients.units[layer])
         units.append((~unit_removed).float())
     return StructureMasks(heads=heads, units=units)
+
+
+def _check_arguments(masks: StructureMasks, gradients: UnitGradients, structure: PruningUnits) -> None:
+    """Refuse arguments of the wrong type, layer count or width, and non-finite gradients, naming the layer."""
+    for name, value, kind in (
+        ("masks", masks, StructureMasks), ("gradients", gradients, UnitGradients), ("structure", structure, PruningUnits)
+    ):
+        if not isinstance(value, kind):
+            raise InputError(f"rearrange_masks: {name} must be {kind.__name__}, got {type(value).__name__}.")
+    layers = structure.num_layers
+    if not masks.num_layers == len(gradients.heads) == len(gradients.units) == layers:
+        raise InputError(
+            f"rearrange_masks: the model has {layers} layers, the masks {masks.num_layers} and the gradients "
+            f"{len(gradients.heads)}: compute all three for the same model."
+        )
+    for layer in range(layers):
+        attention_units = len(structure.head_units(layer))
+        if masks.heads[layer].numel() != structure.shapes[layer].num_heads or gradients.heads[layer].shape[-1] != attention_units:
+            raise InputError(
+                f"rearrange_masks: layer {layer} has {structure.shapes[layer].num_heads} heads in "
+                f"{attention_units} attention units, but {masks.heads[layer].numel()} head masks and gradients for "
+                f"{gradients.heads[layer].shape[-1]} units."
+            )
+        if gradients.units[layer].shape[-1] != masks.units[layer].numel():
+            raise InputError(
+                f"rearrange_masks: layer {layer} has {masks.units[layer].numel()} FFN-unit masks but gradients for "
+                f"{gradients.units[layer].shape[-1]}."
+            )
+    bad = first_non_finite(
+        [(f"layer {layer}'s attention-unit", values) for layer, values in enumerate(gradients.heads)]
+        + [(f"layer {layer}'s FFN-unit", values) for layer, values in enumerate(gradients.units)]
+    )
+    if bad is not None:
+        raise NonFiniteError(
+            f"rearrange_masks: {bad} gradients hold NaN or infinite values: recompute them from a finite loss "
+            "(collect_mask_gradients names the batch that is not)."
+        )

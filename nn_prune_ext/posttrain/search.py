@@ -11,6 +11,7 @@ budget holds on the real result: `model_flops(slim) <= budget` for a FLOPs budge
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +19,7 @@ import torch
 from ..masks import StructureMasks
 from .costs import CostModel
 from .units import PruningUnits
-from ..validation import InputError
+from ..validation import InputError, NonFiniteError, check_number, first_non_finite
 
 __all__ = ["SearchResult", "search_masks", "masks_cost", "dense_cost"]
 
@@ -179,15 +180,26 @@ def search_masks(
         A `SearchResult`; its cost never exceeds `budget`.
 
     Raises:
-        ValueError: If the importances do not match `structure`, or the budget is negative.
+        InputError: If the importances do not match `structure`, or the budget is negative, NaN or infinite.
+        NonFiniteError: If an importance or a cost is NaN or infinite.
     """
-    if budget < 0:
-        raise InputError(f"The budget must be non-negative, got {budget}.")
+    # A NaN budget compares false with every cost, and a NaN importance ranks anywhere: either would
+    # give masks that look valid and are not what was asked for.
+    check_number("search_masks(budget=...)", budget, minimum=0)
     layers = structure.num_layers
     if len(head_importance) != layers or len(unit_importance) != layers:
         raise InputError(
             f"Got importances for {len(head_importance)} / {len(unit_importance)} layers, but the model has {layers}."
         )
+    for kind, importances in (("attention", head_importance), ("FFN", unit_importance)):
+        if any(not isinstance(values, torch.Tensor) for values in importances):
+            raise InputError(f"The {kind} importances must be one tensor per layer, got {importances!r}.")
+        bad = first_non_finite(enumerate(importances))
+        if bad is not None:
+            raise NonFiniteError(
+                f"Layer {bad}'s {kind} importances hold NaN or infinite values: recompute them from finite "
+                "gradients (UnitGradients.fisher() of collect_mask_gradients' output)."
+            )
     for layer in range(layers):
         expected = len(structure.head_units(layer))
         if head_importance[layer].numel() != expected:
@@ -201,6 +213,7 @@ def search_masks(
             )
     widths = [int(values.numel()) for values in unit_importance]
     dense = dense_cost(structure, cost)
+    _check_cost("the dense model", dense)
     head_ranking = _ranking(head_importance)
     unit_ranking = _ranking(unit_importance)
     unit_values = torch.tensor([float(unit_importance[layer][index]) for layer, index in unit_ranking], dtype=torch.float64)
@@ -217,6 +230,7 @@ def search_masks(
             head_sum += float(head_importance[layer][unit])
             attention_costs[layer] = cost.attention(layer, structure.kept_per_group(layer, kept[layer]))
         attention = sum(attention_costs)
+        _check_cost(f"the attention keeping the {count} most important units", attention)
         if attention > budget:
             continue  # under GQA padding a larger count may still fit; keep looking
         fill = _fill_ffn(unit_ranking, prefix, widths, cost, budget - attention)
@@ -229,6 +243,15 @@ def search_masks(
         units=[kept_units[layer].float() for layer in range(layers)],
     )
     return SearchResult(masks=masks, cost=total, budget=budget, dense_cost=dense, importance=importance)
+
+
+def _check_cost(what: str, value: float) -> None:
+    """Refuse a NaN or infinite cost: `cost > budget` is then false, and the search would take it as free."""
+    if not math.isfinite(value):
+        raise NonFiniteError(
+            f"The cost model gives {value} for {what}: a cost must be a finite number. Measure the latency table "
+            "again or check the cost model."
+        )
 
 
 def _kept_by_rank(ranking: list[tuple[int, int]], counts: list[int], widths: list[int]) -> list[torch.Tensor]:

@@ -31,7 +31,7 @@ slim = prune_with_masks(model, result.masks)            # scales folded into the
 
 from __future__ import annotations
 
-import itertools
+import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -41,11 +41,12 @@ from scipy.sparse.linalg import LinearOperator, lsmr
 from torch import nn
 
 from ..importance import apply_masks, to_device
-from ..arch import ArchitectureLayout, LayerModules, get_layout
+from ..arch import ArchitectureLayout, LayerModules, check_batch, get_layout
 from ..masks import StructureMasks
 from ..patch import require_unpatched
+from .batches import check_batch_shapes, read_batches
 from .layer_runner import LayerRunner, StopForward
-from ..validation import InputError
+from ..validation import InputError, NonFiniteError, check_number
 
 __all__ = ["SublayerTuning", "TuningResult", "LayerTaps", "tune_masks"]
 
@@ -420,6 +421,14 @@ class _Tuner:
                     inputs = taps.values["ffn_input"]
                     outputs.append(output)
                 error += float(difference.square().sum(dtype=torch.float64))
+                if not math.isfinite(error):
+                    # Every fit against a NaN error is rejected ("does not lower the error"), layer after
+                    # layer, and the result would look like a tuning that merely did not help.
+                    raise NonFiniteError(
+                        f"Mask tuning: the {sublayer} of layer {modules.index} computes NaN or infinite values on "
+                        f"batch {batch} (the dense model, or the masked one with the scales fitted so far): run the "
+                        "model in float32, check that batch's inputs, or pass tune=False."
+                    )
                 if equations is not None:
                     equations.add(self._select(batch, inputs), difference)
         return error, None if stop else outputs
@@ -506,18 +515,41 @@ def tune_masks(
         sublayer, the error before and after and whether the fit was accepted.
 
     Raises:
-        ValueError: If the model is patched, the masks do not fit the model, there are no batches,
-            or a batch's `attention_mask` does not match its inputs.
+        InputError: Before any forward pass, if the model is patched or chunks its FFN, the masks are
+            not `StructureMasks` or do not fit the model, a setting is out of range, there are no
+            batches, or a batch lacks the model's input or its `attention_mask` does not match it.
+        NonFiniteError: Naming the layer, sublayer and batch, if hidden states turn NaN or infinite.
     """
     layout = get_layout(model)
     layout.require_single_stack("tune_masks", "slim with the masks as they are")
     require_unpatched(model, "tune_masks")
+    if not isinstance(masks, StructureMasks):
+        raise InputError(
+            f"tune_masks(masks=...) must be StructureMasks (e.g. post_training_prune's search.masks or "
+            f"StructureMasks.from_kept(...)), got {type(masks).__name__}."
+        )
     masks.check(model)
+    # A NaN max_scale would accept every scale (`largest > nan` is false); a NaN tol stops lsmr at once.
+    check_number("tune_masks(max_scale=...)", max_scale, positive=True)
+    check_number("tune_masks(tol=...)", tol, minimum=0)
+    check_number("tune_masks(max_iterations=...)", max_iterations, whole=True, minimum=1, allow_none=True)
+    if getattr(model.config, "chunk_size_feed_forward", 0):
+        # The FFN would run once per chunk, and the fits need its input and output whole; found up front,
+        # not as a RuntimeError after the first layer's teacher pass.
+        raise InputError(
+            f"tune_masks needs the FFN to run once per layer call, but config.chunk_size_feed_forward="
+            f"{model.config.chunk_size_feed_forward}: set model.config.chunk_size_feed_forward = 0 (same outputs)."
+        )
+    batches = read_batches(batches, "tune_masks", max_batches)
+    for index, batch in enumerate(batches):
+        # Targets are ignored here, so a label the model's loss would refuse must not stop the tuning.
+        if isinstance(batch, Mapping):
+            batch = {key: value for key, value in batch.items() if key not in _TARGET_KEYS}
+        check_batch(model, batch, index)
+        check_batch_shapes(model, batch, index)
     tuned = masks.clone()
     device = next(model.parameters()).device
-    inputs = [_model_inputs(batch, device) for batch in itertools.islice(batches, max_batches)]
-    if not inputs:
-        raise InputError("tune_masks got no batches: pass at least one batch of model inputs.")
+    inputs = [_model_inputs(batch, device) for batch in batches]
     was_training = model.training
     model.eval()
     try:

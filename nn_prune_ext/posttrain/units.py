@@ -146,5 +146,15 @@ class UnitGradients:
         return cls(heads=heads, units=units)
 
     def fisher(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Diagonal empirical Fisher information of every unit: the sum of squared per-batch gradients."""
-        return [g.square().sum(dim=0) for g in self.heads], [g.square().sum(dim=0) for g in self.units]
+        """Diagonal empirical Fisher information of every unit: the sum of squared per-batch gradients.
+
+        Summed in float64: a finite float32 gradient above about 1e19 squares to infinity in float32, and
+        the search refuses an infinite importance.
+
+        Returns:
+            Per layer, the attention units' and the FFN units' Fisher information (float64).
+        """
+        return (
+            [g.double().square().sum(dim=0) for g in self.heads],
+            [g.double().square().sum(dim=0) for g in self.units],
+        )
