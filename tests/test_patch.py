@@ -282,3 +282,9 @@ def test_a_model_patched_under_inference_mode_runs_and_equals_one_patched_outsid
     with torch.inference_mode():
         inside = patch_model(tiny_model("bert"), SETUPS["hybrid"]()).eval()
         torch.testing.assert_close(inside(**batch).logits, expected, rtol=0, atol=0)
+    # Its thresholds can still be moved outside inference mode (a training run after loading for evaluation).
+    set_thresholds(inside, 0.3, 0.3)
+    set_thresholds(outside, 0.3, 0.3)
+    with torch.no_grad():
+        torch.testing.assert_close(inside(**batch).logits, outside(**batch).logits, rtol=0, atol=0)
+    assert all(float(group.threshold_tensor) == pytest.approx(0.3) for group in iter_mask_scores(inside))

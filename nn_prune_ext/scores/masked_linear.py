@@ -208,8 +208,13 @@ class MaskScores(nn.Module):
     @threshold.setter
     def threshold(self, value: float) -> None:
         self._threshold = float(value)
+        current = self.threshold_tensor
+        if current.is_inference() and not torch.is_inference_mode_enabled():
+            # Made under `torch.inference_mode()`: such a tensor cannot be written outside it.
+            self.threshold_tensor = torch.tensor(self._threshold, dtype=current.dtype, device=current.device)
+            return
         with torch.no_grad():
-            self.threshold_tensor.fill_(self._threshold)
+            current.fill_(self._threshold)  # in place: a compiled graph keeps reading the same tensor
 
     def __getstate__(self) -> dict:
         # The cached mask of the last training forward carries autograd history, which neither
