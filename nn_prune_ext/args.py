@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .scores.methods import PruningMethod, get_pruning_method
-from .validation import InputError, check_fields
+from .validation import InputError, check_fields, check_real, check_whole, refuse_unknown_keywords
 
 __all__ = ["SparseArgs", "ATTENTION_GRANULARITIES", "DENSE_GRANULARITIES", "REGULARIZATIONS"]
 
@@ -23,6 +23,7 @@ REGULARIZATIONS = ("disabled", "l1", "l0")
 _NN_PRUNING_DENSE_SUFFIXES = {"1d_alt": "unit"}
 
 
+@refuse_unknown_keywords  # a misspelled field would otherwise be Python's bare TypeError
 @dataclass
 class SparseArgs:
     """Arguments of movement pruning while fine-tuning.
@@ -178,6 +179,14 @@ class SparseArgs:
                 names[1] = "attention_final_threshold"
             for threshold_name in names:
                 method.check_threshold(getattr(self, threshold_name), f"{threshold_name} (with {arg_name}={method.name})")
+            # Unbounded methods (threshold, l0) take any finite threshold, but the schedule interpolates between
+            # the two: 1e308 and -1e308 are finite, their difference is not, and every threshold would be NaN.
+            if not math.isfinite(float(getattr(self, names[1])) - float(self.initial_threshold)):
+                raise InputError(
+                    f"{names[1]}={getattr(self, names[1])} and initial_threshold={self.initial_threshold} are too far "
+                    "apart for the schedule to move between them (their difference overflows a float): use "
+                    f"thresholds on the scale of the scores of {arg_name}={method.name!r}."
+                )
             if self.regularization not in method.regularizations:
                 raise InputError(
                     f"regularization={self.regularization!r} does not apply to {arg_name}={method.name!r}; "
@@ -208,7 +217,18 @@ class SparseArgs:
         return attention, self.final_threshold
 
     def warmup_steps(self, total_steps: int) -> tuple[int, int]:
-        """Resolve `initial_warmup` and `final_warmup` to step counts for a run of `total_steps`."""
+        """Resolve `initial_warmup` and `final_warmup` to step counts for a run of `total_steps`.
+
+        Args:
+            total_steps: Optimizer steps of the whole run (a whole number >= 1).
+
+        Returns:
+            The `(initial, final)` warmup steps.
+
+        Raises:
+            InputError: If `total_steps` is not a whole number >= 1 (0 would silently give no warmup).
+        """
+        total_steps = check_whole(total_steps, "SparseArgs.warmup_steps(total_steps=...)", 1)
         return _to_steps(self.initial_warmup, total_steps), _to_steps(self.final_warmup, total_steps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -297,10 +317,11 @@ class SparseArgs:
             **overrides: Any other `SparseArgs` field (warmups, `mask_scores_learning_rate`...).
 
         Raises:
-            ValueError: For a sparsity outside [0, 1), or no sparsity above 0.
+            InputError: For a sparsity that is not a number in [0, 1), or no sparsity above 0.
         """
         sparsities = {"ffn2_sparsity": ffn2_sparsity, "mha_sparsity": mha_sparsity}
         for name, value in sparsities.items():
+            check_real(value, f"SparseArgs.auto_slim({name}=...)", optional=True)  # text would be a TypeError below
             if value is not None and not 0.0 <= value < 1.0:
                 raise InputError(
                     f"{name}={value} is not a fraction in [0, 1): it is the share of "

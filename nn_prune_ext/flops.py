@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .arch import get_layout
+from .validation import InputError, check_model, check_whole
 
 __all__ = ["LayerShape", "dense_layer_shapes", "kept_layer_shapes", "layer_macs", "layer_shapes", "model_flops"]
 
@@ -64,7 +65,11 @@ def layer_shapes(model: nn.Module) -> list[LayerShape]:
 
     Zeroed heads or units are counted as present: bake and `optimize_model` first to count a
     pruned model's real cost.
+
+    Raises:
+        InputError: If `model` is not a module of a registered architecture.
     """
+    check_model(model, "layer_shapes")
     layers = list(get_layout(model).iter_layers(model))
     return [
         LayerShape(
@@ -176,6 +181,26 @@ def kept_layer_shapes(model: nn.Module) -> list[LayerShape]:
 
 
 def model_flops(model_or_shapes: nn.Module | list[LayerShape], seq_len: int) -> int:
-    """FLOPs of the transformer layers for one sequence of `seq_len` tokens."""
-    shapes = layer_shapes(model_or_shapes) if isinstance(model_or_shapes, nn.Module) else model_or_shapes
+    """FLOPs of the transformer layers for one sequence of `seq_len` tokens.
+
+    Args:
+        model_or_shapes: A model of a registered architecture, or its `LayerShape`s.
+        seq_len: Tokens in the sequence (a whole number >= 1).
+
+    Returns:
+        The FLOPs (2 per multiply-accumulate).
+
+    Raises:
+        InputError: If `seq_len` is not a whole number >= 1 (0 gave 0 FLOPs, 1.5 a fractional count), or
+            `model_or_shapes` is neither a model nor a list of `LayerShape` (a model name was an AttributeError).
+    """
+    check_whole(seq_len, "model_flops(seq_len=...)", 1)
+    if isinstance(model_or_shapes, nn.Module):
+        shapes = layer_shapes(model_or_shapes)
+    elif isinstance(model_or_shapes, (list, tuple)) and all(isinstance(shape, LayerShape) for shape in model_or_shapes):
+        shapes = model_or_shapes
+    else:
+        raise InputError(
+            f"model_flops takes a model (torch.nn.Module) or a list of LayerShape, got {type(model_or_shapes).__name__}."
+        )
     return 2 * sum(layer_macs(shape, seq_len) for shape in shapes)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .arch import LayerModules, check_batch, get_layout
-from .validation import InputError, NonFiniteError, first_non_finite
+from .validation import InputError, NonFiniteError, check_model, check_whole, first_non_finite
 
 if TYPE_CHECKING:
     from .masks import StructureMasks
@@ -97,17 +97,40 @@ class MaskImportance:
         return self.units[index, : self.ffn_widths[index]]
 
 
-def _check_masks(masks: Sequence[torch.Tensor | None], sizes: list[int], what: str) -> None:
+def _check_masks(masks: Sequence[torch.Tensor | None] | None, sizes: list[int], what: str) -> list[torch.Tensor | None]:
+    """`masks` as a list of one mask (or None) per layer, or an `InputError` naming the layer at fault."""
+    if masks is None:
+        return [None] * len(sizes)
+    if isinstance(masks, (str, bytes)) or not isinstance(masks, Iterable):
+        raise InputError(f"The {what} masks must be a list with one tensor (or None) per layer, got {type(masks).__name__}.")
+    masks = list(masks)
     if len(masks) != len(sizes):
         raise InputError(
             f"Got {len(masks)} {what} masks for a model of {len(sizes)} layers; pass one per layer (None to skip)."
         )
     for index, (mask, size) in enumerate(zip(masks, sizes)):
-        if mask is not None and tuple(mask.shape) != (size,):
+        if mask is None:
+            continue
+        if not isinstance(mask, torch.Tensor) or mask.is_complex():
+            kind = f"a {mask.dtype} tensor" if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise InputError(
+                f"The {what} mask of layer {index} is {kind}: pass a real tensor of shape ({size},) (1 keeps, 0 "
+                "removes), e.g. torch.tensor([...]), or None to leave the layer alone."
+            )
+        if tuple(mask.shape) != (size,):
             raise InputError(
                 f"The {what} mask of layer {index} has shape {tuple(mask.shape)}, but the layer has {size} {what}s: "
                 f"pass a 1-d mask of shape ({size},)."
             )
+    # A NaN mask value makes every output of the model NaN; the hooks would apply it without a word. One
+    # device synchronisation for all layers: post-training tuning enters apply_masks for every layer it tunes.
+    bad = first_non_finite(enumerate(masks))
+    if bad is not None:
+        raise InputError(
+            f"The {what} mask of layer {bad} holds NaN or infinite values: a mask value is 0 (remove), 1 (keep) or "
+            "a finite scale."
+        )
+    return masks
 
 
 def _scaling_hook(mask: torch.Tensor, repeats: int):
@@ -145,13 +168,13 @@ def apply_masks(
         unit_masks: One mask of shape `[ffn_width]` per layer, or `None`.
 
     Raises:
-        ValueError: If the number of masks or a mask's shape does not match the model's layers.
+        InputError: If `model` is not a module, the number of masks, a mask's type or shape does not match the
+            model's layers, or a mask holds NaN or infinite values.
     """
+    check_model(model, "apply_masks")
     layers = list(get_layout(model).iter_layers(model))
-    head_masks = list(head_masks) if head_masks is not None else [None] * len(layers)
-    unit_masks = list(unit_masks) if unit_masks is not None else [None] * len(layers)
-    _check_masks(head_masks, [layer.num_heads for layer in layers], "head")
-    _check_masks(unit_masks, [layer.ffn_width for layer in layers], "FFN unit")
+    head_masks = _check_masks(head_masks, [layer.num_heads for layer in layers], "head")
+    unit_masks = _check_masks(unit_masks, [layer.ffn_width for layer in layers], "FFN unit")
     handles = []
     try:
         for layer, head_mask, unit_mask in zip(layers, head_masks, unit_masks):
@@ -216,8 +239,23 @@ def collect_mask_gradients(
         The per-batch gradients (on CPU, float32).
 
     Raises:
-        ValueError: If there are no batches, or the model returns no loss.
+        InputError: If `model` is not a module, `batches` is a single batch or not iterable, `max_batches` is
+            not a whole number >= 1, `masks` is not `StructureMasks` that fit the model, there are no batches,
+            or the model returns no loss.
+        NonFiniteError: Naming the batch whose loss or mask gradients are NaN or infinite.
     """
+    check_model(model, "collect_mask_gradients")
+    check_whole(max_batches, "collect_mask_gradients(max_batches=...)", 1, optional=True)
+    if isinstance(batches, (str, bytes, Mapping)) or not isinstance(batches, Iterable):
+        # A single dict would be iterated over its keys ("Batch 0 is a str").
+        raise InputError(
+            f"collect_mask_gradients: batches must be an iterable of batches (dicts of input tensors with labels, "
+            f"e.g. a list or a DataLoader), got {type(batches).__name__}. A single batch goes in a list: [batch]."
+        )
+    from .masks import StructureMasks  # here: masks imports patch, which is not needed to import this module
+
+    if masks is not None and not isinstance(masks, StructureMasks):
+        raise InputError(f"collect_mask_gradients: masks must be a StructureMasks or None, got {type(masks).__name__}.")
     layers: list[LayerModules] = list(get_layout(model).iter_layers(model))
     head_sizes = [layer.num_heads for layer in layers]
     unit_sizes = [layer.ffn_width for layer in layers]
@@ -326,7 +364,11 @@ def magnitude_importance(model: nn.Module) -> MaskImportance:
 
     Returns:
         The importance per head and per FFN unit, NaN-padded like the gradient-based ones.
+
+    Raises:
+        InputError: If `model` is not a module.
     """
+    check_model(model, "magnitude_importance")
     head_rows, unit_rows = [], []
     layers = list(get_layout(model).iter_layers(model))
     for layer in layers:

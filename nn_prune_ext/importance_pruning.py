@@ -51,13 +51,22 @@ from .arch import get_layout
 from .masks import StructureMasks
 from .patch import require_unpatched
 from .slim import prune_with_masks
-from .validation import InputError, NonFiniteError, check_fields
+from .validation import (
+    InputError,
+    NonFiniteError,
+    check_fields,
+    check_flag,
+    check_known_fields,
+    check_model,
+    refuse_unknown_keywords,
+)
 
 __all__ = ["ImportancePruningArgs", "importance_masks", "prune_by_importance"]
 
 SCOPES = ("even", "global")
 
 
+@refuse_unknown_keywords  # a misspelled target would otherwise be Python's bare TypeError
 @dataclass
 class ImportancePruningArgs:
     """Targets and options of importance pruning (usable with `HfArgumentParser`)."""
@@ -298,7 +307,14 @@ def _layer_scores(values: torch.Tensor, sizes: tuple[int, ...], what: str) -> li
 
 
 # ----- the API -----------------------------------------------------------------------------------
-def _resolve(args: ImportancePruningArgs | None, overrides: dict[str, Any]) -> ImportancePruningArgs:
+def _resolve(args: ImportancePruningArgs | None, overrides: dict[str, Any], where: str) -> ImportancePruningArgs:
+    """`args` with `overrides` applied; an `InputError` for args of another type or a keyword that is no field."""
+    if args is not None and not isinstance(args, ImportancePruningArgs):
+        raise InputError(
+            f"{where}: args must be an ImportancePruningArgs or None, got {type(args).__name__}; pass "
+            "ImportancePruningArgs(target_num_heads=..., ...) or the fields as keywords."
+        )
+    check_known_fields(ImportancePruningArgs, overrides, where)
     if args is None:
         return ImportancePruningArgs(**overrides)
     return dataclasses.replace(args, **overrides) if overrides else args
@@ -326,10 +342,12 @@ def importance_masks(
         `StructureMasks` with 1 for every kept head and unit, 0 for removed ones.
 
     Raises:
-        ValueError: For a target out of range or not a multiple of the key/value group size, bad
-            options, no batches, or batches the model computes no loss from.
+        InputError: For a model that is not a module, a target out of range or not a multiple of the
+            key/value group size, bad or unknown options, no batches, or batches the model computes no
+            loss from.
     """
-    args = _resolve(args, kwargs)
+    check_model(model, "importance_masks")
+    args = _resolve(args, kwargs, "importance_masks")
     if args.target_num_heads is not None:
         get_layout(model).require_removable_heads(f"target_num_heads={args.target_num_heads}")
     if args.target_ffn_width is not None:
@@ -380,8 +398,10 @@ def prune_by_importance(
 
     Raises:
         InputError: For a model patched for movement pruning (bake it first, as for
-            `post_training_prune` and `prune_layers`), and as `importance_masks`.
+            `post_training_prune` and `prune_layers`), for `inplace` not True or False, and as
+            `importance_masks`.
     """
     require_unpatched(model, "prune_by_importance")
+    check_flag(inplace, "prune_by_importance(inplace=...)")  # before the importance is measured (minutes)
     masks = importance_masks(model, batches, args, **kwargs)
     return prune_with_masks(model, masks, inplace=inplace)

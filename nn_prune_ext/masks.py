@@ -17,6 +17,7 @@ slim = prune_with_masks(model, masks)
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -26,7 +27,7 @@ from torch import nn
 from .arch import get_layout
 from .patch import eval_grids, is_patched, require_unpatched
 from .scores.masked_linear import MaskedLinear
-from .validation import InputError
+from .validation import InputError, check_model
 
 __all__ = ["StructureMasks", "fold_masks", "masks_from_scores"]
 
@@ -84,7 +85,12 @@ class StructureMasks:
     # ----- construction ------------------------------------------------------------------
     @classmethod
     def ones(cls, model: nn.Module) -> "StructureMasks":
-        """Masks keeping everything in `model` (a model of a registered architecture)."""
+        """Masks keeping everything in `model` (a model of a registered architecture).
+
+        Raises:
+            InputError: If `model` is not a module of a registered architecture.
+        """
+        check_model(model, "StructureMasks.ones")
         heads, widths = model_sizes(model)
         cross = cross_head_counts(model)
         return cls(
@@ -102,7 +108,13 @@ class StructureMasks:
             model: The model the masks are for.
             heads: Per layer, the indices of the query heads to keep.
             units: Per layer, the indices of the FFN units to keep.
+
+        Raises:
+            InputError: If `model` is not a module, `heads` or `units` is not one list of indices per layer, or
+                an index is not a whole number in range (1.7 would otherwise be truncated to 1 without a word).
         """
+        check_model(model, "StructureMasks.from_kept")
+        heads, units = _per_layer(heads, "heads"), _per_layer(units, "units")
         num_heads, widths = model_sizes(model)
         if len(heads) != len(num_heads) or len(units) != len(num_heads):
             raise InputError(
@@ -138,7 +150,12 @@ class StructureMasks:
         return self._map(torch.clone)
 
     def check(self, model: nn.Module) -> None:
-        """Raise a `ValueError` naming the first mask whose shape does not fit `model`."""
+        """Check that the masks fit `model`.
+
+        Raises:
+            InputError: If `model` is not a module, or naming the first mask whose shape does not fit it.
+        """
+        check_model(model, "StructureMasks.check")
         num_heads, widths = model_sizes(model)
         if self.num_layers != len(num_heads):
             raise InputError(
@@ -187,6 +204,10 @@ def _as_vector(mask: Any, what: str) -> torch.Tensor:
     """`mask` as a 1-d float32 CPU tensor, or a clear error."""
     if isinstance(mask, (str, bytes)):
         raise InputError(f"The {what} is text ({mask!r}): pass numbers, 0 (remove), 1 (keep) or a scale.")
+    # torch casts complex to real with only a warning, dropping the imaginary part: refuse it instead.
+    dtype = getattr(mask, "dtype", None)
+    if getattr(dtype, "is_complex", False) or getattr(dtype, "kind", "") == "c":
+        raise InputError(f"The {what} holds complex numbers ({dtype}): pass real values, 0 (remove), 1 (keep) or a scale.")
     try:
         vector = torch.as_tensor(mask, dtype=torch.float32).detach().cpu()
     except (TypeError, ValueError, RuntimeError, OverflowError) as error:  # ragged lists, text, objects
@@ -212,10 +233,35 @@ def cross_head_counts(model: nn.Module) -> list[int] | None:
     return [layer.cross.num_heads if layer.cross is not None else 0 for layer in layers]
 
 
+def _per_layer(values: Any, name: str) -> list[Any]:
+    """`values` (one list of indices per layer) as a list, or an `InputError` naming the argument.
+
+    A string or a flat tensor would otherwise be read as one "list" per character or element; a 2-d tensor
+    (one row of indices per layer, as `topk(...).indices` gives) is fine.
+    """
+    flat_tensor = isinstance(values, torch.Tensor) and values.dim() != 2
+    if isinstance(values, (str, bytes)) or flat_tensor or not isinstance(values, Iterable):
+        raise InputError(
+            f"StructureMasks.from_kept: {name} must be a list with one list of indices per layer, e.g. [[0, 2], [1]], "
+            f"got {type(values).__name__}."
+        )
+    return list(values)
+
+
 def _indicator(size: int, kept: Iterable[int], what: str) -> torch.Tensor:
+    if isinstance(kept, (str, bytes)) or (isinstance(kept, torch.Tensor) and kept.dim() != 1) or not isinstance(kept, Iterable):
+        raise InputError(f"The kept {what}s must be a list of indices such as [0, 2], got {_type_and_value(kept)}.")
     mask = torch.zeros(size)
     for index in kept:
-        index = int(index)
+        # int() would truncate 1.7 to 1 (and True to 1) without a word; operator.index takes whole numbers only.
+        if isinstance(index, bool) or not hasattr(type(index), "__index__"):
+            raise InputError(f"The kept {what}s hold {_type_and_value(index)}: indices are whole numbers 0..{size - 1}.")
+        try:
+            index = operator.index(index)
+        except TypeError:  # a float or multi-element tensor, which has __index__ but refuses it
+            raise InputError(
+                f"The kept {what}s hold {_type_and_value(index)}: indices are whole numbers 0..{size - 1}."
+            ) from None
         if not 0 <= index < size:
             raise InputError(f"{what} index {index} is out of range: the layer has {size} (indices 0..{size - 1}).")
         mask[index] = 1.0
@@ -236,7 +282,14 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
 
     Returns:
         `model`.
+
+    Raises:
+        InputError: If `model` is not an unpatched module of a registered architecture, or `masks` is not a
+            `StructureMasks` that fits it.
     """
+    check_model(model, "fold_masks")
+    if not isinstance(masks, StructureMasks):
+        raise InputError(f"fold_masks: masks must be a StructureMasks, got {type(masks).__name__}.")
     require_unpatched(model, "fold_masks (prune_with_masks bakes a patched model itself)")
     masks.check(model)
     cross_masks = masks.cross_heads or [None] * masks.num_layers
@@ -273,8 +326,9 @@ def masks_from_scores(model: nn.Module) -> StructureMasks:
         Binary masks (1 kept, 0 removed), one per head and FFN unit of every layer.
 
     Raises:
-        ValueError: If the model is not patched.
+        InputError: If `model` is not a module, or not patched.
     """
+    check_model(model, "masks_from_scores")
     if not is_patched(model):
         raise InputError(
             "masks_from_scores needs a model patched for movement pruning (patch_model or SparseTrainer); for a "
@@ -299,3 +353,8 @@ def _kept_columns(grid: torch.Tensor, in_features: int) -> torch.Tensor:
     """Per input column of a masked linear: does its mask keep any entry of it."""
     kept = (grid != 0).any(dim=0).cpu()
     return kept.repeat_interleave(in_features // kept.numel())
+
+
+def _type_and_value(value: Any) -> str:
+    text = repr(value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"

@@ -21,7 +21,7 @@ from .args import SparseArgs
 from .arch import ArchitectureLayout, AttentionBlock, LayerModules, get_layout, join_projections, split_projections
 from .scores.masked_linear import MaskedLinear, MaskScores, begin_forward_all, release_scratch_buffers
 from .scores.methods import PruningMethod
-from .validation import InputError
+from .validation import InputError, check_model, check_real
 
 __all__ = [
     "patch_model",
@@ -181,9 +181,20 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
         The same model, patched.
 
     Raises:
-        UnsupportedArchitectureError: No layout for the model's type.
-        ValueError: The model is patched already, or a block size does not divide a matrix.
+        UnsupportedArchitectureError: No layout for the model's type (an `InputError`).
+        InputError: `model` is not a module, `sparse_args` not a `SparseArgs`, `layout` not an
+            `ArchitectureLayout`, the model is patched already, or a block size does not divide a matrix.
     """
+    check_model(model, "patch_model")
+    if not isinstance(sparse_args, SparseArgs):
+        raise InputError(
+            f"patch_model: sparse_args must be a SparseArgs, got {type(sparse_args).__name__}; build one with "
+            "SparseArgs(...) or a preset such as SparseArgs.hybrid()."
+        )
+    if layout is not None and not isinstance(layout, ArchitectureLayout):
+        raise InputError(
+            f"patch_model: layout must be an ArchitectureLayout or None (the registered one), got {type(layout).__name__}."
+        )
     if is_patched(model):
         raise InputError("The model is already patched; bake_model() it first to patch it again.")
     sparse_args.validate()
@@ -273,9 +284,35 @@ def iter_masked_linears(model: nn.Module) -> Iterator[tuple[str, MaskedLinear]]:
 
 
 def set_thresholds(model: nn.Module, attention: float, dense: float) -> None:
-    """Set the threshold of every attention and every dense score group."""
-    for scores in iter_mask_scores(model):
-        scores.threshold = float(attention if scores.kind == "attention" else dense)
+    """Set the threshold of every attention and every dense score group.
+
+    Args:
+        model: A patched model.
+        attention: Threshold of the attention score groups.
+        dense: Threshold of the FFN score groups.
+
+    Raises:
+        InputError: If `model` is not a module, or a threshold is not a finite number in its method's range
+            (e.g. [0, 1] for topK); no threshold is set then. A NaN threshold would prune everything (or keep
+            an arbitrary half) without a word.
+    """
+    check_model(model, "set_thresholds")
+    values = {
+        "attention": check_real(attention, "set_thresholds(attention=...)"),
+        "dense": check_real(dense, "set_thresholds(dense=...)"),
+    }
+    groups = list(iter_mask_scores(model))
+    checked = set()
+    for scores in groups:  # every group is checked before any is set
+        if (scores.kind, scores.method.name) in checked or scores.method.threshold_range is None:
+            continue
+        checked.add((scores.kind, scores.method.name))
+        low, high = scores.method.threshold_range
+        # The schedule's cubic interpolation may land an ulp outside [low, high]; that is no user error.
+        if not low - 1e-9 <= values[scores.kind] <= high + 1e-9:
+            scores.method.check_threshold(values[scores.kind], f"set_thresholds({scores.kind}=...)")
+    for scores in groups:
+        scores.threshold = values[scores.kind]
 
 
 @torch.no_grad()
@@ -306,7 +343,11 @@ def densities(model: nn.Module) -> dict[str, float]:
     Returns:
         `{"attention": ..., "dense": ..., "total": ...}` weighted by the number of weights, over
         the masked linears only (embeddings and heads are not pruned).
+
+    Raises:
+        InputError: If `model` is not a module.
     """
+    check_model(model, "densities")
     kept = {"attention": 0.0, "dense": 0.0}
     numel = {"attention": 0, "dense": 0}
     for linear, grid in eval_grids(model).items():
@@ -328,7 +369,11 @@ def bake_model(model: nn.Module) -> nn.Module:
 
     Returns:
         The same model, unpatched.
+
+    Raises:
+        InputError: If `model` is not a module.
     """
+    check_model(model, "bake_model")
     was_training = model.training
     model.eval()
     masked_linears = list(iter_masked_linears(model))

@@ -213,7 +213,7 @@ class RunResult:
             raise InputError(f"{where} needs {', '.join(missing)}; for example {_EXAMPLE}.")
         metric, value = ("accuracy", record["accuracy"]) if has_accuracy else (record["metric"], record["value"])
         try:
-            return cls(
+            run = cls(
                 name=str(record["name"]),
                 metric=str(metric),
                 value=float(value),
@@ -221,8 +221,18 @@ class RunResult:
                 params_ratio=_optional_float(record.get("params_ratio")),
                 flops_ratio=_optional_float(record.get("flops_ratio")),
             )
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, OverflowError) as error:
             raise InputError(f"{where}: the metric value, speedup and ratios must be numbers ({error}).") from error
+        # Python's json reads NaN and Infinity: such a run would be drawn nowhere, or break the frontier's
+        # ordering, without a word; a speedup <= 0 is no latency ratio.
+        numbers = {"value": run.value, "speedup": run.speedup, "params_ratio": run.params_ratio,
+                   "flops_ratio": run.flops_ratio}
+        for key, number in numbers.items():
+            if number is not None and not math.isfinite(number):
+                raise InputError(f"{where}: {key} must be a finite number, got {number}.")
+        if run.speedup <= 0:
+            raise InputError(f"{where}: speedup must be > 0 (dense latency / this run's latency), got {run.speedup}.")
+        return run
 
 
 _EXAMPLE = '{"name": "hybrid", "accuracy": 0.87, "speedup": 2.4, "params_ratio": 0.42}'
@@ -236,8 +246,14 @@ def load_runs(path: str | os.PathLike) -> list[RunResult]:
     """Read a results file: one JSON object per line, blank lines skipped.
 
     Raises:
-        ValueError: For a line that is not JSON or misses a required key; the message names the line.
+        InputError: For a path that is not an existing file, a line that is not JSON, misses a required key
+            or holds a value that is not a finite number (or a speedup <= 0); the message names the line.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"load_runs takes the path of a results file (str or os.PathLike), got {type(path).__name__}.")
+    if not os.path.isfile(path):
+        state = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise InputError(f"The results file {os.fspath(path)!r} {state}: give a file of JSON lines, e.g. {_EXAMPLE}.")
     runs = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

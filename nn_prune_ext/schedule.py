@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .args import SparseArgs
-from .validation import InputError
+from .validation import InputError, check_real, check_whole
 
 __all__ = ["SparsitySchedule"]
 
@@ -41,8 +41,15 @@ class SparsitySchedule:
     attention_final_threshold: float | None = None
 
     def __post_init__(self):
-        if self.total_steps < 1:
-            raise InputError(f"The schedule needs at least one training step, got total_steps={self.total_steps}.")
+        # Checked before the arithmetic below: NaN passes `< 1` and gives NaN thresholds, a fractional step
+        # count or a negative warmup bends the ramp without a word, and text fails as a TypeError.
+        check_whole(self.total_steps, "SparsitySchedule.total_steps (optimizer steps of the run)", 1)
+        for name in ("initial_warmup_steps", "final_warmup_steps"):
+            check_whole(getattr(self, name), f"SparsitySchedule.{name}", 0)
+        for name in ("initial_threshold", "final_threshold"):
+            check_real(getattr(self, name), f"SparsitySchedule.{name}")
+        check_real(self.attention_final_threshold, "SparsitySchedule.attention_final_threshold", optional=True)
+        check_real(self.final_lambda, "SparsitySchedule.final_lambda", minimum=0)
         if self.initial_warmup_steps + self.final_warmup_steps >= self.total_steps:
             raise InputError(
                 f"initial_warmup ({self.initial_warmup_steps} steps) + final_warmup ({self.final_warmup_steps} steps) "
@@ -52,7 +59,17 @@ class SparsitySchedule:
 
     @classmethod
     def from_args(cls, sparse_args: SparseArgs, total_steps: int) -> "SparsitySchedule":
-        """The schedule of `sparse_args` for a run of `total_steps` optimizer steps."""
+        """The schedule of `sparse_args` for a run of `total_steps` optimizer steps.
+
+        Raises:
+            InputError: If `sparse_args` is not a `SparseArgs`, `total_steps` is not a whole number >= 1, or
+                the warmups leave no step of the run for the thresholds to move.
+        """
+        if not isinstance(sparse_args, SparseArgs):
+            raise InputError(
+                f"SparsitySchedule.from_args needs a SparseArgs, got {type(sparse_args).__name__}: build one with "
+                "SparseArgs(...) or a preset such as SparseArgs.hybrid()."
+            )
         initial_warmup, final_warmup = sparse_args.warmup_steps(total_steps)
         return cls(
             initial_threshold=sparse_args.initial_threshold,

@@ -32,7 +32,7 @@ from .slim.layers import dense_num_parameters, kept_layer_indices
 from .slim.modeling_slim import dense_config, is_slim_config, slim_spec
 from .slim.optimize import count_parameters
 from .transformers_internals import build_model
-from .validation import InputError
+from .validation import InputError, check_model, check_whole
 
 __all__ = ["LayerSummary", "ModelSummary", "summary", "dense_parameter_count"]
 
@@ -243,11 +243,11 @@ def summary(model: nn.Module, seq_len: int = 128) -> ModelSummary:
         A `ModelSummary`; `str()` of it is a table, `to_dict()` a JSON-ready dict.
 
     Raises:
-        ValueError: If `seq_len` is not positive.
-        UnsupportedArchitectureError: For a model without a registered layout.
+        InputError: If `model` is not a module, or `seq_len` is not a whole number >= 1 (tokens).
+        UnsupportedArchitectureError: For a model without a registered layout (an `InputError`).
     """
-    if seq_len < 1:
-        raise InputError(f"seq_len must be at least 1 token, got {seq_len}.")
+    check_model(model, "summary")
+    check_whole(seq_len, "summary(seq_len=...) (tokens per sequence for the FLOPs)", 1)
     modules, per_layer = _parameter_groups(model)
     slim, patched = is_slim_config(model.config), is_patched(model)
     # Parameters are counted per position in the model's layer list; rows are per layer of the dense model.

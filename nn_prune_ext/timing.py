@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
-from .validation import InputError
+from .validation import InputError, check_model, check_whole
 
 __all__ = ["LatencyStats", "LatencyComparison", "inference_time", "compare_latency", "describe_device"]
 
@@ -148,12 +148,22 @@ class LatencyComparison:
 
 # ----- measuring ---------------------------------------------------------------------------
 def _check_counts(warmup: int, repeats: int, threads: int | None) -> None:
-    if not isinstance(warmup, int) or warmup < 0:
-        raise InputError(f"warmup must be a whole number >= 0 of untimed forwards, got {warmup!r}.")
-    if not isinstance(repeats, int) or repeats < 1:
-        raise InputError(f"repeats must be a whole number >= 1 of timed forwards, got {repeats!r}.")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise InputError(f"threads must be a whole number >= 1 (or None for torch's setting), got {threads!r}.")
+    # check_whole refuses bools too: repeats=True is a mistake, not one repeat.
+    check_whole(warmup, "warmup", 0)
+    check_whole(repeats, "repeats", 1)
+    check_whole(threads, "threads", 1, optional=True)
+
+
+def _check_inputs(inputs: Any) -> None:
+    """Refuse inputs that are none of the three forms `_forward` passes on (text would be unpacked per letter)."""
+    if isinstance(inputs, (str, bytes)) or not (
+        isinstance(inputs, Mapping) or torch.is_tensor(inputs) or isinstance(inputs, Sequence)
+    ):
+        raise InputError(
+            "inputs must be a mapping of keyword arguments (a tokenizer's batch), a tensor, or a sequence of "
+            f"positional arguments, got {type(inputs).__name__}: tokenize text first, e.g. "
+            "tokenizer(texts, return_tensors='pt')."
+        )
 
 
 @contextlib.contextmanager
@@ -207,6 +217,24 @@ def _forward(model: nn.Module, inputs: Inputs) -> Any:
     return model(*inputs)
 
 
+def _first_timed_forward(model: nn.Module, inputs: Inputs, devices: set[torch.device], name: str) -> tuple[float, float]:
+    """`_timed_forward`, turning a model that refuses the inputs into an `InputError` naming the model.
+
+    Only each model's first forward is guarded: an error there means the inputs do not fit that model
+    (argument names, dtype, device), which with several models the bare error does not say.
+    """
+    try:
+        return _timed_forward(model, inputs, devices)
+    except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError from torch 2.5 on): not the inputs
+        raise
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, RuntimeError) as error:
+        keys = f" (keys {sorted(map(str, inputs))})" if isinstance(inputs, Mapping) else ""
+        raise InputError(
+            f"The model {name!r} fails on the inputs{keys}: {type(error).__name__}: {error}. Pass what its forward "
+            "takes, on its device (e.g. a tokenizer's batch moved with .to(device))."
+        ) from error
+
+
 def _timed_forward(model: nn.Module, inputs: Inputs, devices: set[torch.device]) -> tuple[float, float]:
     """One forward's wall and process CPU time, in milliseconds."""
     _synchronize(devices)
@@ -243,14 +271,27 @@ def compare_latency(
 
     Returns:
         The `LatencyComparison`: per-model `LatencyStats`, the order of every timed round, speedups.
+
+    Raises:
+        InputError: If `models` is not a non-empty mapping of names to modules, `baseline` is not one of
+            them, a count is not a whole number in range, the inputs are of none of the three forms, or
+            a model fails on them (the message names the model).
     """
+    if not isinstance(models, Mapping):
+        raise InputError(
+            "compare_latency takes the models as a mapping of names to models, e.g. {'dense': dense, 'slim': slim}, "
+            f"got {type(models).__name__}."
+        )
     if not models:
         raise InputError("compare_latency needs at least one model, e.g. {'dense': dense, 'slim': slim}.")
+    for name, model in models.items():
+        check_model(model, "compare_latency", f"models[{name!r}]")
     names = list(models)
     baseline = names[0] if baseline is None else baseline
     if baseline not in models:
         raise InputError(f"baseline={baseline!r} is not one of the models {names}.")
     _check_counts(warmup, repeats, threads)
+    _check_inputs(inputs)
     devices = _devices(inputs, list(models.values()))
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
@@ -259,7 +300,10 @@ def compare_latency(
         for index in range(warmup + repeats):
             order = tuple(names if index % 2 == 0 else reversed(names))
             for name in order:
-                wall_ms, cpu_ms = _timed_forward(models[name], inputs, devices)
+                if index == 0:
+                    wall_ms, cpu_ms = _first_timed_forward(models[name], inputs, devices, name)
+                else:
+                    wall_ms, cpu_ms = _timed_forward(models[name], inputs, devices)
                 if index >= warmup:
                     wall[name].append(wall_ms)
                     cpu[name].append(cpu_ms)
@@ -285,7 +329,11 @@ def inference_time(
     Returns:
         The `LatencyStats` of the timed forwards: median, quartiles, min, max, standard deviation
         and every sample.
+
+    Raises:
+        InputError: As `compare_latency`.
     """
+    check_model(model, "inference_time")
     return compare_latency({"model": model}, inputs, warmup=warmup, repeats=repeats, threads=threads).results["model"]
 
 

@@ -7,12 +7,24 @@ any work starts. It subclasses `ValueError`, so code catching `ValueError` keeps
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import typing
 from typing import Any, Iterable
 
-__all__ = ["InputError", "NonFiniteError", "check_fields", "check_number", "first_non_finite"]
+__all__ = [
+    "InputError",
+    "NonFiniteError",
+    "check_fields",
+    "check_flag",
+    "check_known_fields",
+    "check_model",
+    "check_real",
+    "check_whole",
+    "first_non_finite",
+    "refuse_unknown_keywords",
+]
 
 
 class InputError(ValueError):
@@ -68,50 +80,177 @@ def check_fields(settings: Any) -> None:
             raise InputError(
                 f"{where} must be {wanted}{' or None' if optional else ''}, got {value!r} ({type(value).__name__})."
             )
-        if not math.isfinite(value):
+        if not _is_finite(value):
             raise InputError(
-                f"{where} must be finite, got {value!r}: NaN and infinities would silently break the pruning "
-                "schedule or the search."
+                f"{where} must be finite, got {_short(value)}: NaN, infinities and numbers beyond a float's range "
+                "would silently break the pruning schedule or the search."
             )
 
 
-def check_number(
-    where: str,
-    value: Any,
-    *,
-    whole: bool = False,
-    minimum: float | None = None,
-    positive: bool = False,
-    allow_none: bool = False,
-) -> None:
-    """Refuse a function argument that is not a finite number in range; `check_fields` for plain arguments.
+def _is_finite(value: numbers.Real) -> bool:
+    """`math.isfinite`, False (not an OverflowError) for a whole number beyond a float's range (10**400)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _short(value: Any) -> str:
+    """`repr(value)`, shortened so that a 400-digit number or a whole model does not flood the message."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:36]}...{text[-36:]} ({len(text)} characters)"
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """Refuse a flag that is not `True` or `False`: `"no"` and `2` are truthy and would silently mean True.
 
     Args:
-        where: The argument, as the message names it (`"tune_masks(max_scale=...)"`).
-        value: What was passed.
-        whole: Take whole numbers only (not `bool`: `True` as a count is a slip, not a 1).
-        minimum: The smallest valid value, if any.
-        positive: Refuse 0 and below.
-        allow_none: `None` is valid (it means "no limit" for such arguments).
+        value: The argument (NumPy's `bool_` is taken too).
+        name: How the message names it, e.g. `"optimize_model(inplace=...)"`.
+
+    Returns:
+        `value` as a `bool`.
 
     Raises:
-        InputError: Naming `where`, the value and what is valid. NaN is refused here: it fails every
-            comparison, so it would pass a `value < minimum` check and then silently accept everything.
+        InputError: If `value` is not a boolean.
     """
-    if value is None and allow_none:
+    if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
+        return bool(value)
+    raise InputError(f"{name} must be True or False, got {_short(value)} ({type(value).__name__}).")
+
+
+def check_whole(value: Any, name: str, minimum: int | None = None, *, optional: bool = False) -> int | None:
+    """Refuse an argument that is not a whole number `>= minimum`.
+
+    `True`, `2.0`, `1.5`, `"10"` and NaN are all refused: a float count is usually a fraction passed where a
+    step count belongs, and Python would truncate or compare it without a word.
+
+    Args:
+        value: The argument (NumPy integers are taken).
+        name: How the message names it.
+        minimum: The smallest valid value, or `None` for no bound.
+        optional: Whether `None` is valid (it is returned as is).
+
+    Returns:
+        `value` as an `int`, or `None`.
+
+    Raises:
+        InputError: Naming `name`, the value and what is valid.
+    """
+    if value is None and optional:
+        return None
+    valid = "a whole number" + (f" >= {minimum}" if minimum is not None else "") + (" or None" if optional else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name} must be {valid}, got {_short(value)} ({type(value).__name__}).")
+    if minimum is not None and value < minimum:
+        raise InputError(f"{name} must be {valid}, got {_short(value)}.")
+    return int(value)
+
+
+def check_real(
+    value: Any,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    optional: bool = False,
+    above_minimum: bool = False,
+) -> float | None:
+    """Refuse an argument that is not a finite real number in `[minimum, maximum]`.
+
+    Args:
+        value: The argument (ints and NumPy numbers are taken; `bool` is not).
+        name: How the message names it.
+        minimum: Inclusive lower bound, or `None`.
+        maximum: Inclusive upper bound, or `None`.
+        optional: Whether `None` is valid (it is returned as is).
+        above_minimum: Refuse `minimum` itself too (a scale or temperature must be > 0).
+
+    Returns:
+        `value` as a `float`, or `None`.
+
+    Raises:
+        InputError: Naming `name`, the value and what is valid.
+    """
+    if value is None and optional:
+        return None
+    lower = ">" if above_minimum else ">="
+    bounds = [f"{sign} {bound}" for sign, bound in ((lower, minimum), ("<=", maximum)) if bound is not None]
+    valid = " ".join(["a finite real number", " and ".join(bounds)]).strip() + (" or None" if optional else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be {valid}, got {_short(value)} ({type(value).__name__}).")
+    too_low = minimum is not None and (value <= minimum if above_minimum else value < minimum)
+    if not _is_finite(value) or too_low or (maximum is not None and value > maximum):
+        raise InputError(f"{name} must be {valid}, got {_short(value)}.")
+    return float(value)
+
+
+def check_model(model: Any, where: str, argument: str = "model") -> None:
+    """Refuse a model argument that is not a `torch.nn.Module`.
+
+    A model type name such as `"bert"` or a checkpoint path would otherwise pass `get_layout` (which takes
+    type names and configs) and fail much later with an AttributeError about `str`.
+
+    Args:
+        model: The argument.
+        where: The function it was passed to, for the message.
+        argument: The argument's name, for the message.
+
+    Raises:
+        InputError: If `model` is not a module.
+    """
+    import torch  # here: importing this module (settings checks) must not import torch
+
+    if not isinstance(model, torch.nn.Module):
+        hint = " (a path or model name: load it first, e.g. with from_pretrained)" if isinstance(model, str) else ""
+        raise InputError(
+            f"{where}: {argument} must be a torch.nn.Module (a loaded transformers model), got {_short(model)} "
+            f"({type(model).__name__}){hint}."
+        )
+
+
+def check_known_fields(settings_class: type, names: Iterable[str], where: str) -> None:
+    """Refuse keyword arguments that are not fields of the dataclass `settings_class`, listing its fields.
+
+    Args:
+        settings_class: A dataclass (`SparseArgs`, `ImportancePruningArgs`, ...).
+        names: The keyword names given.
+        where: The function they were passed to, for the message.
+
+    Raises:
+        InputError: Naming the unknown keywords, and the closest field for each where one is close.
+    """
+    fields = [field.name for field in dataclasses.fields(settings_class)]
+    unknown = sorted(set(names) - set(fields))
+    if not unknown:
         return
-    valid = "a whole number" if whole else "a finite number"
-    if positive:
-        valid += " > 0"
-    elif minimum is not None:
-        valid += f" >= {minimum:g}"
-    if allow_none:
-        valid += " or None"
-    wrong_kind = isinstance(value, bool) or not isinstance(value, numbers.Real)
-    if wrong_kind or (whole and not isinstance(value, numbers.Integral)):
-        raise InputError(f"{where} must be {valid}, got {value!r} ({type(value).__name__}).")
-    if not math.isfinite(value) or (positive and value <= 0) or (minimum is not None and value < minimum):
-        raise InputError(f"{where} must be {valid}, got {value!r}.")
+    import difflib  # only on the error path
+
+    guesses = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, fields, n=1)
+        guesses.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise InputError(
+        f"{where} got unknown keyword{'s' if len(unknown) > 1 else ''} {', '.join(guesses)}: the fields of "
+        f"{settings_class.__name__} are {', '.join(fields)}."
+    )
+
+
+def refuse_unknown_keywords(settings_class: type) -> type:
+    """Class decorator: the dataclass refuses a misspelled keyword with an `InputError` listing its fields.
+
+    Without it `SparseArgs(final_treshold=0.1)` fails with Python's bare TypeError about `__init__`. Apply it
+    above `@dataclass`; positional arguments and the signature (for `HfArgumentParser`) are unchanged.
+    """
+    init = settings_class.__init__
+
+    @functools.wraps(init)
+    def checked_init(self, *args: Any, **kwargs: Any) -> None:
+        check_known_fields(settings_class, kwargs, f"{settings_class.__name__}(...)")
+        init(self, *args, **kwargs)
+
+    settings_class.__init__ = checked_init
+    return settings_class
 
 
 def _plain_kind(annotation: Any) -> type | None:

@@ -7,7 +7,9 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 
 from nn_prune_ext import (
     ArchitectureLayout,
+    InputError,
     SparseArgs,
+    StructureMasks,
     UnsupportedArchitectureError,
     get_layout,
     patch_model,
@@ -184,3 +186,29 @@ def test_falcon_layouts_by_config_slim_exactly_and_generate_the_same(variant):
     prompt = batch["input_ids"][1:2, :6]
     expected = masked.generate(prompt, max_new_tokens=5, do_sample=False)
     assert torch.equal(slim.generate(prompt, max_new_tokens=5, do_sample=False), expected)
+
+
+class _CustomBert(nn.Module):
+    """A custom model behind a stock config: `model_type` says bert, but the layers are elsewhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = tiny_config("bert")
+        self.blocks = nn.ModuleList([nn.Linear(HIDDEN, HIDDEN)])
+
+
+def test_a_model_whose_layers_are_not_where_its_layout_says_gets_an_input_error():
+    from nn_prune_ext.arch import LayoutMismatchError
+
+    with pytest.raises(LayoutMismatchError, match=r"Could not find the layer list 'encoder\.layer' in _CustomBert; .*"
+                                                  r"does not match this model\. .*register_layout") as error:
+        StructureMasks.ones(_CustomBert())
+    assert isinstance(error.value, InputError) and isinstance(error.value, AttributeError)  # old `except` clauses
+
+
+@pytest.mark.parametrize("value", [nn.Linear(2, 2), 3], ids=["plain_module", "number"])
+def test_get_layout_says_it_needs_a_transformers_model_for_an_object_without_model_type(value):
+    # Before: "no layout for model_type None", which does not say what is missing.
+    with pytest.raises(UnsupportedArchitectureError, match=rf"needs a transformers model .*got {type(value).__name__}, "
+                                                           r"which has no config\.model_type\. Supported: .*bert.*register_layout"):
+        get_layout(value)

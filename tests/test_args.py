@@ -1,8 +1,10 @@
+import re
+
 import pytest
 import torch
 from transformers import HfArgumentParser
 
-from nn_prune_ext import MaskScores, SparseArgs, SparseTrainer, get_layout, optimize_model
+from nn_prune_ext import InputError, MaskScores, SparseArgs, SparseTrainer, get_layout, optimize_model
 
 from conftest import LAYERS, tiny_batch, tiny_model
 
@@ -125,3 +127,24 @@ def test_auto_slim_trains_then_slims_to_the_topk_sizes(model_type, mha, tmp_path
     batch = tiny_batch(model_type)
     with torch.no_grad():
         torch.testing.assert_close(slim(**batch).logits, masked(**batch).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_thresholds_whose_distance_overflows_a_float_are_refused():
+    # Each is finite (the raw-score threshold takes any), but the schedule's interpolation gave NaN thresholds.
+    with pytest.raises(InputError, match=r"final_threshold=1e\+308 and initial_threshold=-1e\+308 are too far apart"):
+        SparseArgs(attention_pruning_method="threshold", dense_pruning_method="threshold",
+                   initial_threshold=-1e308, final_threshold=1e308)
+
+
+@pytest.mark.parametrize("total_steps", [0, 10.5, "100", None], ids=["zero", "fraction", "text", "none"])
+def test_warmup_steps_refuse_a_run_length_that_is_not_a_whole_number_of_steps(total_steps):
+    # 0 gave (0, 0) and 10.5 gave fractional arithmetic without a word; text was a TypeError inside.
+    with pytest.raises(InputError, match=rf"warmup_steps\(total_steps=\.\.\.\) must be a whole number >= 1, got {re.escape(repr(total_steps))}"):
+        SparseArgs(initial_warmup=0.1, final_warmup=0.2).warmup_steps(total_steps)
+    assert SparseArgs(initial_warmup=0.1, final_warmup=0.2).warmup_steps(100) == (10, 20)
+
+
+@pytest.mark.parametrize("value", ["0.5", float("nan")], ids=["text", "nan"])
+def test_auto_slim_refuses_a_sparsity_that_is_not_a_finite_number(value):
+    with pytest.raises(InputError, match=rf"auto_slim\(ffn2_sparsity=\.\.\.\) must be a finite real number or None, got {re.escape(repr(value))}"):
+        SparseArgs.auto_slim(ffn2_sparsity=value, mha_sparsity=0.5)

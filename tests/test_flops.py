@@ -1,4 +1,6 @@
-from nn_prune_ext import get_layout, model_flops, optimize_model
+import pytest
+
+from nn_prune_ext import InputError, get_layout, model_flops, optimize_model
 from nn_prune_ext.flops import LayerShape, dense_layer_shapes, kept_layer_shapes, layer_macs, layer_shapes
 
 from conftest import (
@@ -91,3 +93,25 @@ def test_an_older_slim_gpt2_without_recorded_dense_shapes_reads_the_family_defau
     del getattr(slim.config, SLIM_SPEC_KEY)["dense_shapes"]
     assert [shape.ffn_width for shape in dense_layer_shapes(slim)] == [4 * HIDDEN] * LAYERS
     assert model_flops(dense_layer_shapes(slim), 16) == model_flops(tiny_model("gpt2", n_inner=None), 16)
+
+
+@pytest.mark.parametrize(
+    "model_or_shapes, seq_len, message",
+    [
+        ("model", 0, r"model_flops\(seq_len=\.\.\.\) must be a whole number >= 1, got 0"),
+        ("model", 1.5, r"model_flops\(seq_len=\.\.\.\) must be a whole number >= 1, got 1\.5 \(float\)"),
+        ("bert", 128, r"model_flops takes a model \(torch\.nn\.Module\) or a list of LayerShape, got str"),
+        ([1, 2], 128, r"model_flops takes a model .* or a list of LayerShape, got list"),
+    ],
+    ids=["zero_tokens", "fractional_tokens", "model_name", "list_of_numbers"],
+)
+def test_model_flops_refuses_a_sequence_length_or_model_of_the_wrong_kind(model_or_shapes, seq_len, message):
+    # Before: 0 tokens gave 0 FLOPs and 1.5 a fractional count without a word; a model name an AttributeError.
+    model_or_shapes = tiny_model("bert") if model_or_shapes == "model" else model_or_shapes
+    with pytest.raises(InputError, match=message):
+        model_flops(model_or_shapes, seq_len)
+
+
+def test_layer_shapes_refuse_a_model_that_is_not_a_module():
+    with pytest.raises(InputError, match=r"layer_shapes: model must be a torch\.nn\.Module .*'bert' \(str\)"):
+        layer_shapes("bert")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from nn_prune_ext import get_layout, optimize_model
+from nn_prune_ext import InputError, get_layout, optimize_model
 from nn_prune_ext.importance import (
     MaskGradients,
     apply_masks,
@@ -231,3 +231,50 @@ def test_magnitude_importance_is_the_squared_norm_of_each_structure(model_type):
         expected_unit = expected_unit + layer.ffn_gate.weight[unit].square().sum()
     torch.testing.assert_close(importance.units[0, unit], expected_unit.detach(), rtol=1e-5, atol=0)
     assert importance.heads.shape == (LAYERS, HEADS) and importance.units.shape == (LAYERS, INTERMEDIATE)
+
+
+@pytest.mark.parametrize(
+    "head_masks, message",
+    [
+        ([None, torch.tensor([1.0, float("nan"), 1.0, 1.0])], r"head mask of layer 1 holds NaN or infinite values"),
+        ([torch.tensor([1.0, float("inf"), 1.0, 1.0]), None], r"head mask of layer 0 holds NaN or infinite values"),
+        ([[1.0, 0.0, 1.0, 1.0], None], r"head mask of layer 0 is list: pass a real tensor of shape \(4,\)"),
+        ([None, torch.ones(HEADS, dtype=torch.complex64)], r"head mask of layer 1 is a torch\.complex64 tensor"),
+        ("1111", r"head masks must be a list with one tensor \(or None\) per layer, got str"),
+    ],
+    ids=["nan", "inf", "list", "complex", "text"],
+)
+def test_apply_masks_refuses_masks_that_are_not_finite_real_tensors(head_masks, message):
+    # Before: a NaN mask was applied (every output NaN) and a list failed with an AttributeError on .shape.
+    with pytest.raises(InputError, match=message):
+        with apply_masks(tiny_model("bert"), head_masks=head_masks):
+            pass
+
+
+def test_apply_masks_takes_integer_masks_and_a_stacked_tensor():
+    model, batch = tiny_model("bert"), tiny_batch()
+    with torch.no_grad(), apply_masks(model, head_masks=[torch.tensor([1, 0, 1, 1]), None]):
+        integer = model(**batch).logits
+    with torch.no_grad(), apply_masks(model, head_masks=torch.tensor([[1.0, 0.0, 1.0, 1.0], [1.0] * HEADS])):
+        stacked = model(**batch).logits
+    torch.testing.assert_close(integer, stacked)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda model: apply_masks("bert").__enter__(), r"apply_masks: model must be a torch\.nn\.Module.*'bert' \(str\)"),
+        (lambda model: magnitude_importance("bert"), r"magnitude_importance: model must be a torch\.nn\.Module"),
+        (lambda model: collect_mask_gradients("bert", []), r"collect_mask_gradients: model must be a torch\.nn\.Module"),
+        (lambda model: collect_mask_gradients(model, tiny_batch()), r"batches must be an iterable of batches .*got dict.*\[batch\]"),
+        (lambda model: collect_mask_gradients(model, [tiny_batch()], max_batches=0),
+         r"collect_mask_gradients\(max_batches=\.\.\.\) must be a whole number >= 1 or None, got 0"),
+        (lambda model: collect_mask_gradients(model, [tiny_batch()], masks={"heads": []}),
+         r"collect_mask_gradients: masks must be a StructureMasks or None, got dict"),
+    ],
+    ids=["apply_masks_model", "magnitude_model", "collect_model", "single_batch", "max_batches_zero", "masks_dict"],
+)
+def test_importance_entry_points_refuse_arguments_of_the_wrong_kind(call, message):
+    # Before: AttributeErrors about str, "Batch 0 is a str" for a single dict, "got no batches" for max_batches=0.
+    with pytest.raises(InputError, match=message):
+        call(tiny_model("bert"))

@@ -171,6 +171,28 @@ def test_bad_arguments_name_the_fix(model_type, kwargs, message):
         importance_masks(tiny_model(model_type), labelled_batches(1, model_type=model_type), **kwargs)
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda model: importance_masks(model, [{}], target_num_head=2),
+         r"importance_masks got unknown keyword 'target_num_head' \(did you mean 'target_num_heads'\?\)"),
+        (lambda model: importance_masks(model, [{}], {"target_num_heads": 2}),
+         r"importance_masks: args must be an ImportancePruningArgs or None, got dict"),
+        (lambda model: importance_masks("bert", [{}], target_num_heads=2),
+         r"importance_masks: model must be a torch\.nn\.Module .*got 'bert' \(str\)"),
+        (lambda model: prune_by_importance(model, [{}], target_num_heads=2, inplace="no"),
+         r"prune_by_importance\(inplace=\.\.\.\) must be True or False, got 'no'"),
+    ],
+    ids=["misspelled_keyword", "args_dict", "model_name", "inplace_text"],
+)
+def test_arguments_of_the_wrong_kind_are_refused_before_any_batch_runs(call, message):
+    # Before: a TypeError or an AttributeError deep inside, and inplace="no" slimmed the model itself.
+    model = tiny_model("bert")
+    with pytest.raises(InputError, match=message):
+        call(model)
+    assert not hasattr(model, "slim_report")
+
+
 def test_batches_without_labels_or_no_batches_are_refused():
     model = tiny_model("bert")
     with pytest.raises(ValueError, match="returned no loss.*labels"):

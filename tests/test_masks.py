@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -185,3 +186,51 @@ def test_masks_that_are_not_numbers_per_layer_are_input_errors(heads, message):
     units = [[1.0] * INTERMEDIATE] * LAYERS
     with pytest.raises(InputError, match=message):
         StructureMasks(heads=heads, units=units if isinstance(heads, list) else units[:1]).check(tiny_model("bert"))
+
+
+@pytest.mark.parametrize(
+    ("heads", "message"),
+    [
+        ([[0, 1.7], [0]], r"kept layer 0 heads hold 1\.7 \(float\): indices are whole numbers 0\.\.3"),
+        ([[float("nan")], [0]], r"kept layer 0 heads hold nan \(float\)"),
+        ([[True], [0]], r"kept layer 0 heads hold True \(bool\)"),
+        ([[0], 2], r"kept layer 1 heads must be a list of indices such as \[0, 2\], got 2 \(int\)"),
+        ("01", r"from_kept: heads must be a list with one list of indices per layer.*got str"),
+        (torch.tensor([0, 1]), r"from_kept: heads must be a list with one list of indices per layer.*got Tensor"),
+    ],
+    ids=["fraction", "nan", "bool", "not_a_list", "text", "flat_tensor"],
+)
+def test_from_kept_refuses_indices_that_are_not_whole_numbers(heads, message):
+    # Before: 1.7 was truncated to head 1 and True taken as head 1 without a word; "01" kept heads 0 and 1.
+    with pytest.raises(InputError, match=message):
+        StructureMasks.from_kept(tiny_model("bert"), heads=heads, units=[[0], [0]])
+
+
+def test_from_kept_takes_numpy_and_tensor_indices():
+    model = tiny_model("bert")
+    masks = StructureMasks.from_kept(model, heads=torch.tensor([[0, 2], [1, 3]]), units=[np.array([0, 5]), [1]])
+    assert masks.heads[0].tolist() == [1.0, 0.0, 1.0, 0.0] and masks.heads[1].tolist() == [0.0, 1.0, 0.0, 1.0]
+    assert masks.kept_units() == [2, 1] and masks.units[0][5] == 1.0
+
+
+def test_complex_masks_are_refused_not_cast_to_their_real_part():
+    with pytest.raises(InputError, match=r"head mask of layer 0 holds complex numbers \(torch\.complex64\)"):
+        StructureMasks(heads=[torch.ones(HEADS, dtype=torch.complex64)], units=[torch.ones(INTERMEDIATE)])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: StructureMasks.ones("bert"), r"StructureMasks\.ones: model must be a torch\.nn\.Module.*'bert' \(str\)"),
+        (lambda: StructureMasks.from_kept("bert", [[0]] * LAYERS, [[0]] * LAYERS), r"StructureMasks\.from_kept: model must be"),
+        (lambda: StructureMasks.ones(tiny_model("bert")).check("bert"), r"StructureMasks\.check: model must be"),
+        (lambda: fold_masks("bert", None), r"fold_masks: model must be a torch\.nn\.Module"),
+        (lambda: fold_masks(tiny_model("bert"), {"heads": []}), r"fold_masks: masks must be a StructureMasks, got dict"),
+        (lambda: masks_from_scores("bert"), r"masks_from_scores: model must be a torch\.nn\.Module"),
+    ],
+    ids=["ones", "from_kept", "check", "fold_model", "fold_masks", "masks_from_scores"],
+)
+def test_a_model_that_is_not_a_module_is_refused_naming_the_call(call, message):
+    # Before: an AttributeError about str ('str' object has no attribute 'config').
+    with pytest.raises(InputError, match=message):
+        call()

@@ -288,3 +288,42 @@ def test_a_model_patched_under_inference_mode_runs_and_equals_one_patched_outsid
     with torch.no_grad():
         torch.testing.assert_close(inside(**batch).logits, outside(**batch).logits, rtol=0, atol=0)
     assert all(float(group.threshold_tensor) == pytest.approx(0.3) for group in iter_mask_scores(inside))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda model: patch_model("bert", SparseArgs()), r"patch_model: model must be a torch\.nn\.Module.*'bert' \(str\)"),
+        (lambda model: patch_model(model, {"final_threshold": 0.1}), r"patch_model: sparse_args must be a SparseArgs, got dict"),
+        (lambda model: patch_model(model, SparseArgs(), layout="bert"), r"patch_model: layout must be an ArchitectureLayout or None .*got str"),
+        (lambda model: densities("bert"), r"densities: model must be a torch\.nn\.Module"),
+        (lambda model: bake_model("bert"), r"bake_model: model must be a torch\.nn\.Module"),
+    ],
+    ids=["patch_name", "patch_args_dict", "patch_layout_text", "densities_name", "bake_name"],
+)
+def test_arguments_of_the_wrong_kind_are_refused_before_the_model_is_touched(call, message):
+    # Before: AttributeErrors about str or dict ('dict' object has no attribute 'validate').
+    model = tiny_model("bert")
+    with pytest.raises(InputError, match=message):
+        call(model)
+    assert not is_patched(model)
+
+
+@pytest.mark.parametrize(
+    "attention, dense, message",
+    [
+        (float("nan"), 0.5, r"set_thresholds\(attention=\.\.\.\) must be a finite real number, got nan"),
+        (0.5, "0.5", r"set_thresholds\(dense=\.\.\.\) must be a finite real number, got '0\.5' \(str\)"),
+        (0.5, 1.5, r"set_thresholds\(dense=\.\.\.\)=1\.5 is out of range for pruning method 'sigmoied_threshold': it must lie in \[0\.0, 1\.0\]"),
+    ],
+    ids=["nan", "text", "out_of_range"],
+)
+def test_set_thresholds_refuses_a_threshold_that_is_not_finite_or_out_of_range_and_sets_none(attention, dense, message):
+    # Before: a NaN threshold was set, and every mask came out empty (or an arbitrary half) without a word.
+    model = patch_model(tiny_model("bert"), SparseArgs.struct())
+    before = [scores.threshold for scores in iter_mask_scores(model)]
+    with pytest.raises(InputError, match=message):
+        set_thresholds(model, attention, dense)
+    assert [scores.threshold for scores in iter_mask_scores(model)] == before
+    set_thresholds(model, 1.0 + 1e-12, 0.25)  # an ulp past the bound, as the cubic schedule may land
+    assert {scores.kind: scores.threshold for scores in iter_mask_scores(model)} == {"attention": 1.0 + 1e-12, "dense": 0.25}

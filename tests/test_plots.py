@@ -436,3 +436,30 @@ def test_analysis_scripts(tmp_path, capsys):
     assert sorted(path.name for path in (tmp_path / "pictures").iterdir()) == ["kept_per_layer.png"]
     assert capsys.readouterr().out == f"written {tmp_path / 'pictures' / 'kept_per_layer.png'}\n"
     rendered(tmp_path / "pictures" / "kept_per_layer.png")
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"name": "a", "accuracy": NaN, "speedup": 2.0}', r"line 1 of .*: value must be a finite number, got nan"),
+        ('{"name": "a", "accuracy": 0.5, "speedup": Infinity}', r"line 1 of .*: speedup must be a finite number, got inf"),
+        ('{"name": "a", "accuracy": 0.5, "speedup": 2.0, "flops_ratio": NaN}', r"flops_ratio must be a finite number"),
+        ('{"name": "a", "accuracy": 0.5, "speedup": -2.0}', r"line 1 of .*: speedup must be > 0 .*got -2\.0"),
+        ('{"name": "a", "accuracy": 0.5, "speedup": 1e400}', r"speedup must be a finite number, got inf"),
+    ],
+    ids=["nan_value", "infinite_speedup", "nan_ratio", "negative_speedup", "overflowing_speedup"],
+)
+def test_load_runs_refuses_values_that_are_not_finite_naming_the_line(tmp_path, line, message):
+    # Before: json read NaN and Infinity, and the run was drawn nowhere (or broke the frontier) without a word.
+    (tmp_path / "runs.jsonl").write_text(line + "\n")
+    with pytest.raises(InputError, match=message):
+        load_runs(tmp_path / "runs.jsonl")
+
+
+def test_load_runs_refuses_a_path_that_is_not_a_file(tmp_path):
+    with pytest.raises(InputError, match=r"The results file '.*missing\.jsonl' does not exist"):
+        load_runs(tmp_path / "missing.jsonl")
+    with pytest.raises(InputError, match=r"The results file '.*' is a folder"):
+        load_runs(tmp_path)
+    with pytest.raises(InputError, match=r"load_runs takes the path of a results file .*got NoneType"):
+        load_runs(None)

@@ -109,7 +109,7 @@ def test_search_errors():
     shapes = (LayerShape(hidden=8, num_heads=2, num_kv_heads=2, head_dim=4, ffn_width=4),)
     structure = PruningUnits(shapes=shapes)
     cost = FlopsCost(shapes, seq_len=3)
-    with pytest.raises(InputError, match=r"budget=\.\.\.\) must be a finite number >= 0, got -1.0"):
+    with pytest.raises(InputError, match=r"budget=\.\.\.\) must be a finite real number >= 0, got -1.0"):
         search_masks([torch.ones(2)], [torch.ones(4)], structure, cost, -1.0)
     with pytest.raises(ValueError, match="Layer 0 has 2 attention units but 3 importances"):
         search_masks([torch.ones(3)], [torch.ones(4)], structure, cost, 10.0)
@@ -128,7 +128,7 @@ def _one_layer():
 def test_search_refuses_a_budget_that_is_no_finite_number(budget):
     """Issue 13: a NaN budget compared false with every cost, and the search returned masks anyway."""
     structure, cost = _one_layer()
-    with pytest.raises(InputError, match=rf"search_masks\(budget=\.\.\.\) must be a finite number >= 0, got {budget!r}"):
+    with pytest.raises(InputError, match=rf"search_masks\(budget=\.\.\.\) must be a finite real number >= 0, got {budget!r}"):
         search_masks([torch.ones(2)], [torch.ones(4)], structure, cost, budget)
 
 

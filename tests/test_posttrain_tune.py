@@ -362,9 +362,9 @@ def test_bad_input_is_explained():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (dict(max_scale=float("nan")), r"tune_masks\(max_scale=\.\.\.\) must be a finite number > 0, got nan"),
-        (dict(max_scale=0), r"tune_masks\(max_scale=\.\.\.\) must be a finite number > 0, got 0"),
-        (dict(tol=-1e-8), r"tune_masks\(tol=\.\.\.\) must be a finite number >= 0, got -1e-08"),
+        (dict(max_scale=float("nan")), r"tune_masks\(max_scale=\.\.\.\) must be a finite real number > 0, got nan"),
+        (dict(max_scale=0), r"tune_masks\(max_scale=\.\.\.\) must be a finite real number > 0, got 0"),
+        (dict(tol=-1e-8), r"tune_masks\(tol=\.\.\.\) must be a finite real number >= 0, got -1e-08"),
         (dict(max_iterations=2.5), r"tune_masks\(max_iterations=\.\.\.\) must be a whole number >= 1 or None, got 2.5"),
         (dict(max_batches="2"), r"tune_masks\(max_batches=\.\.\.\) must be a whole number >= 1 or None, got '2'"),
         (dict(max_batches=0), r"tune_masks\(max_batches=\.\.\.\) must be a whole number >= 1 or None, got 0"),

@@ -1,6 +1,6 @@
 import pytest
 
-from nn_prune_ext import SparseArgs, SparsitySchedule
+from nn_prune_ext import InputError, SparseArgs, SparsitySchedule
 
 
 def test_cubic_schedule_with_warmups():
@@ -40,3 +40,30 @@ def test_attention_threshold_moves_with_the_same_progress_to_its_own_final_value
         assert dense == pytest.approx(1.0 - 0.3 * progress) == schedule.threshold(step)
     same = SparsitySchedule(initial_threshold=1.0, final_threshold=0.7, total_steps=10)
     assert same.thresholds(5)[0] == same.thresholds(5)[1]
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"total_steps": 0}, r"SparsitySchedule\.total_steps \(optimizer steps of the run\) must be a whole number >= 1, got 0"),
+        ({"total_steps": float("nan")}, r"SparsitySchedule\.total_steps .* must be a whole number >= 1, got nan"),
+        ({"total_steps": 10.5}, r"SparsitySchedule\.total_steps .* must be a whole number >= 1, got 10\.5"),
+        ({"initial_warmup_steps": -3}, r"SparsitySchedule\.initial_warmup_steps must be a whole number >= 0, got -3"),
+        ({"final_warmup_steps": 1.5}, r"SparsitySchedule\.final_warmup_steps must be a whole number >= 0, got 1\.5"),
+        ({"final_threshold": float("nan")}, r"SparsitySchedule\.final_threshold must be a finite real number, got nan"),
+        ({"attention_final_threshold": "0.5"}, r"SparsitySchedule\.attention_final_threshold must be a finite real number or None, got '0\.5'"),
+        ({"final_lambda": -1.0}, r"SparsitySchedule\.final_lambda must be a finite real number >= 0, got -1\.0"),
+    ],
+    ids=["zero_steps", "nan_steps", "fractional_steps", "negative_warmup", "fractional_warmup", "nan_threshold",
+         "text_threshold", "negative_lambda"],
+)
+def test_schedule_values_out_of_range_are_refused_naming_the_field(values, message):
+    # Before: each was accepted, and NaN or bent thresholds came out of threshold(step) without a word.
+    settings = dict(initial_threshold=1.0, final_threshold=0.1, total_steps=10)
+    with pytest.raises(InputError, match=message):
+        SparsitySchedule(**{**settings, **values})
+
+
+def test_from_args_refuses_settings_that_are_not_sparse_args():
+    with pytest.raises(InputError, match=r"SparsitySchedule\.from_args needs a SparseArgs, got dict"):
+        SparsitySchedule.from_args({"initial_warmup": 0.1}, total_steps=100)

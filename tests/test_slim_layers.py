@@ -184,6 +184,23 @@ def test_bad_indices_and_patched_models():
         drop_layers(model, [0])
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda model: drop_layers("bert", [0]), r"drop_layers: model must be a torch\.nn\.Module.*'bert' \(str\)"),
+        (lambda model: drop_layers(model, [0], inplace="no"), r"drop_layers\(inplace=\.\.\.\) must be True or False, got 'no'"),
+        (lambda model: layers_removed("bert", [0]).__enter__(), r"layers_removed: model must be a torch\.nn\.Module"),
+    ],
+    ids=["drop_name", "drop_inplace_text", "layers_removed_name"],
+)
+def test_a_model_that_is_not_a_module_or_a_flag_that_is_not_a_bool_is_refused(call, message):
+    # Before: "Could not find the layer list 'encoder.layer' in str", and inplace="no" dropped the model's own layers.
+    model = tiny_model("bert", num_hidden_layers=3)
+    with pytest.raises(InputError, match=message):
+        call(model)
+    assert len(model.bert.encoder.layer) == 3
+
+
 def test_config_loads_without_agrees_with_the_config_class():
     """It asks the config class itself: a stock one-layer ModernBERT config loads exactly where it says so."""
     from transformers import AutoConfig

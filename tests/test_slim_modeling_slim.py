@@ -600,6 +600,24 @@ def test_load_slim_says_when_the_folder_is_missing_or_not_a_checkpoint(tmp_path,
         load_slim(tmp_path / name)
 
 
+@pytest.mark.parametrize(
+    ("path", "kwargs", "message"),
+    [
+        (None, {}, r"load_slim: path must be a folder \(str or os\.PathLike\) .*got NoneType"),
+        (123, {}, r"load_slim: path must be a folder .*got int"),
+        ("model", {}, r"load_slim: path must be a folder .*got BertForSequenceClassification \(it is loaded already\)"),
+        (".", {"subfolder": 1}, r"load_slim: subfolder must be a folder .*got int"),
+        (".", {"model_class": "bert"}, r"load_slim: model_class must be a transformers model class .*got 'bert'"),
+    ],
+    ids=["none", "number", "loaded_model", "subfolder_number", "model_class_text"],
+)
+def test_load_slim_refuses_arguments_that_are_not_paths_or_model_classes(path, kwargs, message):
+    # Before: os.stat's TypeError ("path should be string, bytes, os.PathLike or integer").
+    path = tiny_model("bert") if path == "model" else path
+    with pytest.raises(InputError, match=message):
+        load_slim(path, **kwargs)
+
+
 @pytest.fixture
 def fake_hub(monkeypatch):
     """HfApi without the Hub: records what would be uploaded."""

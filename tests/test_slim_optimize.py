@@ -5,13 +5,16 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BertConfig, BertModel
 
 from nn_prune_ext import (
+    InputError,
     SparseArgs,
+    StructureMasks,
     UnsupportedArchitectureError,
     bake_model,
     get_layout,
     is_patched,
     optimize_model,
     patch_model,
+    prune_with_masks,
 )
 from nn_prune_ext.scores import MaskScores
 from nn_prune_ext import load_slim
@@ -487,3 +490,32 @@ def test_kept_head_indices_compose_when_a_slim_model_is_slimmed_again():
     del slim.config.nn_prune_slim["kept_heads"]
     assert kept_head_indices(slim) is None and kept_head_indices(optimize_model(slim)) is None
     assert kept_head_indices(tiny_model("bert")) is None  # not slim
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda model: optimize_model("bert"), r"optimize_model: model must be a torch\.nn\.Module.*'bert' \(str\)"),
+        (lambda model: optimize_model(model, inplace="no"), r"optimize_model\(inplace=\.\.\.\) must be True or False, got 'no'"),
+        (lambda model: optimize_model(model, verify=1), r"optimize_model\(verify=\.\.\.\) must be True or False, got 1 \(int\)"),
+        (lambda model: prune_with_masks("bert", StructureMasks.ones(model)), r"prune_with_masks: model must be a torch\.nn\.Module"),
+        (lambda model: prune_with_masks(model, StructureMasks.ones(model), inplace="no"),
+         r"prune_with_masks\(inplace=\.\.\.\) must be True or False, got 'no'"),
+    ],
+    ids=["optimize_name", "optimize_inplace_text", "optimize_verify_int", "prune_name", "prune_inplace_text"],
+)
+def test_a_model_that_is_not_a_module_or_a_flag_that_is_not_a_bool_is_refused(call, message):
+    # Before: an AttributeError about str, and inplace="no" (truthy) slimmed the model passed in.
+    model = tiny_model("bert")
+    with pytest.raises(InputError, match=message):
+        call(model)
+    assert not hasattr(model, "slim_report") and type(model).__name__ == "BertForSequenceClassification"
+
+
+def test_prune_with_masks_checks_the_masks_before_copying_the_model(monkeypatch):
+    model = tiny_model("bert")
+    masks = StructureMasks.ones(model)
+    masks.units[1] = torch.ones(3)
+    monkeypatch.setattr(copy, "deepcopy", lambda *args, **kwargs: pytest.fail("copied before the masks were checked"))
+    with pytest.raises(InputError, match="FFN unit mask of layer 1 has 3 entries"):
+        prune_with_masks(model, masks)

@@ -3,7 +3,7 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM
 
-from nn_prune_ext import densities, get_layout, model_flops, optimize_model
+from nn_prune_ext import InputError, densities, get_layout, model_flops, optimize_model
 from nn_prune_ext.slim.layers import drop_layers
 from nn_prune_ext.slim.optimize import count_parameters
 from nn_prune_ext.summary import summary
@@ -110,9 +110,16 @@ def test_to_dict_is_json_ready():
     assert data["layers"][0]["kv_heads"] == result.layers[0].kv_heads and data["state"] == "slim"
 
 
-def test_bad_sequence_length():
-    with pytest.raises(ValueError, match="seq_len must be at least 1"):
-        summary(tiny_model("bert"), seq_len=0)
+@pytest.mark.parametrize("seq_len", [0, 1.5, "128"], ids=["zero", "fraction", "text"])
+def test_bad_sequence_length(seq_len):
+    # Before: 1.5 gave a summary with fractional FLOPs and "128" a TypeError on `<`.
+    with pytest.raises(InputError, match=rf"summary\(seq_len=\.\.\.\) .* must be a whole number >= 1, got {seq_len!r}"):
+        summary(tiny_model("bert"), seq_len=seq_len)
+
+
+def test_a_model_that_is_not_a_module_is_refused():
+    with pytest.raises(InputError, match=r"summary: model must be a torch\.nn\.Module .*'bert' \(str\)"):
+        summary("bert")
 
 
 def test_layers_dropped_whole_keep_their_dense_rows():

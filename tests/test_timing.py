@@ -98,3 +98,38 @@ def test_empty_models_and_unknown_names():
     comparison = LatencyComparison({"a": LatencyStats((1.0,))}, orders=(("a",),), baseline="a")
     with pytest.raises(InputError, match="No model named 'z'"):
         comparison.speedup("z")
+
+
+@pytest.mark.parametrize(
+    "models, inputs, kwargs, message",
+    [
+        ([nn.Identity()], torch.ones(1), {}, r"compare_latency takes the models as a mapping of names to models.*got list"),
+        ({"dense": "bert"}, torch.ones(1), {}, r"compare_latency: models\['dense'\] must be a torch\.nn\.Module.*'bert' \(str\)"),
+        ({"a": nn.Identity()}, torch.ones(1), {"repeats": True}, r"repeats must be a whole number >= 1, got True \(bool\)"),
+        ({"a": nn.Identity()}, torch.ones(1), {"warmup": 1.5}, r"warmup must be a whole number >= 0, got 1\.5"),
+        ({"a": nn.Identity()}, "a sentence", {}, r"inputs must be a mapping .*got str: tokenize text first"),
+        ({"a": nn.Identity()}, 3, {}, r"inputs must be a mapping .*got int"),
+    ],
+    ids=["models_list", "model_name", "repeats_bool", "warmup_fraction", "text_inputs", "number_inputs"],
+)
+def test_arguments_of_the_wrong_kind_are_refused_naming_them(models, inputs, kwargs, message):
+    # Before: AttributeErrors ('list' object has no attribute 'values'), repeats=True timed once, and
+    # text was unpacked into one positional argument per letter.
+    with pytest.raises(InputError, match=message):
+        compare_latency(models, inputs, **kwargs)
+
+
+def test_inference_time_refuses_a_model_that_is_not_a_module():
+    with pytest.raises(InputError, match=r"inference_time: model must be a torch\.nn\.Module"):
+        inference_time("bert", torch.ones(1))
+
+
+def test_a_model_that_fails_on_the_inputs_is_named():
+    # With several models the bare error does not say which one the inputs do not fit.
+    models = {"dense": nn.Linear(4, 2), "slim": nn.Linear(3, 2)}
+    with pytest.raises(InputError, match=r"The model 'slim' fails on the inputs: RuntimeError: .*shapes cannot be multiplied") as error:
+        compare_latency(models, torch.ones(1, 4), warmup=0, repeats=2)
+    assert isinstance(error.value.__cause__, RuntimeError)
+    keyword = {"model": nn.Identity()}
+    with pytest.raises(InputError, match=r"The model 'model' fails on the inputs \(keys \['input_ids'\]\): TypeError"):
+        compare_latency(keyword, {"input_ids": torch.ones(1)}, warmup=0, repeats=1)

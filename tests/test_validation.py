@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
 import numpy as np
 import pytest
 
 from nn_prune_ext import ImportancePruningArgs, InputError, PostTrainingArgs, SparseArgs
+from nn_prune_ext.validation import check_flag, check_known_fields, check_model, check_real, check_whole
 
 # Each settings class with the smallest valid arguments.
 SETTINGS = {
@@ -100,27 +102,93 @@ def test_sparse_args_refuse_each_bad_value_naming_the_field(values, message):
         SparseArgs(**values)
 
 
+# ----- the shared checks of the public entry points ------------------------------------------------
+def test_a_number_beyond_a_float_is_refused_as_not_finite_naming_the_field():
+    # 10**400 is a valid Python int, but float() of it overflows (an OverflowError deep in the schedule).
+    with pytest.raises(InputError, match=r"SparseArgs\.initial_threshold must be finite, got 1000.*characters"):
+        build(SparseArgs, initial_threshold=10**400)
+
+
+@pytest.mark.parametrize("bad", ["no", 1, None, np.float64(1.0)], ids=["text", "int", "none", "numpy_float"])
+def test_check_flag_refuses_what_is_not_true_or_false(bad):
+    with pytest.raises(InputError, match=rf"f\(inplace=\.\.\.\) must be True or False, got {re.escape(repr(bad))}"):
+        check_flag(bad, "f(inplace=...)")
+
+
+def test_check_flag_takes_bools_and_numpy_bools():
+    assert check_flag(np.bool_(True), "flag") is True
+    assert check_flag(False, "flag") is False
+
+
+@pytest.mark.parametrize("bad", [1.5, 2.0, "3", True, float("nan"), 0], ids=["fraction", "float", "text", "bool", "nan", "below"])
+def test_check_whole_refuses_what_is_not_a_whole_number_in_range(bad):
+    with pytest.raises(InputError, match=r"steps must be a whole number >= 1, got"):
+        check_whole(bad, "steps", 1)
+
+
+def test_check_whole_takes_numpy_integers_and_optional_none():
+    assert check_whole(np.int32(3), "steps", 1) == 3 and type(check_whole(np.int32(3), "steps", 1)) is int
+    assert check_whole(None, "steps", 1, optional=True) is None
+    with pytest.raises(InputError, match="steps must be a whole number >= 1, got None"):
+        check_whole(None, "steps", 1)
+
+
 @pytest.mark.parametrize(
-    ("options", "bad", "message"),
-    [
-        ({}, float("nan"), "f\\(x=\\.\\.\\.\\) must be a finite number, got nan"),
-        ({"minimum": 0}, -1.0, "must be a finite number >= 0, got -1.0"),
-        ({"positive": True}, 0.0, "must be a finite number > 0, got 0.0"),
-        ({"whole": True, "minimum": 1}, 2.5, "must be a whole number >= 1, got 2.5 \\(float\\)"),
-        ({"whole": True, "allow_none": True}, True, "must be a whole number or None, got True \\(bool\\)"),
-        ({}, "3", "must be a finite number, got '3' \\(str\\)"),
-    ],
+    "bad, message",
+    [(float("nan"), "got nan"), (10**400, "got 1000"), ("0.5", r"got '0\.5' \(str\)"), (True, r"got True \(bool\)"),
+     (-0.5, r"got -0\.5"), (1.5, r"got 1\.5")],
+    ids=["nan", "huge", "text", "bool", "below", "above"],
 )
-def test_check_number_names_the_argument_and_what_is_valid(options, bad, message):
-    from nn_prune_ext.validation import check_number
-
-    with pytest.raises(InputError, match=message):
-        check_number("f(x=...)", bad, **options)
+def test_check_real_refuses_non_finite_non_numbers_and_values_out_of_range(bad, message):
+    with pytest.raises(InputError, match=rf"rate must be a finite real number >= 0 and <= 1, {message}"):
+        check_real(bad, "rate", minimum=0, maximum=1)
 
 
-def test_check_number_takes_valid_values():
-    from nn_prune_ext.validation import check_number
+def test_check_real_returns_a_float():
+    assert check_real(np.float32(0.25), "rate", minimum=0, maximum=1) == 0.25
+    assert check_real(None, "rate", optional=True) is None
 
-    check_number("f(x=...)", None, whole=True, allow_none=True)
-    check_number("f(x=...)", np.int64(3), whole=True, minimum=1)
-    check_number("f(x=...)", 1e-9, positive=True)
+
+@pytest.mark.parametrize("bad", ["bert", None, {"weight": 1}], ids=["name", "none", "dict"])
+def test_check_model_refuses_what_is_not_a_module_naming_the_function(bad):
+    with pytest.raises(InputError, match=rf"summary: model must be a torch\.nn\.Module .*\({type(bad).__name__}\)"):
+        check_model(bad, "summary")
+
+
+def test_check_model_takes_a_module():
+    import torch
+
+    check_model(torch.nn.Linear(2, 2), "summary")  # no error
+
+
+def test_settings_refuse_a_misspelled_keyword_listing_their_fields():
+    # Before: Python's bare TypeError "__init__() got an unexpected keyword argument".
+    with pytest.raises(InputError, match=r"SparseArgs\(\.\.\.\) got unknown keyword 'final_treshold' \(did you mean "
+                                         r"'final_threshold'\?\): the fields of SparseArgs are prune, .*final_threshold"):
+        SparseArgs(final_treshold=0.1)
+    with pytest.raises(InputError, match=r"unknown keyword 'target_heads' .*the fields of ImportancePruningArgs are "):
+        ImportancePruningArgs(target_heads=2)
+
+
+def test_settings_keep_their_signature_and_positional_arguments():
+    import inspect
+
+    assert "final_threshold" in inspect.signature(SparseArgs).parameters  # HfArgumentParser reads it
+    assert SparseArgs(False).prune is False
+    assert isinstance(SparseArgs(final_threshold=0.4), SparseArgs)
+
+
+def test_check_known_fields_names_every_unknown_keyword():
+    with pytest.raises(InputError, match=r"f got unknown keywords 'a', 'b': the fields of SparseArgs"):
+        check_known_fields(SparseArgs, ["b", "a", "prune"], "f")
+
+
+def test_check_real_above_minimum_refuses_the_minimum_itself_naming_the_argument():
+    from nn_prune_ext.validation import check_real
+
+    with pytest.raises(InputError, match=r"f\(x=\.\.\.\) must be a finite real number > 0, got 0\.0"):
+        check_real(0.0, "f(x=...)", minimum=0, above_minimum=True)
+    with pytest.raises(InputError, match=r"must be a finite real number > 0, got nan"):
+        check_real(float("nan"), "f(x=...)", minimum=0, above_minimum=True)
+    assert check_real(1e-9, "f(x=...)", minimum=0, above_minimum=True) == 1e-9
+    assert check_real(0, "f(x=...)", minimum=0) == 0.0

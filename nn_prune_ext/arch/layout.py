@@ -33,6 +33,7 @@ from ..validation import InputError
 
 __all__ = [
     "ArchitectureLayout",
+    "LayoutMismatchError",
     "AttentionBlock",
     "LayerModules",
     "ROLES",
@@ -41,6 +42,14 @@ __all__ = [
     "join_projections",
     "store_projections",
 ]
+
+
+class LayoutMismatchError(InputError, AttributeError):
+    """The model's modules are not where its layout says (e.g. a custom model behind a stock `model_type`).
+
+    An `InputError` for the user; also an `AttributeError`, which the code probing for a layer list catches.
+    """
+
 
 # Every role, in the order of a fused module's rows (GPT-2's [q | k | v], Phi-3's [gate | up]).
 ROLES = (
@@ -520,9 +529,10 @@ class ArchitectureLayout:
                 return get_submodule(root, self.layers)
             except AttributeError:
                 continue
-        raise AttributeError(
+        raise LayoutMismatchError(
             f"Could not find the layer list {self.layers!r} in {type(model).__name__}; "
-            f"the layout for {self.model_types} does not match this model."
+            f"the layout for {self.model_types} does not match this model. Pass a model of the class its "
+            "config.model_type names, or register a layout for it (nn_prune_ext.register_layout)."
         )
 
     def require_single_stack(self, action: str, instead: str) -> None:

@@ -145,6 +145,13 @@ def get_layout(model_or_type: nn.Module | str) -> ArchitectureLayout:
     else:
         config = getattr(model_or_type, "config", model_or_type)
         model_type = getattr(config, "model_type", None)
+        if not isinstance(model_type, str):  # a plain nn.Module, a number: "model_type None" would say little
+            raise UnsupportedArchitectureError(
+                f"nn_prune_ext needs a transformers model (or its config, or a model_type name such as 'bert'), got "
+                f"{type(model_or_type).__name__}, which has no config.model_type. Supported: "
+                f"{', '.join(supported_model_types())}; describe another transformers model type with "
+                "nn_prune_ext.register_layout(ArchitectureLayout(...))."
+            )
     layout = _REGISTRY.get(model_type)
     if layout is not None and model_type in _VARIANTS and not isinstance(model_or_type, str):
         config = getattr(model_or_type, "config", model_or_type)

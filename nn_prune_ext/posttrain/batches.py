@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..arch import get_layout
-from ..validation import InputError, check_number
+from ..validation import InputError, check_whole
 
 __all__ = ["read_batches", "check_batch_shapes"]
 
@@ -33,7 +33,7 @@ def read_batches(batches: Any, what: str, max_batches: int | None = None) -> lis
         InputError: For a single batch, a tensor, text, None or anything not iterable, a `max_batches`
             that is not a whole number >= 1, and for no batches at all.
     """
-    check_number(f"{what}(max_batches=...)", max_batches, whole=True, minimum=1, allow_none=True)
+    check_whole(max_batches, f"{what}(max_batches=...)", minimum=1, optional=True)
     if isinstance(batches, Mapping):
         raise InputError(
             f"{what} takes an iterable of batches (a list or a DataLoader), got a single batch (a "

@@ -15,7 +15,7 @@ from typing import Protocol, Sequence
 
 from ..flops import LayerShape, layer_macs
 from ..slim.structure import slim_attention_sizes
-from ..validation import InputError, NonFiniteError, check_number
+from ..validation import InputError, NonFiniteError, check_whole
 
 __all__ = ["CostModel", "FlopsCost", "LatencyCost", "PiecewiseLinear"]
 
@@ -46,7 +46,7 @@ class FlopsCost:
     seq_len: int
 
     def __post_init__(self):
-        check_number("FlopsCost.seq_len", self.seq_len, whole=True, minimum=1)
+        check_whole(self.seq_len, "FlopsCost.seq_len", minimum=1)
 
     # The layer's cost splits in two parts that add up to `layer_macs`: the attention (self- and, in a
     # decoder layer, cross-attention, whose heads are never pruned) and the FFN (its units, plus the
@@ -84,7 +84,7 @@ class PiecewiseLinear:
         if not self.points or len(self.points) != len(self.values):
             raise InputError("PiecewiseLinear needs as many values as points, and at least one point.")
         for point in self.points:
-            check_number(f"PiecewiseLinear.points ({self.points})", point, whole=True, minimum=1)
+            check_whole(point, f"PiecewiseLinear.points ({self.points})", minimum=1)
         if any(b <= a for a, b in zip(self.points, self.points[1:])):
             raise InputError(f"points must be increasing counts >= 1, got {self.points}.")
         for point, value in zip(self.points, self.values):

@@ -33,7 +33,7 @@ from ..timing import compare_latency
 from ..transformers_internals import build_model
 from ..slim.structure import slim_attention_sizes
 from .costs import LatencyCost, PiecewiseLinear
-from ..validation import InputError, NonFiniteError, check_number
+from ..validation import InputError, NonFiniteError, check_whole
 
 __all__ = ["LatencyTable", "fit_monotone", "measure_latency_table"]
 
@@ -186,7 +186,7 @@ def measure_latency_table(
             model is built), or if every measured latency is 0 (nothing for a latency budget to divide).
     """
     for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("ffn_points", ffn_points)):
-        check_number(f"measure_latency_table({name}=...)", value, whole=True, minimum=1)
+        check_whole(value, f"measure_latency_table({name}=...)", minimum=1)
     get_layout(model).require_single_stack("measure_latency_table (it times one-layer models)", "use a FLOPs budget")
     get_layout(model).require_prunable_ffn("measure_latency_table (it times FFN widths)")
     one = stock_copy(model)

@@ -19,7 +19,7 @@ import torch
 from ..masks import StructureMasks
 from .costs import CostModel
 from .units import PruningUnits
-from ..validation import InputError, NonFiniteError, check_number, first_non_finite
+from ..validation import InputError, NonFiniteError, check_real, first_non_finite
 
 __all__ = ["SearchResult", "search_masks", "masks_cost", "dense_cost"]
 
@@ -185,7 +185,7 @@ def search_masks(
     """
     # A NaN budget compares false with every cost, and a NaN importance ranks anywhere: either would
     # give masks that look valid and are not what was asked for.
-    check_number("search_masks(budget=...)", budget, minimum=0)
+    check_real(budget, "search_masks(budget=...)", minimum=0)
     layers = structure.num_layers
     if len(head_importance) != layers or len(unit_importance) != layers:
         raise InputError(

@@ -46,7 +46,7 @@ from ..masks import StructureMasks
 from ..patch import require_unpatched
 from .batches import check_batch_shapes, read_batches
 from .layer_runner import LayerRunner, StopForward
-from ..validation import InputError, NonFiniteError, check_number
+from ..validation import InputError, NonFiniteError, check_real, check_whole
 
 __all__ = ["SublayerTuning", "TuningResult", "LayerTaps", "tune_masks"]
 
@@ -530,9 +530,9 @@ def tune_masks(
         )
     masks.check(model)
     # A NaN max_scale would accept every scale (`largest > nan` is false); a NaN tol stops lsmr at once.
-    check_number("tune_masks(max_scale=...)", max_scale, positive=True)
-    check_number("tune_masks(tol=...)", tol, minimum=0)
-    check_number("tune_masks(max_iterations=...)", max_iterations, whole=True, minimum=1, allow_none=True)
+    check_real(max_scale, "tune_masks(max_scale=...)", minimum=0, above_minimum=True)
+    check_real(tol, "tune_masks(tol=...)", minimum=0)
+    check_whole(max_iterations, "tune_masks(max_iterations=...)", minimum=1, optional=True)
     if getattr(model.config, "chunk_size_feed_forward", 0):
         # The FFN would run once per chunk, and the fits need its input and output whole; found up front,
         # not as a RuntimeError after the first layer's teacher pass.

@@ -67,7 +67,18 @@ def _check_local_path(path: str | os.PathLike, subfolder: str = "") -> None:
 
     Left to transformers, such a path fails with "Repo id must be in the form ...", which does not say the
     folder is missing.
+
+    Raises:
+        InputError: If `path` (or `subfolder`) is not a str or os.PathLike, is a file, a folder without
+            config.json, or a missing folder that cannot be a Hub id.
     """
+    for name, value in (("path", path), ("subfolder", subfolder)):
+        if not isinstance(value, (str, os.PathLike)):  # a loaded model, None: os.stat's TypeError says nothing
+            hint = " (it is loaded already)" if isinstance(value, nn.Module) else ""
+            raise InputError(
+                f"load_slim: {name} must be a folder (str or os.PathLike) that save_pretrained wrote, or a Hub id, "
+                f"got {type(value).__name__}{hint}."
+            )
     if os.path.isdir(path) and subfolder:
         path = os.path.join(path, subfolder)
     text = os.fspath(path)
@@ -92,7 +103,18 @@ def load_slim(path: str | os.PathLike, model_class: type | None = None, **kwargs
 
     Returns:
         The slim model.
+
+    Raises:
+        InputError: If `path` names no checkpoint folder (not a path, missing, a file, no config.json) and
+            cannot be a Hub id, the checkpoint is not slim, or `model_class` is not a transformers model class.
     """
+    if model_class is not None and not (
+        isinstance(model_class, type) and issubclass(model_class, transformers.PreTrainedModel)
+    ):
+        raise InputError(
+            f"load_slim: model_class must be a transformers model class such as BertForSequenceClassification, "
+            f"got {model_class!r}; or leave it out to load the class the checkpoint was saved from."
+        )
     _check_local_path(path, kwargs.get("subfolder") or "")
     config = transformers.AutoConfig.from_pretrained(path, **hub_kwargs(kwargs))
     if not modeling_slim.is_slim_config(config):

@@ -27,7 +27,7 @@ from torch import nn
 from ..arch import ArchitectureLayout, UnsupportedArchitectureError, get_layout
 from ..patch import require_unpatched
 from . import modeling_slim
-from ..validation import InputError
+from ..validation import InputError, check_flag, check_model
 
 __all__ = [
     "drop_layers",
@@ -59,10 +59,12 @@ def drop_layers(model: nn.Module, indices: Iterable[int], *, inplace: bool = Fal
         (`kept_layer_indices`); dropping again composes with earlier drops.
 
     Raises:
-        ValueError: For an index out of range or given twice, for dropping every layer, or for a
-            patched model.
-        TypeError: For indices that are not a list of integers.
+        InputError: For a model that is not a module, indices that are not a list of integers, an index
+            out of range or given twice, dropping every layer, a patched model, or `inplace` not True or
+            False (`inplace="no"` would drop the layers of the model passed in).
     """
+    check_model(model, "drop_layers")
+    check_flag(inplace, "drop_layers(inplace=...)")
     layout = get_layout(model)
     drop = _checked_indices(indices, len(layout.layer_list(model)))
     _check_not_patched(model)
@@ -88,6 +90,7 @@ def layers_removed(model: nn.Module, indices: Iterable[int]) -> Iterator[nn.Modu
     Yields:
         `model` itself, without those layers.
     """
+    check_model(model, "layers_removed")
     layout = get_layout(model)
     layer_list = layout.layer_list(model)
     drop = _checked_indices(indices, len(layer_list))

@@ -30,7 +30,7 @@ from .classes import slim_class_for
 from .layers import config_loads_without, dense_num_parameters, drop_layers, kept_layer_indices
 from .structure import AttentionPlan, LayerPlan, plan_layer, plan_layer_from_masks
 from .verify import SlimMismatchError, check_against, reference_probe
-from ..validation import InputError
+from ..validation import InputError, check_flag, check_model
 
 __all__ = ["optimize_model", "prune_with_masks", "SlimReport", "LayerReport", "is_slim_model", "kept_head_indices"]
 
@@ -131,11 +131,15 @@ def optimize_model(model: nn.Module, mode: str = "dense", *, inplace: bool = Fal
         `save_pretrained`.
 
     Raises:
-        ValueError: For another `mode`.
-        UnsupportedArchitectureError: For a model without a registered layout.
+        InputError: If `model` is not a module, for another `mode`, or for `inplace` or `verify` not True or
+            False (`inplace="no"` would slim the model itself).
+        UnsupportedArchitectureError: For a model without a registered layout (an `InputError`).
         SlimMismatchError: If `verify` finds the slim model computing something else than the masked
             model (a layout that misses state following the heads).
     """
+    check_model(model, "optimize_model")
+    check_flag(inplace, "optimize_model(inplace=...)")
+    check_flag(verify, "optimize_model(verify=...)")
     if mode != "dense":
         raise InputError(
             f"optimize_model supports mode='dense' only (got {mode!r}): it removes heads and FFN units "
@@ -174,17 +178,22 @@ def prune_with_masks(
         with `save_pretrained`.
 
     Raises:
-        InputError: If the masks are not `StructureMasks`, do not fit the model, or remove heads of a family
-            whose heads cannot be removed exactly.
-        UnsupportedArchitectureError: For a model without a registered layout.
+        InputError: If `model` is not a module, the masks are not `StructureMasks`, do not fit the model, or
+            remove heads of a family whose heads cannot be removed exactly; for `inplace` or `verify` not True
+            or False.
+        UnsupportedArchitectureError: For a model without a registered layout (an `InputError`).
         SlimMismatchError: If `verify` finds the slim model computing something else than the masked model.
     """
+    check_model(model, "prune_with_masks")
+    check_flag(inplace, "prune_with_masks(inplace=...)")
+    check_flag(verify, "prune_with_masks(verify=...)")
     if not isinstance(masks, StructureMasks):
         raise InputError(
             f"masks must be a StructureMasks, got {type(masks).__name__}: build them with StructureMasks(heads=..., "
             "units=...), StructureMasks.from_kept(...) or StructureMasks.from_dict(...)."
         )
     layout = get_layout(model)
+    masks.check(model)  # before the copy: masks of the wrong shape should cost nothing
     model = _working_model(model, inplace)
     fold_masks(model, masks)  # kept values scale their columns; the probe reference is the masked model
     cross_masks = masks.cross_heads or [None] * masks.num_layers
