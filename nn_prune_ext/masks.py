@@ -253,12 +253,13 @@ def _indicator(size: int, kept: Iterable[int], what: str) -> torch.Tensor:
         raise InputError(f"The kept {what}s must be a list of indices such as [0, 2], got {_type_and_value(kept)}.")
     mask = torch.zeros(size)
     for index in kept:
-        # int() would truncate 1.7 to 1 (and True to 1) without a word; operator.index takes whole numbers only.
-        if isinstance(index, bool) or not hasattr(type(index), "__index__"):
-            raise InputError(f"The kept {what}s hold {_type_and_value(index)}: indices are whole numbers 0..{size - 1}.")
+        # int() would truncate 1.7 to 1 (and True to 1) without a word; operator.index takes whole numbers only
+        # (and raises TypeError for floats, text and multi-element tensors).
         try:
+            if isinstance(index, bool):
+                raise TypeError
             index = operator.index(index)
-        except TypeError:  # a float or multi-element tensor, which has __index__ but refuses it
+        except TypeError:
             raise InputError(
                 f"The kept {what}s hold {_type_and_value(index)}: indices are whole numbers 0..{size - 1}."
             ) from None
