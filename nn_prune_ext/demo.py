@@ -59,7 +59,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .args import SparseArgs
-from .atomic_files import open_atomically
+from .atomic_files import open_atomically, write_text_atomically
 from .flops import dense_layer_shapes, kept_layer_shapes, model_flops
 from .heal import prune_and_heal
 from .inference import CaptureError, capture_for_inference
@@ -635,8 +635,7 @@ def write_outputs(result: DemoResult, args: DemoArguments) -> str:
     Returns:
         The path of `results.jsonl`.
     """
-    with open(os.path.join(run_folder(args), "report.txt"), "w", encoding="utf-8") as handle:
-        handle.write(result.report() + "\n")
+    write_text_atomically(os.path.join(run_folder(args), "report.txt"), result.report() + "\n")
     name = setting_name(args)
     results = os.path.join(args.output_dir, "results.jsonl")
     runs = []

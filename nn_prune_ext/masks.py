@@ -27,7 +27,7 @@ from torch import nn
 from .arch import get_layout
 from .patch import eval_grids, is_patched, require_unpatched
 from .scores.masked_linear import MaskedLinear
-from .validation import InputError, check_model
+from .validation import InputError, check_model, describe
 
 __all__ = ["StructureMasks", "fold_masks", "masks_from_scores"]
 
@@ -250,7 +250,7 @@ def _per_layer(values: Any, name: str) -> list[Any]:
 
 def _indicator(size: int, kept: Iterable[int], what: str) -> torch.Tensor:
     if isinstance(kept, (str, bytes)) or (isinstance(kept, torch.Tensor) and kept.dim() != 1) or not isinstance(kept, Iterable):
-        raise InputError(f"The kept {what}s must be a list of indices such as [0, 2], got {_type_and_value(kept)}.")
+        raise InputError(f"The kept {what}s must be a list of indices such as [0, 2], got {describe(kept)}.")
     mask = torch.zeros(size)
     for index in kept:
         # int() would truncate 1.7 to 1 (and True to 1) without a word; operator.index takes whole numbers only
@@ -261,7 +261,7 @@ def _indicator(size: int, kept: Iterable[int], what: str) -> torch.Tensor:
             index = operator.index(index)
         except TypeError:
             raise InputError(
-                f"The kept {what}s hold {_type_and_value(index)}: indices are whole numbers 0..{size - 1}."
+                f"The kept {what}s hold {describe(index)}: indices are whole numbers 0..{size - 1}."
             ) from None
         if not 0 <= index < size:
             raise InputError(f"{what} index {index} is out of range: the layer has {size} (indices 0..{size - 1}).")
@@ -356,6 +356,3 @@ def _kept_columns(grid: torch.Tensor, in_features: int) -> torch.Tensor:
     return kept.repeat_interleave(in_features // kept.numel())
 
 
-def _type_and_value(value: Any) -> str:
-    text = repr(value)
-    return f"{text if len(text) <= 40 else text[:37] + '...'} ({type(value).__name__})"

@@ -46,6 +46,7 @@ from torch import nn
 
 from .flops import LayerShape, dense_layer_shapes, kept_layer_shapes
 from .arch import Projection, get_layout
+from .atomic_files import open_atomically
 from .patch import eval_grids, is_patched
 from .scores.masked_linear import MaskedLinear
 from .slim import is_slim_model, kept_head_indices, optimize_model
@@ -298,8 +299,10 @@ def _new_figure():
 def _save(figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # No bbox_inches="tight": it would make the pixel size depend on the content.
-    figure.savefig(path, format="png", dpi=DPI)
+    # No bbox_inches="tight": it would make the pixel size depend on the content. Written whole or not at
+    # all: an interrupted run leaves the previous picture, not half of one.
+    with open_atomically(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=DPI)
     return path
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "check_model",
     "check_real",
     "check_whole",
+    "describe",
     "first_non_finite",
     "refuse_unknown_keywords",
 ]
@@ -101,6 +102,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:36]}...{text[-36:]} ({len(text)} characters)"
 
 
+def describe(value: Any) -> str:
+    """A bad value for an error message: its shortened `repr` and its type, e.g. `'2' (str)`."""
+    return f"{_short(value)} ({type(value).__name__})"
+
+
 def check_flag(value: Any, name: str) -> bool:
     """Refuse a flag that is not `True` or `False`: `"no"` and `2` are truthy and would silently mean True.
 
@@ -116,7 +122,7 @@ def check_flag(value: Any, name: str) -> bool:
     """
     if isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")):
         return bool(value)
-    raise InputError(f"{name} must be True or False, got {_short(value)} ({type(value).__name__}).")
+    raise InputError(f"{name} must be True or False, got {describe(value)}.")
 
 
 def check_whole(value: Any, name: str, minimum: int | None = None, *, optional: bool = False) -> int | None:
@@ -141,7 +147,7 @@ def check_whole(value: Any, name: str, minimum: int | None = None, *, optional: 
         return None
     valid = "a whole number" + (f" >= {minimum}" if minimum is not None else "") + (" or None" if optional else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name} must be {valid}, got {_short(value)} ({type(value).__name__}).")
+        raise InputError(f"{name} must be {valid}, got {describe(value)}.")
     if minimum is not None and value < minimum:
         raise InputError(f"{name} must be {valid}, got {_short(value)}.")
     return int(value)
@@ -178,7 +184,7 @@ def check_real(
     bounds = [f"{sign} {bound}" for sign, bound in ((lower, minimum), ("<=", maximum)) if bound is not None]
     valid = " ".join(["a finite real number", " and ".join(bounds)]).strip() + (" or None" if optional else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InputError(f"{name} must be {valid}, got {_short(value)} ({type(value).__name__}).")
+        raise InputError(f"{name} must be {valid}, got {describe(value)}.")
     too_low = minimum is not None and (value <= minimum if above_minimum else value < minimum)
     if not _is_finite(value) or too_low or (maximum is not None and value > maximum):
         raise InputError(f"{name} must be {valid}, got {_short(value)}.")
@@ -204,8 +210,8 @@ def check_model(model: Any, where: str, argument: str = "model") -> None:
     if not isinstance(model, torch.nn.Module):
         hint = " (a path or model name: load it first, e.g. with from_pretrained)" if isinstance(model, str) else ""
         raise InputError(
-            f"{where}: {argument} must be a torch.nn.Module (a loaded transformers model), got {_short(model)} "
-            f"({type(model).__name__}){hint}."
+            f"{where}: {argument} must be a torch.nn.Module (a loaded transformers model), got {describe(model)}"
+            f"{hint}."
         )
 
 

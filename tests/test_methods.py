@@ -121,3 +121,14 @@ def test_score_travel_at_the_edges_and_for_kept_fractions():
     assert sigmoied.score_travel(0.0) == math.inf  # sigmoid never reaches 0
     assert get_pruning_method("topK").score_travel(0.5) is None  # a kept fraction: prunes however little scores move
     assert get_pruning_method("magnitude").score_travel(0.5) is None
+
+
+@pytest.mark.parametrize("name", sorted(name for name, method in PRUNING_METHODS.items() if method.threshold_range))
+def test_check_threshold_takes_values_within_the_tolerance_of_the_range_only(name):
+    method = get_pruning_method(name)
+    low, high = method.threshold_range
+    method.check_threshold(high + 1e-12, "threshold", tolerance=1e-9)  # an ulp past the bound, as a schedule lands
+    method.check_threshold(low - 1e-12, "threshold", tolerance=1e-9)
+    for value in (high + 1e-12, high + 1e-6):
+        with pytest.raises(ValueError, match=rf"threshold={value} is out of range for pruning method {name!r}"):
+            method.check_threshold(value, "threshold", tolerance=1e-9 if value > high + 1e-9 else 0.0)

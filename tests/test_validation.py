@@ -192,3 +192,11 @@ def test_check_real_above_minimum_refuses_the_minimum_itself_naming_the_argument
         check_real(float("nan"), "f(x=...)", minimum=0, above_minimum=True)
     assert check_real(1e-9, "f(x=...)", minimum=0, above_minimum=True) == 1e-9
     assert check_real(0, "f(x=...)", minimum=0) == 0.0
+
+
+def test_describe_names_the_type_and_shortens_a_long_value():
+    from nn_prune_ext.validation import describe
+
+    assert describe("2") == "'2' (str)"
+    text = describe(list(range(1000)))
+    assert text.endswith("(list)") and "(4890 characters)" in text and len(text) < 120

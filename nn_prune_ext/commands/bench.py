@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..atomic_files import write_text_atomically
 from ..validation import InputError
 from .arguments import LARGEST_COUNT, checkpoint_config, checkpoint_folder, output_file, whole_number
 
@@ -196,6 +197,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.json_path:
         path = Path(args.json_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_text_atomically(path, json.dumps(results, indent=2) + "\n")
         print(f"results written to {path}")
     return results

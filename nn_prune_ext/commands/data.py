@@ -7,7 +7,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from ..validation import InputError
+from ..validation import InputError, describe
 from .arguments import whole_number
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def _check_texts(examples: list[tuple[int, dict[str, Any]]], columns: list[str],
         for column in columns:
             if not isinstance(record[column], str):
                 raise InputError(
-                    f"Line {number} of {path}: field {column!r} is {record[column]!r} ({type(record[column]).__name__}), "
+                    f"Line {number} of {path}: field {column!r} is {describe(record[column])}, "
                     "not text; write a string there, or name the text fields with --text-column and --text-pair-column."
                 )
 
@@ -114,7 +114,7 @@ def _labels(examples: list[tuple[int, dict[str, Any]]], column: str, path: str, 
         where = f"Line {number} of {path}, field {column!r}"
         if isinstance(label, bool) or not isinstance(label, (int, float, str)):
             raise InputError(
-                f"{where}: the label {label!r} ({type(label).__name__}) is not "
+                f"{where}: the label {describe(label)} is not "
                 + ("a number; the checkpoint is a regression model, write finite numbers." if regression else
                    f"a class id or name; {fix}.")
             )

@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+from ..atomic_files import write_text_atomically
 from ..validation import InputError
 from .arguments import checkpoint_config, checkpoint_folder, input_file, output_folder, whole_number
 from .data import add_data_arguments, examples_batches
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> list[Path]:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     written = [output_dir / SUMMARY_NAME]
-    written[0].write_text(text + "\n", encoding="utf-8")
+    write_text_atomically(written[0], text + "\n")
     if not args.no_plots:
         written.append(plot_kept_per_layer(slim, output_dir / KEPT_PICTURE))
         if is_patched(model):  # only masks have a mask density; a slim model's sizes are in the picture above

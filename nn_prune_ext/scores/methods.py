@@ -120,11 +120,22 @@ class PruningMethod:
         """
         return None
 
-    def check_threshold(self, value: float, name: str) -> None:
+    def check_threshold(self, value: float, name: str, tolerance: float = 0.0) -> None:
+        """Refuse a threshold outside the method's range.
+
+        Args:
+            value: The threshold.
+            name: How the message names it.
+            tolerance: How far outside the range a value still passes (the schedule's cubic interpolation may
+                land an ulp outside it, which is no user error).
+
+        Raises:
+            InputError: If `value` lies more than `tolerance` outside `threshold_range`.
+        """
         if self.threshold_range is None:
             return
         low, high = self.threshold_range
-        if not (low <= value <= high):
+        if not (low - tolerance <= value <= high + tolerance):
             raise InputError(
                 f"{name}={value} is out of range for pruning method {self.name!r}: it must lie in [{low}, {high}]. "
                 f"{self.threshold_help}"
