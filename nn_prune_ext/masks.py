@@ -354,5 +354,3 @@ def _kept_columns(grid: torch.Tensor, in_features: int) -> torch.Tensor:
     """Per input column of a masked linear: does its mask keep any entry of it."""
     kept = (grid != 0).any(dim=0).cpu()
     return kept.repeat_interleave(in_features // kept.numel())
-
-
