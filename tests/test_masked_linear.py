@@ -20,7 +20,8 @@ GRIDS = [(4, 2), (12, 1), (1, 8), (3, 4)]
 @pytest.mark.parametrize("grid_shape", GRIDS)
 @pytest.mark.parametrize("with_bias", [True, False])
 @pytest.mark.parametrize("mask_bias", [True, False])
-def test_forward_and_gradients_match_the_dense_reference(grid_shape, with_bias, mask_bias):
+@pytest.mark.parametrize("strided_upstream", [False, True], ids=["contiguous_grad", "strided_grad"])
+def test_forward_and_gradients_match_the_dense_reference(grid_shape, with_bias, mask_bias, strided_upstream):
     torch.manual_seed(0)
     mask_bias = mask_bias and grid_shape[1] == 1
     x = torch.randn(3, 5, 16, dtype=torch.float64)
@@ -36,6 +37,9 @@ def test_forward_and_gradients_match_the_dense_reference(grid_shape, with_bias, 
     ref = _reference(ref_leaves[0], ref_leaves[1], ref_leaves[3] if with_bias else None, ref_leaves[2], mask_bias)
     torch.testing.assert_close(out, ref)
     upstream = torch.randn_like(out)
+    if strided_upstream:  # as the gradient of a projection whose output was transposed into heads arrives
+        upstream = upstream.transpose(1, 2).contiguous().transpose(1, 2)
+        assert not upstream.is_contiguous()
     out.backward(upstream)
     ref.backward(upstream)
     for mine, theirs in zip(leaves, ref_leaves):

@@ -123,12 +123,14 @@ class _MaskedLinearFunction(torch.autograd.Function):
         # Under autocast the output (and so its gradient) is in the autocast dtype: compute there.
         dtype = grad_output.dtype
         grad_x = grad_w = grad_b = grad_grid = None
+        # One 2-d gradient for both products: a strided gradient (a projection whose output was transposed
+        # into heads) is copied once by `reshape`, and both products run as single matrix products.
+        grad_2d = grad_output.reshape(-1, weight.shape[0])
         # Weight-sized passes are the other cost: the masked weight and the grid product go
         # through the reusable scratch buffer, and the weight gradient is masked in place.
         if need_x:
             masked_weight = _as(apply_grid_mask(weight, grid, out=_scratch_like(weight)), dtype)
-            grad_x = _as(grad_output @ masked_weight, x.dtype)
-        grad_2d = grad_output.reshape(-1, weight.shape[0])
+            grad_x = _as((grad_2d @ masked_weight).view(*grad_output.shape[:-1], weight.shape[1]), x.dtype)
         if need_w or need_grid:
             full_grad_w = grad_2d.t() @ _as(x.reshape(-1, weight.shape[1]), dtype)
             if need_grid:
