@@ -172,3 +172,18 @@ def enable_checkpointing(model, use_reentrant: bool) -> bool:
         return model.is_activation_checkpointing
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
     return model.is_gradient_checkpointing
+
+
+@pytest.fixture(scope="module")
+def quiet_transformers():
+    """transformers' logging at errors only for one test module (Trainer runs log per step), then as it was.
+
+    Use it with `pytestmark = pytest.mark.usefixtures("quiet_transformers")`; setting the verbosity at
+    import would lower it for every module collected after.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    yield
+    hf_logging.set_verbosity(verbosity)

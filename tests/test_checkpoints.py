@@ -39,7 +39,7 @@ class _Records(logging.Handler):
 def printed(capfd):
     """What loading prints: transformers' log records (at its default verbosity, warnings) and stdout/stderr."""
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_warning()  # other test modules turn it down for the whole session
+    hf_logging.set_verbosity_warning()  # the default, whatever the environment set
     records = _Records()
     logging.getLogger("transformers").addHandler(records)
     capfd.readouterr()

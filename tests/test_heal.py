@@ -1,6 +1,5 @@
 import pytest
 import torch
-from transformers.utils import logging as hf_logging
 
 from nn_prune_ext import InputError, PostTrainingArgs, SparseArgs, apply_masks, model_flops, prune_and_heal
 from nn_prune_ext.posttrain import post_training_prune
@@ -8,7 +7,7 @@ from nn_prune_ext.posttrain import post_training_prune
 from conftest import labelled_batches, tiny_batch, tiny_model
 from test_trainer import tiny_dataset, training_args
 
-hf_logging.set_verbosity_error()
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 
 def _heal(tmp_path, model, rounds=1, learning_rate=1e-3, **overrides):

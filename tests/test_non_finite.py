@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 from transformers import TrainerCallback
-from transformers.utils import logging as hf_logging
 
 from nn_prune_ext import NonFiniteError, SparseArgs, SparseTrainer, iter_mask_scores
 from nn_prune_ext.validation import first_non_finite
@@ -11,7 +10,7 @@ from nn_prune_ext.validation import first_non_finite
 from conftest import tiny_model
 from test_trainer import tiny_dataset, training_args
 
-hf_logging.set_verbosity_error()
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 BAD_STEP = 3
 
 

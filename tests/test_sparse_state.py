@@ -3,7 +3,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers.utils import logging as hf_logging
 
 import nn_prune_ext
 from nn_prune_ext import InputError, NonFiniteError, SparseArgs, SparseTrainer
@@ -20,7 +19,7 @@ from nn_prune_ext.trainer import MASK_SCORES_NAME
 from conftest import tiny_model
 from test_trainer import tiny_dataset, training_args
 
-hf_logging.set_verbosity_error()
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 
 def _state(**sparse_args) -> dict:

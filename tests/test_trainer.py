@@ -5,7 +5,6 @@ import pytest
 import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
-from transformers.utils import logging as hf_logging
 
 from nn_prune_ext import (
     InputError,
@@ -25,7 +24,7 @@ from nn_prune_ext.trainer import SPARSE_STATE_NAME, too_short_to_prune
 
 from conftest import VOCAB, tiny_batch, tiny_model
 
-hf_logging.set_verbosity_error()
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 
 
 def tiny_dataset(size: int = 64, seq: int = 12, seed: int = 0, model_type: str | None = None) -> Dataset:

@@ -7,7 +7,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from transformers.trainer_utils import get_last_checkpoint, sort_checkpoints
-from transformers.utils import logging as hf_logging
 
 from nn_prune_ext import InputError, SparseArgs, SparseTrainer
 from nn_prune_ext.training_checkpoints import (
@@ -24,7 +23,7 @@ from conftest import tiny_model
 from kill_resume_train import STAGES
 from test_trainer import tiny_dataset, training_args
 
-hf_logging.set_verbosity_error()
+pytestmark = pytest.mark.usefixtures("quiet_transformers")
 HERE = os.path.dirname(__file__)
 
 
