@@ -64,12 +64,12 @@ def check_fields(settings: Any) -> None:
         where = f"{type(settings).__name__}.{field.name}"
         if _plain_kind(annotation) is bool:
             if not isinstance(value, bool):
-                raise InputError(f"{where} must be True or False, got {value!r} ({type(value).__name__}).")
+                raise InputError(f"{where} must be True or False, got {describe(value)}.")
             continue
         if _plain_kind(annotation) is str:
             if not isinstance(value, str):
                 raise InputError(
-                    f"{where} must be text{' or None' if optional else ''}, got {value!r} ({type(value).__name__})."
+                    f"{where} must be text{' or None' if optional else ''}, got {describe(value)}."
                 )
             continue
         kinds = _numeric_kinds(annotation)
@@ -79,7 +79,7 @@ def check_fields(settings: Any) -> None:
         whole = isinstance(value, numbers.Integral)
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or (kinds == {int} and not whole):
             raise InputError(
-                f"{where} must be {wanted}{' or None' if optional else ''}, got {value!r} ({type(value).__name__})."
+                f"{where} must be {wanted}{' or None' if optional else ''}, got {describe(value)}."
             )
         if not _is_finite(value):
             raise InputError(
@@ -143,14 +143,10 @@ def check_whole(value: Any, name: str, minimum: int | None = None, *, optional: 
     Raises:
         InputError: Naming `name`, the value and what is valid.
     """
-    if value is None and optional:
-        return None
-    valid = "a whole number" + (f" >= {minimum}" if minimum is not None else "") + (" or None" if optional else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InputError(f"{name} must be {valid}, got {describe(value)}.")
-    if minimum is not None and value < minimum:
-        raise InputError(f"{name} must be {valid}, got {_short(value)}.")
-    return int(value)
+    valid = "a whole number" + (f" >= {minimum}" if minimum is not None else "")
+    return _checked_number(
+        value, name, numbers.Integral, valid, optional, lambda number: minimum is None or number >= minimum, int
+    )
 
 
 def check_real(
@@ -178,17 +174,39 @@ def check_real(
     Raises:
         InputError: Naming `name`, the value and what is valid.
     """
-    if value is None and optional:
-        return None
     lower = ">" if above_minimum else ">="
     bounds = [f"{sign} {bound}" for sign, bound in ((lower, minimum), ("<=", maximum)) if bound is not None]
-    valid = " ".join(["a finite real number", " and ".join(bounds)]).strip() + (" or None" if optional else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    valid = " ".join(["a finite real number", " and ".join(bounds)]).strip()
+
+    def in_range(number: numbers.Real) -> bool:
+        too_low = minimum is not None and (number <= minimum if above_minimum else number < minimum)
+        return _is_finite(number) and not too_low and (maximum is None or number <= maximum)
+
+    return _checked_number(value, name, numbers.Real, valid, optional, in_range, float)
+
+
+def _checked_number(
+    value: Any,
+    name: str,
+    kind: type,
+    valid: str,
+    optional: bool,
+    in_range: typing.Callable[[Any], bool],
+    convert: typing.Callable[[Any], Any],
+) -> Any:
+    """`convert(value)` for a number of `kind` (never `bool`) that is `in_range`; `None` where optional.
+
+    Raises:
+        InputError: `"{name} must be {valid}, got ..."`, with the value's type where it is no number of `kind`.
+    """
+    if value is None and optional:
+        return None
+    valid += " or None" if optional else ""
+    if isinstance(value, bool) or not isinstance(value, kind):
         raise InputError(f"{name} must be {valid}, got {describe(value)}.")
-    too_low = minimum is not None and (value <= minimum if above_minimum else value < minimum)
-    if not _is_finite(value) or too_low or (maximum is not None and value > maximum):
+    if not in_range(value):
         raise InputError(f"{name} must be {valid}, got {_short(value)}.")
-    return float(value)
+    return convert(value)
 
 
 def check_model(model: Any, where: str, argument: str = "model") -> None:
