@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .scores.methods import PruningMethod, get_pruning_method
-from .validation import InputError, check_fields, check_real, check_whole, refuse_unknown_keywords
+from .validation import InputError, check_fields, check_instance, check_real, check_whole, refuse_unknown_keywords
 
-__all__ = ["SparseArgs", "ATTENTION_GRANULARITIES", "DENSE_GRANULARITIES", "REGULARIZATIONS"]
+__all__ = ["SparseArgs", "ATTENTION_GRANULARITIES", "DENSE_GRANULARITIES", "REGULARIZATIONS", "require_sparse_args"]
 
 ATTENTION_GRANULARITIES = ("block", "row", "col", "head")
 DENSE_GRANULARITIES = ("block", "row", "col", "unit")
@@ -358,3 +358,8 @@ def _to_steps(value: float, total_steps: int) -> int:
     if value < 1:
         return int(math.floor(value * total_steps))
     return int(value)
+
+
+def require_sparse_args(value: Any, name: str) -> SparseArgs:
+    """`value` if it is a `SparseArgs`, else an `InputError` naming `name` and how to build one."""
+    return check_instance(value, SparseArgs, name, hint="build one with SparseArgs(...) or a preset such as SparseArgs.hybrid()")

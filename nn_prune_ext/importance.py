@@ -252,10 +252,9 @@ def collect_mask_gradients(
             f"collect_mask_gradients: batches must be an iterable of batches (dicts of input tensors with labels, "
             f"e.g. a list or a DataLoader), got {type(batches).__name__}. A single batch goes in a list: [batch]."
         )
-    from .masks import StructureMasks  # here: masks imports patch, which is not needed to import this module
+    from .masks import require_structure_masks  # here: masks imports patch, which is not needed to import this module
 
-    if masks is not None and not isinstance(masks, StructureMasks):
-        raise InputError(f"collect_mask_gradients: masks must be a StructureMasks or None, got {type(masks).__name__}.")
+    require_structure_masks(masks, "collect_mask_gradients: masks", optional=True)
     layers: list[LayerModules] = list(get_layout(model).iter_layers(model))
     head_sizes = [layer.num_heads for layer in layers]
     unit_sizes = [layer.ffn_width for layer in layers]

@@ -56,6 +56,7 @@ from .validation import (
     NonFiniteError,
     check_fields,
     check_flag,
+    check_instance,
     check_known_fields,
     check_model,
     refuse_unknown_keywords,
@@ -309,11 +310,8 @@ def _layer_scores(values: torch.Tensor, sizes: tuple[int, ...], what: str) -> li
 # ----- the API -----------------------------------------------------------------------------------
 def _resolve(args: ImportancePruningArgs | None, overrides: dict[str, Any], where: str) -> ImportancePruningArgs:
     """`args` with `overrides` applied; an `InputError` for args of another type or a keyword that is no field."""
-    if args is not None and not isinstance(args, ImportancePruningArgs):
-        raise InputError(
-            f"{where}: args must be an ImportancePruningArgs or None, got {type(args).__name__}; pass "
-            "ImportancePruningArgs(target_num_heads=..., ...) or the fields as keywords."
-        )
+    check_instance(args, ImportancePruningArgs, f"{where}: args", optional=True,
+                   hint="pass ImportancePruningArgs(target_num_heads=..., ...) or the fields as keywords")
     check_known_fields(ImportancePruningArgs, overrides, where)
     if args is None:
         return ImportancePruningArgs(**overrides)

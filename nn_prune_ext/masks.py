@@ -27,9 +27,9 @@ from torch import nn
 from .arch import get_layout
 from .patch import eval_grids, is_patched, require_unpatched
 from .scores.masked_linear import MaskedLinear
-from .validation import InputError, check_model, describe
+from .validation import InputError, check_instance, check_model, describe
 
-__all__ = ["StructureMasks", "fold_masks", "masks_from_scores"]
+__all__ = ["StructureMasks", "fold_masks", "masks_from_scores", "require_structure_masks"]
 
 
 @dataclass
@@ -289,8 +289,7 @@ def fold_masks(model: nn.Module, masks: StructureMasks) -> nn.Module:
             `StructureMasks` that fits it.
     """
     check_model(model, "fold_masks")
-    if not isinstance(masks, StructureMasks):
-        raise InputError(f"fold_masks: masks must be a StructureMasks, got {type(masks).__name__}.")
+    require_structure_masks(masks, "fold_masks: masks")
     require_unpatched(model, "fold_masks (prune_with_masks bakes a patched model itself)")
     masks.check(model)
     cross_masks = masks.cross_heads or [None] * masks.num_layers
@@ -354,3 +353,12 @@ def _kept_columns(grid: torch.Tensor, in_features: int) -> torch.Tensor:
     """Per input column of a masked linear: does its mask keep any entry of it."""
     kept = (grid != 0).any(dim=0).cpu()
     return kept.repeat_interleave(in_features // kept.numel())
+
+
+def require_structure_masks(value: Any, name: str, *, optional: bool = False) -> StructureMasks | None:
+    """`value` if it is a `StructureMasks` (or None where `optional`), else an `InputError` saying how to build one."""
+    return check_instance(
+        value, StructureMasks, name, optional=optional,
+        hint="build them with StructureMasks(heads=..., units=...), StructureMasks.from_kept(...) or "
+        "StructureMasks.from_dict(...)",
+    )

@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .args import SparseArgs
+from .args import SparseArgs, require_sparse_args
 from .arch import ArchitectureLayout, AttentionBlock, LayerModules, get_layout, join_projections, split_projections
 from .scores.masked_linear import MaskedLinear, MaskScores, begin_forward_all, release_scratch_buffers
 from .scores.methods import PruningMethod
@@ -186,11 +186,7 @@ def patch_model(model: nn.Module, sparse_args: SparseArgs, layout: ArchitectureL
             `ArchitectureLayout`, the model is patched already, or a block size does not divide a matrix.
     """
     check_model(model, "patch_model")
-    if not isinstance(sparse_args, SparseArgs):
-        raise InputError(
-            f"patch_model: sparse_args must be a SparseArgs, got {type(sparse_args).__name__}; build one with "
-            "SparseArgs(...) or a preset such as SparseArgs.hybrid()."
-        )
+    require_sparse_args(sparse_args, "patch_model: sparse_args")
     if layout is not None and not isinstance(layout, ArchitectureLayout):
         raise InputError(
             f"patch_model: layout must be an ArchitectureLayout or None (the registered one), got {type(layout).__name__}."

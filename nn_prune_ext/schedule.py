@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .args import SparseArgs
+from .args import SparseArgs, require_sparse_args
 from .validation import InputError, check_real, check_whole
 
 __all__ = ["SparsitySchedule"]
@@ -65,11 +65,7 @@ class SparsitySchedule:
             InputError: If `sparse_args` is not a `SparseArgs`, `total_steps` is not a whole number >= 1, or
                 the warmups leave no step of the run for the thresholds to move.
         """
-        if not isinstance(sparse_args, SparseArgs):
-            raise InputError(
-                f"SparsitySchedule.from_args needs a SparseArgs, got {type(sparse_args).__name__}: build one with "
-                "SparseArgs(...) or a preset such as SparseArgs.hybrid()."
-            )
+        require_sparse_args(sparse_args, "SparsitySchedule.from_args: sparse_args")
         initial_warmup, final_warmup = sparse_args.warmup_steps(total_steps)
         return cls(
             initial_threshold=sparse_args.initial_threshold,

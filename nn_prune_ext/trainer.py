@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
-from .args import SparseArgs
+from .args import SparseArgs, require_sparse_args
 from .atomic_files import atomic_path
 from .distill import distillation_loss
 from .non_finite import NonFiniteGuard
@@ -221,11 +221,8 @@ class SparseTrainer(Trainer):
         teacher_model: nn.Module | None = None,
         **trainer_kwargs,
     ):
-        if sparse_args is not None and not isinstance(sparse_args, SparseArgs):
-            raise InputError(
-                f"sparse_args must be a SparseArgs, got {type(sparse_args).__name__}: build it with "
-                "SparseArgs(...), SparseArgs.hybrid(...) or SparseArgs(**settings)."
-            )
+        if sparse_args is not None:
+            require_sparse_args(sparse_args, "sparse_args")
         self.sparse_args = sparse_args if sparse_args is not None else SparseArgs()
         self.sparse_args.validate()
         self.controller = SparsityController(self.sparse_args)

@@ -18,6 +18,7 @@ __all__ = [
     "NonFiniteError",
     "check_fields",
     "check_flag",
+    "check_instance",
     "check_known_fields",
     "check_model",
     "check_real",
@@ -207,6 +208,31 @@ def _checked_number(
     if not in_range(value):
         raise InputError(f"{name} must be {valid}, got {_short(value)}.")
     return convert(value)
+
+
+def check_instance(value: Any, expected: type, name: str, *, optional: bool = False, hint: str = "") -> Any:
+    """Refuse an argument that is not an instance of `expected` (a settings or masks object, say).
+
+    Args:
+        value: The argument.
+        expected: The class it must be an instance of.
+        name: How the message names it, e.g. `"patch_model: sparse_args"`.
+        optional: Whether `None` is valid.
+        hint: How to make a valid one, appended to the message.
+
+    Returns:
+        `value`.
+
+    Raises:
+        InputError: `"{name} must be a {expected}, got {type}; {hint}."`
+    """
+    if isinstance(value, expected) or (value is None and optional):
+        return value
+    article = "an" if expected.__name__[:1] in "AEIOU" else "a"
+    raise InputError(
+        f"{name} must be {article} {expected.__name__}{' or None' if optional else ''}, got {type(value).__name__}"
+        + (f"; {hint}." if hint else ".")
+    )
 
 
 def check_model(model: Any, where: str, argument: str = "model") -> None:

@@ -65,5 +65,5 @@ def test_schedule_values_out_of_range_are_refused_naming_the_field(values, messa
 
 
 def test_from_args_refuses_settings_that_are_not_sparse_args():
-    with pytest.raises(InputError, match=r"SparsitySchedule\.from_args needs a SparseArgs, got dict"):
+    with pytest.raises(InputError, match=r"SparsitySchedule\.from_args: sparse_args must be a SparseArgs, got dict; build one with SparseArgs\(\.\.\.\)"):
         SparsitySchedule.from_args({"initial_warmup": 0.1}, total_steps=100)

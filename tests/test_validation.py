@@ -200,3 +200,17 @@ def test_describe_names_the_type_and_shortens_a_long_value():
     assert describe("2") == "'2' (str)"
     text = describe(list(range(1000)))
     assert text.endswith("(list)") and "(4890 characters)" in text and len(text) < 120
+
+
+def test_check_instance_returns_the_value_and_names_the_class_the_type_and_the_hint():
+    from nn_prune_ext.validation import check_instance
+
+    args = SparseArgs()
+    assert check_instance(args, SparseArgs, "f: sparse_args") is args
+    assert check_instance(None, SparseArgs, "f: sparse_args", optional=True) is None
+    with pytest.raises(InputError, match=r"^f: sparse_args must be a SparseArgs, got dict; build one\.$"):
+        check_instance({}, SparseArgs, "f: sparse_args", hint="build one")
+    with pytest.raises(InputError, match=r"^f: args must be an ImportancePruningArgs or None, got str\.$"):
+        check_instance("x", ImportancePruningArgs, "f: args", optional=True)
+    with pytest.raises(InputError, match="got NoneType"):
+        check_instance(None, SparseArgs, "f: sparse_args")

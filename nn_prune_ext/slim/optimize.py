@@ -23,7 +23,7 @@ from transformers.activations import ACT2FN
 
 from ..arch import ArchitectureLayout, LayerModules, SlicedProjection, get_layout, store_projections
 from ..flops import dense_layer_shapes
-from ..masks import StructureMasks, fold_masks
+from ..masks import StructureMasks, fold_masks, require_structure_masks
 from ..patch import bake_model, is_patched
 from . import modeling_slim
 from .classes import slim_class_for
@@ -187,11 +187,7 @@ def prune_with_masks(
     check_model(model, "prune_with_masks")
     check_flag(inplace, "prune_with_masks(inplace=...)")
     check_flag(verify, "prune_with_masks(verify=...)")
-    if not isinstance(masks, StructureMasks):
-        raise InputError(
-            f"masks must be a StructureMasks, got {type(masks).__name__}: build them with StructureMasks(heads=..., "
-            "units=...), StructureMasks.from_kept(...) or StructureMasks.from_dict(...)."
-        )
+    require_structure_masks(masks, "prune_with_masks: masks")
     layout = get_layout(model)
     masks.check(model)  # before the copy: masks of the wrong shape should cost nothing
     model = _working_model(model, inplace)
