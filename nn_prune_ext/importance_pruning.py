@@ -35,7 +35,6 @@ Choices made here:
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import itertools
 import math
@@ -56,10 +55,9 @@ from .validation import (
     NonFiniteError,
     check_fields,
     check_flag,
-    check_instance,
-    check_known_fields,
     check_model,
     refuse_unknown_keywords,
+    settings_with,
 )
 
 __all__ = ["ImportancePruningArgs", "importance_masks", "prune_by_importance"]
@@ -308,16 +306,6 @@ def _layer_scores(values: torch.Tensor, sizes: tuple[int, ...], what: str) -> li
 
 
 # ----- the API -----------------------------------------------------------------------------------
-def _resolve(args: ImportancePruningArgs | None, overrides: dict[str, Any], where: str) -> ImportancePruningArgs:
-    """`args` with `overrides` applied; an `InputError` for args of another type or a keyword that is no field."""
-    check_instance(args, ImportancePruningArgs, f"{where}: args", optional=True,
-                   hint="pass ImportancePruningArgs(target_num_heads=..., ...) or the fields as keywords")
-    check_known_fields(ImportancePruningArgs, overrides, where)
-    if args is None:
-        return ImportancePruningArgs(**overrides)
-    return dataclasses.replace(args, **overrides) if overrides else args
-
-
 def importance_masks(
     model: nn.Module,
     batches: Iterable[Mapping[str, Any]],
@@ -345,7 +333,8 @@ def importance_masks(
             loss from.
     """
     check_model(model, "importance_masks")
-    args = _resolve(args, kwargs, "importance_masks")
+    args = settings_with(ImportancePruningArgs, args, kwargs, "importance_masks",
+                         "pass ImportancePruningArgs(target_num_heads=..., ...) or the fields as keywords")
     if args.target_num_heads is not None:
         get_layout(model).require_removable_heads(f"target_num_heads={args.target_num_heads}")
     if args.target_ffn_width is not None:

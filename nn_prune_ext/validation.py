@@ -26,6 +26,7 @@ __all__ = [
     "describe",
     "first_non_finite",
     "refuse_unknown_keywords",
+    "settings_with",
 ]
 
 
@@ -228,11 +229,34 @@ def check_instance(value: Any, expected: type, name: str, *, optional: bool = Fa
     """
     if isinstance(value, expected) or (value is None and optional):
         return value
-    article = "an" if expected.__name__[:1] in "AEIOU" else "a"
+    article = "an" if expected.__name__[:1] in "AEIO" else "a"  # "a UnitGradients"
     raise InputError(
         f"{name} must be {article} {expected.__name__}{' or None' if optional else ''}, got {type(value).__name__}"
         + (f"; {hint}." if hint else ".")
     )
+
+
+def settings_with(settings_class: type, settings: Any, overrides: dict[str, Any], where: str, hint: str) -> Any:
+    """The settings a function runs with: `settings` (or the defaults) with keyword `overrides` applied.
+
+    Args:
+        settings_class: The settings dataclass (`PostTrainingArgs`, `ImportancePruningArgs`, ...).
+        settings: An instance of it, or None for its defaults.
+        overrides: Fields passed as keywords.
+        where: The function, for the messages.
+        hint: How to pass valid settings, for the message about `settings` of another type.
+
+    Returns:
+        A `settings_class` instance (a new one where there are overrides).
+
+    Raises:
+        InputError: For `settings` of another type, or a keyword that is not a field (naming the closest field).
+    """
+    check_instance(settings, settings_class, f"{where}: args", optional=True, hint=hint)
+    check_known_fields(settings_class, overrides, where)
+    if settings is None:
+        return settings_class(**overrides)
+    return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
 def check_model(model: Any, where: str, argument: str = "model") -> None:

@@ -241,9 +241,9 @@ def test_settings_that_are_no_post_training_args_are_refused_naming_them():
     model = tiny_model("bert")
     with pytest.raises(InputError, match="PostTrainingArgs.latency_budget is a fraction of the dense model's cost"):
         PostTrainingArgs(latency_budget=0.0)
-    with pytest.raises(InputError, match="Unknown post-training setting\\(s\\) flops_budjet; valid: flops_budget, "):
+    with pytest.raises(InputError, match=r"post_training_prune got unknown keyword 'flops_budjet' \(did you mean 'flops_budget'\?\): the fields of PostTrainingArgs are flops_budget, "):
         post_training_prune(model, labelled_batches(1), flops_budjet=0.5)  # was a TypeError from the dataclass
-    with pytest.raises(InputError, match="args must be PostTrainingArgs or None, got dict"):
+    with pytest.raises(InputError, match="post_training_prune: args must be a PostTrainingArgs or None, got dict; pass PostTrainingArgs"):
         post_training_prune(model, labelled_batches(1), {"flops_budget": 0.5})
     with pytest.raises(InputError, match="latency_table must be a LatencyTable .* got dict"):
         post_training_prune(model, labelled_batches(1), latency_budget=0.5, latency_table={"ffn_ms": [1.0]})

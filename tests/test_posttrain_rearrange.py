@@ -117,7 +117,7 @@ def _one_layer_arguments():
 def test_rearrange_masks_refuses_arguments_that_do_not_fit():
     """Issue 13: these were an IndexError or AttributeError deep inside the greedy swaps."""
     masks, gradients, structure = _one_layer_arguments()
-    with pytest.raises(InputError, match="rearrange_masks: gradients must be UnitGradients, got tuple"):
+    with pytest.raises(InputError, match="rearrange_masks: gradients must be a UnitGradients, got tuple"):
         rearrange_masks(masks, (gradients.heads, gradients.units), structure)
     two_layers = StructureMasks(heads=masks.heads * 2, units=masks.units * 2)
     with pytest.raises(InputError, match="the model has 1 layers, the masks 2 and the gradients 1"):

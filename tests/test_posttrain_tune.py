@@ -380,7 +380,7 @@ def test_bad_settings_are_refused_naming_them(options, message):
 def test_bad_masks_batches_and_chunked_ffn_are_refused_before_any_forward():
     model = tiny_model("bert")
     masks = pruned_masks(model)
-    with pytest.raises(InputError, match=r"masks=\.\.\.\) must be StructureMasks .* got list"):
+    with pytest.raises(InputError, match=r"tune_masks: masks must be a StructureMasks, got list; build them with StructureMasks\("):
         tune_masks(model, [masks.heads, masks.units], calibration_batches())
     batch = calibration_batches()[0]
     with pytest.raises(InputError, match=r"got a single batch \(a dict with keys \['attention_mask', 'input_ids', 'labels'"):

@@ -168,6 +168,9 @@ def test_settings_refuse_a_misspelled_keyword_listing_their_fields():
         SparseArgs(final_treshold=0.1)
     with pytest.raises(InputError, match=r"unknown keyword 'target_heads' .*the fields of ImportancePruningArgs are "):
         ImportancePruningArgs(target_heads=2)
+    with pytest.raises(InputError, match=r"PostTrainingArgs\(\.\.\.\) got unknown keyword 'flops_budjet' \(did you mean "
+                                         r"'flops_budget'\?\): the fields of PostTrainingArgs are flops_budget, "):
+        PostTrainingArgs(flops_budjet=0.5)
 
 
 def test_settings_keep_their_signature_and_positional_arguments():

@@ -12,7 +12,7 @@ print(result)                          # kept sizes, cost, reconstruction errors
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -31,13 +31,14 @@ from .rearrange import rearrange_masks
 from .search import SearchResult, dense_cost, search_masks
 from .tune import TuningResult, tune_masks
 from .units import GRANULARITIES, PruningUnits, UnitGradients
-from ..validation import InputError, NonFiniteError, check_fields, first_non_finite
+from ..validation import InputError, NonFiniteError, check_fields, check_instance, first_non_finite, refuse_unknown_keywords, settings_with
 
 __all__ = ["PostTrainingArgs", "PostTrainingResult", "post_training_prune", "mean_sequence_length", "with_labels"]
 
 LATENCY_MODELS = ("table", "work")
 
 
+@refuse_unknown_keywords  # a misspelled budget would otherwise be Python's bare TypeError
 @dataclass
 class PostTrainingArgs:
     """Settings of post-training pruning (Kwon et al. 2022). Give one budget: FLOPs or latency."""
@@ -230,22 +231,6 @@ def _dense_model_cost(model: nn.Module, args: PostTrainingArgs, seq_len: int, in
     return None
 
 
-def _settings(args: Any, overrides: dict[str, Any]) -> PostTrainingArgs:
-    """`args` updated with keyword `overrides`, refusing what is not `PostTrainingArgs` and unknown names."""
-    if args is not None and not isinstance(args, PostTrainingArgs):
-        raise InputError(
-            f"args must be PostTrainingArgs or None, got {type(args).__name__}: pass PostTrainingArgs(flops_budget=...) "
-            "or the settings as keywords (flops_budget=0.6)."
-        )
-    names = [spec.name for spec in fields(PostTrainingArgs)]
-    unknown = sorted(set(overrides) - set(names))
-    if unknown:  # the dataclass would raise a TypeError about an unexpected keyword argument
-        raise InputError(f"Unknown post-training setting(s) {', '.join(unknown)}; valid: {', '.join(names)}.")
-    if args is None:
-        return PostTrainingArgs(**overrides)
-    return replace(args, **overrides) if overrides else args
-
-
 @torch.no_grad()
 def _check_finite_outputs(slim: nn.Module, batch: Mapping[str, Any], args: PostTrainingArgs) -> None:
     """Refuse a slim model whose outputs on calibration batch 0 are not finite (one forward pass).
@@ -304,11 +289,10 @@ def post_training_prune(
         NonFiniteError: For a NaN or infinite weight (before any work), a non-finite loss or mask
             gradient (naming the batch), or a pruned model whose outputs are not finite.
     """
-    args = _settings(args, overrides)
-    if latency_table is not None and not isinstance(latency_table, LatencyTable):
-        raise InputError(
-            f"latency_table must be a LatencyTable (from measure_latency_table) or None, got {type(latency_table).__name__}."
-        )
+    args = settings_with(PostTrainingArgs, args, overrides, "post_training_prune",
+                         "pass PostTrainingArgs(flops_budget=...) or the settings as keywords (flops_budget=0.6)")
+    check_instance(latency_table, LatencyTable, "post_training_prune: latency_table", optional=True,
+                   hint="make one with measure_latency_table")
     require_unpatched(model, "post_training_prune")
     layout = get_layout(model)
     layout.require_removable_heads("post_training_prune (its search trades heads against FFN units)")

@@ -17,7 +17,7 @@ import torch
 
 from ..masks import StructureMasks
 from .units import PruningUnits, UnitGradients
-from ..validation import InputError, NonFiniteError, first_non_finite
+from ..validation import InputError, NonFiniteError, check_instance, first_non_finite
 
 __all__ = ["rearrange_masks", "removal_loss", "rearrange_layer"]
 
@@ -108,8 +108,7 @@ def _check_arguments(masks: StructureMasks, gradients: UnitGradients, structure:
     for name, value, kind in (
         ("masks", masks, StructureMasks), ("gradients", gradients, UnitGradients), ("structure", structure, PruningUnits)
     ):
-        if not isinstance(value, kind):
-            raise InputError(f"rearrange_masks: {name} must be {kind.__name__}, got {type(value).__name__}.")
+        check_instance(value, kind, f"rearrange_masks: {name}")
     layers = structure.num_layers
     if not masks.num_layers == len(gradients.heads) == len(gradients.units) == layers:
         raise InputError(

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..importance import apply_masks, to_device
 from ..arch import ArchitectureLayout, LayerModules, check_batch, get_layout
-from ..masks import StructureMasks
+from ..masks import StructureMasks, require_structure_masks
 from ..patch import require_unpatched
 from .batches import check_batch_shapes, read_batches
 from .layer_runner import LayerRunner, StopForward
@@ -523,11 +523,7 @@ def tune_masks(
     layout = get_layout(model)
     layout.require_single_stack("tune_masks", "slim with the masks as they are")
     require_unpatched(model, "tune_masks")
-    if not isinstance(masks, StructureMasks):
-        raise InputError(
-            f"tune_masks(masks=...) must be StructureMasks (e.g. post_training_prune's search.masks or "
-            f"StructureMasks.from_kept(...)), got {type(masks).__name__}."
-        )
+    require_structure_masks(masks, "tune_masks: masks")
     masks.check(model)
     # A NaN max_scale would accept every scale (`largest > nan` is false); a NaN tol stops lsmr at once.
     check_real(max_scale, "tune_masks(max_scale=...)", minimum=0, above_minimum=True)
