@@ -22,7 +22,7 @@ for a busy machine: the median of the per-round ratios and the ratio of CPU time
 does the same for a plain PyTorch loop (forward, `loss.backward()`, fused AdamW step) of the
 unpatched model against the patched one (`patch_model` + `ScoreOptimizer` + the schedule):
 the overhead of the library without the Trainer around it (its peak memory with `--loop-memory`).
-On a 2-core CPU the ratio still scatters by about +-0.01 between runs of this script: the largest
+On a 2-core CPU the ratio still scatters by about +-0.01 to 0.02 between runs of this script: the largest
 source measured is glibc returning heap memory to the system between steps, so that some steps
 page-fault thousands of times (up to ~20 MB of activations touched afresh) and others not at all,
 in either variant.
